@@ -1,0 +1,3 @@
+//! Secrets: API keys for webhook senders and bearer tokens for the call runtime.
+
+pub mod keys;

@@ -1,0 +1,208 @@
+//! Caller phone numbers, normalised to E.164 so that one caller is one key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country;
+
+/// A region (ISO 3166-1 alpha-2, like `US`) used for numbers written without a country code.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Region(country::Id);
+
+impl Region {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let upper = s.trim().to_ascii_uppercase();
+        if upper.len() != 2 {
+            return Err(format!(
+                "region must be a two-letter country code like US, got {s:?}"
+            ));
+        }
+        country::Id::from_str(&upper)
+            .map(Region)
+            .map_err(|_| format!("{s:?} is not a country code with a phone numbering plan"))
+    }
+
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A caller's number in E.164 form (`+12125551234`).
+///
+/// Valid numbers are normalised by libphonenumber's rules. A number that is well-formed
+/// but not valid in any numbering plan (the documentation's own `+1234567890`) is kept
+/// as given after stripping formatting, because senders copy that example.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+/// Longest input we hand to the parser; real numbers with formatting are far shorter.
+const MAX_INPUT: usize = 40;
+
+impl PhoneNumber {
+    pub fn parse(input: &str, region: Region) -> Result<Self, String> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err("phone number is empty".into());
+        }
+        if trimmed.chars().count() > MAX_INPUT {
+            return Err(format!(
+                "phone number is longer than {MAX_INPUT} characters"
+            ));
+        }
+        if let Some(bad) = trimmed
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || " +-.()/".contains(*c)))
+        {
+            return Err(format!("phone number {trimmed:?} contains {bad:?}"));
+        }
+        let stripped: String = trimmed.chars().filter(|c| !" -.()/".contains(*c)).collect();
+        if stripped.is_empty() || !stripped.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(format!("{trimmed:?} has no digits"));
+        }
+
+        // The parser is third-party code fed with outside input: a panic there must not
+        // take a request down with it.
+        let parsed = std::panic::catch_unwind(|| phonenumber::parse(Some(region.0), &stripped));
+        if let Ok(Ok(number)) = parsed
+            && phonenumber::is_valid(&number)
+        {
+            return Ok(Self(
+                number.format().mode(phonenumber::Mode::E164).to_string(),
+            ));
+        }
+        if let Some(digits) = stripped.strip_prefix('+')
+            && (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Ok(Self(stripped));
+        }
+        Err(format!(
+            "{trimmed:?} is not a phone number valid in region {region}; \
+             send it in international form, like +12125551234"
+        ))
+    }
+
+    /// A number already in the store: it was normalised when it was written.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// Load libphonenumber's metadata now rather than on the first request.
+    pub fn warm_up() {
+        let _ = phonenumber::parse(None, "+12125551234");
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us() -> Region {
+        Region::parse("US").unwrap()
+    }
+
+    fn e164(s: &str) -> String {
+        PhoneNumber::parse(s, us()).unwrap().into_string()
+    }
+
+    #[test]
+    fn formatted_national_and_international_forms_are_one_caller() {
+        assert_eq!(e164("+1 (212) 555-1234"), "+12125551234");
+        assert_eq!(e164("12125551234"), "+12125551234");
+        assert_eq!(e164("+12125551234"), "+12125551234");
+        assert_eq!(e164("(212) 555-1234"), "+12125551234");
+        assert_eq!(e164("212.555.1234"), "+12125551234");
+    }
+
+    #[test]
+    fn documentation_example_number_is_kept_as_given() {
+        assert_eq!(e164("+1234567890"), "+1234567890");
+        assert_eq!(e164("+1 234-567-890"), "+1234567890");
+        assert_eq!(e164("+1 (234) 567.890"), "+1234567890");
+    }
+
+    #[test]
+    fn region_applies_to_numbers_without_country_code() {
+        let gb = Region::parse("gb").unwrap();
+        assert_eq!(
+            PhoneNumber::parse("020 7946 0018", gb).unwrap().as_str(),
+            "+442079460018"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_a_phone_number_is_refused() {
+        for bad in [
+            "",
+            "   ",
+            "hello",
+            "+",
+            "+12",
+            "+1234567890123456",
+            "555-12",
+            "12;34",
+            "+1 212 555 1234 <script>",
+            "1234567890",
+        ] {
+            assert!(
+                PhoneNumber::parse(bad, us()).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_input_is_refused_before_parsing() {
+        let long = "1".repeat(500);
+        let err = PhoneNumber::parse(&long, us()).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+    }
+
+    #[test]
+    fn normalising_is_idempotent() {
+        for s in ["+1 (212) 555-1234", "+1234567890", "+44 20 7946 0018"] {
+            let once = e164(s);
+            assert_eq!(e164(&once), once);
+        }
+    }
+
+    #[test]
+    fn unknown_region_is_refused() {
+        assert!(Region::parse("XX").is_err());
+        assert!(Region::parse("USA").is_err());
+        assert_eq!(Region::parse("de").unwrap().code(), "DE");
+    }
+}

@@ -1,4 +1,12 @@
 //! Precall: pre-call webhooks and flows for voice agents.
 
 pub mod auth;
+pub mod calls;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod wakeups;

@@ -1,0 +1,195 @@
+//! Administration from the command line: what a newcomer and the tests need to set up
+//! agents, webhooks, variables and runtime tokens.
+
+use serde_json::{Value, json};
+
+use crate::config::{ActionCommand, AgentCommand, Command, TokenCommand, VariableCommand};
+use crate::domain::phone::Region;
+use crate::domain::variables::{VarType, VariableName};
+use crate::store::actions::{self, NewWebhook, WebhookChanges};
+use crate::store::agents::{self, Agent};
+use crate::store::variables::{self, NewVariable};
+use crate::store::{Db, StoreError, deliveries, rfc3339, tokens};
+
+/// Runs one administrative command against the database at `database_url`.
+pub async fn run(command: Command, database_url: &str, public_url: &str) -> anyhow::Result<()> {
+    let db = Db::open(database_url).await?;
+    let result = dispatch(command, &db, public_url.trim_end_matches('/')).await;
+    db.close().await;
+    result
+}
+
+async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => unreachable!("serve is handled by main"),
+        Command::Agent(AgentCommand::Create { name, region, json }) => {
+            let region = Region::parse(&region).map_err(anyhow::Error::msg)?;
+            let agent = agents::create(db, &name, region).await.map_err(explain)?;
+            let out = agent_json(&agent);
+            print(json, &out, || {
+                format!(
+                    "Created agent {:?} ({}), region {}, with a First Flow that greets callers.",
+                    agent.name, agent.public_id, agent.default_region
+                )
+            });
+        }
+        Command::Agent(AgentCommand::List { json }) => {
+            let list = agents::list(db).await?;
+            let out = Value::Array(list.iter().map(agent_json).collect());
+            print(json, &out, || {
+                list.iter()
+                    .map(|a| format!("{}  {}  ({})", a.public_id, a.name, a.default_region))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Action(ActionCommand::CreateWebhook {
+            agent,
+            name,
+            wait_ms,
+            ttl_secs,
+            json,
+        }) => {
+            let agent = find_agent(db, &agent).await?;
+            let created = actions::create_webhook(
+                db,
+                agent.id,
+                &NewWebhook {
+                    name,
+                    fallback_wait_ms: wait_ms,
+                    ttl_secs,
+                },
+            )
+            .await
+            .map_err(explain)?;
+            let url = format!("{public_url}/webhooks/{}", created.slug);
+            let out = json!({
+                "actionId": created.action_id,
+                "url": url,
+                "apiKey": created.key.expose(),
+                "agentId": agent.public_id,
+            });
+            print(json, &out, || {
+                format!(
+                    "Webhook added above the First Flow of {:?}.\n\
+                     URL:     {url}\n\
+                     API key: {}\n\
+                     The key is shown only now: store it where the sender keeps secrets.",
+                    agent.name,
+                    created.key.expose()
+                )
+            });
+        }
+        Command::Action(ActionCommand::UpdateWebhook {
+            id,
+            enabled,
+            wait_ms,
+            ttl_secs,
+        }) => {
+            actions::update_webhook(
+                db,
+                id,
+                &WebhookChanges {
+                    enabled,
+                    fallback_wait_ms: wait_ms,
+                    ttl_secs,
+                },
+            )
+            .await
+            .map_err(explain)?;
+            println!("Updated webhook action {id}.");
+        }
+        Command::Variable(VariableCommand::Set {
+            agent,
+            name,
+            ty,
+            default,
+            description,
+        }) => {
+            let agent = find_agent(db, &agent).await?;
+            let name = VariableName::parse(&name).map_err(anyhow::Error::msg)?;
+            let ty = VarType::parse(&ty).map_err(anyhow::Error::msg)?;
+            // JSON when it parses as JSON, else plain text.
+            let default = default.map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)));
+            variables::upsert(
+                db,
+                agent.id,
+                &NewVariable {
+                    name: name.clone(),
+                    ty,
+                    default,
+                    description,
+                    source_action_id: None,
+                },
+            )
+            .await
+            .map_err(explain)?;
+            println!("Declared {name} ({ty}) for {}.", agent.public_id);
+        }
+        Command::Deliveries { agent, limit, json } => {
+            let agent = find_agent(db, &agent).await?;
+            let rows = deliveries::recent_for_agent(db, agent.id, limit.clamp(1, 10_000)).await?;
+            let out = Value::Array(rows.iter().map(|d| d.to_json()).collect());
+            print(json, &out, || {
+                rows.iter()
+                    .map(|d| {
+                        format!(
+                            "{}  {}  {:<8}  {}  {}",
+                            rfc3339(d.received_at),
+                            d.status,
+                            d.outcome,
+                            d.phone.as_deref().unwrap_or("-"),
+                            d.call_id.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Token(TokenCommand::Create { agent, name, json }) => {
+            let agent = find_agent(db, &agent).await?;
+            let token = tokens::create(db, agent.id, &name).await.map_err(explain)?;
+            let out = json!({ "token": token.expose(), "agentId": agent.public_id });
+            print(json, &out, || {
+                format!(
+                    "Runtime token for {:?}: {}\nShown only now: give it to the call runtime.",
+                    agent.name,
+                    token.expose()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn agent_json(a: &Agent) -> Value {
+    json!({
+        "agentId": a.public_id,
+        "name": a.name,
+        "region": a.default_region,
+        "createdAt": rfc3339(a.created_at),
+    })
+}
+
+fn print(as_json: bool, value: &Value, text: impl FnOnce() -> String) {
+    if as_json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+async fn find_agent(db: &Db, public_id: &str) -> anyhow::Result<Agent> {
+    agents::find_by_public_id(db, public_id)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no agent with id {public_id:?}; `precall agent list` shows them")
+        })
+}
+
+fn explain(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Conflict(m) | StoreError::NotFound(m) => anyhow::Error::msg(m),
+        StoreError::Database(e) => e.into(),
+    }
+}

@@ -1,0 +1,200 @@
+//! Command line: every setting is a flag with an environment-variable twin.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "precall",
+    version,
+    about = "Pre-call webhooks and flows for voice agents"
+)]
+pub struct Cli {
+    /// SQLite database URL; the file is created and migrated if missing.
+    #[arg(
+        long,
+        env = "PRECALL_DATABASE_URL",
+        default_value = "sqlite://precall.db",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Base of generated webhook URLs, as senders reach this server
+    /// (default: http:// and the bind address).
+    #[arg(long, env = "PRECALL_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Settings of the server (`precall` or `precall serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PRECALL_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// Largest ingest or API body, in bytes.
+    #[arg(long, env = "PRECALL_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
+    /// Seconds between sweeps of expired webhook data.
+    #[arg(long, env = "PRECALL_SWEEP_INTERVAL_SECS", default_value_t = 30)]
+    pub sweep_interval_secs: u64,
+
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "PRECALL_SHUTDOWN_GRACE_SECS", default_value_t = 15)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage pre-call actions.
+    #[command(subcommand)]
+    Action(ActionCommand),
+    /// Manage an agent's variable schema.
+    #[command(subcommand)]
+    Variable(VariableCommand),
+    /// Manage runtime tokens for the call runtime.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the latest requests that reached an agent's webhooks, newest first.
+    Deliveries {
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent with a First Flow that greets callers.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Region for numbers sent without a country code (ISO 3166 code, like US or GB).
+        #[arg(long, default_value = "US")]
+        region: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionCommand {
+    /// Add a Webhook pre-call action above the agent's First Flow; prints its URL and API key once.
+    CreateWebhook {
+        /// The agent's public id.
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "Custom Webhook")]
+        name: String,
+        /// Time wait before fallback, in milliseconds (0 to 10000).
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: i64,
+        /// How long received data stays usable, in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl_secs: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a Webhook action's settings.
+    UpdateWebhook {
+        /// The action id printed when it was created.
+        #[arg(long)]
+        id: i64,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[arg(long)]
+        wait_ms: Option<i64>,
+        #[arg(long)]
+        ttl_secs: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VariableCommand {
+    /// Declare a variable (or change its declaration).
+    Set {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        name: String,
+        /// string, number, boolean or list.
+        #[arg(long = "type")]
+        ty: String,
+        /// Default value, as JSON (`0`, `"normal"`, `false`) or plain text for strings.
+        #[arg(long)]
+        default: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a runtime token for one agent; prints it once.
+    Create {
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "runtime")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: String,
+    pub database_url: String,
+    pub public_url: Option<String>,
+    pub body_limit: usize,
+    pub sweep_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    pub fn from_cli(cli: &Cli) -> Self {
+        Self {
+            bind: cli.serve.bind.clone(),
+            database_url: cli.database_url.clone(),
+            public_url: cli.public_url.clone(),
+            body_limit: cli.serve.body_limit,
+            sweep_interval: Duration::from_secs(cli.serve.sweep_interval_secs.max(1)),
+            shutdown_grace: Duration::from_secs(cli.serve.shutdown_grace_secs),
+        }
+    }
+
+    /// Defaults for a server on `database_url`, listening on an ephemeral local port.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            bind: "127.0.0.1:0".into(),
+            database_url: database_url.into(),
+            public_url: None,
+            body_limit: 64 * 1024,
+            sweep_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

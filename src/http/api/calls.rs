@@ -1,0 +1,46 @@
+//! `POST /api/v1/calls` starts a call; `GET /api/v1/calls/{id}` reads it back.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::{ApiJson, RuntimeAgent};
+use crate::calls::{self, StartCall};
+use crate::error::{AppError, ProblemKind};
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/calls", post(start))
+        .route("/api/v1/calls/{id}", get(show))
+}
+
+async fn start(
+    State(app): State<AppState>,
+    RuntimeAgent(agent_id): RuntimeAgent,
+    ApiJson(req): ApiJson<StartCall>,
+) -> Result<Response, AppError> {
+    let call = calls::start(&app, agent_id, req).await?;
+    let location = format!("/api/v1/calls/{}", call.call_id);
+    let mut res = (StatusCode::CREATED, Json(call)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+async fn show(
+    State(app): State<AppState>,
+    RuntimeAgent(agent_id): RuntimeAgent,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    match calls::find(&app, agent_id, &id).await? {
+        Some(call) => Ok(Json(call).into_response()),
+        None => Err(AppError::problem(
+            ProblemKind::NotFound,
+            format!("no call {id:?} for this agent"),
+        )),
+    }
+}

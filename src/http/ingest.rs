@@ -1,0 +1,223 @@
+//! `POST /webhooks/{slug}`: a sender tells us about a caller before the call.
+//!
+//! Checks run cheapest and least revealing first: unknown URL (404, not recorded), key
+//! (401), disabled (409), content type (415), size (413), JSON (400), contract (422).
+//! Every request past the URL check is recorded as a delivery, never with its key.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::body::{excerpt, read_limited, require_json};
+use crate::auth::keys::SecretHash;
+use crate::domain::payload::{self, PayloadError};
+use crate::domain::phone::Region;
+use crate::error::{ApiProblem, AppError, ProblemKind};
+use crate::store::actions::{self, IngestTarget};
+use crate::store::writer::{Idempotency, IngestCommitted, IngestWrite, NewDelivery};
+use crate::store::{now_ms, variables};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/webhooks/{slug}", post(receive))
+}
+
+/// The key as sent: `X-Authorization: <key>` or `Authorization: Bearer <key>`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    fn bearer(v: &str) -> Option<&str> {
+        let v = v.trim();
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(str::trim)
+    }
+    if let Some(v) = headers.get("x-authorization").and_then(|v| v.to_str().ok()) {
+        return Some(bearer(v).unwrap_or(v.trim())).filter(|k| !k.is_empty());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .filter(|k| !k.is_empty())
+}
+
+/// `Idempotency-Key` or, as Standard Webhooks senders send it, `webhook-id`.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiProblem> {
+    let Some(value) = headers
+        .get("idempotency-key")
+        .or_else(|| headers.get("webhook-id"))
+    else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiProblem::new(
+            ProblemKind::BadRequest,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// One request's context while it is checked, so that refusals are recorded uniformly.
+struct Attempt {
+    app: AppState,
+    target: IngestTarget,
+    started: Instant,
+    received_at: i64,
+    idempotency_key: Option<String>,
+}
+
+impl Attempt {
+    /// Records the refusal, then answers with it.
+    async fn refuse(&self, problem: ApiProblem, body: Option<&[u8]>) -> Response {
+        let delivery = NewDelivery {
+            action_id: self.target.action_id,
+            received_at: self.received_at,
+            status: problem.kind.status().as_u16(),
+            problems: serde_json::to_string(&problem.entries()).expect("problems serialise"),
+            body_excerpt: body.filter(|b| !b.is_empty()).map(excerpt),
+            phone: None,
+            idempotency_key: self.idempotency_key.clone(),
+            started: self.started,
+        };
+        if let Err(e) = self.app.writer.refusal(delivery).await {
+            return AppError::from(e).into_response();
+        }
+        problem.into_response()
+    }
+}
+
+async fn receive(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let received_at = now_ms();
+    let target = match actions::find_ingest_target(&app.db, &slug).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return ApiProblem::new(ProblemKind::NotFound, "no webhook at this URL")
+                .into_response();
+        }
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    let mut attempt = Attempt {
+        app,
+        target,
+        started,
+        received_at,
+        idempotency_key: None,
+    };
+    match accept(&mut attempt, &headers, body).await {
+        Ok(res) => res,
+        Err((problem, body)) => attempt.refuse(problem, body.as_deref()).await,
+    }
+}
+
+type Refusal = (ApiProblem, Option<bytes::Bytes>);
+
+async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+    let refuse = |p: ApiProblem| (p, None);
+
+    let keys = actions::active_key_hashes(&a.app.db, a.target.action_id)
+        .await
+        .map_err(|e| refuse(AppError::from(e).into_problem()))?;
+    let Some(key) = presented_key(headers) else {
+        return Err(refuse(ApiProblem::new(
+            ProblemKind::Unauthorized,
+            "send the webhook's API key in the X-Authorization header",
+        )));
+    };
+    let presented = SecretHash::of(key);
+    // Compare with every key, without stopping early.
+    let known = keys
+        .iter()
+        .fold(false, |acc, k| acc | k.matches(&presented));
+    if !known {
+        return Err(refuse(ApiProblem::new(
+            ProblemKind::Unauthorized,
+            "the API key is not valid for this webhook",
+        )));
+    }
+    if !a.target.enabled {
+        return Err(refuse(ApiProblem::new(
+            ProblemKind::ActionDisabled,
+            "this webhook is disabled; nothing was stored",
+        )));
+    }
+    a.idempotency_key = idempotency_key(headers).map_err(refuse)?;
+    require_json(headers).map_err(refuse)?;
+    let bytes = read_limited(headers, body, a.app.body_limit)
+        .await
+        .map_err(refuse)?;
+
+    let raw = payload::parse(&bytes).map_err(|e| match e {
+        PayloadError::Malformed(m) => (
+            ApiProblem::new(ProblemKind::MalformedJson, m),
+            Some(bytes.clone()),
+        ),
+        PayloadError::Invalid(p) => (
+            ApiProblem::with_errors(ProblemKind::ValidationFailed, p),
+            Some(bytes.clone()),
+        ),
+    })?;
+    let schema = variables::schema(&a.app.db, a.target.agent_id)
+        .await
+        .map_err(|e| refuse(AppError::from(e).into_problem()))?;
+    let region = Region::parse(&a.target.default_region)
+        .unwrap_or_else(|_| Region::parse("US").expect("US is a region"));
+    let valid =
+        payload::validate(raw, &a.target.agent_public_id, region, &schema).map_err(|p| {
+            (
+                ApiProblem::with_errors(ProblemKind::ValidationFailed, p),
+                Some(bytes.clone()),
+            )
+        })?;
+
+    let write = IngestWrite {
+        action_id: a.target.action_id,
+        agent_id: a.target.agent_id,
+        phone: valid.phone.into_string(),
+        fields: serde_json::Value::Object(valid.fields).to_string(),
+        ttl_ms: a.target.ttl_secs * 1000,
+        idempotency: a.idempotency_key.clone().map(|key| Idempotency {
+            key,
+            body_hash: Sha256::digest(&bytes).into(),
+        }),
+        received_at: a.received_at,
+        started: a.started,
+    };
+    match a.app.writer.ingest(write).await {
+        Ok(IngestCommitted::Accepted(json)) => Ok(accepted(json, false)),
+        Ok(IngestCommitted::Replayed(json)) => Ok(accepted(json, true)),
+        // Recorded by the writer already.
+        Ok(IngestCommitted::KeyReused) => Ok(ApiProblem::new(
+            ProblemKind::IdempotencyKeyReused,
+            "this Idempotency-Key was already used with a different body; nothing changed",
+        )
+        .into_response()),
+        Err(e) => Ok(AppError::from(e).into_response()),
+    }
+}
+
+fn accepted(json: String, replayed: bool) -> Response {
+    let mut res = (StatusCode::ACCEPTED, json).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}

@@ -1,0 +1,33 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use precall::config::{Cli, Command, Settings};
+use precall::startup::{Application, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("precall=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    match cli.command {
+        None | Some(Command::Serve) => {
+            let settings = Settings::from_cli(&cli);
+            let app = Application::build(settings).await?;
+            println!("Precall listening on http://{}", app.local_addr());
+            println!("Webhook URLs start with {}/webhooks/", app.public_url());
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Some(command) => {
+            let public_url = cli
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cli.serve.bind));
+            precall::cli::run(command, &cli.database_url, &public_url).await
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Open and migrate the database, build the router, serve, and shut down gracefully.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::domain::phone::PhoneNumber;
+use crate::http::{self, AppState};
+use crate::store::writer::Writer;
+use crate::store::{Db, now_ms};
+use crate::wakeups::{InProcessWakeups, Wakeups};
+
+/// A server bound to its address, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    writer_task: JoinHandle<()>,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::open(&settings.database_url).await?;
+        PhoneNumber::warm_up();
+        let wakeups: Arc<dyn Wakeups> = Arc::new(InProcessWakeups::new());
+        let (writer, writer_task) = Writer::spawn(db.writer_connection().await?, wakeups.clone());
+        let listener = TcpListener::bind(&settings.bind).await?;
+        let addr = listener.local_addr()?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let state = AppState {
+            db,
+            writer,
+            wakeups,
+            public_url: public_url.trim_end_matches('/').into(),
+            body_limit: settings.body_limit,
+        };
+        Ok(Self {
+            listener,
+            state,
+            writer_task,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the
+    /// grace period) and flushes the writer.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            writer_task,
+            settings,
+        } = self;
+        let db = state.db.clone();
+        let sweeper = spawn_sweeper(state.writer.clone(), settings.sweep_interval);
+        let app = http::router(state);
+
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        };
+        let grace = settings.shutdown_grace;
+        {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future();
+            tokio::select! {
+                res = serve => res?,
+                _ = async {
+                    let _ = stopping_rx.await;
+                    tokio::time::sleep(grace).await;
+                } => tracing::warn!("grace period over; closing remaining connections"),
+            }
+        }
+        sweeper.abort();
+        // The router (and its writer handles) is gone: the writer drains and stops.
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
+        db.close().await;
+        Ok(())
+    }
+}
+
+/// Removes expired webhook data and old idempotency keys every `interval`.
+fn spawn_sweeper(writer: Writer, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match writer.sweep(now_ms()).await {
+                Ok(r) if r.expired_contexts + r.forgotten_idempotency_keys > 0 => {
+                    tracing::info!(
+                        expired_contexts = r.expired_contexts,
+                        forgotten_idempotency_keys = r.forgotten_idempotency_keys,
+                        "swept"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,233 @@
+//! Pre-call actions and the settings and keys of Webhook actions.
+
+use sqlx::FromRow;
+
+use super::{Db, StoreError, begin_write, constraint_of, now_ms};
+use crate::auth::keys::{Secret, SecretHash, SecretKind};
+use crate::domain::ids::WebhookSlug;
+
+/// Default time a call waits for its webhook before falling back.
+pub const DEFAULT_FALLBACK_WAIT_MS: i64 = 2_000;
+/// Longest time a call may wait for its webhook.
+pub const MAX_FALLBACK_WAIT_MS: i64 = 10_000;
+/// Default lifetime of cached webhook data.
+pub const DEFAULT_TTL_SECS: i64 = 600;
+pub const MIN_TTL_SECS: i64 = 1;
+pub const MAX_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// Settings of a new Webhook action.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub name: String,
+    pub fallback_wait_ms: i64,
+    pub ttl_secs: i64,
+}
+
+/// The time wait before fallback must be 0 to 10 s.
+pub fn check_fallback_wait(ms: i64) -> Result<(), String> {
+    if (0..=MAX_FALLBACK_WAIT_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "time wait before fallback must be 0 to {MAX_FALLBACK_WAIT_MS} ms, got {ms}"
+        ))
+    }
+}
+
+/// Data lives from a second to a week.
+pub fn check_ttl(secs: i64) -> Result<(), String> {
+    if (MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(format!(
+            "data TTL must be {MIN_TTL_SECS} to {MAX_TTL_SECS} seconds, got {secs}"
+        ))
+    }
+}
+
+impl NewWebhook {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.name.chars().count() > 100 {
+            return Err("the action's name must be 1 to 100 characters".into());
+        }
+        check_fallback_wait(self.fallback_wait_ms)?;
+        check_ttl(self.ttl_secs)
+    }
+}
+
+/// A Webhook action just made: the key is here for its one showing.
+#[derive(Debug)]
+pub struct CreatedWebhook {
+    pub action_id: i64,
+    pub slug: WebhookSlug,
+    pub key: Secret,
+}
+
+/// Adds a Webhook action at the end of the agent's pre-call actions, with a fresh key.
+pub async fn create_webhook(
+    db: &Db,
+    agent_id: i64,
+    new: &NewWebhook,
+) -> Result<CreatedWebhook, StoreError> {
+    new.validate().map_err(StoreError::Conflict)?;
+    let now = now_ms();
+    let slug = WebhookSlug::generate();
+    let key = Secret::generate(SecretKind::WebhookKey);
+    let mut tx = begin_write(db).await?;
+    let action_id: i64 = sqlx::query_scalar(
+        "INSERT INTO precall_actions (agent_id, position, kind, name, created_at)
+         VALUES (?1, (SELECT coalesce(max(position), -1) + 1 FROM precall_actions WHERE agent_id = ?1),
+                 'webhook', ?2, ?3)
+         RETURNING id",
+    )
+    .bind(agent_id)
+    .bind(new.name.trim())
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match constraint_of(&e).as_deref() {
+        Some("precall_actions_need_a_first_flow") => StoreError::Conflict(
+            "pre-call actions sit above the First Flow: set a First Flow for this agent first"
+                .into(),
+        ),
+        _ => StoreError::Database(e),
+    })?;
+    sqlx::query(
+        "INSERT INTO webhook_actions (action_id, slug, fallback_wait_ms, ttl_secs) VALUES (?, ?, ?, ?)",
+    )
+    .bind(action_id)
+    .bind(slug.as_str())
+    .bind(new.fallback_wait_ms)
+    .bind(new.ttl_secs)
+    .execute(&mut *tx)
+    .await?;
+    insert_key(&mut tx, action_id, &key, now).await?;
+    tx.commit().await?;
+    Ok(CreatedWebhook {
+        action_id,
+        slug,
+        key,
+    })
+}
+
+async fn insert_key(
+    tx: &mut sqlx::SqliteConnection,
+    action_id: i64,
+    key: &Secret,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO webhook_keys (action_id, key_hash, last_chars, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(action_id)
+    .bind(key.hash().as_bytes())
+    .bind(key.last_chars())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Changes to a Webhook action's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChanges {
+    pub enabled: Option<bool>,
+    pub fallback_wait_ms: Option<i64>,
+    pub ttl_secs: Option<i64>,
+}
+
+pub async fn update_webhook(
+    db: &Db,
+    action_id: i64,
+    changes: &WebhookChanges,
+) -> Result<(), StoreError> {
+    if let Some(w) = changes.fallback_wait_ms {
+        check_fallback_wait(w).map_err(StoreError::Conflict)?;
+    }
+    if let Some(t) = changes.ttl_secs {
+        check_ttl(t).map_err(StoreError::Conflict)?;
+    }
+    let mut tx = begin_write(db).await?;
+    let updated = sqlx::query(
+        "UPDATE webhook_actions SET enabled = coalesce(?, enabled),
+                fallback_wait_ms = coalesce(?, fallback_wait_ms), ttl_secs = coalesce(?, ttl_secs)
+          WHERE action_id = ?",
+    )
+    .bind(changes.enabled)
+    .bind(changes.fallback_wait_ms)
+    .bind(changes.ttl_secs)
+    .bind(action_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound(format!(
+            "no webhook action {action_id}"
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What the ingest endpoint needs to know about a webhook URL.
+#[derive(Debug, Clone, FromRow)]
+pub struct IngestTarget {
+    pub action_id: i64,
+    pub agent_id: i64,
+    pub agent_public_id: String,
+    pub default_region: String,
+    pub enabled: bool,
+    pub ttl_secs: i64,
+}
+
+pub async fn find_ingest_target(db: &Db, slug: &str) -> Result<Option<IngestTarget>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT w.action_id, a.agent_id, g.public_id AS agent_public_id, g.default_region,
+                w.enabled, w.ttl_secs
+           FROM webhook_actions w
+           JOIN precall_actions a ON a.id = w.action_id
+           JOIN agents g ON g.id = a.agent_id
+          WHERE w.slug = ?",
+    )
+    .bind(slug)
+    .fetch_optional(&db.read)
+    .await
+}
+
+/// Hashes of the keys that open this webhook now (the current one and any in their grace period).
+pub async fn active_key_hashes(db: &Db, action_id: i64) -> Result<Vec<SecretHash>, sqlx::Error> {
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT key_hash FROM webhook_keys
+          WHERE action_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+    )
+    .bind(action_id)
+    .bind(now_ms())
+    .fetch_all(&db.read)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|b| SecretHash::from_stored(b))
+        .collect())
+}
+
+/// A Webhook action as the call runtime runs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct WebhookStep {
+    pub action_id: i64,
+    pub name: String,
+    pub fallback_wait_ms: i64,
+    pub enabled: bool,
+}
+
+/// The agent's Webhook actions in pre-call order.
+pub async fn webhook_steps(db: &Db, agent_id: i64) -> Result<Vec<WebhookStep>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id AS action_id, a.name, w.fallback_wait_ms, w.enabled
+           FROM precall_actions a JOIN webhook_actions w ON w.action_id = a.id
+          WHERE a.agent_id = ?
+          ORDER BY a.position, a.id",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}

@@ -1,0 +1,43 @@
+//! Reading cached webhook data for a caller. Writes go through the writer.
+
+use serde_json::{Map, Value};
+
+use super::Db;
+
+/// Unused, unexpired data for one caller on one Webhook action.
+#[derive(Debug, Clone)]
+pub struct LiveContext {
+    pub id: i64,
+    pub fields: Map<String, Value>,
+    pub received_at: i64,
+}
+
+pub async fn find_live(
+    db: &Db,
+    action_id: i64,
+    phone: &str,
+    now: i64,
+) -> Result<Option<LiveContext>, sqlx::Error> {
+    let row: Option<(i64, String, i64)> = sqlx::query_as(
+        "SELECT id, fields, received_at FROM contexts
+          WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?",
+    )
+    .bind(action_id)
+    .bind(phone)
+    .bind(now)
+    .fetch_optional(&db.read)
+    .await?;
+    Ok(row.map(|(id, fields, received_at)| LiveContext {
+        id,
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        received_at,
+    }))
+}
+
+/// How many contexts exist for a caller, used or not (for tests and diagnostics).
+pub async fn count_for_phone(db: &Db, phone: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM contexts WHERE phone = ?")
+        .bind(phone)
+        .fetch_one(&db.read)
+        .await
+}

@@ -1,0 +1,123 @@
+//! Every SQL statement lives under this module.
+//!
+//! Reads go through a pool of read-only connections. Hot-path writes (ingest, calls,
+//! sweeping) go through the single [`writer::Writer`] task, which commits them in groups.
+//! Rare configuration writes (agents, actions, tokens) use a one-connection pool and
+//! `BEGIN IMMEDIATE`, so a read-then-write never fails with SQLITE_BUSY.
+
+pub mod actions;
+pub mod agents;
+pub mod calls;
+pub mod contexts;
+pub mod deliveries;
+pub mod tokens;
+pub mod variables;
+pub mod writer;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+
+/// Milliseconds since the Unix epoch: the unit of every time column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A time column as RFC 3339 (`2026-11-27T10:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Errors of configuration writes that a caller may want to explain to a user.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The name of the trigger or constraint an SQLite error reports, if any.
+pub fn constraint_of(err: &sqlx::Error) -> Option<String> {
+    let db = err.as_database_error()?;
+    Some(db.message().to_owned())
+}
+
+/// The database: pools for reads and configuration writes, and how to reach it.
+#[derive(Clone)]
+pub struct Db {
+    pub read: SqlitePool,
+    pub write: SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+/// How long a connection waits for SQLite's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Db {
+    /// Opens (creating if missing) and migrates the database at `url`.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode a commit survives a crash of the process (not of the machine).
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("temp_store", "memory")
+            .disable_statement_logging();
+
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&write).await?;
+
+        let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2) as u32;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers.max(4))
+            .min_connections(1)
+            .connect_with(options.clone().read_only(true))
+            .await?;
+        Ok(Self {
+            read,
+            write,
+            options,
+        })
+    }
+
+    /// A dedicated connection for the group-commit writer.
+    pub async fn writer_connection(&self) -> anyhow::Result<SqliteConnection> {
+        Ok(SqliteConnection::connect_with(&self.options).await?)
+    }
+
+    /// `SELECT 1` on a read connection: is the database reachable?
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.read).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Starts a configuration write that holds the write lock from its first statement.
+pub async fn begin_write(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    db.write.begin_with("BEGIN IMMEDIATE").await
+}

@@ -1,0 +1,40 @@
+//! Runtime tokens: bearer tokens with which the call runtime speaks for one agent.
+
+use super::{Db, StoreError, begin_write, now_ms};
+use crate::auth::keys::{Secret, SecretHash, SecretKind};
+
+/// Makes a token for `agent_id`; the returned secret is its one showing.
+pub async fn create(db: &Db, agent_id: i64, name: &str) -> Result<Secret, StoreError> {
+    let token = Secret::generate(SecretKind::RuntimeToken);
+    let mut tx = begin_write(db).await?;
+    sqlx::query(
+        "INSERT INTO runtime_tokens (agent_id, name, token_hash, last_chars, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(agent_id)
+    .bind(name)
+    .bind(token.hash().as_bytes())
+    .bind(token.last_chars())
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// The agent a presented token speaks for, if it is a live token.
+pub async fn agent_for(db: &Db, presented: &str) -> Result<Option<i64>, sqlx::Error> {
+    let hash = SecretHash::of(presented);
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT agent_id, token_hash FROM runtime_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+    )
+    .bind(hash.as_bytes())
+    .fetch_optional(&db.read)
+    .await?;
+    // The index finds the row; the comparison that decides is constant-time.
+    Ok(row.and_then(|(agent_id, stored)| {
+        SecretHash::from_stored(&stored)
+            .filter(|s| s.matches(&hash))
+            .map(|_| agent_id)
+    }))
+}

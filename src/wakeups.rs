@@ -1,0 +1,154 @@
+//! Wakes a waiting call the moment its caller's data is committed.
+//!
+//! A call subscribes to (action, caller) *before* it looks for data, so a commit that
+//! lands between the look and the wait is never missed. [`Wakeups`] is a trait so that a
+//! multi-node deployment can back it with the shared database's notifications.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// Whose data a call is waiting for: a Webhook action and a caller's E.164 number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WakeKey {
+    pub action_id: i64,
+    pub phone: String,
+}
+
+/// Subscribe before looking, then await the subscription.
+pub trait Wakeups: Send + Sync + 'static {
+    fn subscribe(&self, key: WakeKey) -> Subscription;
+    /// Wakes every call waiting on `key`.
+    fn notify(&self, key: &WakeKey);
+}
+
+/// Resolves when the key is notified. Dropping it withdraws the interest.
+pub struct Subscription {
+    rx: oneshot::Receiver<()>,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Subscription {
+    /// Waits until notified (or the notifier goes away).
+    pub async fn woken(mut self) {
+        let _ = (&mut self.rx).await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+const SHARDS: usize = 16;
+
+type Waiters = HashMap<WakeKey, Vec<(u64, oneshot::Sender<()>)>>;
+
+/// Wake-ups within one process: a sharded map from key to waiting calls.
+pub struct InProcessWakeups {
+    shards: Vec<Mutex<Waiters>>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+}
+
+impl InProcessWakeups {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    fn shard(&self, key: &WakeKey) -> &Mutex<Waiters> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// How many calls are waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+}
+
+impl Wakeups for Arc<InProcessWakeups> {
+    fn subscribe(&self, key: WakeKey) -> Subscription {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shard(&key)
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .push((id, tx));
+        let this = Arc::downgrade(self);
+        Subscription {
+            rx,
+            on_drop: Some(Box::new(move || {
+                let Some(this) = this.upgrade() else { return };
+                let mut shard = this.shard(&key).lock().unwrap();
+                if let Some(list) = shard.get_mut(&key) {
+                    list.retain(|(i, _)| *i != id);
+                    if list.is_empty() {
+                        shard.remove(&key);
+                    }
+                }
+            })),
+        }
+    }
+
+    fn notify(&self, key: &WakeKey) {
+        let waiters = self.shard(key).lock().unwrap().remove(key);
+        for (_, tx) in waiters.into_iter().flatten() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(phone: &str) -> WakeKey {
+        WakeKey {
+            action_id: 1,
+            phone: phone.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn notify_wakes_only_its_own_key() {
+        let w = InProcessWakeups::new();
+        let a = w.subscribe(key("+1"));
+        let b = w.subscribe(key("+2"));
+        w.notify(&key("+1"));
+        tokio::time::timeout(Duration::from_secs(1), a.woken())
+            .await
+            .expect("woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), b.woken())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_subscriptions_leave_nothing_behind() {
+        let w = InProcessWakeups::new();
+        let subs: Vec<_> = (0..100)
+            .map(|i| w.subscribe(key(&format!("+{i}"))))
+            .collect();
+        assert_eq!(w.waiting(), 100);
+        drop(subs);
+        assert_eq!(w.waiting(), 0);
+    }
+}

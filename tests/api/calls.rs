@@ -1,0 +1,217 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, example_payload, spawn_app};
+
+#[tokio::test]
+async fn a_call_started_before_its_webhook_is_woken_by_it() {
+    let app = spawn_app().await;
+    let setup = app.setup(5000);
+    let call = {
+        let (app, setup) = (&app, &setup);
+        async move { app.start_call_json(setup, "+1234567890").await }
+    };
+    let webhook = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let res = app.ingest(&setup, &example_payload(&setup.agent_id)).await;
+        assert_eq!(res.status(), 202);
+        Instant::now()
+    };
+    let started = Instant::now();
+    let (call, acked_at) = tokio::join!(call, webhook);
+    let answered = started.elapsed();
+
+    assert_eq!(call["source"], "webhook");
+    assert_eq!(call["precall"][0]["outcome"], "arrived");
+    assert_eq!(call["variables"]["customer_name"], "Jane Doe");
+    let waited = call["waitedMs"].as_i64().unwrap();
+    assert!(
+        waited >= 150,
+        "the call waited for the webhook ({waited} ms)"
+    );
+    // Woken by the webhook, not by the 5 s fallback.
+    assert!(
+        answered < Duration::from_millis(2500),
+        "answered after {answered:?}"
+    );
+    assert!(acked_at.duration_since(started) <= answered + Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn a_call_without_webhook_falls_back_after_the_configured_wait_with_defaults() {
+    let app = spawn_app().await;
+    let setup = app.setup(400);
+    app.declare(&setup.agent_id, "priority", "string", Some("normal"));
+    app.declare(&setup.agent_id, "risk_score", "number", Some("0"));
+    let started = Instant::now();
+    let call = app.start_call_json(&setup, "+12125551234").await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(call["source"], "fallback");
+    assert_eq!(call["precall"][0]["outcome"], "fallback");
+    let waited = call["waitedMs"].as_i64().unwrap();
+    assert!(waited >= 400, "waited {waited} ms");
+    assert!(elapsed >= Duration::from_millis(400));
+    assert_eq!(call["variables"]["priority"], "normal");
+    assert_eq!(call["variables"]["risk_score"], json!(0));
+    assert_eq!(call["variables"]["caller_phone"], "+12125551234");
+}
+
+#[tokio::test]
+async fn a_call_is_read_back_by_its_id() {
+    let app = spawn_app().await;
+    let setup = app.setup(0);
+    app.ingest(&setup, &example_payload(&setup.agent_id)).await;
+    let res = app.start_call(&setup, "+1234567890").await;
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = res.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/api/v1/calls/{}", started["callId"].as_str().unwrap())
+    );
+
+    let read: Value = app
+        .client
+        .get(format!("{}{location}", app.address))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in [
+        "callId",
+        "agentId",
+        "from",
+        "to",
+        "source",
+        "waitedMs",
+        "variables",
+        "precall",
+        "startedAt",
+    ] {
+        assert_eq!(read[field], started[field], "{field}");
+    }
+    assert_eq!(read["lateContext"], Value::Null);
+}
+
+#[tokio::test]
+async fn runtime_tokens_are_required_and_scoped_to_their_agent() {
+    let app = spawn_app().await;
+    let mine = app.setup(0);
+    let theirs = app.setup(0);
+    let url = format!("{}/api/v1/calls", app.address);
+    let body = json!({"agentId": mine.agent_id, "from": "+12125551234"});
+
+    let res = app.client.post(&url).json(&body).send().await.unwrap();
+    assert_problem(res, 401, "unauthorized").await;
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth("pcrt_nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401, "unauthorized").await;
+    // A webhook key is not a runtime token.
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth(&mine.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401, "unauthorized").await;
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth(&theirs.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "forbidden").await;
+
+    let call = app.start_call_json(&mine, "+12125551234").await;
+    let read = app
+        .client
+        .get(format!("{url}/{}", call["callId"].as_str().unwrap()))
+        .bearer_auth(&theirs.token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(read, 404, "not-found").await;
+}
+
+#[tokio::test]
+async fn bad_call_requests_are_refused_with_problems() {
+    let app = spawn_app().await;
+    let setup = app.setup(0);
+    let url = format!("{}/api/v1/calls", app.address);
+    let post = |body: String| {
+        app.client
+            .post(&url)
+            .bearer_auth(&setup.token)
+            .header("Content-Type", "application/json")
+            .body(body)
+    };
+    let res = post("{".into()).send().await.unwrap();
+    assert_problem(res, 400, "malformed-json").await;
+    let res = post(json!({"agentId": setup.agent_id}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 422, "validation-failed").await;
+    let res =
+        post(json!({"agentId": setup.agent_id, "from": "+12125551234", "extra": 1}).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_problem(res, 422, "validation-failed").await;
+    let res = post(json!({"agentId": setup.agent_id, "from": "not a number"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(res, 422, "validation-failed").await;
+    assert_eq!(body["errors"][0]["pointer"], "/from");
+    let res = post(json!({"agentId": "AAAAAAAAAAAAAAAAAAAA", "from": "+12125551234"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "not-found").await;
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth(&setup.token)
+        .body(json!({"agentId": setup.agent_id, "from": "+12125551234"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 415, "unsupported-media-type").await;
+}
+
+#[tokio::test]
+async fn a_call_to_an_agent_without_webhooks_starts_at_once_from_defaults() {
+    let app = spawn_app().await;
+    let agent_id = app.create_agent("US");
+    let token = app.create_token(&agent_id);
+    app.declare(&agent_id, "priority", "string", Some("normal"));
+    let res = app
+        .client
+        .post(format!("{}/api/v1/calls", app.address))
+        .bearer_auth(&token)
+        .json(&json!({"agentId": agent_id, "from": "+12125551234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let call: Value = res.json().await.unwrap();
+    assert_eq!(call["source"], "fallback");
+    assert_eq!(call["precall"], json!([]));
+    assert_eq!(call["variables"]["priority"], "normal");
+}

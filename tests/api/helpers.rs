@@ -1,0 +1,222 @@
+//! A real server on port 0 over a fresh database, and the setup a test needs, made through
+//! the public interfaces: the `precall` binary's commands and HTTP.
+
+use std::process::Command;
+use std::time::Duration;
+
+use precall::config::Settings;
+use precall::startup::Application;
+use reqwest::Response;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_precall");
+
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An agent with one Webhook action and a runtime token.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub agent_id: String,
+    pub url: String,
+    pub key: String,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let mut settings = Settings::for_tests(&database_url);
+    configure(&mut settings);
+    let app = Application::build(settings).await.expect("server builds");
+    let address = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        database_url,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+/// Runs the binary against `database_url`; panics with its output if it fails.
+pub fn run_cli(database_url: &str, public_url: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("PRECALL_DATABASE_URL", database_url)
+        .env("PRECALL_PUBLIC_URL", public_url)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the precall binary runs");
+    assert!(
+        out.status.success(),
+        "precall {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+impl TestApp {
+    pub fn cli(&self, args: &[&str]) -> String {
+        run_cli(&self.database_url, &self.address, args)
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&self.cli(&args)).expect("JSON output")
+    }
+
+    pub fn create_agent(&self, region: &str) -> String {
+        self.cli_json(&[
+            "agent",
+            "create",
+            "--name",
+            "Support line",
+            "--region",
+            region,
+        ])["agentId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn create_webhook(&self, agent_id: &str, wait_ms: u64, ttl_secs: u64) -> (String, String) {
+        let out = self.cli_json(&[
+            "action",
+            "create-webhook",
+            "--agent",
+            agent_id,
+            "--wait-ms",
+            &wait_ms.to_string(),
+            "--ttl-secs",
+            &ttl_secs.to_string(),
+        ]);
+        (
+            out["url"].as_str().unwrap().to_owned(),
+            out["apiKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn create_token(&self, agent_id: &str) -> String {
+        self.cli_json(&["token", "create", "--agent", agent_id])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn declare(&self, agent_id: &str, name: &str, ty: &str, default: Option<&str>) {
+        let mut args = vec![
+            "variable", "set", "--agent", agent_id, "--name", name, "--type", ty,
+        ];
+        if let Some(d) = default {
+            args.extend(["--default", d]);
+        }
+        self.cli(&args);
+    }
+
+    /// An agent (region US) with one Webhook action waiting `wait_ms` and a runtime token.
+    pub fn setup(&self, wait_ms: u64) -> Setup {
+        let agent_id = self.create_agent("US");
+        let (url, key) = self.create_webhook(&agent_id, wait_ms, 600);
+        let token = self.create_token(&agent_id);
+        Setup {
+            agent_id,
+            url,
+            key,
+            token,
+        }
+    }
+
+    pub fn deliveries(&self, agent_id: &str) -> Vec<Value> {
+        self.cli_json(&["deliveries", "--agent", agent_id])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn ingest(&self, setup: &Setup, body: &Value) -> Response {
+        self.client
+            .post(&setup.url)
+            .header("X-Authorization", &setup.key)
+            .json(body)
+            .send()
+            .await
+            .expect("ingest request")
+    }
+
+    pub async fn start_call(&self, setup: &Setup, from: &str) -> Response {
+        self.client
+            .post(format!("{}/api/v1/calls", self.address))
+            .bearer_auth(&setup.token)
+            .json(&json!({ "agentId": setup.agent_id, "from": from, "to": "+12125550199" }))
+            .send()
+            .await
+            .expect("call request")
+    }
+
+    pub async fn start_call_json(&self, setup: &Setup, from: &str) -> Value {
+        let res = self.start_call(setup, from).await;
+        assert_eq!(res.status(), 201, "call start failed");
+        res.json().await.unwrap()
+    }
+}
+
+/// The documentation's example payload for `agent_id`.
+pub fn example_payload(agent_id: &str) -> Value {
+    json!({
+        "agentId": agent_id,
+        "phoneNumber": "+1234567890",
+        "customer_name": "Jane Doe",
+        "priority": "high",
+        "issue_type": "billing"
+    })
+}
+
+/// Asserts a problem+json answer with `status` and problem `type` slug; returns its body.
+pub async fn assert_problem(res: Response, status: u16, slug: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = res.json().await.expect("problem body is JSON");
+    assert_eq!(body["type"], format!("/problems/{slug}"), "{body}");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}

@@ -1,0 +1,9 @@
+//! Integration tests: one binary, every test on its own server and database.
+
+mod calls;
+mod health;
+mod helpers;
+mod ingest;
+mod ingest_refusals;
+mod process;
+mod wakeups;

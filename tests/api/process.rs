@@ -1,0 +1,179 @@
+//! The real binary: start-up defaults, graceful shutdown, and durability when killed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{BIN, Setup, run_cli};
+
+/// Starts `precall` in `dir` on its default database, returning the child and its address.
+async fn start_server(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--bind", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("PRECALL_DATABASE_URL")
+        .env_remove("PRECALL_PUBLIC_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("server prints its address")
+        .unwrap()
+        .unwrap();
+    let address = first
+        .strip_prefix("Precall listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, address)
+}
+
+fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
+    let url = format!("sqlite://{}", dir.join("precall.db").display());
+    let mut args = args.to_vec();
+    args.push("--json");
+    serde_json::from_str(&run_cli(&url, address, &args)).unwrap()
+}
+
+fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
+    let agent = cli_in(dir, address, &["agent", "create", "--name", "Line"]);
+    let agent_id = agent["agentId"].as_str().unwrap().to_owned();
+    let hook = cli_in(
+        dir,
+        address,
+        &[
+            "action",
+            "create-webhook",
+            "--agent",
+            &agent_id,
+            "--wait-ms",
+            &wait_ms.to_string(),
+        ],
+    );
+    let token = cli_in(dir, address, &["token", "create", "--agent", &agent_id]);
+    Setup {
+        agent_id,
+        url: hook["url"].as_str().unwrap().to_owned(),
+        key: hook["apiKey"].as_str().unwrap().to_owned(),
+        token: token["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_binary_creates_its_database_in_the_working_directory_and_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server(dir.path()).await;
+    assert!(
+        dir.path().join("precall.db").exists(),
+        "database file created"
+    );
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    let setup = setup_in(dir.path(), &address, 1500);
+    // A call in flight when SIGTERM arrives still gets its answer.
+    let in_flight = {
+        let client = client.clone();
+        let url = format!("{address}/api/v1/calls");
+        let setup = setup.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(&setup.token)
+                .json(&json!({"agentId": setup.agent_id, "from": "+12125551234"}))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "-TERM");
+
+    let res = in_flight.await.unwrap().expect("in-flight call answered");
+    assert_eq!(res.status(), 201);
+    let call: Value = res.json().await.unwrap();
+    assert_eq!(call["source"], "fallback");
+
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the deadline")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "no longer serving"
+    );
+}
+
+#[tokio::test]
+async fn every_acknowledged_webhook_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server(dir.path()).await;
+    let setup = setup_in(dir.path(), &address, 0);
+    let client = reqwest::Client::new();
+    let phone = |i: usize| format!("+1212555{:04}", 2000 + i);
+
+    let acked: Vec<usize> = join_all((0..200).map(|i| {
+        let (client, setup) = (&client, &setup);
+        async move {
+            let res = client
+                .post(&setup.url)
+                .header("X-Authorization", &setup.key)
+                .json(&json!({"agentId": setup.agent_id, "phoneNumber": phone(i), "n": i}))
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 202).then_some(i)
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(acked.len(), 200);
+    signal(&child, "-KILL");
+    child.wait().await.unwrap();
+
+    let (_child, address) = start_server(dir.path()).await;
+    for i in acked {
+        let call: Value = client
+            .post(format!("{address}/api/v1/calls"))
+            .bearer_auth(&setup.token)
+            .json(&json!({"agentId": setup.agent_id, "from": phone(i)}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(call["source"], "webhook", "acknowledged webhook {i} lost");
+        assert_eq!(call["variables"]["n"], json!(i));
+    }
+}

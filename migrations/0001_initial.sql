@@ -1,25 +1,29 @@
 -- Precall's model. Times are Unix milliseconds (INTEGER); JSON columns are TEXT.
 
--- A voice agent. `public_id` is what senders put in `agentId`.
+-- A voice agent. `public_id` is what senders put in `agentId`. `first_flow_id` is the
+-- agent's First Flow: one column, so the flag is exclusive by construction, and a composite
+-- key so that it can only name one of the agent's own flows.
 CREATE TABLE agents (
     id             INTEGER PRIMARY KEY,
     public_id      TEXT    NOT NULL UNIQUE CHECK (length(public_id) = 20),
     name           TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
     default_region TEXT    NOT NULL DEFAULT 'US' CHECK (length(default_region) = 2),
-    created_at     INTEGER NOT NULL
+    first_flow_id  INTEGER,
+    created_at     INTEGER NOT NULL,
+    FOREIGN KEY (first_flow_id, id) REFERENCES flows (id, agent_id) DEFERRABLE INITIALLY DEFERRED
 );
+CREATE INDEX agents_by_first_flow ON agents (first_flow_id);
 
--- A named graph of blocks. At most one flow per agent is its First Flow.
+-- A named graph of blocks belonging to an agent. The First Flow cannot be deleted while
+-- it is the First Flow (the key above forbids it); deleting the agent deletes its flows.
 CREATE TABLE flows (
     id         INTEGER PRIMARY KEY,
     agent_id   INTEGER NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
     name       TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
-    is_first   INTEGER NOT NULL DEFAULT 0 CHECK (is_first IN (0, 1)),
     created_at INTEGER NOT NULL,
-    UNIQUE (agent_id, name)
+    UNIQUE (agent_id, name),
+    UNIQUE (id, agent_id)
 );
--- The First Flow flag is exclusive per agent: moving it is "clear, then set" in one transaction.
-CREATE UNIQUE INDEX flows_one_first_flow_per_agent ON flows (agent_id) WHERE is_first = 1;
 
 -- A block of a flow. `config` holds the kind's settings and its outgoing connections.
 CREATE TABLE blocks (
@@ -44,20 +48,19 @@ CREATE TABLE precall_actions (
 );
 CREATE INDEX precall_actions_by_agent ON precall_actions (agent_id, position);
 
--- Pre-call actions live above the First Flow, so an agent without one cannot take any.
+-- Pre-call actions live above the First Flow, so an agent without one cannot take any,
+-- and an agent with some cannot lose its First Flow.
 CREATE TRIGGER precall_actions_need_a_first_flow
 BEFORE INSERT ON precall_actions
-WHEN NOT EXISTS (SELECT 1 FROM flows WHERE agent_id = NEW.agent_id AND is_first = 1)
+WHEN (SELECT first_flow_id FROM agents WHERE id = NEW.agent_id) IS NULL
 BEGIN
     SELECT RAISE(ABORT, 'precall_actions_need_a_first_flow');
 END;
 
--- The First Flow cannot be deleted from under its pre-call actions (a whole agent can).
 CREATE TRIGGER first_flow_kept_while_actions_exist
-BEFORE DELETE ON flows
-WHEN OLD.is_first = 1
- AND EXISTS (SELECT 1 FROM agents WHERE id = OLD.agent_id)
- AND EXISTS (SELECT 1 FROM precall_actions WHERE agent_id = OLD.agent_id)
+BEFORE UPDATE OF first_flow_id ON agents
+WHEN NEW.first_flow_id IS NULL
+ AND EXISTS (SELECT 1 FROM precall_actions WHERE agent_id = OLD.id)
 BEGIN
     SELECT RAISE(ABORT, 'first_flow_kept_while_actions_exist');
 END;
@@ -113,6 +116,7 @@ CREATE TABLE contexts (
 -- One unused context per caller and action: later webhooks merge into it.
 CREATE UNIQUE INDEX contexts_unused_by_caller ON contexts (action_id, phone) WHERE call_id IS NULL;
 CREATE INDEX contexts_by_expiry ON contexts (expires_at);
+CREATE INDEX contexts_by_action ON contexts (action_id);
 
 
 -- One row per request that reached an ingest URL, accepted or refused. Never the key.
@@ -178,8 +182,18 @@ CREATE TABLE calls (
     late_fields TEXT,
     late_at     INTEGER
 );
-CREATE INDEX calls_by_agent_caller ON calls (agent_id, caller, started_at);
 CREATE INDEX calls_by_agent_time ON calls (agent_id, started_at);
+
+-- The Webhook actions a call fell back on: data for them that lands soon after is late,
+-- and is recorded against the call.
+CREATE TABLE call_fallbacks (
+    call_id   INTEGER NOT NULL REFERENCES calls (id) ON DELETE CASCADE,
+    action_id INTEGER NOT NULL REFERENCES precall_actions (id) ON DELETE CASCADE,
+    phone     TEXT    NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (call_id, action_id)
+) WITHOUT ROWID;
+CREATE INDEX call_fallbacks_by_caller ON call_fallbacks (action_id, phone, at);
 
 -- Bearer tokens of the call runtime, one agent each. Only a SHA-256 of each token is kept.
 CREATE TABLE runtime_tokens (

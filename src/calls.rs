@@ -14,7 +14,7 @@ use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
 use crate::store::actions::WebhookStep;
 use crate::store::contexts::{self, LiveContext};
-use crate::store::writer::NewCall;
+use crate::store::writer::{Claim, NewCall, Recorded};
 use crate::store::{Db, agents, calls as stored_calls, now_ms, rfc3339, variables};
 use crate::wakeups::WakeKey;
 
@@ -115,72 +115,82 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
     let steps = crate::store::actions::webhook_steps(&app.db, agent.id).await?;
     let schema = variables::schema(&app.db, agent.id).await?;
 
-    let mut trace = Trace::default();
-    let mut context = Map::new();
-    let mut used_contexts = Vec::new();
-    let mut fell_back_on = Vec::new();
-    for step in &steps {
-        let step_started = Instant::now();
-        let (outcome, found) = run_webhook_step(app, step, &caller, started).await?;
-        let fields = found
-            .as_ref()
-            .map(|c| c.fields.keys().cloned().collect())
-            .unwrap_or_default();
-        match found {
-            Some(c) => {
-                used_contexts.push(c.id);
-                context.extend(c.fields);
-            }
-            None if step.enabled => fell_back_on.push(step.action_id),
-            None => {}
-        }
-        trace.precall.push(PrecallStep {
-            action_id: step.action_id,
-            action: step.name.clone(),
-            kind: "webhook".into(),
-            outcome: outcome.into(),
-            waited_ms: step_started.elapsed().as_millis() as u64,
-            fields,
-        });
-    }
-    let waited_ms = started.elapsed().as_millis() as i64;
-    let source = if used_contexts.is_empty() {
-        "fallback"
-    } else {
-        "webhook"
-    };
-
     let call_id = CallId::generate();
-    let (vars, _) = resolve(
-        &schema,
-        &context,
-        [
-            ("caller_phone", Value::String(caller.to_string())),
-            (
-                "called_number",
-                called
-                    .as_ref()
-                    .map_or(Value::Null, |c| Value::String(c.to_string())),
-            ),
-            ("call_id", Value::String(call_id.to_string())),
-        ],
-    );
-
-    app.writer
-        .record_call(NewCall {
-            public_id: call_id.to_string(),
-            agent_id: agent.id,
-            caller: caller.to_string(),
-            called: called.as_ref().map(|c| c.to_string()),
-            started_at,
-            waited_ms,
-            source,
-            variables: Value::Object(vars.clone()).to_string(),
-            trace: serde_json::to_string(&trace).expect("trace serialises"),
-            used_contexts,
-            fell_back_on,
-        })
-        .await?;
+    // Claiming is optimistic: if another call took the data, or a webhook changed it, after
+    // it was read, nothing is written and the pre-call actions run again (with the same
+    // deadlines, so this cannot extend the wait).
+    let (trace, vars, source, waited_ms) = loop {
+        let mut trace = Trace::default();
+        let mut context = Map::new();
+        let mut claims = Vec::new();
+        let mut fell_back_on = Vec::new();
+        for step in &steps {
+            let step_started = Instant::now();
+            let (outcome, found) = run_webhook_step(app, step, &caller, started).await?;
+            let fields = found
+                .as_ref()
+                .map(|c| c.fields.keys().cloned().collect())
+                .unwrap_or_default();
+            match found {
+                Some(c) => {
+                    claims.push(Claim {
+                        context_id: c.id,
+                        fields: c.raw,
+                    });
+                    context.extend(c.fields);
+                }
+                None if step.enabled => fell_back_on.push(step.action_id),
+                None => {}
+            }
+            trace.precall.push(PrecallStep {
+                action_id: step.action_id,
+                action: step.name.clone(),
+                kind: "webhook".into(),
+                outcome: outcome.into(),
+                waited_ms: step_started.elapsed().as_millis() as u64,
+                fields,
+            });
+        }
+        let waited_ms = started.elapsed().as_millis() as i64;
+        let source = if claims.is_empty() {
+            "fallback"
+        } else {
+            "webhook"
+        };
+        let (vars, _) = resolve(
+            &schema,
+            &context,
+            [
+                ("caller_phone", Value::String(caller.to_string())),
+                (
+                    "called_number",
+                    called
+                        .as_ref()
+                        .map_or(Value::Null, |c| Value::String(c.to_string())),
+                ),
+                ("call_id", Value::String(call_id.to_string())),
+            ],
+        );
+        let recorded = app
+            .writer
+            .record_call(NewCall {
+                public_id: call_id.to_string(),
+                agent_id: agent.id,
+                caller: caller.to_string(),
+                called: called.as_ref().map(|c| c.to_string()),
+                started_at,
+                waited_ms,
+                source,
+                variables: Value::Object(vars.clone()).to_string(),
+                trace: serde_json::to_string(&trace).expect("trace serialises"),
+                claims,
+                fell_back_on,
+            })
+            .await?;
+        if recorded == Recorded::Yes {
+            break (trace, vars, source, waited_ms);
+        }
+    };
 
     Ok(CallView {
         call_id: call_id.to_string(),

@@ -16,6 +16,10 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command {
         None | Some(Command::Serve) => {
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
             let settings = Settings::from_cli(&cli);
             let app = Application::build(settings).await?;
             println!("Precall listening on http://{}", app.local_addr());

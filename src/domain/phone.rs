@@ -75,7 +75,10 @@ impl PhoneNumber {
 
         // The parser is third-party code fed with outside input: a panic there must not
         // take a request down with it.
-        let parsed = std::panic::catch_unwind(|| phonenumber::parse(Some(region.0), &stripped));
+        // A number with its country code is parsed on its own: the default region's rules
+        // must not apply to it (with them, `+44 020…` keeps its trunk 0).
+        let default_region = (!stripped.starts_with('+')).then_some(region.0);
+        let parsed = std::panic::catch_unwind(|| phonenumber::parse(default_region, &stripped));
         if let Ok(Ok(number)) = parsed
             && phonenumber::is_valid(&number)
         {
@@ -189,6 +192,20 @@ mod tests {
         let long = "1".repeat(500);
         let err = PhoneNumber::parse(&long, us()).unwrap_err();
         assert!(err.contains("longer than"), "{err}");
+    }
+
+    #[test]
+    fn international_numbers_ignore_the_default_region_and_drop_the_trunk_zero() {
+        for s in ["+44 020 7946 0018", "+44 (0)20 7946 0018", "+442079460018"] {
+            assert_eq!(e164(s), "+442079460018", "{s}");
+        }
+        let gb = Region::parse("GB").unwrap();
+        assert_eq!(
+            PhoneNumber::parse("+44 020 7946 0018", gb)
+                .unwrap()
+                .as_str(),
+            "+442079460018"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct Agent {
     pub public_id: String,
     pub name: String,
     pub default_region: String,
+    pub first_flow_id: Option<i64>,
     pub created_at: i64,
 }
 
@@ -38,7 +39,7 @@ pub async fn create(db: &Db, name: &str, region: Region) -> Result<Agent, StoreE
     let mut tx = begin_write(db).await?;
     let agent: Agent = sqlx::query_as(
         "INSERT INTO agents (public_id, name, default_region, created_at) VALUES (?, ?, ?, ?)
-         RETURNING id, public_id, name, default_region, created_at",
+         RETURNING id, public_id, name, default_region, first_flow_id, created_at",
     )
     .bind(public_id.as_str())
     .bind(name)
@@ -47,13 +48,17 @@ pub async fn create(db: &Db, name: &str, region: Region) -> Result<Agent, StoreE
     .fetch_one(&mut *tx)
     .await?;
     let flow_id: i64 = sqlx::query_scalar(
-        "INSERT INTO flows (agent_id, name, is_first, created_at) VALUES (?, 'Main flow', 1, ?)
-         RETURNING id",
+        "INSERT INTO flows (agent_id, name, created_at) VALUES (?, 'Main flow', ?) RETURNING id",
     )
     .bind(agent.id)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
+    sqlx::query("UPDATE agents SET first_flow_id = ? WHERE id = ?")
+        .bind(flow_id)
+        .bind(agent.id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO blocks (flow_id, position, kind, config) VALUES (?, 0, 'greeting', ?)",
     )
@@ -62,12 +67,16 @@ pub async fn create(db: &Db, name: &str, region: Region) -> Result<Agent, StoreE
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(agent)
+    Ok(Agent {
+        first_flow_id: Some(flow_id),
+        ..agent
+    })
 }
 
 pub async fn find_by_public_id(db: &Db, public_id: &str) -> Result<Option<Agent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, public_id, name, default_region, created_at FROM agents WHERE public_id = ?",
+        "SELECT id, public_id, name, default_region, first_flow_id, created_at
+           FROM agents WHERE public_id = ?",
     )
     .bind(public_id)
     .fetch_optional(&db.read)
@@ -76,16 +85,9 @@ pub async fn find_by_public_id(db: &Db, public_id: &str) -> Result<Option<Agent>
 
 pub async fn list(db: &Db) -> Result<Vec<Agent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, public_id, name, default_region, created_at FROM agents ORDER BY created_at, id",
+        "SELECT id, public_id, name, default_region, first_flow_id, created_at
+           FROM agents ORDER BY created_at, id",
     )
     .fetch_all(&db.read)
     .await
-}
-
-/// The agent's First Flow id, if it has one.
-pub async fn first_flow_id(db: &Db, agent_id: i64) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM flows WHERE agent_id = ? AND is_first = 1")
-        .bind(agent_id)
-        .fetch_optional(&db.read)
-        .await
 }

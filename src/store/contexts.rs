@@ -9,6 +9,8 @@ use super::Db;
 pub struct LiveContext {
     pub id: i64,
     pub fields: Map<String, Value>,
+    /// The fields as stored, so that claiming can tell whether they changed since.
+    pub raw: String,
     pub received_at: i64,
 }
 
@@ -27,9 +29,10 @@ pub async fn find_live(
     .bind(now)
     .fetch_optional(&db.read)
     .await?;
-    Ok(row.map(|(id, fields, received_at)| LiveContext {
+    Ok(row.map(|(id, raw, received_at)| LiveContext {
         id,
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields: serde_json::from_str(&raw).unwrap_or_default(),
+        raw,
         received_at,
     }))
 }

@@ -102,11 +102,30 @@ pub struct NewCall {
     pub source: &'static str,
     pub variables: String,
     pub trace: String,
-    /// Contexts this call used: they are marked as used by it.
-    pub used_contexts: Vec<i64>,
-    /// Webhook actions this call fell back on: data for them that lands now is late.
+    /// Contexts this call read: each is claimed for it, if unchanged since it was read.
+    pub claims: Vec<Claim>,
+    /// Webhook actions this call fell back on: data for them that lands soon after is late.
     pub fell_back_on: Vec<i64>,
 }
+
+/// A context a call read, and the fields it read, so the claim can tell if they changed.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub context_id: i64,
+    pub fields: String,
+}
+
+/// Whether a call was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// A context it read was used by another call or changed since: nothing was written;
+    /// look again and retry.
+    Stale,
+}
+
+/// How long after a call fell back its caller's data still counts as late for it.
+pub const LATE_WINDOW_MS: i64 = 60_000;
 
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -118,15 +137,31 @@ pub struct SweepReport {
 enum Command {
     Ingest(IngestWrite, Reply<IngestCommitted>),
     Refusal(NewDelivery, Reply<()>),
-    RecordCall(NewCall, Reply<()>),
+    RecordCall(NewCall, Reply<Recorded>),
     Sweep(i64, Reply<SweepReport>),
 }
 
 enum Done {
     Ingest(IngestCommitted, Option<WakeKey>),
     Refusal,
-    RecordCall,
+    RecordCall(Recorded),
     Sweep(SweepReport),
+}
+
+/// Why a group was not committed.
+enum GroupError {
+    /// One command's statement failed: the others may succeed on their own.
+    Statement(sqlx::Error),
+    /// The transaction itself could not begin or commit: retrying would fail the same way.
+    Transaction(sqlx::Error),
+}
+
+impl std::fmt::Display for GroupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Statement(e) | Self::Transaction(e) => e.fmt(f),
+        }
+    }
 }
 
 /// A handle on the writer task. Cloning is cheap.
@@ -160,7 +195,7 @@ impl Writer {
         self.submit(|r| Command::Refusal(d, r)).await
     }
 
-    pub async fn record_call(&self, c: NewCall) -> Result<(), WriteError> {
+    pub async fn record_call(&self, c: NewCall) -> Result<Recorded, WriteError> {
         self.submit(|r| Command::RecordCall(c, r)).await
     }
 
@@ -176,10 +211,17 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = match execute_group(&mut conn, &batch).await {
+        let results: Vec<Result<Done, WriteError>> = match execute_group(&mut conn, &batch).await {
             Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(group_err) => {
-                tracing::warn!(error = %group_err, size = batch.len(), "group commit failed; retrying one by one");
+            Err(GroupError::Transaction(e)) => {
+                tracing::error!(error = %e, size = batch.len(), "group not committed");
+                batch
+                    .iter()
+                    .map(|_| Err(WriteError(e.to_string())))
+                    .collect()
+            }
+            Err(GroupError::Statement(e)) => {
+                tracing::warn!(error = %e, size = batch.len(), "group commit failed; retrying one by one");
                 let mut results = Vec::with_capacity(batch.len());
                 for cmd in &batch {
                     results.push(
@@ -213,8 +255,8 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
         (Command::Refusal(_, reply), Ok(Done::Refusal)) => {
             let _ = reply.send(Ok(()));
         }
-        (Command::RecordCall(_, reply), Ok(Done::RecordCall)) => {
-            let _ = reply.send(Ok(()));
+        (Command::RecordCall(_, reply), Ok(Done::RecordCall(recorded))) => {
+            let _ = reply.send(Ok(recorded));
         }
         (Command::Sweep(_, reply), Ok(Done::Sweep(report))) => {
             let _ = reply.send(Ok(report));
@@ -238,27 +280,30 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
 async fn execute_group(
     conn: &mut SqliteConnection,
     cmds: &[Command],
-) -> Result<Vec<Done>, sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+) -> Result<Vec<Done>, GroupError> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(GroupError::Transaction)?;
     let mut done = Vec::with_capacity(cmds.len());
     for cmd in cmds {
         let step = match cmd {
             Command::Ingest(w, _) => ingest(conn, w).await.map(|(c, k)| Done::Ingest(c, k)),
             Command::Refusal(d, _) => refusal(conn, d).await.map(|_| Done::Refusal),
-            Command::RecordCall(c, _) => record_call(conn, c).await.map(|_| Done::RecordCall),
+            Command::RecordCall(c, _) => record_call(conn, c).await.map(Done::RecordCall),
             Command::Sweep(now, _) => sweep(conn, *now).await.map(Done::Sweep),
         };
         match step {
             Ok(d) => done.push(d),
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(e);
+                return Err(GroupError::Statement(e));
             }
         }
     }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e);
+        return Err(GroupError::Transaction(e));
     }
     Ok(done)
 }
@@ -316,20 +361,20 @@ async fn ingest(
     .fetch_one(&mut *conn)
     .await?;
 
-    // Data for a caller whose call already fell back is recorded against that call.
+    // Data for a caller whose call fell back on this action just before is recorded
+    // against that call (and still cached, for the caller's next call).
     let late_call: Option<String> = sqlx::query_scalar(
         "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?1), late_at = ?2
-          WHERE id = (SELECT c.id FROM calls c
-                       WHERE c.agent_id = ?3 AND c.caller = ?4 AND c.source = 'fallback'
-                         AND c.started_at >= ?5
-                       ORDER BY c.started_at DESC LIMIT 1)
+          WHERE id = (SELECT call_id FROM call_fallbacks
+                       WHERE action_id = ?3 AND phone = ?4 AND at >= ?5
+                       ORDER BY at DESC LIMIT 1)
          RETURNING public_id",
     )
     .bind(&w.fields)
     .bind(now)
-    .bind(w.agent_id)
+    .bind(w.action_id)
     .bind(&w.phone)
-    .bind(now - w.ttl_ms)
+    .bind(now - LATE_WINDOW_MS)
     .fetch_optional(&mut *conn)
     .await?;
 
@@ -436,7 +481,30 @@ async fn refusal(conn: &mut SqliteConnection, d: &NewDelivery) -> Result<(), sql
     Ok(())
 }
 
-async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<(), sqlx::Error> {
+async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<Recorded, sqlx::Error> {
+    // Claim what the call read, atomically: if another call took it, or a webhook changed
+    // it since, undo the claims made so far and let the call look again.
+    for (n, claim) in c.claims.iter().enumerate() {
+        let claimed: Option<String> = sqlx::query_scalar(
+            "UPDATE contexts SET call_id = ? WHERE id = ? AND call_id IS NULL RETURNING fields",
+        )
+        .bind(&c.public_id)
+        .bind(claim.context_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if claimed.as_deref() != Some(claim.fields.as_str()) {
+            let taken = if claimed.is_some() { n + 1 } else { n };
+            for undo in &c.claims[..taken] {
+                sqlx::query("UPDATE contexts SET call_id = NULL WHERE id = ? AND call_id = ?")
+                    .bind(undo.context_id)
+                    .bind(&c.public_id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            return Ok(Recorded::Stale);
+        }
+    }
+
     let call_id: i64 = sqlx::query_scalar(
         "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                             variables, trace)
@@ -453,26 +521,33 @@ async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<(), sql
     .bind(&c.trace)
     .fetch_one(&mut *conn)
     .await?;
-    for context_id in &c.used_contexts {
-        sqlx::query("UPDATE contexts SET call_id = ? WHERE id = ? AND call_id IS NULL")
-            .bind(&c.public_id)
-            .bind(context_id)
-            .execute(&mut *conn)
-            .await?;
+    for claim in &c.claims {
         sqlx::query(
-            "UPDATE deliveries SET outcome = 'used', call_id = ? WHERE context_id = ? AND outcome = 'cached'",
+            "UPDATE deliveries SET outcome = 'used', call_id = ?
+              WHERE context_id = ? AND outcome IN ('cached', 'late')",
         )
         .bind(&c.public_id)
-        .bind(context_id)
+        .bind(claim.context_id)
         .execute(&mut *conn)
         .await?;
     }
-    // Data that landed between this call's last look and now arrived after it fell back.
+
     let now = now_ms();
     for action_id in &c.fell_back_on {
+        sqlx::query(
+            "INSERT INTO call_fallbacks (call_id, action_id, phone, at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(call_id)
+        .bind(action_id)
+        .bind(&c.caller)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        // Data that landed between the call's last look and now arrived after it fell back.
         let late: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, fields FROM contexts
-              WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ? AND updated_at >= ?",
+              WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?
+                AND updated_at >= ?",
         )
         .bind(action_id)
         .bind(&c.caller)
@@ -491,7 +566,8 @@ async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<(), sql
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "UPDATE deliveries SET outcome = 'late', call_id = ? WHERE context_id = ? AND outcome = 'cached'",
+                "UPDATE deliveries SET outcome = 'late', call_id = ?
+                  WHERE context_id = ? AND outcome = 'cached'",
             )
             .bind(&c.public_id)
             .bind(context_id)
@@ -499,7 +575,7 @@ async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<(), sql
             .await?;
         }
     }
-    Ok(())
+    Ok(Recorded::Yes)
 }
 
 async fn sweep(conn: &mut SqliteConnection, now: i64) -> Result<SweepReport, sqlx::Error> {

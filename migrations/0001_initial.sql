@@ -206,3 +206,59 @@ CREATE TABLE runtime_tokens (
     revoked_at INTEGER
 );
 CREATE INDEX runtime_tokens_by_agent ON runtime_tokens (agent_id);
+
+-- A counter bumped by every configuration change, so that servers caching configuration
+-- notice changes made by other processes (the CLI, other nodes).
+CREATE TABLE config_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO config_version (id, version) VALUES (1, 0);
+CREATE TRIGGER agents_insert_bumps_config AFTER INSERT ON agents
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER agents_update_bumps_config AFTER UPDATE ON agents
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER agents_delete_bumps_config AFTER DELETE ON agents
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER flows_insert_bumps_config AFTER INSERT ON flows
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER flows_update_bumps_config AFTER UPDATE ON flows
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER flows_delete_bumps_config AFTER DELETE ON flows
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER blocks_insert_bumps_config AFTER INSERT ON blocks
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER blocks_update_bumps_config AFTER UPDATE ON blocks
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER blocks_delete_bumps_config AFTER DELETE ON blocks
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER precall_actions_insert_bumps_config AFTER INSERT ON precall_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER precall_actions_update_bumps_config AFTER UPDATE ON precall_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER precall_actions_delete_bumps_config AFTER DELETE ON precall_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_actions_insert_bumps_config AFTER INSERT ON webhook_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_actions_update_bumps_config AFTER UPDATE ON webhook_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_actions_delete_bumps_config AFTER DELETE ON webhook_actions
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_keys_insert_bumps_config AFTER INSERT ON webhook_keys
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_keys_update_bumps_config AFTER UPDATE ON webhook_keys
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER webhook_keys_delete_bumps_config AFTER DELETE ON webhook_keys
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER variables_insert_bumps_config AFTER INSERT ON variables
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER variables_update_bumps_config AFTER UPDATE ON variables
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER variables_delete_bumps_config AFTER DELETE ON variables
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER runtime_tokens_insert_bumps_config AFTER INSERT ON runtime_tokens
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER runtime_tokens_update_bumps_config AFTER UPDATE ON runtime_tokens
+BEGIN UPDATE config_version SET version = version + 1; END;
+CREATE TRIGGER runtime_tokens_delete_bumps_config AFTER DELETE ON runtime_tokens
+BEGIN UPDATE config_version SET version = version + 1; END;

@@ -15,7 +15,7 @@ use crate::http::AppState;
 use crate::store::actions::WebhookStep;
 use crate::store::contexts::{self, LiveContext};
 use crate::store::writer::{Claim, NewCall, Recorded};
-use crate::store::{Db, agents, calls as stored_calls, now_ms, rfc3339, variables};
+use crate::store::{Db, calls as stored_calls, now_ms, rfc3339};
 use crate::wakeups::WakeKey;
 
 /// The call runtime's announcement of an inbound call.
@@ -89,14 +89,13 @@ fn invalid(pointer: &str, detail: String) -> AppError {
 pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<CallView, AppError> {
     let started = Instant::now();
     let started_at = now_ms();
-    let agent = agents::find_by_public_id(&app.db, &req.agent_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::problem(
-                ProblemKind::NotFound,
-                format!("no agent {:?}", req.agent_id),
-            )
-        })?;
+    let runtime = app.catalog.agent(&req.agent_id).await?.ok_or_else(|| {
+        AppError::problem(
+            ProblemKind::NotFound,
+            format!("no agent {:?}", req.agent_id),
+        )
+    })?;
+    let agent = &runtime.agent;
     if agent.id != token_agent {
         return Err(AppError::problem(
             ProblemKind::Forbidden,
@@ -104,16 +103,21 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
         ));
     }
     let region = agent.region();
-    let caller =
-        PhoneNumber::parse(&req.from, region).map_err(|e| invalid("from", format!("from: {e}")))?;
+    let caller = app
+        .phones
+        .parse(&req.from, region)
+        .map_err(|e| invalid("from", format!("from: {e}")))?;
     let called = req
         .to
         .as_deref()
-        .map(|to| PhoneNumber::parse(to, region).map_err(|e| invalid("to", format!("to: {e}"))))
+        .map(|to| {
+            app.phones
+                .parse(to, region)
+                .map_err(|e| invalid("to", format!("to: {e}")))
+        })
         .transpose()?;
 
-    let steps = crate::store::actions::webhook_steps(&app.db, agent.id).await?;
-    let schema = variables::schema(&app.db, agent.id).await?;
+    let (steps, schema) = (&runtime.steps, &runtime.schema);
 
     let call_id = CallId::generate();
     // Claiming is optimistic: if another call took the data, or a webhook changed it, after
@@ -124,7 +128,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
         let mut context = Map::new();
         let mut claims = Vec::new();
         let mut fell_back_on = Vec::new();
-        for step in &steps {
+        for step in steps.iter() {
             let step_started = Instant::now();
             let (outcome, found) = run_webhook_step(app, step, &caller, started).await?;
             let fields = found
@@ -158,7 +162,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
             "webhook"
         };
         let (vars, _) = resolve(
-            &schema,
+            schema,
             &context,
             [
                 ("caller_phone", Value::String(caller.to_string())),
@@ -194,7 +198,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
 
     Ok(CallView {
         call_id: call_id.to_string(),
-        agent_id: agent.public_id,
+        agent_id: agent.public_id.clone(),
         from: caller.to_string(),
         to: called.map(|c| c.to_string()),
         started_at: rfc3339(started_at),

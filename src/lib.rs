@@ -2,11 +2,13 @@
 
 pub mod auth;
 pub mod calls;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod phones;
 pub mod startup;
 pub mod store;
 pub mod wakeups;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
 use crate::http::{self, AppState};
@@ -36,9 +37,11 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let state = AppState {
+            catalog: Catalog::new(db.clone()),
             db,
             writer,
             wakeups,
+            phones: Arc::default(),
             public_url: public_url.trim_end_matches('/').into(),
             body_limit: settings.body_limit,
         };
@@ -74,6 +77,7 @@ impl Application {
         } = self;
         let db = state.db.clone();
         let sweeper = spawn_sweeper(state.writer.clone(), settings.sweep_interval);
+        let watcher = state.catalog.spawn_watcher();
         let app = http::router(state);
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -96,6 +100,7 @@ impl Application {
             }
         }
         sweeper.abort();
+        watcher.abort();
         // The router (and its writer handles) is gone: the writer drains and stops.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
         db.close().await;

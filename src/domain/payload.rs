@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::phone::{PhoneNumber, Region};
+use super::phone::PhoneNumber;
 use super::variables::{VarType, VariableDef, VariableName, describe_value, number_within_limits};
 
 /// Most fields one payload may carry.
@@ -106,11 +106,12 @@ fn reserved(name: &str) -> Option<&'static str> {
 }
 
 /// Checks a parsed payload for the agent `agent_id` and its schema; lists every problem.
+/// `phone` normalises `phoneNumber` in the agent's region.
 pub fn validate(
     raw: RawPayload,
     agent_id: &str,
-    region: Region,
     schema: &[VariableDef],
+    phone: impl Fn(&str) -> Result<PhoneNumber, String>,
 ) -> Result<ValidPayload, Vec<Problem>> {
     let mut problems = Vec::new();
     for name in &raw.duplicates {
@@ -124,7 +125,7 @@ pub fn validate(
     }
 
     let mut agent_seen = false;
-    let mut phone = None;
+    let mut normalised = None;
     let mut phone_seen = false;
     let mut fields = Map::new();
 
@@ -182,8 +183,8 @@ pub fn validate(
                     _ => None,
                 };
                 match text {
-                    Some(text) => match PhoneNumber::parse(&text, region) {
-                        Ok(p) => phone = Some(p),
+                    Some(text) => match phone(&text) {
+                        Ok(p) => normalised = Some(p),
                         Err(e) => {
                             problems.push(Problem::at("phoneNumber", format!("phoneNumber: {e}")))
                         }
@@ -234,7 +235,7 @@ pub fn validate(
     if !phone_seen {
         problems.push(Problem::at("phoneNumber", "phoneNumber is required"));
     }
-    match (problems.is_empty(), phone) {
+    match (problems.is_empty(), normalised) {
         (true, Some(phone)) => Ok(ValidPayload { phone, fields }),
         _ => Err(problems),
     }
@@ -396,6 +397,7 @@ impl<'de> DeserializeSeed<'de> for ItemSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::phone::Region;
     use serde_json::json;
 
     const AGENT: &str = "oJvfgs3Eg8DEMOGnQES7";
@@ -409,7 +411,7 @@ mod tests {
             PayloadError::Invalid(p) => p,
             PayloadError::Malformed(m) => panic!("malformed: {m}"),
         })?;
-        validate(raw, AGENT, us(), schema)
+        validate(raw, AGENT, schema, |s| PhoneNumber::parse(s, us()))
     }
 
     fn details(problems: &[Problem]) -> Vec<String> {

@@ -1,29 +1,37 @@
 //! Caller phone numbers, normalised to E.164 so that one caller is one key.
 
 use std::fmt;
-use std::str::FromStr;
 
-use phonenumber::country;
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat};
 
 /// A region (ISO 3166-1 alpha-2, like `US`) used for numbers written without a country code.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Region(country::Id);
+pub struct Region {
+    id: rlibphonenumber::enums::Region,
+    code: [u8; 2],
+}
 
 impl Region {
     pub fn parse(s: &str) -> Result<Self, String> {
         let upper = s.trim().to_ascii_uppercase();
-        if upper.len() != 2 {
+        if upper.len() != 2 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(format!(
                 "region must be a two-letter country code like US, got {s:?}"
             ));
         }
-        country::Id::from_str(&upper)
-            .map(Region)
-            .map_err(|_| format!("{s:?} is not a country code with a phone numbering plan"))
+        let id = rlibphonenumber::enums::Region::from_code(&upper)
+            .ok()
+            .filter(|id| PHONE_NUMBER_UTIL.get_country_code_for_region(*id).is_some())
+            .ok_or_else(|| format!("{s:?} is not a country code with a phone numbering plan"))?;
+        let b = upper.as_bytes();
+        Ok(Self {
+            id,
+            code: [b[0], b[1]],
+        })
     }
 
     pub fn code(&self) -> &str {
-        self.0.as_ref()
+        std::str::from_utf8(&self.code).expect("ASCII letters")
     }
 }
 
@@ -75,16 +83,14 @@ impl PhoneNumber {
 
         // The parser is third-party code fed with outside input: a panic there must not
         // take a request down with it.
-        // A number with its country code is parsed on its own: the default region's rules
-        // must not apply to it (with them, `+44 020…` keeps its trunk 0).
-        let default_region = (!stripped.starts_with('+')).then_some(region.0);
-        let parsed = std::panic::catch_unwind(|| phonenumber::parse(default_region, &stripped));
-        if let Ok(Ok(number)) = parsed
-            && phonenumber::is_valid(&number)
-        {
-            return Ok(Self(
-                number.format().mode(phonenumber::Mode::E164).to_string(),
-            ));
+        let parsed = std::panic::catch_unwind(|| {
+            let number = PHONE_NUMBER_UTIL.parse(&stripped, Some(region.id)).ok()?;
+            number
+                .is_valid()
+                .then(|| number.format_as(PhoneNumberFormat::E164).to_string())
+        });
+        if let Ok(Some(e164)) = parsed {
+            return Ok(Self(e164));
         }
         if let Some(digits) = stripped.strip_prefix('+')
             && (7..=15).contains(&digits.len())
@@ -113,7 +119,7 @@ impl PhoneNumber {
 
     /// Load libphonenumber's metadata now rather than on the first request.
     pub fn warm_up() {
-        let _ = phonenumber::parse(None, "+12125551234");
+        let _ = PHONE_NUMBER_UTIL.parse("+12125551234", None);
     }
 }
 

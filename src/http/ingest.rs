@@ -4,6 +4,7 @@
 //! (401), disabled (409), content type (415), size (413), JSON (400), contract (422).
 //! Every request past the URL check is recorded as a delivery, never with its key.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -17,12 +18,11 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::body::{excerpt, read_limited, require_json};
 use crate::auth::keys::SecretHash;
+use crate::catalog::WebhookTarget;
 use crate::domain::payload::{self, PayloadError};
-use crate::domain::phone::Region;
 use crate::error::{ApiProblem, AppError, ProblemKind};
-use crate::store::actions::{self, IngestTarget};
+use crate::store::now_ms;
 use crate::store::writer::{Idempotency, IngestCommitted, IngestWrite, NewDelivery};
-use crate::store::{now_ms, variables};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks/{slug}", post(receive))
@@ -68,7 +68,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiProblem> {
 /// One request's context while it is checked, so that refusals are recorded uniformly.
 struct Attempt {
     app: AppState,
-    target: IngestTarget,
+    target: Arc<WebhookTarget>,
     started: Instant,
     received_at: i64,
     idempotency_key: Option<String>,
@@ -102,7 +102,7 @@ async fn receive(
 ) -> Response {
     let started = Instant::now();
     let received_at = now_ms();
-    let target = match actions::find_ingest_target(&app.db, &slug).await {
+    let target = match app.catalog.webhook(&slug).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             return ApiProblem::new(ProblemKind::NotFound, "no webhook at this URL")
@@ -128,9 +128,6 @@ type Refusal = (ApiProblem, Option<bytes::Bytes>);
 async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
     let refuse = |p: ApiProblem| (p, None);
 
-    let keys = actions::active_key_hashes(&a.app.db, a.target.action_id)
-        .await
-        .map_err(|e| refuse(AppError::from(e).into_problem()))?;
     let Some(key) = presented_key(headers) else {
         return Err(refuse(ApiProblem::new(
             ProblemKind::Unauthorized,
@@ -139,7 +136,9 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
     };
     let presented = SecretHash::of(key);
     // Compare with every key, without stopping early.
-    let known = keys
+    let known = a
+        .target
+        .keys
         .iter()
         .fold(false, |acc, k| acc | k.matches(&presented));
     if !known {
@@ -170,18 +169,16 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
             Some(bytes.clone()),
         ),
     })?;
-    let schema = variables::schema(&a.app.db, a.target.agent_id)
-        .await
-        .map_err(|e| refuse(AppError::from(e).into_problem()))?;
-    let region = Region::parse(&a.target.default_region)
-        .unwrap_or_else(|_| Region::parse("US").expect("US is a region"));
-    let valid =
-        payload::validate(raw, &a.target.agent_public_id, region, &schema).map_err(|p| {
-            (
-                ApiProblem::with_errors(ProblemKind::ValidationFailed, p),
-                Some(bytes.clone()),
-            )
-        })?;
+    let (phones, region) = (&a.app.phones, a.target.region);
+    let valid = payload::validate(raw, &a.target.agent_public_id, &a.target.schema, |p| {
+        phones.parse(p, region)
+    })
+    .map_err(|p| {
+        (
+            ApiProblem::with_errors(ProblemKind::ValidationFailed, p),
+            Some(bytes.clone()),
+        )
+    })?;
 
     let write = IngestWrite {
         action_id: a.target.action_id,

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::catalog::Catalog;
+use crate::phones::Phones;
 use crate::store::Db;
 use crate::store::writer::Writer;
 use crate::wakeups::Wakeups;
@@ -19,8 +21,12 @@ use crate::wakeups::Wakeups;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// Configuration cached for the hot paths.
+    pub catalog: Catalog,
     pub writer: Writer,
     pub wakeups: Arc<dyn Wakeups>,
+    /// Phone number normalisation, with recent answers remembered.
+    pub phones: Arc<Phones>,
     /// Base of generated URLs, without a trailing slash.
     pub public_url: Arc<str>,
     pub body_limit: usize,

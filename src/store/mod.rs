@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod agents;
+pub mod batch;
 pub mod calls;
 pub mod contexts;
 pub mod deliveries;
@@ -15,6 +16,7 @@ pub mod variables;
 pub mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{
@@ -62,7 +64,7 @@ pub fn constraint_of(err: &sqlx::Error) -> Option<String> {
 pub struct Db {
     pub read: SqlitePool,
     pub write: SqlitePool,
-    options: SqliteConnectOptions,
+    options: Arc<SqliteConnectOptions>,
 }
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -97,7 +99,7 @@ impl Db {
         Ok(Self {
             read,
             write,
-            options,
+            options: Arc::new(options),
         })
     }
 

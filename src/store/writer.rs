@@ -9,12 +9,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{now_ms, rfc3339};
+use super::batch::{self, DeliveryRow};
 use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests committed in one transaction.
@@ -285,22 +284,13 @@ async fn execute_group(
         .execute(&mut *conn)
         .await
         .map_err(GroupError::Transaction)?;
-    let mut done = Vec::with_capacity(cmds.len());
-    for cmd in cmds {
-        let step = match cmd {
-            Command::Ingest(w, _) => ingest(conn, w).await.map(|(c, k)| Done::Ingest(c, k)),
-            Command::Refusal(d, _) => refusal(conn, d).await.map(|_| Done::Refusal),
-            Command::RecordCall(c, _) => record_call(conn, c).await.map(Done::RecordCall),
-            Command::Sweep(now, _) => sweep(conn, *now).await.map(Done::Sweep),
-        };
-        match step {
-            Ok(d) => done.push(d),
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                return Err(GroupError::Statement(e));
-            }
+    let done = match run_group(conn, cmds).await {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(GroupError::Statement(e));
         }
-    }
+    };
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(GroupError::Transaction(e));
@@ -308,274 +298,50 @@ async fn execute_group(
     Ok(done)
 }
 
-fn latency_us(started: Instant) -> i64 {
-    started.elapsed().as_micros().min(i64::MAX as u128) as i64
-}
-
-async fn ingest(
+/// The group's statements: webhooks first, then every delivery at once, then calls.
+async fn run_group(
     conn: &mut SqliteConnection,
-    w: &IngestWrite,
-) -> Result<(IngestCommitted, Option<WakeKey>), sqlx::Error> {
-    let now = now_ms();
-    if let Some(idem) = &w.idempotency {
-        let seen: Option<(Vec<u8>, String)> = sqlx::query_as(
-            "SELECT body_hash, response FROM idempotency_keys
-              WHERE action_id = ? AND key = ? AND created_at > ?",
-        )
-        .bind(w.action_id)
-        .bind(&idem.key)
-        .bind(now - IDEMPOTENCY_WINDOW_MS)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((hash, response)) = seen {
-            if hash == idem.body_hash {
-                insert_delivery(conn, w, 202, "replayed", None, None).await?;
-                return Ok((IngestCommitted::Replayed(response), None));
+    cmds: &[Command],
+) -> Result<Vec<Done>, sqlx::Error> {
+    let mut deliveries = Vec::with_capacity(cmds.len());
+    let ingests: Vec<&IngestWrite> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Ingest(w, _) => Some(w),
+            _ => None,
+        })
+        .collect();
+    let mut ingested = batch::ingest(conn, &ingests, &mut deliveries)
+        .await?
+        .into_iter();
+    for c in cmds {
+        if let Command::Refusal(d, _) = c {
+            deliveries.push(DeliveryRow::refused(d));
+        }
+    }
+    batch::insert_deliveries(conn, &deliveries).await?;
+    let calls: Vec<&NewCall> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::RecordCall(call, _) => Some(call),
+            _ => None,
+        })
+        .collect();
+    let mut recorded = batch::record_calls(conn, &calls).await?.into_iter();
+
+    let mut done = Vec::with_capacity(cmds.len());
+    for c in cmds {
+        done.push(match c {
+            Command::Ingest(..) => {
+                let d = ingested.next().expect("one outcome per webhook");
+                Done::Ingest(d.committed, d.wake)
             }
-            let problem = serde_json::json!([{
-                "detail": format!("Idempotency-Key {:?} was already used with a different body", idem.key)
-            }]);
-            insert_delivery(conn, w, 422, "refused", None, Some(problem.to_string())).await?;
-            return Ok((IngestCommitted::KeyReused, None));
-        }
+            Command::Refusal(..) => Done::Refusal,
+            Command::RecordCall(..) => Done::RecordCall(recorded.next().expect("one per call")),
+            Command::Sweep(now, _) => Done::Sweep(sweep(conn, *now).await?),
+        });
     }
-
-    let expires_at = now + w.ttl_ms;
-    let (context_id, merged): (i64, String) = sqlx::query_as(
-        "INSERT INTO contexts (action_id, phone, fields, received_at, updated_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
-         ON CONFLICT (action_id, phone) WHERE call_id IS NULL DO UPDATE SET
-             fields = CASE WHEN contexts.expires_at <= excluded.updated_at
-                           THEN excluded.fields ELSE json_patch(contexts.fields, excluded.fields) END,
-             received_at = CASE WHEN contexts.expires_at <= excluded.updated_at
-                           THEN excluded.received_at ELSE contexts.received_at END,
-             updated_at = excluded.updated_at,
-             expires_at = excluded.expires_at
-         RETURNING id, fields",
-    )
-    .bind(w.action_id)
-    .bind(&w.phone)
-    .bind(&w.fields)
-    .bind(now)
-    .bind(expires_at)
-    .fetch_one(&mut *conn)
-    .await?;
-
-    // Data for a caller whose call fell back on this action just before is recorded
-    // against that call (and still cached, for the caller's next call).
-    let late_call: Option<String> = sqlx::query_scalar(
-        "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?1), late_at = ?2
-          WHERE id = (SELECT call_id FROM call_fallbacks
-                       WHERE action_id = ?3 AND phone = ?4 AND at >= ?5
-                       ORDER BY at DESC LIMIT 1)
-         RETURNING public_id",
-    )
-    .bind(&w.fields)
-    .bind(now)
-    .bind(w.action_id)
-    .bind(&w.phone)
-    .bind(now - LATE_WINDOW_MS)
-    .fetch_optional(&mut *conn)
-    .await?;
-
-    let merged: Map<String, Value> = serde_json::from_str(&merged).unwrap_or_default();
-    let receipt = Receipt {
-        status: "accepted".into(),
-        phone_number: w.phone.clone(),
-        fields: merged
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, _)| k.clone())
-            .collect(),
-        expires_at: rfc3339(expires_at),
-    };
-    let response = serde_json::to_string(&receipt).expect("receipt serialises");
-
-    let outcome = if late_call.is_some() {
-        "late"
-    } else {
-        "cached"
-    };
-    sqlx::query(
-        "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
-                                 idempotency_key, latency_us, context_id, call_id)
-         VALUES (?, ?, 202, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(w.action_id)
-    .bind(w.received_at)
-    .bind(outcome)
-    .bind(&w.phone)
-    .bind(&w.fields)
-    .bind(w.idempotency.as_ref().map(|i| &i.key))
-    .bind(latency_us(w.started))
-    .bind(context_id)
-    .bind(&late_call)
-    .execute(&mut *conn)
-    .await?;
-
-    if let Some(idem) = &w.idempotency {
-        sqlx::query(
-            "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(w.action_id)
-        .bind(&idem.key)
-        .bind(&idem.body_hash[..])
-        .bind(&response)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    let wake = WakeKey {
-        action_id: w.action_id,
-        phone: w.phone.clone(),
-    };
-    Ok((IngestCommitted::Accepted(response), Some(wake)))
-}
-
-/// Records a replayed or refused request that still passed authentication.
-async fn insert_delivery(
-    conn: &mut SqliteConnection,
-    w: &IngestWrite,
-    status: u16,
-    outcome: &str,
-    fields: Option<&str>,
-    problems: Option<String>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields, problems,
-                                 idempotency_key, latency_us)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(w.action_id)
-    .bind(w.received_at)
-    .bind(status)
-    .bind(outcome)
-    .bind(&w.phone)
-    .bind(fields)
-    .bind(problems)
-    .bind(w.idempotency.as_ref().map(|i| &i.key))
-    .bind(latency_us(w.started))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn refusal(conn: &mut SqliteConnection, d: &NewDelivery) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, problems,
-                                 body_excerpt, idempotency_key, latency_us)
-         VALUES (?, ?, ?, 'refused', ?, ?, ?, ?, ?)",
-    )
-    .bind(d.action_id)
-    .bind(d.received_at)
-    .bind(d.status)
-    .bind(&d.phone)
-    .bind(&d.problems)
-    .bind(&d.body_excerpt)
-    .bind(&d.idempotency_key)
-    .bind(latency_us(d.started))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn record_call(conn: &mut SqliteConnection, c: &NewCall) -> Result<Recorded, sqlx::Error> {
-    // Claim what the call read, atomically: if another call took it, or a webhook changed
-    // it since, undo the claims made so far and let the call look again.
-    for (n, claim) in c.claims.iter().enumerate() {
-        let claimed: Option<String> = sqlx::query_scalar(
-            "UPDATE contexts SET call_id = ? WHERE id = ? AND call_id IS NULL RETURNING fields",
-        )
-        .bind(&c.public_id)
-        .bind(claim.context_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if claimed.as_deref() != Some(claim.fields.as_str()) {
-            let taken = if claimed.is_some() { n + 1 } else { n };
-            for undo in &c.claims[..taken] {
-                sqlx::query("UPDATE contexts SET call_id = NULL WHERE id = ? AND call_id = ?")
-                    .bind(undo.context_id)
-                    .bind(&c.public_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            return Ok(Recorded::Stale);
-        }
-    }
-
-    let call_id: i64 = sqlx::query_scalar(
-        "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
-                            variables, trace)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&c.public_id)
-    .bind(c.agent_id)
-    .bind(&c.caller)
-    .bind(&c.called)
-    .bind(c.started_at)
-    .bind(c.waited_ms)
-    .bind(c.source)
-    .bind(&c.variables)
-    .bind(&c.trace)
-    .fetch_one(&mut *conn)
-    .await?;
-    for claim in &c.claims {
-        sqlx::query(
-            "UPDATE deliveries SET outcome = 'used', call_id = ?
-              WHERE context_id = ? AND outcome IN ('cached', 'late')",
-        )
-        .bind(&c.public_id)
-        .bind(claim.context_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-
-    let now = now_ms();
-    for action_id in &c.fell_back_on {
-        sqlx::query(
-            "INSERT INTO call_fallbacks (call_id, action_id, phone, at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(call_id)
-        .bind(action_id)
-        .bind(&c.caller)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        // Data that landed between the call's last look and now arrived after it fell back.
-        let late: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, fields FROM contexts
-              WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?
-                AND updated_at >= ?",
-        )
-        .bind(action_id)
-        .bind(&c.caller)
-        .bind(now)
-        .bind(c.started_at)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((context_id, fields)) = late {
-            sqlx::query(
-                "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
-                  WHERE id = ?",
-            )
-            .bind(&fields)
-            .bind(now)
-            .bind(call_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "UPDATE deliveries SET outcome = 'late', call_id = ?
-                  WHERE context_id = ? AND outcome = 'cached'",
-            )
-            .bind(&c.public_id)
-            .bind(context_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(Recorded::Yes)
+    Ok(done)
 }
 
 async fn sweep(conn: &mut SqliteConnection, now: i64) -> Result<SweepReport, sqlx::Error> {

@@ -475,3 +475,48 @@ async fn a_disabled_webhook_with_a_wrong_key_says_401_not_409() {
         .unwrap();
     assert_problem(res, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn disabling_a_webhook_from_the_cli_takes_effect_on_a_running_server() {
+    let app = spawn_app().await;
+    let agent_id = app.create_agent("US");
+    let created = app.cli_json(&[
+        "action",
+        "create-webhook",
+        "--agent",
+        &agent_id,
+        "--wait-ms",
+        "0",
+    ]);
+    let send = || {
+        app.client
+            .post(created["url"].as_str().unwrap())
+            .header("X-Authorization", created["apiKey"].as_str().unwrap())
+            .json(&good_body(&agent_id))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 202);
+    let id = created["actionId"].to_string();
+    app.cli(&[
+        "action",
+        "update-webhook",
+        "--id",
+        &id,
+        "--enabled",
+        "false",
+    ]);
+    // The server caches configuration and notices other processes' changes within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = send().await.unwrap().status();
+        if status == 409 {
+            break;
+        }
+        assert_eq!(status, 202);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still enabled after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::body::{read_limited, require_json};
 use crate::error::{ApiProblem, AppError, ProblemKind};
-use crate::store::tokens;
 
 pub fn router() -> Router<AppState> {
     Router::new().merge(calls::router())
@@ -37,7 +36,7 @@ impl FromRequestParts<AppState> for RuntimeAgent {
                     "send a runtime token as Authorization: Bearer <token>",
                 )
             })?;
-        match tokens::agent_for(&app.db, token).await? {
+        match app.catalog.token_agent(token).await? {
             Some(agent_id) => Ok(Self(agent_id)),
             None => Err(AppError::problem(
                 ProblemKind::Unauthorized,

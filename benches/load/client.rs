@@ -1,0 +1,181 @@
+//! The load generator: HTTP/1.1 keep-alive connections (hyper), closed and open loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One keep-alive connection.
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender })
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// A POST with a JSON body and optional auth header.
+pub fn post(path: &str, auth: Option<(&'static str, &str)>, body: String) -> Request<Full<Bytes>> {
+    let mut b = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some((name, value)) = auth {
+        b = b.header(name, value);
+    }
+    b.body(Full::new(Bytes::from(body))).expect("valid request")
+}
+
+/// What a scenario measured.
+pub struct Stats {
+    pub hist: Histogram<u64>,
+    pub ok: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Bodies of good answers, when the scenario keeps them.
+    pub kept: Vec<(u64, Bytes)>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            ok: 0,
+            refused: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            kept: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        self.hist.record(us).expect("in range");
+    }
+
+    pub fn merge(&mut self, other: Stats) {
+        self.hist.add(&other.hist).expect("same bounds");
+        self.ok += other.ok;
+        self.refused += other.refused;
+        self.errors += other.errors;
+        self.kept.extend(other.kept);
+    }
+
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// How each connection paces its requests.
+#[derive(Clone, Copy)]
+pub enum Pace {
+    /// Send the next request as soon as the answer is in.
+    Closed,
+    /// Request i is due at start + i / rate; latency counts from when it was due, so a slow
+    /// answer delaying the next send is charged to the server (coordinated omission).
+    Open { rate: f64 },
+}
+
+/// Runs `conns` connections for `duration` (or until `limit` requests), numbering requests
+/// from `first`. `expect` is the status of a good answer; `keep` keeps good bodies.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive(
+    addr: SocketAddr,
+    conns: usize,
+    duration: Duration,
+    limit: Option<u64>,
+    first: u64,
+    pace: Pace,
+    expect: StatusCode,
+    keep: bool,
+    make: MakeRequest,
+) -> Stats {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + duration;
+    let mut tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (next, make) = (next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::new();
+            let Ok(mut conn) = Conn::open(addr).await else {
+                stats.errors += 1;
+                return stats;
+            };
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|l| n >= l) {
+                    break;
+                }
+                let due = match pace {
+                    Pace::Closed => Instant::now(),
+                    Pace::Open { rate } => start + Duration::from_secs_f64(n as f64 / rate),
+                };
+                if due >= end {
+                    break;
+                }
+                if let Pace::Open { .. } = pace {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let i = first + n;
+                match conn.send(make(i)).await {
+                    Ok((status, body)) => {
+                        stats.record(due.elapsed());
+                        if status == expect {
+                            stats.ok += 1;
+                            if keep {
+                                stats.kept.push((i, body));
+                            }
+                        } else {
+                            stats.refused += 1;
+                        }
+                    }
+                    Err(_) => {
+                        stats.errors += 1;
+                        match Conn::open(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            stats
+        }));
+    }
+    let mut total = Stats::new();
+    for t in tasks {
+        total.merge(t.await.expect("load task"));
+    }
+    total.elapsed = start.elapsed();
+    total
+}

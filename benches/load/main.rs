@@ -1,0 +1,820 @@
+//! Precall's load benchmark: `cargo bench --bench load`.
+//!
+//! Starts a bare axum echo server (the baseline: the most any handler can get on this
+//! machine) and the real server on a fresh database, drives both with the same load
+//! generator, and reports each scenario as a ratio to the baseline measured in the same
+//! run. Prints a table and writes `bench-results/load-<time>.json`.
+//!
+//! Options (after `--`): `--duration <secs>` per throughput scenario (default 5),
+//! `--connections <n>` for closed-loop scenarios (default 64), `--parked <n>` (default 10000).
+
+mod client;
+mod server;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use client::{Conn, Pace, Stats, drive, post};
+use server::{Server, cli, declare};
+
+struct Options {
+    duration: Duration,
+    connections: usize,
+    parked: usize,
+    /// Scenarios to run (`ingest`, `open`, `calls`, `wake`, `fallback`, `parked`); all if empty.
+    only: Vec<String>,
+}
+
+impl Options {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let value = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Self {
+            duration: Duration::from_secs(value("--duration").unwrap_or(5)),
+            connections: value("--connections").unwrap_or(64) as usize,
+            parked: value("--parked").unwrap_or(10_000) as usize,
+            only: args
+                .iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--baseline-server") {
+        return server::run_baseline();
+    }
+    // Ten thousand parked calls are ten thousand sockets.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let options = Options::from_args();
+    tokio::runtime::Runtime::new()?.block_on(run(options))
+}
+
+/// A distinct, valid US number for each index.
+fn phone(i: u64) -> String {
+    const AREAS: [u32; 10] = [212, 213, 312, 415, 617, 646, 718, 917, 305, 404];
+    let area = AREAS[((i / 8_000_000) % 10) as usize];
+    let exchange = 200 + (i / 10_000) % 800;
+    format!("+1{area}{exchange}{:04}", i % 10_000)
+}
+
+/// Index ranges, so that every scenario's callers are distinct.
+const WARMUP: u64 = 0;
+const INGEST: u64 = 1_000_000;
+const OPEN_LOOP: u64 = 2_000_000;
+const PRELOAD: u64 = 3_000_000;
+const WAKE: u64 = 4_000_000;
+const FALLBACK: u64 = 4_500_000;
+const PARKED: u64 = 5_000_000;
+
+struct Agent {
+    id: String,
+    path: String,
+    key: String,
+    token: String,
+}
+
+fn make_agent(dir: &Path, url: &str, wait_ms: u64) -> Agent {
+    let agent = cli(dir, url, &["agent", "create", "--name", "Bench"]);
+    let id = agent["agentId"].as_str().unwrap().to_owned();
+    let hook = cli(
+        dir,
+        url,
+        &[
+            "action",
+            "create-webhook",
+            "--agent",
+            &id,
+            "--wait-ms",
+            &wait_ms.to_string(),
+        ],
+    );
+    let token = cli(dir, url, &["token", "create", "--agent", &id]);
+    declare(dir, &id, "customer_name", "string", "there");
+    declare(dir, &id, "priority", "string", "normal");
+    declare(dir, &id, "risk_score", "number", "0");
+    declare(dir, &id, "flagged", "boolean", "false");
+    let full = hook["url"].as_str().unwrap();
+    Agent {
+        path: full[url.len()..].to_owned(),
+        key: hook["apiKey"].as_str().unwrap().to_owned(),
+        token: token["token"].as_str().unwrap().to_owned(),
+        id,
+    }
+}
+
+fn ingest_body(agent: &str, i: u64) -> String {
+    format!(
+        r#"{{"agentId":"{agent}","phoneNumber":"{}","customer_name":"Jane Doe","priority":"high","issue_type":"billing","risk_score":92,"flagged":true,"marker":{i}}}"#,
+        phone(i)
+    )
+}
+
+fn call_body(agent: &str, i: u64) -> String {
+    format!(
+        r#"{{"agentId":"{agent}","from":"{}","to":"+12125550199"}}"#,
+        phone(i)
+    )
+}
+
+type Make = Arc<dyn Fn(u64) -> hyper::Request<http_body_util::Full<bytes::Bytes>> + Send + Sync>;
+
+fn ingest_request(a: &Agent) -> Make {
+    let (path, key, id) = (a.path.clone(), a.key.clone(), a.id.clone());
+    Arc::new(move |i| post(&path, Some(("x-authorization", &key)), ingest_body(&id, i)))
+}
+
+fn call_request(a: &Agent) -> Make {
+    let (token, id) = (format!("Bearer {}", a.token), a.id.clone());
+    Arc::new(move |i| {
+        post(
+            "/api/v1/calls",
+            Some(("authorization", &token)),
+            call_body(&id, i),
+        )
+    })
+}
+
+/// One line of the report.
+struct Row {
+    name: String,
+    stats: Option<Stats>,
+    ratio: Option<f64>,
+    figure: String,
+    target: String,
+    pass: Option<bool>,
+    extra: Value,
+}
+
+impl Row {
+    fn json(&self) -> Value {
+        let mut v = json!({
+            "scenario": self.name,
+            "figure": self.figure,
+            "target": self.target,
+            "pass": self.pass,
+            "ratio": self.ratio,
+            "extra": self.extra,
+        });
+        if let Some(s) = &self.stats {
+            v["requests_per_sec"] = json!(s.rps());
+            v["p50_ms"] = json!(s.ms(0.5));
+            v["p99_ms"] = json!(s.ms(0.99));
+            v["p999_ms"] = json!(s.ms(0.999));
+            v["ok"] = json!(s.ok);
+            v["refused"] = json!(s.refused);
+            v["errors"] = json!(s.errors);
+        }
+        v
+    }
+}
+
+fn mark(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "",
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<42} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7}  {:<22} {:<14} result",
+        "scenario",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "ratio",
+        "figure",
+        "target",
+    );
+    println!("{}", "-".repeat(150));
+    for r in rows {
+        let (rps, p50, p99, p999, errors) = match &r.stats {
+            Some(s) => (
+                format!("{:.0}", s.rps()),
+                format!("{:.2}", s.ms(0.5)),
+                format!("{:.2}", s.ms(0.99)),
+                format!("{:.2}", s.ms(0.999)),
+                format!("{}", s.errors + s.refused),
+            ),
+            None => Default::default(),
+        };
+        let ratio = r.ratio.map(|x| format!("{x:.3}")).unwrap_or_default();
+        println!(
+            "{:<42} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7}  {:<22} {:<14} {}",
+            r.name,
+            rps,
+            p50,
+            p99,
+            p999,
+            errors,
+            ratio,
+            r.figure,
+            r.target,
+            mark(r.pass)
+        );
+    }
+    println!();
+}
+
+async fn run(o: Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    println!(
+        "Precall load benchmark: {} cores, {:?} per throughput scenario, {} connections",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.duration,
+        o.connections
+    );
+    let baseline = Server::baseline(dir.path()).await?;
+    let precall = Server::precall(dir.path()).await?;
+    let url = precall.url();
+    let main_agent = make_agent(dir.path(), &url, 5_000);
+    let fallback_agent = make_agent(dir.path(), &url, 250);
+    let parked_agent = make_agent(dir.path(), &url, 10_000);
+
+    let mut rows = Vec::new();
+    let mut acked: HashSet<u64> = HashSet::new();
+    let mut calls: Vec<String> = Vec::new();
+    let mut sent: u64 = 0;
+    let mut refused: u64 = 0;
+
+    // Until measured, a guess at ingest's maximum rate.
+    let mut ingest_rps = 10_000.0;
+
+    // Warm both up.
+    let echo: Make = {
+        let id = main_agent.id.clone();
+        Arc::new(move |i| post("/echo", None, ingest_body(&id, i)))
+    };
+    let short = Duration::from_secs(1);
+    drive(
+        baseline.addr,
+        o.connections,
+        short,
+        None,
+        0,
+        Pace::Closed,
+        StatusCode::OK,
+        false,
+        echo.clone(),
+    )
+    .await;
+    let warm = drive(
+        precall.addr,
+        o.connections,
+        short,
+        None,
+        WARMUP,
+        Pace::Closed,
+        StatusCode::ACCEPTED,
+        true,
+        ingest_request(&main_agent),
+    )
+    .await;
+    account(&warm, &mut acked, &mut sent, &mut refused);
+
+    // 1. Baseline.
+    let cpu0 = baseline.cpu_time();
+    let base = drive(
+        baseline.addr,
+        o.connections,
+        o.duration,
+        None,
+        0,
+        Pace::Closed,
+        StatusCode::OK,
+        false,
+        echo,
+    )
+    .await;
+    let base_rps = base.rps();
+    let cpu_us = per_request_us(baseline.cpu_time() - cpu0, base.ok);
+    rows.push(Row {
+        name: "baseline: axum echo (closed loop)".into(),
+        ratio: Some(1.0),
+        figure: format!("{base_rps:.0} req/s"),
+        target: String::new(),
+        pass: None,
+        extra: json!({ "server_cpu_us_per_request": cpu_us }),
+        stats: Some(base),
+    });
+
+    if o.runs("ingest") {
+        // 2. Ingest at its maximum.
+        let cpu0 = precall.cpu_time();
+        let ingest = drive(
+            precall.addr,
+            o.connections,
+            o.duration,
+            None,
+            INGEST,
+            Pace::Closed,
+            StatusCode::ACCEPTED,
+            true,
+            ingest_request(&main_agent),
+        )
+        .await;
+        let cpu_us = per_request_us(precall.cpu_time() - cpu0, ingest.ok);
+        account(&ingest, &mut acked, &mut sent, &mut refused);
+        ingest_rps = ingest.rps();
+        let r = ingest_rps / base_rps;
+        rows.push(Row {
+            name: "ingest: max throughput (closed loop)".into(),
+            ratio: Some(r),
+            figure: format!("{r:.3} of baseline"),
+            target: "≥ 0.25".into(),
+            pass: Some(r >= 0.25 && ingest.errors == 0),
+            extra: json!({ "server_cpu_us_per_request": cpu_us }),
+            stats: Some(ingest),
+        });
+    }
+
+    if o.runs("open") {
+        // 3. Ingest p99 at half its maximum, open loop.
+        let rate = (ingest_rps / 2.0).max(1.0);
+        let open = drive(
+            precall.addr,
+            256,
+            o.duration,
+            None,
+            OPEN_LOOP,
+            Pace::Open { rate },
+            StatusCode::ACCEPTED,
+            true,
+            ingest_request(&main_agent),
+        )
+        .await;
+        account(&open, &mut acked, &mut sent, &mut refused);
+        let p99 = open.ms(0.99);
+        rows.push(Row {
+            name: format!("ingest: p99 at {rate:.0} req/s (open loop)"),
+            ratio: Some(open.rps() / base_rps),
+            figure: format!("p99 {p99:.2} ms"),
+            target: "p99 ≤ 10 ms".into(),
+            pass: Some(p99 <= 10.0 && open.errors == 0),
+            extra: json!({ "offered_rate": rate }),
+            stats: Some(open),
+        });
+    }
+
+    if o.runs("calls") {
+        // 4. Call start with the context already cached.
+        let preload_n = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(20_000);
+        let preload = drive(
+            precall.addr,
+            o.connections,
+            Duration::from_secs(600),
+            Some(preload_n),
+            PRELOAD,
+            Pace::Closed,
+            StatusCode::ACCEPTED,
+            true,
+            ingest_request(&main_agent),
+        )
+        .await;
+        account(&preload, &mut acked, &mut sent, &mut refused);
+        let cpu0 = precall.cpu_time();
+        let call_start = drive(
+            precall.addr,
+            o.connections,
+            o.duration,
+            Some(preload_n),
+            PRELOAD,
+            Pace::Closed,
+            StatusCode::CREATED,
+            true,
+            call_request(&main_agent),
+        )
+        .await;
+        let cpu_us = per_request_us(precall.cpu_time() - cpu0, call_start.ok);
+        let wrong = call_start
+            .kept
+            .iter()
+            .filter(|(_, b)| !contains(b, br#""source":"webhook""#))
+            .count();
+        calls.extend(call_start.kept.iter().filter_map(|(_, b)| call_id(b)));
+        let r = call_start.rps() / base_rps;
+        rows.push(Row {
+            name: "call start, context cached (closed loop)".into(),
+            ratio: Some(r),
+            figure: format!("{r:.3} of baseline"),
+            target: "≥ 0.25".into(),
+            pass: Some(r >= 0.25 && call_start.errors == 0 && wrong == 0),
+            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us }),
+            stats: Some(call_start),
+        });
+    }
+
+    if o.runs("wake") {
+        // 5. Wake-up: a call waits, its webhook lands; time from the 202 to the call's answer.
+        let (wake, wake_extra, wake_acked, wake_calls) =
+            wake_up(&precall, &main_agent, 1_000, 10).await?;
+        acked.extend(wake_acked.iter().copied());
+        sent += wake_acked.len() as u64;
+        calls.extend(wake_calls);
+        let p99 = wake.ms(0.99);
+        rows.push(Row {
+            name: "wake-up: 202 → call answer (1000)".into(),
+            ratio: None,
+            figure: format!("p99 {p99:.2} ms"),
+            target: "p99 ≤ 5 ms".into(),
+            pass: Some(p99 <= 5.0 && wake.errors == 0 && wake_extra["not_woken"] == 0),
+            extra: wake_extra,
+            stats: Some(wake),
+        });
+    }
+
+    if o.runs("fallback") {
+        // 6. Fallback accuracy.
+        let (fb, fb_calls) = fallback_accuracy(&precall, &fallback_agent, 200, 250).await?;
+        calls.extend(fb_calls);
+        let p99 = fb.ms(0.99);
+        rows.push(Row {
+            name: "fallback: answer − 250 ms wait (200)".into(),
+            ratio: None,
+            figure: format!("p99 {p99:.2} ms"),
+            target: "p99 ≤ 20 ms".into(),
+            pass: Some(p99 <= 20.0 && fb.errors == 0 && fb.refused == 0),
+            extra: json!({}),
+            stats: Some(fb),
+        });
+    }
+
+    if o.runs("parked") {
+        // 7. Parked calls.
+        let parked = parked_calls(&precall, &parked_agent, o.parked).await?;
+        acked.extend(parked.acked.iter().copied());
+        sent += parked.acked.len() as u64;
+        calls.extend(parked.calls.iter().cloned());
+        let all_correct = parked.correct == o.parked;
+        rows.push(Row {
+            name: format!("{} parked calls: answered correctly", o.parked),
+            ratio: None,
+            figure: format!("{} of {}", parked.correct, o.parked),
+            target: "all".into(),
+            pass: Some(all_correct),
+            extra: json!({ "wrong": parked.wrong, "errors": parked.errors }),
+            stats: None,
+        });
+        rows.push(Row {
+            name: "  server CPU while parked".into(),
+            ratio: None,
+            figure: format!("{:.2} % of a core", parked.cpu_percent),
+            target: "< 5 %".into(),
+            pass: Some(parked.cpu_percent < 5.0),
+            extra: json!({}),
+            stats: None,
+        });
+        let added_mib = parked.added_rss as f64 / (1024.0 * 1024.0);
+        rows.push(Row {
+            name: "  server memory added while parked".into(),
+            ratio: None,
+            figure: format!("{added_mib:.1} MiB"),
+            target: "< 100 MiB".into(),
+            pass: Some(added_mib < 100.0),
+            extra: json!({}),
+            stats: None,
+        });
+    }
+
+    // 8. Peak memory over the whole run.
+    let (_, peak) = precall.memory();
+    let peak_mib = peak as f64 / (1024.0 * 1024.0);
+    rows.push(Row {
+        name: "server peak resident memory (whole run)".into(),
+        ratio: None,
+        figure: format!("{peak_mib:.1} MiB"),
+        target: "< 150 MiB".into(),
+        pass: Some(peak_mib < 150.0),
+        extra: json!({}),
+        stats: None,
+    });
+
+    // 9. Nothing acknowledged is missing.
+    let (found_contexts, found_calls) = integrity(dir.path(), &acked, &calls).await?;
+    let intact = found_contexts == acked.len() && found_calls == calls.len();
+    rows.push(Row {
+        name: "integrity: acknowledged = found".into(),
+        ratio: None,
+        figure: format!(
+            "{}/{} contexts, {}/{} calls",
+            found_contexts,
+            acked.len(),
+            found_calls,
+            calls.len()
+        ),
+        target: "all found".into(),
+        pass: Some(intact),
+        extra: json!({ "ingest_sent": sent, "ingest_acknowledged": acked.len(), "ingest_refused": refused }),
+        stats: None,
+    });
+
+    print_table(&rows);
+    for r in &rows {
+        if let Some(us) = r.extra.get("server_cpu_us_per_request") {
+            println!(
+                "{:<42} server CPU {:.1} µs per request",
+                r.name,
+                us.as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    println!(
+        "ingest requests: sent {sent} = acknowledged {} + refused/failed {}",
+        acked.len(),
+        sent - acked.len() as u64
+    );
+    let report = json!({
+        "when_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "duration_secs": o.duration.as_secs(),
+        "connections": o.connections,
+        "baseline_rps": base_rps,
+        "scenarios": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "all_pass": rows.iter().all(|r| r.pass != Some(false)),
+    });
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    std::fs::create_dir_all(&out_dir)?;
+    let file = out_dir.join(format!("load-{}.json", report["when_unix"]));
+    std::fs::write(&file, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        out_dir.join("latest.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("report written to {}", file.display());
+    Ok(())
+}
+
+fn per_request_us(cpu: Duration, requests: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
+}
+
+fn account(s: &Stats, acked: &mut HashSet<u64>, sent: &mut u64, refused: &mut u64) {
+    *sent += s.ok + s.refused + s.errors;
+    *refused += s.refused + s.errors;
+    acked.extend(s.kept.iter().map(|(i, _)| *i));
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn call_id(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v["callId"].as_str().map(str::to_owned)
+}
+
+/// `n` calls in `lanes` parallel lanes: each call is sent, given 5 ms to park, then its
+/// webhook is sent; records the time from the webhook's 202 to the call's answer.
+async fn wake_up(
+    server: &Server,
+    agent: &Agent,
+    n: u64,
+    lanes: u64,
+) -> anyhow::Result<(Stats, Value, Vec<u64>, Vec<String>)> {
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let (addr, ingest, call) = (server.addr, ingest_request(agent), call_request(agent));
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::new();
+            let (mut arrived, mut not_woken) = (0u64, 0u64);
+            let mut acked = Vec::new();
+            let mut calls = Vec::new();
+            let mut call_conn = Conn::open(addr).await?;
+            let mut hook_conn = Conn::open(addr).await?;
+            for k in 0..n / lanes {
+                let i = WAKE + lane * (n / lanes) + k;
+                let call_fut = async {
+                    let r = call_conn.send(call(i)).await;
+                    (r, Instant::now())
+                };
+                let hook_fut = async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let r = hook_conn.send(ingest(i)).await;
+                    (r, Instant::now())
+                };
+                let ((call_res, answered), (hook_res, acked_at)) = tokio::join!(call_fut, hook_fut);
+                match (call_res, hook_res) {
+                    (Ok((StatusCode::CREATED, body)), Ok((StatusCode::ACCEPTED, _))) => {
+                        acked.push(i);
+                        calls.extend(call_id(&body));
+                        stats.ok += 1;
+                        stats.record(answered.saturating_duration_since(acked_at));
+                        if contains(&body, br#""outcome":"arrived""#) {
+                            arrived += 1;
+                        } else if !contains(&body, br#""source":"webhook""#) {
+                            not_woken += 1;
+                        }
+                    }
+                    _ => stats.errors += 1,
+                }
+            }
+            anyhow::Ok((stats, arrived, not_woken, acked, calls))
+        }));
+    }
+    let mut total = Stats::new();
+    let (mut arrived, mut not_woken) = (0, 0);
+    let mut acked = Vec::new();
+    let mut calls = Vec::new();
+    for t in tasks {
+        let (s, a, nw, ak, c) = t.await??;
+        total.merge(s);
+        arrived += a;
+        not_woken += nw;
+        acked.extend(ak);
+        calls.extend(c);
+    }
+    Ok((
+        total,
+        json!({ "woken_while_waiting": arrived, "not_woken": not_woken }),
+        acked,
+        calls,
+    ))
+}
+
+/// `n` calls with no webhook, 50 at a time: how far past the configured wait each answer came.
+async fn fallback_accuracy(
+    server: &Server,
+    agent: &Agent,
+    n: u64,
+    wait_ms: u64,
+) -> anyhow::Result<(Stats, Vec<String>)> {
+    let mut total = Stats::new();
+    let mut calls = Vec::new();
+    let batch = 50;
+    for round in 0..n.div_ceil(batch) {
+        let mut tasks = Vec::new();
+        for k in 0..batch.min(n - round * batch) {
+            let i = FALLBACK + round * batch + k;
+            let (addr, call) = (server.addr, call_request(agent));
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await?;
+                let started = Instant::now();
+                let res = conn.send(call(i)).await;
+                anyhow::Ok((res, started.elapsed()))
+            }));
+        }
+        for t in tasks {
+            match t.await? {
+                Ok((Ok((StatusCode::CREATED, body)), elapsed)) => {
+                    if contains(&body, br#""source":"fallback""#) {
+                        total.ok += 1;
+                    } else {
+                        total.refused += 1;
+                    }
+                    calls.extend(call_id(&body));
+                    let wait = Duration::from_millis(wait_ms);
+                    total.record(elapsed.saturating_sub(wait));
+                }
+                _ => total.errors += 1,
+            }
+        }
+    }
+    total.elapsed = Duration::from_secs(1);
+    Ok((total, calls))
+}
+
+struct Parked {
+    correct: usize,
+    wrong: usize,
+    errors: usize,
+    cpu_percent: f64,
+    added_rss: u64,
+    acked: Vec<u64>,
+    calls: Vec<String>,
+}
+
+/// `n` calls wait at once (10 s fallback); while parked, the server's CPU and memory are
+/// read; then nine in ten get their webhook and the rest must fall back.
+async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Result<Parked> {
+    let (rss_before, _) = server.memory();
+    let mut tasks = Vec::with_capacity(n);
+    for chunk in (0..n as u64).collect::<Vec<_>>().chunks(500) {
+        let mut opened = Vec::with_capacity(chunk.len());
+        for &k in chunk {
+            let addr = server.addr;
+            opened.push(tokio::spawn(async move {
+                Conn::open(addr).await.map(|c| (k, c))
+            }));
+        }
+        for o in opened {
+            let Ok((k, mut conn)) = o.await? else {
+                tasks.push(tokio::spawn(async {
+                    (0, Err(anyhow::anyhow!("connect failed")))
+                }));
+                continue;
+            };
+            let call = call_request(agent);
+            tasks.push(tokio::spawn(async move {
+                (k, conn.send(call(PARKED + k)).await)
+            }));
+        }
+    }
+    // Let every call reach its wait, then watch the server idle.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (rss_parked, _) = server.memory();
+    let cpu0 = server.cpu_time();
+    let window = Duration::from_secs(2);
+    tokio::time::sleep(window).await;
+    let cpu_percent = (server.cpu_time() - cpu0).as_secs_f64() / window.as_secs_f64() * 100.0;
+
+    // Webhooks for nine callers in ten.
+    let with_hook: Vec<u64> = (0..n as u64).filter(|k| k % 10 != 0).collect();
+    let with_hook = Arc::new(with_hook);
+    let ingest = ingest_request(agent);
+    let map = with_hook.clone();
+    let make: Make = Arc::new(move |i| ingest(PARKED + map[i as usize]));
+    let hooks = drive(
+        server.addr,
+        64,
+        Duration::from_secs(60),
+        Some(with_hook.len() as u64),
+        0,
+        Pace::Closed,
+        StatusCode::ACCEPTED,
+        true,
+        make,
+    )
+    .await;
+    let acked: Vec<u64> = hooks
+        .kept
+        .iter()
+        .map(|(i, _)| PARKED + with_hook[*i as usize])
+        .collect();
+
+    let (mut correct, mut wrong, mut errors) = (0, 0, 0);
+    let mut calls = Vec::new();
+    for t in tasks {
+        match t.await? {
+            (k, Ok((StatusCode::CREATED, body))) => {
+                calls.extend(call_id(&body));
+                let v: Value = serde_json::from_slice(&body)?;
+                let ok = if k % 10 == 0 {
+                    v["source"] == "fallback" && v["variables"].get("marker").is_none()
+                } else {
+                    v["source"] == "webhook" && v["variables"]["marker"] == json!(PARKED + k)
+                };
+                if ok { correct += 1 } else { wrong += 1 }
+            }
+            _ => errors += 1,
+        }
+    }
+    Ok(Parked {
+        correct,
+        wrong,
+        errors,
+        cpu_percent,
+        added_rss: rss_parked.saturating_sub(rss_before),
+        acked,
+        calls,
+    })
+}
+
+/// Reads the database afterwards: every acknowledged webhook left a context, every
+/// answered call a stored call.
+async fn integrity(
+    dir: &Path,
+    acked: &HashSet<u64>,
+    calls: &[String],
+) -> anyhow::Result<(usize, usize)> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=ro", dir.join("precall.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+    let phones: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT phone FROM contexts")
+        .fetch_all(&mut conn)
+        .await?
+        .into_iter()
+        .collect();
+    let stored: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT public_id FROM calls")
+        .fetch_all(&mut conn)
+        .await?
+        .into_iter()
+        .collect();
+    let found_contexts = acked
+        .iter()
+        .filter(|i| phones.contains(&phone(**i)))
+        .count();
+    let found_calls = calls.iter().filter(|c| stored.contains(*c)).count();
+    Ok((found_contexts, found_calls))
+}

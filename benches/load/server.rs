@@ -1,0 +1,174 @@
+//! The two servers under load, as child processes, and what /proc says about them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const PRECALL: &str = env!("CARGO_BIN_EXE_precall");
+
+/// A server process and the address it printed.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// The real server, on a fresh database in `dir`, with its defaults for durability.
+    pub async fn precall(dir: &Path) -> anyhow::Result<Self> {
+        let cmd = Command::new(PRECALL);
+        Self::start(
+            cmd,
+            dir,
+            &["--bind", "127.0.0.1:0"],
+            "Precall listening on http://",
+        )
+        .await
+    }
+
+    /// The baseline: this same bench binary, serving one echo route.
+    pub async fn baseline(dir: &Path) -> anyhow::Result<Self> {
+        let cmd = Command::new(std::env::current_exe()?);
+        Self::start(
+            cmd,
+            dir,
+            &["--baseline-server"],
+            "Baseline listening on http://",
+        )
+        .await
+    }
+
+    async fn start(
+        mut cmd: Command,
+        dir: &Path,
+        args: &[&str],
+        prefix: &str,
+    ) -> anyhow::Result<Self> {
+        let mut child = cmd
+            .args(args)
+            .current_dir(dir)
+            .env_remove("PRECALL_DATABASE_URL")
+            .env_remove("PRECALL_PUBLIC_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("server exited before printing its address"))?;
+        let addr = first
+            .strip_prefix(prefix)
+            .ok_or_else(|| anyhow::anyhow!("unexpected first line {first:?}"))?
+            .parse()?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resident memory now and at its peak, in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+}
+
+/// Runs the precall binary's administrative commands against `dir`'s database.
+pub fn cli(dir: &Path, public_url: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(PRECALL)
+        .args(args)
+        .arg("--json")
+        .current_dir(dir)
+        .env_remove("PRECALL_DATABASE_URL")
+        .env("PRECALL_PUBLIC_URL", public_url)
+        .output()
+        .expect("precall runs");
+    assert!(
+        out.status.success(),
+        "precall {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// Declares a variable (this command prints text, not JSON).
+pub fn declare(dir: &Path, agent: &str, name: &str, ty: &str, default: &str) {
+    let out = std::process::Command::new(PRECALL)
+        .args([
+            "variable",
+            "set",
+            "--agent",
+            agent,
+            "--name",
+            name,
+            "--type",
+            ty,
+            "--default",
+            default,
+        ])
+        .current_dir(dir)
+        .env_remove("PRECALL_DATABASE_URL")
+        .output()
+        .expect("precall runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the baseline server: one route that echoes a small JSON body.
+pub fn run_baseline() -> anyhow::Result<()> {
+    use axum::routing::post;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let app = axum::Router::new().route(
+            "/echo",
+            post(|body: bytes::Bytes| async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("Baseline listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,193 @@
+//! The configuration the hot paths read, cached in memory.
+//!
+//! Ingest and call start would otherwise read the same rows (webhook settings, key hashes,
+//! the variable schema, the agent's pre-call actions, runtime tokens) on every request.
+//! Entries are loaded on first use and dropped whenever the configuration changes: at once
+//! for changes made by this process ([`Catalog::invalidate`]), and within
+//! [`WATCH_INTERVAL`] for changes made by another process (the CLI, another node), which
+//! bump `config_version` through triggers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::auth::keys::SecretHash;
+use crate::domain::phone::Region;
+use crate::domain::variables::VariableDef;
+use crate::store::actions::{self, WebhookStep};
+use crate::store::agents::{self, Agent};
+use crate::store::{Db, tokens, variables};
+
+/// How often the catalog looks for configuration changes made by other processes.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What ingest needs to know about a webhook URL.
+#[derive(Debug)]
+pub struct WebhookTarget {
+    pub action_id: i64,
+    pub agent_id: i64,
+    pub agent_public_id: String,
+    pub region: Region,
+    pub enabled: bool,
+    pub ttl_secs: i64,
+    pub keys: Vec<SecretHash>,
+    pub schema: Arc<[VariableDef]>,
+}
+
+/// What a call start needs to know about an agent.
+#[derive(Debug)]
+pub struct AgentRuntime {
+    pub agent: Agent,
+    pub steps: Vec<WebhookStep>,
+    pub schema: Arc<[VariableDef]>,
+}
+
+#[derive(Default)]
+struct Entries {
+    webhooks: HashMap<String, Arc<WebhookTarget>>,
+    agents: HashMap<String, Arc<AgentRuntime>>,
+    tokens: HashMap<[u8; 32], i64>,
+}
+
+/// The cache. Cloning shares it.
+#[derive(Clone)]
+pub struct Catalog {
+    db: Db,
+    entries: Arc<RwLock<Entries>>,
+    /// Bumped by every invalidation, so that a load that raced one is not cached.
+    generation: Arc<AtomicU64>,
+    seen_version: Arc<AtomicI64>,
+}
+
+impl Catalog {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            entries: Arc::default(),
+            generation: Arc::default(),
+            seen_version: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+
+    /// Forgets everything; the next request reads the database again.
+    pub fn invalidate(&self) {
+        let mut entries = self.entries.write().expect("catalog lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *entries = Entries::default();
+    }
+
+    /// Stores a freshly loaded entry, unless the cache was invalidated while it loaded.
+    fn store(&self, loaded_in: u64, put: impl FnOnce(&mut Entries)) {
+        let mut entries = self.entries.write().expect("catalog lock");
+        if self.generation.load(Ordering::Acquire) == loaded_in {
+            put(&mut entries);
+        }
+    }
+
+    /// The webhook at `slug`, if there is one.
+    pub async fn webhook(&self, slug: &str) -> Result<Option<Arc<WebhookTarget>>, sqlx::Error> {
+        if let Some(hit) = self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .webhooks
+            .get(slug)
+        {
+            return Ok(Some(hit.clone()));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
+            return Ok(None);
+        };
+        let keys = actions::active_key_hashes(&self.db, row.action_id).await?;
+        let schema: Arc<[VariableDef]> = variables::schema(&self.db, row.agent_id).await?.into();
+        let target = Arc::new(WebhookTarget {
+            action_id: row.action_id,
+            agent_id: row.agent_id,
+            region: Region::parse(&row.default_region)
+                .unwrap_or_else(|_| Region::parse("US").expect("US is a region")),
+            agent_public_id: row.agent_public_id,
+            enabled: row.enabled,
+            ttl_secs: row.ttl_secs,
+            keys,
+            schema,
+        });
+        self.store(generation, |e| {
+            e.webhooks.insert(slug.to_owned(), target.clone());
+        });
+        Ok(Some(target))
+    }
+
+    /// The agent with this public id and what its calls run.
+    pub async fn agent(&self, public_id: &str) -> Result<Option<Arc<AgentRuntime>>, sqlx::Error> {
+        if let Some(hit) = self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .agents
+            .get(public_id)
+        {
+            return Ok(Some(hit.clone()));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(agent) = agents::find_by_public_id(&self.db, public_id).await? else {
+            return Ok(None);
+        };
+        let steps = actions::webhook_steps(&self.db, agent.id).await?;
+        let schema: Arc<[VariableDef]> = variables::schema(&self.db, agent.id).await?.into();
+        let runtime = Arc::new(AgentRuntime {
+            agent,
+            steps,
+            schema,
+        });
+        self.store(generation, |e| {
+            e.agents.insert(public_id.to_owned(), runtime.clone());
+        });
+        Ok(Some(runtime))
+    }
+
+    /// The agent a presented runtime token speaks for. Unknown tokens are not cached.
+    pub async fn token_agent(&self, presented: &str) -> Result<Option<i64>, sqlx::Error> {
+        let hash = SecretHash::of(presented);
+        let key: [u8; 32] = hash.as_bytes().try_into().expect("32 bytes");
+        if let Some(agent) = self.entries.read().expect("catalog lock").tokens.get(&key) {
+            return Ok(Some(*agent));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let agent = tokens::agent_for(&self.db, presented).await?;
+        if let Some(agent) = agent {
+            self.store(generation, |e| {
+                e.tokens.insert(key, agent);
+            });
+        }
+        Ok(agent)
+    }
+
+    /// Checks `config_version` once; drops the cache if another process changed something.
+    pub async fn check_for_changes(&self) -> Result<(), sqlx::Error> {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version")
+            .fetch_one(&self.db.read)
+            .await?;
+        let seen = self.seen_version.swap(version, Ordering::AcqRel);
+        if seen != version {
+            self.invalidate();
+        }
+        Ok(())
+    }
+
+    /// Watches for changes by other processes until the task is aborted.
+    pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.check_for_changes().await {
+                    tracing::warn!(error = %e, "could not check for configuration changes");
+                }
+            }
+        })
+    }
+}

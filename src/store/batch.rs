@@ -1,0 +1,594 @@
+//! The writer's statements, one per group rather than one per request.
+//!
+//! Rows go in as multi-row `VALUES` lists. To keep the number of distinct statements (and
+//! so of prepared statements cached per connection) small, a group is cut into chunks whose
+//! sizes are powers of two: 100 rows are three statements (64 + 32 + 4), each prepared once.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use serde_json::{Map, Value};
+use sqlx::SqliteConnection;
+
+use super::writer::{
+    IDEMPOTENCY_WINDOW_MS, IngestCommitted, IngestWrite, LATE_WINDOW_MS, NewCall, NewDelivery,
+    Receipt, Recorded,
+};
+use super::{now_ms, rfc3339};
+use crate::wakeups::WakeKey;
+
+/// Largest chunk: 128 rows of the widest statement (12 columns) stay far below SQLite's
+/// limit on bound parameters.
+const MAX_CHUNK: usize = 128;
+
+/// `0..n` cut into power-of-two chunks, largest first.
+fn chunks(n: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let left = n - start;
+        let size = if left >= MAX_CHUNK {
+            MAX_CHUNK
+        } else {
+            1 << (usize::BITS - 1 - left.leading_zeros())
+        };
+        out.push(start..start + size);
+        start += size;
+    }
+    out
+}
+
+/// `(?, ?), (?, ?)` for `rows` rows of `cols` parameters.
+fn values(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// One row of `deliveries`.
+pub struct DeliveryRow<'a> {
+    action_id: i64,
+    received_at: i64,
+    status: i64,
+    outcome: &'static str,
+    phone: Option<&'a str>,
+    fields: Option<&'a str>,
+    problems: Option<String>,
+    body_excerpt: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    latency_us: i64,
+    context_id: Option<i64>,
+    call_id: Option<String>,
+}
+
+fn micros_since(started: std::time::Instant) -> i64 {
+    started.elapsed().as_micros().min(i64::MAX as u128) as i64
+}
+
+impl<'a> DeliveryRow<'a> {
+    fn for_webhook(w: &'a IngestWrite, status: i64, outcome: &'static str) -> Self {
+        Self {
+            action_id: w.action_id,
+            received_at: w.received_at,
+            status,
+            outcome,
+            phone: Some(&w.phone),
+            fields: None,
+            problems: None,
+            body_excerpt: None,
+            idempotency_key: w.idempotency.as_ref().map(|i| i.key.as_str()),
+            latency_us: micros_since(w.started),
+            context_id: None,
+            call_id: None,
+        }
+    }
+
+    /// A refused request.
+    pub fn refused(d: &'a NewDelivery) -> Self {
+        Self {
+            action_id: d.action_id,
+            received_at: d.received_at,
+            status: i64::from(d.status),
+            outcome: "refused",
+            phone: d.phone.as_deref(),
+            fields: None,
+            problems: Some(d.problems.clone()),
+            body_excerpt: d.body_excerpt.as_deref(),
+            idempotency_key: d.idempotency_key.as_deref(),
+            latency_us: micros_since(d.started),
+            context_id: None,
+            call_id: None,
+        }
+    }
+}
+
+/// What became of one webhook request in a group.
+pub struct IngestDone {
+    pub committed: IngestCommitted,
+    pub wake: Option<WakeKey>,
+}
+
+/// Caches a group of webhook requests. Requests about the same caller, or with the same
+/// idempotency key, go in successive rounds so that each sees the one before.
+pub async fn ingest<'a>(
+    conn: &mut SqliteConnection,
+    items: &[&'a IngestWrite],
+    deliveries: &mut Vec<DeliveryRow<'a>>,
+) -> Result<Vec<IngestDone>, sqlx::Error> {
+    let now = now_ms();
+    let mut results: Vec<Option<IngestDone>> = items.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    while !pending.is_empty() {
+        let mut callers = HashSet::new();
+        let mut keys = HashSet::new();
+        let (mut round, mut later) = (Vec::new(), Vec::new());
+        for i in pending {
+            let w = items[i];
+            let caller = (w.action_id, w.phone.as_str());
+            let key = w
+                .idempotency
+                .as_ref()
+                .map(|k| (w.action_id, k.key.as_str()));
+            if !callers.contains(&caller) && key.is_none_or(|k| !keys.contains(&k)) {
+                callers.insert(caller);
+                keys.extend(key);
+                round.push(i);
+            } else {
+                later.push(i);
+            }
+        }
+        let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
+        ingest_round(conn, &round, now, &mut results, deliveries).await?;
+        pending = later;
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every request has an outcome"))
+        .collect())
+}
+
+/// Earlier answers to idempotency keys of this round, by position in the group.
+async fn seen_keys(
+    conn: &mut SqliteConnection,
+    round: &[(usize, &IngestWrite)],
+    now: i64,
+) -> Result<HashMap<usize, (Vec<u8>, String)>, sqlx::Error> {
+    let keyed: Vec<(usize, i64, &str)> = round
+        .iter()
+        .filter_map(|(i, w)| {
+            w.idempotency
+                .as_ref()
+                .map(|k| (*i, w.action_id, k.key.as_str()))
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    for chunk in chunks(keyed.len()) {
+        let sql = format!(
+            "WITH asked (i, action_id, key) AS (VALUES {})
+             SELECT asked.i, k.body_hash, k.response
+               FROM asked JOIN idempotency_keys k
+                 ON k.action_id = asked.action_id AND k.key = asked.key
+              WHERE k.created_at > ?",
+            values(chunk.len(), 3)
+        );
+        let mut q = sqlx::query_as::<_, (i64, Vec<u8>, String)>(&sql);
+        for (i, a, k) in &keyed[chunk] {
+            q = q.bind(*i as i64).bind(*a).bind(*k);
+        }
+        for (i, hash, response) in q
+            .bind(now - IDEMPOTENCY_WINDOW_MS)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            seen.insert(i as usize, (hash, response));
+        }
+    }
+    Ok(seen)
+}
+
+async fn ingest_round<'a>(
+    conn: &mut SqliteConnection,
+    round: &[(usize, &'a IngestWrite)],
+    now: i64,
+    results: &mut [Option<IngestDone>],
+    deliveries: &mut Vec<DeliveryRow<'a>>,
+) -> Result<(), sqlx::Error> {
+    // Idempotency keys seen before: replay the first answer, or refuse a different body.
+    let mut seen = seen_keys(conn, round, now).await?;
+    let mut fresh: Vec<(usize, &IngestWrite)> = Vec::with_capacity(round.len());
+    for &(i, w) in round {
+        match (seen.remove(&i), &w.idempotency) {
+            (Some((hash, response)), Some(k)) if hash == k.body_hash => {
+                deliveries.push(DeliveryRow::for_webhook(w, 202, "replayed"));
+                results[i] = Some(IngestDone {
+                    committed: IngestCommitted::Replayed(response),
+                    wake: None,
+                });
+            }
+            (Some(_), Some(k)) => {
+                let problems = serde_json::json!([{
+                    "detail": format!("Idempotency-Key {:?} was already used with a different body", k.key)
+                }]);
+                deliveries.push(DeliveryRow {
+                    problems: Some(problems.to_string()),
+                    ..DeliveryRow::for_webhook(w, 422, "refused")
+                });
+                results[i] = Some(IngestDone {
+                    committed: IngestCommitted::KeyReused,
+                    wake: None,
+                });
+            }
+            _ => fresh.push((i, w)),
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+
+    // Cache: a new context, or later values merged into the caller's unused one.
+    let mut cached: HashMap<(i64, &str), (i64, String, i64)> = HashMap::new();
+    for chunk in chunks(fresh.len()) {
+        let sql = format!(
+            "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
+             SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {}) WHERE true
+             ON CONFLICT (action_id, phone) WHERE call_id IS NULL DO UPDATE SET
+                 fields = CASE WHEN contexts.expires_at <= excluded.updated_at
+                               THEN excluded.fields ELSE json_patch(contexts.fields, excluded.fields) END,
+                 received_at = CASE WHEN contexts.expires_at <= excluded.updated_at
+                               THEN excluded.received_at ELSE contexts.received_at END,
+                 updated_at = excluded.updated_at,
+                 expires_at = excluded.expires_at
+             RETURNING id, action_id, phone, fields, expires_at",
+            values(chunk.len(), 4)
+        );
+        let mut q = sqlx::query_as::<_, (i64, i64, String, String, i64)>(&sql)
+            .bind(now)
+            .bind(now);
+        for (_, w) in &fresh[chunk.clone()] {
+            q = q
+                .bind(w.action_id)
+                .bind(&w.phone)
+                .bind(&w.fields)
+                .bind(now + w.ttl_ms);
+        }
+        for (id, action_id, phone, fields, expires_at) in q.fetch_all(&mut *conn).await? {
+            // Map back by caller: a round holds each caller once.
+            let (_, w) = fresh[chunk.clone()]
+                .iter()
+                .find(|(_, w)| w.action_id == action_id && w.phone == phone)
+                .expect("a returned row belongs to the chunk");
+            cached.insert((action_id, w.phone.as_str()), (id, fields, expires_at));
+        }
+    }
+
+    // Data for a caller whose call fell back on this action just before is late for it.
+    let mut late_calls: HashMap<usize, String> = HashMap::new();
+    for chunk in chunks(fresh.len()) {
+        let sql = format!(
+            "WITH landed (i, action_id, phone) AS (VALUES {})
+             SELECT i, call_id FROM (
+                 SELECT landed.i AS i,
+                        (SELECT f.call_id FROM call_fallbacks f
+                          WHERE f.action_id = landed.action_id AND f.phone = landed.phone
+                            AND f.at >= ?
+                          ORDER BY f.at DESC LIMIT 1) AS call_id
+                   FROM landed)
+              WHERE call_id IS NOT NULL",
+            values(chunk.len(), 3)
+        );
+        let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for (i, w) in &fresh[chunk] {
+            q = q.bind(*i as i64).bind(w.action_id).bind(&w.phone);
+        }
+        let late = q.bind(now - LATE_WINDOW_MS).fetch_all(&mut *conn).await?;
+        for (i, call_row) in late {
+            let i = i as usize;
+            let w = fresh
+                .iter()
+                .find(|(j, _)| *j == i)
+                .expect("in this round")
+                .1;
+            let public_id: String = sqlx::query_scalar(
+                "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?),
+                                  late_at = ?
+                  WHERE id = ? RETURNING public_id",
+            )
+            .bind(&w.fields)
+            .bind(now)
+            .bind(call_row)
+            .fetch_one(&mut *conn)
+            .await?;
+            late_calls.insert(i, public_id);
+        }
+    }
+
+    let mut remembered: Vec<(i64, &str, &[u8], String)> = Vec::new();
+    for &(i, w) in &fresh {
+        let (context_id, merged, expires_at) = &cached[&(w.action_id, w.phone.as_str())];
+        let merged: Map<String, Value> = serde_json::from_str(merged).unwrap_or_default();
+        let receipt = Receipt {
+            status: "accepted".into(),
+            phone_number: w.phone.clone(),
+            fields: merged
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            expires_at: rfc3339(*expires_at),
+        };
+        let response = serde_json::to_string(&receipt).expect("receipt serialises");
+        let late_call = late_calls.remove(&i);
+        deliveries.push(DeliveryRow {
+            fields: Some(&w.fields),
+            context_id: Some(*context_id),
+            ..DeliveryRow::for_webhook(
+                w,
+                202,
+                if late_call.is_some() {
+                    "late"
+                } else {
+                    "cached"
+                },
+            )
+        });
+        deliveries.last_mut().expect("just pushed").call_id = late_call;
+        if let Some(k) = &w.idempotency {
+            remembered.push((
+                w.action_id,
+                k.key.as_str(),
+                &k.body_hash[..],
+                response.clone(),
+            ));
+        }
+        results[i] = Some(IngestDone {
+            committed: IngestCommitted::Accepted(response),
+            wake: Some(WakeKey {
+                action_id: w.action_id,
+                phone: w.phone.clone(),
+            }),
+        });
+    }
+    for chunk in chunks(remembered.len()) {
+        let sql = format!(
+            "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
+             VALUES {}",
+            values(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for (a, k, h, r) in &remembered[chunk] {
+            q = q.bind(*a).bind(*k).bind(*h).bind(r).bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Records every request of the group that reached an ingest URL.
+pub async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    rows: &[DeliveryRow<'_>],
+) -> Result<(), sqlx::Error> {
+    for chunk in chunks(rows.len()) {
+        let sql = format!(
+            "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
+                                     problems, body_excerpt, idempotency_key, latency_us,
+                                     context_id, call_id)
+             VALUES {}",
+            values(chunk.len(), 12)
+        );
+        let mut q = sqlx::query(&sql);
+        for d in &rows[chunk] {
+            q = q
+                .bind(d.action_id)
+                .bind(d.received_at)
+                .bind(d.status)
+                .bind(d.outcome)
+                .bind(d.phone)
+                .bind(d.fields)
+                .bind(d.problems.as_deref())
+                .bind(d.body_excerpt)
+                .bind(d.idempotency_key)
+                .bind(d.latency_us)
+                .bind(d.context_id)
+                .bind(d.call_id.as_deref());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Records a group of calls. Each call's claims on the data it read are made atomically:
+/// a call whose data was taken by another call, or changed since it was read, is not
+/// recorded (it is `Stale`) and keeps no claim.
+pub async fn record_calls(
+    conn: &mut SqliteConnection,
+    calls: &[&NewCall],
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    let claims: Vec<(i64, &str)> = calls
+        .iter()
+        .flat_map(|c| {
+            c.claims
+                .iter()
+                .map(|k| (k.context_id, c.public_id.as_str()))
+        })
+        .collect();
+    let mut claimed: HashMap<i64, (String, String)> = HashMap::new();
+    for chunk in chunks(claims.len()) {
+        let sql = format!(
+            "UPDATE contexts SET call_id = wanted.column2
+               FROM (VALUES {}) AS wanted
+              WHERE contexts.id = wanted.column1 AND contexts.call_id IS NULL
+             RETURNING contexts.id, contexts.call_id, contexts.fields",
+            values(chunk.len(), 2)
+        );
+        let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql);
+        for (ctx, call) in &claims[chunk] {
+            q = q.bind(*ctx).bind(*call);
+        }
+        for (id, call, fields) in q.fetch_all(&mut *conn).await? {
+            claimed.insert(id, (call, fields));
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(calls.len());
+    for c in calls {
+        let intact = c.claims.iter().all(|claim| {
+            claimed
+                .get(&claim.context_id)
+                .is_some_and(|(call, fields)| *call == c.public_id && *fields == claim.fields)
+        });
+        if !intact {
+            for claim in &c.claims {
+                if claimed
+                    .get(&claim.context_id)
+                    .is_some_and(|(call, _)| *call == c.public_id)
+                {
+                    sqlx::query("UPDATE contexts SET call_id = NULL WHERE id = ? AND call_id = ?")
+                        .bind(claim.context_id)
+                        .bind(&c.public_id)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+        }
+        outcomes.push(if intact {
+            Recorded::Yes
+        } else {
+            Recorded::Stale
+        });
+    }
+
+    let recorded: Vec<&NewCall> = calls
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == Recorded::Yes)
+        .map(|(c, _)| *c)
+        .collect();
+    let mut row_ids: HashMap<String, i64> = HashMap::new();
+    for chunk in chunks(recorded.len()) {
+        let sql = format!(
+            "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
+                                variables, trace)
+             VALUES {} RETURNING id, public_id",
+            values(chunk.len(), 9)
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+        for c in &recorded[chunk] {
+            q = q
+                .bind(&c.public_id)
+                .bind(c.agent_id)
+                .bind(&c.caller)
+                .bind(c.called.as_deref())
+                .bind(c.started_at)
+                .bind(c.waited_ms)
+                .bind(c.source)
+                .bind(&c.variables)
+                .bind(&c.trace);
+        }
+        row_ids.extend(
+            q.fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|(id, p)| (p, id)),
+        );
+    }
+
+    let used: Vec<(i64, &str)> = recorded
+        .iter()
+        .flat_map(|c| {
+            c.claims
+                .iter()
+                .map(|k| (k.context_id, c.public_id.as_str()))
+        })
+        .collect();
+    for chunk in chunks(used.len()) {
+        let sql = format!(
+            "UPDATE deliveries SET outcome = 'used', call_id = used.column2
+               FROM (VALUES {}) AS used
+              WHERE deliveries.context_id = used.column1 AND deliveries.outcome IN ('cached', 'late')",
+            values(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (ctx, call) in &used[chunk] {
+            q = q.bind(*ctx).bind(*call);
+        }
+        q.execute(&mut *conn).await?;
+    }
+
+    let now = now_ms();
+    for c in recorded.iter().filter(|c| !c.fell_back_on.is_empty()) {
+        let row_id = row_ids[&c.public_id];
+        for action_id in &c.fell_back_on {
+            record_fallback(conn, c, row_id, *action_id, now).await?;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Notes that `c` fell back on `action_id`; data that landed since its last look is late.
+async fn record_fallback(
+    conn: &mut SqliteConnection,
+    c: &NewCall,
+    row_id: i64,
+    action_id: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO call_fallbacks (call_id, action_id, phone, at) VALUES (?, ?, ?, ?)")
+        .bind(row_id)
+        .bind(action_id)
+        .bind(&c.caller)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let late: Option<(i64, String)> = sqlx::query_as(
+        "SELECT id, fields FROM contexts
+          WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?
+            AND updated_at >= ?",
+    )
+    .bind(action_id)
+    .bind(&c.caller)
+    .bind(now)
+    .bind(c.started_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((context_id, fields)) = late {
+        sqlx::query(
+            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
+              WHERE id = ?",
+        )
+        .bind(&fields)
+        .bind(now)
+        .bind(row_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET outcome = 'late', call_id = ?
+              WHERE context_id = ? AND outcome = 'cached'",
+        )
+        .bind(&c.public_id)
+        .bind(context_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_everything() {
+        assert_eq!(chunks(0), Vec::<Range<usize>>::new());
+        assert_eq!(chunks(1), vec![0..1]);
+        assert_eq!(chunks(100), vec![0..64, 64..96, 96..100]);
+        assert_eq!(
+            chunks(300),
+            vec![0..128, 128..256, 256..288, 288..296, 296..300]
+        );
+    }
+
+    #[test]
+    fn values_lists_rows_of_placeholders() {
+        assert_eq!(values(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
+}

@@ -1,22 +1,21 @@
 //! Starting a call: run the pre-call Webhook actions, waiting for each caller's data up to
 //! the action's fallback time, then resolve the call's variables and record it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::catalog::AgentRuntime;
 use crate::domain::ids::CallId;
 use crate::domain::payload::Problem;
-use crate::domain::phone::PhoneNumber;
 use crate::domain::variables::resolve;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
-use crate::store::actions::WebhookStep;
-use crate::store::contexts::{self, LiveContext};
-use crate::store::writer::{Claim, NewCall, Recorded};
-use crate::store::{Db, calls as stored_calls, now_ms, rfc3339};
-use crate::wakeups::WakeKey;
+use crate::store::writer::{Attempted, CallAttempt, CallRecord, Claimed, StepAttempt, StepState};
+use crate::store::{calls as stored_calls, now_ms, rfc3339};
+use crate::wakeups::{Subscription, WakeKey};
 
 /// The call runtime's announcement of an inbound call.
 #[derive(Debug, Deserialize)]
@@ -85,8 +84,20 @@ fn invalid(pointer: &str, detail: String) -> AppError {
     .into()
 }
 
+/// A started call: its id and the API's answer, as JSON.
+pub struct Started {
+    pub call_id: String,
+    pub json: String,
+}
+
 /// Starts a call for the agent the runtime token speaks for.
-pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<CallView, AppError> {
+///
+/// Each attempt asks the writer to claim every enabled Webhook action's data for the caller
+/// and, if none is missing, to record the call in the same transaction. When a step's data
+/// is missing, the call subscribes to its caller's wake-up, tries once more (so that data
+/// committed meanwhile is not missed), then waits until woken or until the step's fallback
+/// time, counted from the call's start, runs out.
+pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<Started, AppError> {
     let started = Instant::now();
     let started_at = now_ms();
     let runtime = app.catalog.agent(&req.agent_id).await?.ok_or_else(|| {
@@ -117,139 +128,176 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<C
         })
         .transpose()?;
 
-    let (steps, schema) = (&runtime.steps, &runtime.schema);
-
     let call_id = CallId::generate();
-    // Claiming is optimistic: if another call took the data, or a webhook changed it, after
-    // it was read, nothing is written and the pre-call actions run again (with the same
-    // deadlines, so this cannot extend the wait).
-    let (trace, vars, source, waited_ms) = loop {
-        let mut trace = Trace::default();
-        let mut context = Map::new();
-        let mut claims = Vec::new();
-        let mut fell_back_on = Vec::new();
-        for step in steps.iter() {
-            let step_started = Instant::now();
-            let (outcome, found) = run_webhook_step(app, step, &caller, started).await?;
-            let fields = found
-                .as_ref()
-                .map(|c| c.fields.keys().cloned().collect())
-                .unwrap_or_default();
-            match found {
-                Some(c) => {
-                    claims.push(Claim {
-                        context_id: c.id,
-                        fields: c.raw,
-                    });
-                    context.extend(c.fields);
-                }
-                None if step.enabled => fell_back_on.push(step.action_id),
-                None => {}
+    let steps = &runtime.steps;
+    let mut states: Vec<StepState> = steps
+        .iter()
+        .map(|s| {
+            if s.enabled {
+                StepState::Wanted
+            } else {
+                StepState::Disabled
             }
+        })
+        .collect();
+    let mut waits = vec![Wait::default(); steps.len()];
+    let mut subscription: Option<(usize, Subscription)> = None;
+    loop {
+        let context = CallContext {
+            runtime: runtime.clone(),
+            call_id: call_id.to_string(),
+            caller: caller.to_string(),
+            called: called.as_ref().map(ToString::to_string),
+            started,
+            started_at,
+            states: states.clone(),
+            waits: waits.clone(),
+        };
+        let attempt = CallAttempt {
+            public_id: call_id.to_string(),
+            agent_id: agent.id,
+            caller: caller.to_string(),
+            called: called.as_ref().map(ToString::to_string),
+            started_at,
+            steps: steps
+                .iter()
+                .zip(&states)
+                .map(|(s, state)| StepAttempt {
+                    action_id: s.action_id,
+                    state: *state,
+                })
+                .collect(),
+            finish: Box::new(move |claimed| context.record(claimed)),
+        };
+        let missing = match app.writer.start_call(attempt).await? {
+            Attempted::Started(json) => {
+                return Ok(Started {
+                    call_id: call_id.to_string(),
+                    json,
+                });
+            }
+            Attempted::Missing(i) => i,
+        };
+        let deadline =
+            started + Duration::from_millis(steps[missing].fallback_wait_ms.max(0) as u64);
+        if Instant::now() >= deadline {
+            states[missing] = StepState::GaveUp;
+            continue;
+        }
+        let subscription_for_it = match subscription.take() {
+            Some((i, s)) if i == missing => s,
+            _ => {
+                let key = WakeKey {
+                    action_id: steps[missing].action_id,
+                    phone: caller.to_string(),
+                };
+                subscription = Some((missing, app.wakeups.subscribe(key)));
+                continue;
+            }
+        };
+        let waiting = Instant::now();
+        match tokio::time::timeout_at(deadline.into(), subscription_for_it.woken()).await {
+            Ok(()) => waits[missing].woken = true,
+            Err(_) => states[missing] = StepState::GaveUp,
+        }
+        waits[missing].waited += waiting.elapsed();
+    }
+}
+
+/// How long a call waited on one step, and whether a webhook woke it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wait {
+    waited: Duration,
+    woken: bool,
+}
+
+/// What an attempt needs to build the call's record from the claimed data.
+struct CallContext {
+    runtime: Arc<AgentRuntime>,
+    call_id: String,
+    caller: String,
+    called: Option<String>,
+    started: Instant,
+    started_at: i64,
+    states: Vec<StepState>,
+    waits: Vec<Wait>,
+}
+
+impl CallContext {
+    fn record(&self, claimed: &[Option<Claimed>]) -> CallRecord {
+        let mut context = Map::new();
+        let mut trace = Trace::default();
+        for (((step, state), wait), data) in self
+            .runtime
+            .steps
+            .iter()
+            .zip(&self.states)
+            .zip(&self.waits)
+            .zip(claimed)
+        {
+            let fields: Map<String, Value> = data
+                .as_ref()
+                .and_then(|d| serde_json::from_str(&d.fields).ok())
+                .unwrap_or_default();
+            let outcome = match (state, data) {
+                (StepState::Disabled, _) => "disabled",
+                (_, None) => "fallback",
+                (_, Some(_)) if wait.woken => "arrived",
+                (_, Some(_)) => "cached",
+            };
             trace.precall.push(PrecallStep {
                 action_id: step.action_id,
                 action: step.name.clone(),
                 kind: "webhook".into(),
                 outcome: outcome.into(),
-                waited_ms: step_started.elapsed().as_millis() as u64,
-                fields,
+                waited_ms: wait.waited.as_millis() as u64,
+                fields: fields.keys().cloned().collect(),
             });
+            context.extend(fields);
         }
-        let waited_ms = started.elapsed().as_millis() as i64;
-        let source = if claims.is_empty() {
-            "fallback"
-        } else {
+        let source = if claimed.iter().any(Option::is_some) {
             "webhook"
+        } else {
+            "fallback"
         };
-        let (vars, _) = resolve(
-            schema,
+        let (variables, _) = resolve(
+            &self.runtime.schema,
             &context,
             [
-                ("caller_phone", Value::String(caller.to_string())),
+                ("caller_phone", Value::String(self.caller.clone())),
                 (
                     "called_number",
-                    called
-                        .as_ref()
-                        .map_or(Value::Null, |c| Value::String(c.to_string())),
+                    self.called.clone().map_or(Value::Null, Value::String),
                 ),
-                ("call_id", Value::String(call_id.to_string())),
+                ("call_id", Value::String(self.call_id.clone())),
             ],
         );
-        let recorded = app
-            .writer
-            .record_call(NewCall {
-                public_id: call_id.to_string(),
-                agent_id: agent.id,
-                caller: caller.to_string(),
-                called: called.as_ref().map(|c| c.to_string()),
-                started_at,
-                waited_ms,
-                source,
-                variables: Value::Object(vars.clone()).to_string(),
-                trace: serde_json::to_string(&trace).expect("trace serialises"),
-                claims,
-                fell_back_on,
+        let waited_ms = self.started.elapsed().as_millis() as i64;
+        let view = CallView {
+            call_id: self.call_id.clone(),
+            agent_id: self.runtime.agent.public_id.clone(),
+            from: self.caller.clone(),
+            to: self.called.clone(),
+            started_at: rfc3339(self.started_at),
+            source: source.into(),
+            waited_ms,
+            variables,
+            precall: trace.precall,
+            status: "active".into(),
+            late_context: None,
+        };
+        let response = serde_json::to_string(&view).expect("call serialises");
+        CallRecord {
+            source,
+            waited_ms,
+            variables: serde_json::to_string(&view.variables).expect("variables serialise"),
+            trace: serde_json::to_string(&Trace {
+                precall: view.precall,
             })
-            .await?;
-        if recorded == Recorded::Yes {
-            break (trace, vars, source, waited_ms);
+            .expect("trace serialises"),
+            response,
         }
-    };
-
-    Ok(CallView {
-        call_id: call_id.to_string(),
-        agent_id: agent.public_id.clone(),
-        from: caller.to_string(),
-        to: called.map(|c| c.to_string()),
-        started_at: rfc3339(started_at),
-        source: source.into(),
-        waited_ms,
-        variables: vars,
-        precall: trace.precall,
-        status: "active".into(),
-        late_context: None,
-    })
-}
-
-/// Waits for the caller's data on one Webhook action until its fallback time (counted from
-/// the call's start) runs out. Woken by the ingest commit itself; no polling.
-async fn run_webhook_step(
-    app: &AppState,
-    step: &WebhookStep,
-    caller: &PhoneNumber,
-    call_started: Instant,
-) -> Result<(&'static str, Option<LiveContext>), AppError> {
-    if !step.enabled {
-        return Ok(("disabled", None));
     }
-    let deadline = call_started + Duration::from_millis(step.fallback_wait_ms.max(0) as u64);
-    let key = WakeKey {
-        action_id: step.action_id,
-        phone: caller.to_string(),
-    };
-    let mut woken = false;
-    loop {
-        // Subscribe before looking, so a commit between the look and the wait still wakes us.
-        let subscription = app.wakeups.subscribe(key.clone());
-        if let Some(found) = look(&app.db, &key).await? {
-            return Ok((if woken { "arrived" } else { "cached" }, Some(found)));
-        }
-        if tokio::time::timeout_at(deadline.into(), subscription.woken())
-            .await
-            .is_err()
-        {
-            // One last look: data committed at the very deadline is still used.
-            return Ok(match look(&app.db, &key).await? {
-                Some(found) => ("arrived", Some(found)),
-                None => ("fallback", None),
-            });
-        }
-        woken = true;
-    }
-}
-
-async fn look(db: &Db, key: &WakeKey) -> Result<Option<LiveContext>, sqlx::Error> {
-    contexts::find_live(db, key.action_id, &key.phone, now_ms()).await
 }
 
 /// A call of the token's agent, read back.

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use sqlx::SqliteConnection;
 
 use super::writer::{
-    IDEMPOTENCY_WINDOW_MS, IngestCommitted, IngestWrite, LATE_WINDOW_MS, NewCall, NewDelivery,
-    Receipt, Recorded,
+    Attempted, CallAttempt, CallRecord, Claimed, IDEMPOTENCY_WINDOW_MS, IngestCommitted,
+    IngestWrite, LATE_WINDOW_MS, NewDelivery, Receipt, StepState,
 };
 use super::{now_ms, rfc3339};
 use crate::wakeups::WakeKey;
@@ -396,75 +396,89 @@ pub async fn insert_deliveries(
     Ok(())
 }
 
-/// Records a group of calls. Each call's claims on the data it read are made atomically:
-/// a call whose data was taken by another call, or changed since it was read, is not
-/// recorded (it is `Stale`) and keeps no claim.
-pub async fn record_calls(
+/// Tries to start a group of calls. For each call, every wanted step's data is claimed
+/// atomically; a call missing any gives its claims back and is told which step to wait for.
+/// A call with everything it wants is recorded in the same transaction.
+pub async fn start_calls(
     conn: &mut SqliteConnection,
-    calls: &[&NewCall],
-) -> Result<Vec<Recorded>, sqlx::Error> {
-    let claims: Vec<(i64, &str)> = calls
+    calls: &[&CallAttempt],
+) -> Result<Vec<Attempted>, sqlx::Error> {
+    if calls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let wanted: Vec<(i64, &str, &str)> = calls
         .iter()
         .flat_map(|c| {
-            c.claims
+            c.steps
                 .iter()
-                .map(|k| (k.context_id, c.public_id.as_str()))
+                .filter(|s| s.state == StepState::Wanted)
+                .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
         })
         .collect();
-    let mut claimed: HashMap<i64, (String, String)> = HashMap::new();
-    for chunk in chunks(claims.len()) {
+    // (action, caller) -> (claiming call, context id, fields)
+    let mut claimed: HashMap<(i64, String), (String, i64, String)> = HashMap::new();
+    for chunk in chunks(wanted.len()) {
         let sql = format!(
-            "UPDATE contexts SET call_id = wanted.column2
+            "UPDATE contexts SET call_id = wanted.column3
                FROM (VALUES {}) AS wanted
-              WHERE contexts.id = wanted.column1 AND contexts.call_id IS NULL
-             RETURNING contexts.id, contexts.call_id, contexts.fields",
-            values(chunk.len(), 2)
+              WHERE contexts.action_id = wanted.column1 AND contexts.phone = wanted.column2
+                AND contexts.call_id IS NULL AND contexts.expires_at > ?
+             RETURNING contexts.action_id, contexts.phone, contexts.call_id, contexts.id,
+                       contexts.fields",
+            values(chunk.len(), 3)
         );
-        let mut q = sqlx::query_as::<_, (i64, String, String)>(&sql);
-        for (ctx, call) in &claims[chunk] {
-            q = q.bind(*ctx).bind(*call);
+        let mut q = sqlx::query_as::<_, (i64, String, String, i64, String)>(&sql);
+        for (action, caller, call) in &wanted[chunk] {
+            q = q.bind(*action).bind(*caller).bind(*call);
         }
-        for (id, call, fields) in q.fetch_all(&mut *conn).await? {
-            claimed.insert(id, (call, fields));
+        for (action, phone, call, id, fields) in q.bind(now).fetch_all(&mut *conn).await? {
+            claimed.insert((action, phone), (call, id, fields));
         }
     }
 
     let mut outcomes = Vec::with_capacity(calls.len());
+    let mut started: Vec<(&CallAttempt, Vec<Option<Claimed>>, CallRecord)> = Vec::new();
     for c in calls {
-        let intact = c.claims.iter().all(|claim| {
+        let mine = |action: i64| {
             claimed
-                .get(&claim.context_id)
-                .is_some_and(|(call, fields)| *call == c.public_id && *fields == claim.fields)
-        });
-        if !intact {
-            for claim in &c.claims {
-                if claimed
-                    .get(&claim.context_id)
-                    .is_some_and(|(call, _)| *call == c.public_id)
-                {
+                .get(&(action, c.caller.clone()))
+                .filter(|(call, _, _)| *call == c.public_id)
+        };
+        let missing = c
+            .steps
+            .iter()
+            .position(|s| s.state == StepState::Wanted && mine(s.action_id).is_none());
+        if let Some(step) = missing {
+            for s in &c.steps {
+                if let Some((_, id, _)) = mine(s.action_id) {
                     sqlx::query("UPDATE contexts SET call_id = NULL WHERE id = ? AND call_id = ?")
-                        .bind(claim.context_id)
+                        .bind(id)
                         .bind(&c.public_id)
                         .execute(&mut *conn)
                         .await?;
                 }
             }
+            outcomes.push(Attempted::Missing(step));
+            continue;
         }
-        outcomes.push(if intact {
-            Recorded::Yes
-        } else {
-            Recorded::Stale
-        });
+        let data: Vec<Option<Claimed>> = c
+            .steps
+            .iter()
+            .map(|s| {
+                mine(s.action_id).map(|(_, id, fields)| Claimed {
+                    context_id: *id,
+                    fields: fields.clone(),
+                })
+            })
+            .collect();
+        let record = (c.finish)(&data);
+        outcomes.push(Attempted::Started(record.response.clone()));
+        started.push((c, data, record));
     }
 
-    let recorded: Vec<&NewCall> = calls
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == Recorded::Yes)
-        .map(|(c, _)| *c)
-        .collect();
     let mut row_ids: HashMap<String, i64> = HashMap::new();
-    for chunk in chunks(recorded.len()) {
+    for chunk in chunks(started.len()) {
         let sql = format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace)
@@ -472,17 +486,17 @@ pub async fn record_calls(
             values(chunk.len(), 9)
         );
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-        for c in &recorded[chunk] {
+        for (c, _, r) in &started[chunk] {
             q = q
                 .bind(&c.public_id)
                 .bind(c.agent_id)
                 .bind(&c.caller)
                 .bind(c.called.as_deref())
                 .bind(c.started_at)
-                .bind(c.waited_ms)
-                .bind(c.source)
-                .bind(&c.variables)
-                .bind(&c.trace);
+                .bind(r.waited_ms)
+                .bind(r.source)
+                .bind(&r.variables)
+                .bind(&r.trace);
         }
         row_ids.extend(
             q.fetch_all(&mut *conn)
@@ -492,12 +506,12 @@ pub async fn record_calls(
         );
     }
 
-    let used: Vec<(i64, &str)> = recorded
+    let used: Vec<(i64, &str)> = started
         .iter()
-        .flat_map(|c| {
-            c.claims
-                .iter()
-                .map(|k| (k.context_id, c.public_id.as_str()))
+        .flat_map(|(c, data, _)| {
+            data.iter()
+                .flatten()
+                .map(|d| (d.context_id, c.public_id.as_str()))
         })
         .collect();
     for chunk in chunks(used.len()) {
@@ -514,11 +528,9 @@ pub async fn record_calls(
         q.execute(&mut *conn).await?;
     }
 
-    let now = now_ms();
-    for c in recorded.iter().filter(|c| !c.fell_back_on.is_empty()) {
-        let row_id = row_ids[&c.public_id];
-        for action_id in &c.fell_back_on {
-            record_fallback(conn, c, row_id, *action_id, now).await?;
+    for (c, _, _) in &started {
+        for s in c.steps.iter().filter(|s| s.state == StepState::GaveUp) {
+            record_fallback(conn, c, row_ids[&c.public_id], s.action_id, now).await?;
         }
     }
     Ok(outcomes)
@@ -527,7 +539,7 @@ pub async fn record_calls(
 /// Notes that `c` fell back on `action_id`; data that landed since its last look is late.
 async fn record_fallback(
     conn: &mut SqliteConnection,
-    c: &NewCall,
+    c: &CallAttempt,
     row_id: i64,
     action_id: i64,
     now: i64,
@@ -539,6 +551,7 @@ async fn record_fallback(
         .bind(now)
         .execute(&mut *conn)
         .await?;
+    // Data that landed between the call's giving up and now arrived after it fell back.
     let late: Option<(i64, String)> = sqlx::query_as(
         "SELECT id, fields FROM contexts
           WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?

@@ -89,38 +89,74 @@ pub struct NewDelivery {
     pub started: Instant,
 }
 
-/// A call whose pre-call actions are done.
-#[derive(Debug)]
-pub struct NewCall {
+/// One attempt to start a call: claim every Webhook action's data for the caller and, if
+/// nothing is missing, record the call, all in one transaction.
+pub struct CallAttempt {
     pub public_id: String,
     pub agent_id: i64,
     pub caller: String,
     pub called: Option<String>,
     pub started_at: i64,
-    pub waited_ms: i64,
-    pub source: &'static str,
-    pub variables: String,
-    pub trace: String,
-    /// Contexts this call read: each is claimed for it, if unchanged since it was read.
-    pub claims: Vec<Claim>,
-    /// Webhook actions this call fell back on: data for them that lands soon after is late.
-    pub fell_back_on: Vec<i64>,
+    /// The agent's Webhook actions, in order.
+    pub steps: Vec<StepAttempt>,
+    /// Builds the call's record from what was claimed (one entry per step).
+    pub finish: Finish,
 }
 
-/// A context a call read, and the fields it read, so the claim can tell if they changed.
+impl std::fmt::Debug for CallAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallAttempt")
+            .field("public_id", &self.public_id)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Webhook action as an attempt sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StepAttempt {
+    pub action_id: i64,
+    pub state: StepState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Its data is wanted: the attempt fails if it is not there.
+    Wanted,
+    /// Its wait ran out: the call goes on without it (and data landing soon is late).
+    GaveUp,
+    /// The action is disabled.
+    Disabled,
+}
+
+/// Data a call claimed: the context's id and its fields as stored.
 #[derive(Debug, Clone)]
-pub struct Claim {
+pub struct Claimed {
     pub context_id: i64,
     pub fields: String,
 }
 
-/// Whether a call was recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    Yes,
-    /// A context it read was used by another call or changed since: nothing was written;
-    /// look again and retry.
-    Stale,
+/// Builds a call's record from what each step claimed.
+pub type Finish = Box<dyn Fn(&[Option<Claimed>]) -> CallRecord + Send + Sync>;
+
+/// What is stored for a started call, and its answer.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub source: &'static str,
+    pub waited_ms: i64,
+    pub variables: String,
+    pub trace: String,
+    /// The API's answer, as JSON.
+    pub response: String,
+}
+
+/// What became of an attempt.
+#[derive(Debug)]
+pub enum Attempted {
+    /// Recorded; the API's answer.
+    Started(String),
+    /// The step at this position has no data yet; nothing was claimed or written.
+    Missing(usize),
 }
 
 /// How long after a call fell back its caller's data still counts as late for it.
@@ -136,14 +172,14 @@ pub struct SweepReport {
 enum Command {
     Ingest(IngestWrite, Reply<IngestCommitted>),
     Refusal(NewDelivery, Reply<()>),
-    RecordCall(NewCall, Reply<Recorded>),
+    StartCall(CallAttempt, Reply<Attempted>),
     Sweep(i64, Reply<SweepReport>),
 }
 
 enum Done {
     Ingest(IngestCommitted, Option<WakeKey>),
     Refusal,
-    RecordCall(Recorded),
+    StartCall(Attempted),
     Sweep(SweepReport),
 }
 
@@ -194,8 +230,8 @@ impl Writer {
         self.submit(|r| Command::Refusal(d, r)).await
     }
 
-    pub async fn record_call(&self, c: NewCall) -> Result<Recorded, WriteError> {
-        self.submit(|r| Command::RecordCall(c, r)).await
+    pub async fn start_call(&self, c: CallAttempt) -> Result<Attempted, WriteError> {
+        self.submit(|r| Command::StartCall(c, r)).await
     }
 
     pub async fn sweep(&self, now: i64) -> Result<SweepReport, WriteError> {
@@ -254,8 +290,8 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
         (Command::Refusal(_, reply), Ok(Done::Refusal)) => {
             let _ = reply.send(Ok(()));
         }
-        (Command::RecordCall(_, reply), Ok(Done::RecordCall(recorded))) => {
-            let _ = reply.send(Ok(recorded));
+        (Command::StartCall(_, reply), Ok(Done::StartCall(attempted))) => {
+            let _ = reply.send(Ok(attempted));
         }
         (Command::Sweep(_, reply), Ok(Done::Sweep(report))) => {
             let _ = reply.send(Ok(report));
@@ -268,7 +304,7 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
             match cmd {
                 Command::Ingest(_, r) => drop(r.send(Err(err))),
                 Command::Refusal(_, r) => drop(r.send(Err(err))),
-                Command::RecordCall(_, r) => drop(r.send(Err(err))),
+                Command::StartCall(_, r) => drop(r.send(Err(err))),
                 Command::Sweep(_, r) => drop(r.send(Err(err))),
             }
         }
@@ -320,14 +356,14 @@ async fn run_group(
         }
     }
     batch::insert_deliveries(conn, &deliveries).await?;
-    let calls: Vec<&NewCall> = cmds
+    let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {
-            Command::RecordCall(call, _) => Some(call),
+            Command::StartCall(call, _) => Some(call),
             _ => None,
         })
         .collect();
-    let mut recorded = batch::record_calls(conn, &calls).await?.into_iter();
+    let mut started = batch::start_calls(conn, &calls).await?.into_iter();
 
     let mut done = Vec::with_capacity(cmds.len());
     for c in cmds {
@@ -337,7 +373,7 @@ async fn run_group(
                 Done::Ingest(d.committed, d.wake)
             }
             Command::Refusal(..) => Done::Refusal,
-            Command::RecordCall(..) => Done::RecordCall(recorded.next().expect("one per call")),
+            Command::StartCall(..) => Done::StartCall(started.next().expect("one per call")),
             Command::Sweep(now, _) => Done::Sweep(sweep(conn, *now).await?),
         });
     }

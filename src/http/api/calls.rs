@@ -24,7 +24,11 @@ async fn start(
 ) -> Result<Response, AppError> {
     let call = calls::start(&app, agent_id, req).await?;
     let location = format!("/api/v1/calls/{}", call.call_id);
-    let mut res = (StatusCode::CREATED, Json(call)).into_response();
+    let mut res = (StatusCode::CREATED, call.json).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }

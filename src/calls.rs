@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::catalog::AgentRuntime;
@@ -70,10 +71,18 @@ pub struct CallView {
     /// `webhook` when webhook data was used, else `fallback`.
     pub source: String,
     pub waited_ms: i64,
-    pub variables: Map<String, Value>,
-    pub precall: Vec<PrecallStep>,
+    /// The call's variables, as stored (a JSON object).
+    pub variables: Box<RawValue>,
+    /// What each pre-call action did, as stored (a JSON list of [`PrecallStep`]).
+    pub precall: Box<RawValue>,
     pub status: String,
     pub late_context: Option<LateContext>,
+}
+
+/// A call's trace as stored; the steps stay JSON text.
+#[derive(Deserialize)]
+struct StoredTrace {
+    precall: Box<RawValue>,
 }
 
 fn invalid(pointer: &str, detail: String) -> AppError {
@@ -128,7 +137,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         })
         .transpose()?;
 
-    let call_id = CallId::generate();
+    let call_id = CallId::generate_at(started_at);
     let steps = &runtime.steps;
     let mut states: Vec<StepState> = steps
         .iter()
@@ -273,6 +282,9 @@ impl CallContext {
             ],
         );
         let waited_ms = self.started.elapsed().as_millis() as i64;
+        // Each part is serialised once: stored as is, and embedded in the answer.
+        let variables = serde_json::to_string(&variables).expect("variables serialise");
+        let precall = serde_json::to_string(&trace.precall).expect("trace serialises");
         let view = CallView {
             call_id: self.call_id.clone(),
             agent_id: self.runtime.agent.public_id.clone(),
@@ -281,23 +293,25 @@ impl CallContext {
             started_at: rfc3339(self.started_at),
             source: source.into(),
             waited_ms,
-            variables,
-            precall: trace.precall,
+            variables: raw(variables.clone()),
+            precall: raw(precall.clone()),
             status: "active".into(),
             late_context: None,
         };
-        let response = serde_json::to_string(&view).expect("call serialises");
         CallRecord {
             source,
             waited_ms,
-            variables: serde_json::to_string(&view.variables).expect("variables serialise"),
-            trace: serde_json::to_string(&Trace {
-                precall: view.precall,
-            })
-            .expect("trace serialises"),
-            response,
+            variables,
+            trace: format!(r#"{{"precall":{precall}}}"#),
+            response: serde_json::to_string(&view).expect("call serialises"),
         }
     }
+}
+
+/// JSON text this process produced, to embed as is.
+fn raw(json: String) -> Box<RawValue> {
+    RawValue::from_string(json)
+        .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
 /// A call of the token's agent, read back.
@@ -312,7 +326,9 @@ pub async fn find(
     if row.agent_id != token_agent {
         return Ok(None);
     }
-    let trace: Trace = serde_json::from_str(&row.trace).unwrap_or_default();
+    let precall = serde_json::from_str::<StoredTrace>(&row.trace)
+        .map(|t| t.precall)
+        .unwrap_or_else(|_| raw("[]".into()));
     let late_context = match (row.late_fields, row.late_at) {
         (Some(fields), Some(at)) => Some(LateContext {
             received_at: rfc3339(at),
@@ -328,8 +344,8 @@ pub async fn find(
         started_at: rfc3339(row.started_at),
         source: row.source,
         waited_ms: row.waited_ms,
-        variables: serde_json::from_str(&row.variables).unwrap_or_default(),
-        precall: trace.precall,
+        variables: raw(row.variables),
+        precall,
         status: row.status,
         late_context,
     }))

@@ -15,10 +15,13 @@ const SHARDS: usize = 8;
 /// Entries per generation per shard: at most `2 × SHARDS × GENERATION` numbers are kept.
 const GENERATION: usize = 4096;
 
+/// Input text -> the region it was read in and the number.
+type Generation = HashMap<String, (Region, PhoneNumber)>;
+
 #[derive(Default)]
 struct Shard {
-    current: HashMap<(String, String), PhoneNumber>,
-    previous: HashMap<(String, String), PhoneNumber>,
+    current: Generation,
+    previous: Generation,
 }
 
 /// Normalises numbers, remembering recent answers.
@@ -39,15 +42,18 @@ impl Default for Phones {
 impl Phones {
     /// [`PhoneNumber::parse`], answered from memory when the same text was seen recently.
     pub fn parse(&self, input: &str, region: Region) -> Result<PhoneNumber, String> {
-        let key = (region.code().to_owned(), input.to_owned());
-        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(input) as usize) % SHARDS];
         {
             let mut s = shard.lock().expect("phone cache lock");
-            if let Some(hit) = s.current.get(&key) {
+            if let Some((r, hit)) = s.current.get(input)
+                && *r == region
+            {
                 return Ok(hit.clone());
             }
-            if let Some(hit) = s.previous.remove(&key) {
-                s.current.insert(key, hit.clone());
+            if let Some((r, hit)) = s.previous.remove(input)
+                && r == region
+            {
+                s.current.insert(input.to_owned(), (r, hit.clone()));
                 return Ok(hit);
             }
         }
@@ -56,7 +62,7 @@ impl Phones {
         if s.current.len() >= GENERATION {
             s.previous = std::mem::take(&mut s.current);
         }
-        s.current.insert(key, parsed.clone());
+        s.current.insert(input.to_owned(), (region, parsed.clone()));
         Ok(parsed)
     }
 }

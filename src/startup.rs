@@ -78,6 +78,7 @@ impl Application {
         let db = state.db.clone();
         let sweeper = spawn_sweeper(state.writer.clone(), settings.sweep_interval);
         let watcher = state.catalog.spawn_watcher();
+        let checkpointer = spawn_checkpointer(db.clone());
         let app = http::router(state);
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -101,6 +102,7 @@ impl Application {
         }
         sweeper.abort();
         watcher.abort();
+        checkpointer.abort();
         // The router (and its writer handles) is gone: the writer drains and stops.
         let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
         db.close().await;
@@ -125,6 +127,23 @@ fn spawn_sweeper(writer: Writer, interval: Duration) -> JoinHandle<()> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+    })
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(2000);
+
+/// Checkpoints the WAL in the background, off the writer's path.
+fn spawn_checkpointer(db: Db) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = db.checkpoint().await {
+                tracing::warn!(error = %e, "checkpoint failed");
             }
         }
     })

@@ -52,6 +52,8 @@ pub fn post(path: &str, auth: Option<(&'static str, &str)>, body: String) -> Req
 /// What a scenario measured.
 pub struct Stats {
     pub hist: Histogram<u64>,
+    /// Open loop: how late the generator sent requests (its own delay, counted in `hist`).
+    pub send_delay: Histogram<u64>,
     pub ok: u64,
     pub refused: u64,
     pub errors: u64,
@@ -64,6 +66,7 @@ impl Stats {
     pub fn new() -> Self {
         Self {
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+            send_delay: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
             ok: 0,
             refused: 0,
             errors: 0,
@@ -79,6 +82,7 @@ impl Stats {
 
     pub fn merge(&mut self, other: Stats) {
         self.hist.add(&other.hist).expect("same bounds");
+        self.send_delay.add(&other.send_delay).expect("same bounds");
         self.ok += other.ok;
         self.refused += other.refused;
         self.errors += other.errors;
@@ -146,6 +150,8 @@ pub async fn drive(
                 }
                 if let Pace::Open { .. } = pace {
                     tokio::time::sleep_until(due.into()).await;
+                    let late = (due.elapsed().as_micros() as u64).clamp(1, 60_000_000);
+                    stats.send_delay.record(late).expect("in range");
                 }
                 let i = first + n;
                 match conn.send(make(i)).await {

@@ -1,41 +1,63 @@
 //! The writer's statements, one per group rather than one per request.
 //!
-//! Rows go in as multi-row `VALUES` lists. To keep the number of distinct statements (and
-//! so of prepared statements cached per connection) small, a group is cut into chunks whose
-//! sizes are powers of two: 100 rows are three statements (64 + 32 + 4), each prepared once.
+//! Rows go in as one multi-row `VALUES` list per statement. To keep the number of distinct
+//! statements (and so of prepared statements cached per connection) small, the list has a
+//! power-of-two number of rows: a group of 100 fills 100 of 128 rows and the rest are NULL,
+//! which every statement ignores. Each size is prepared once.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use serde_json::{Map, Value};
 use sqlx::SqliteConnection;
 
+use super::now_ms;
 use super::writer::{
     Attempted, CallAttempt, CallRecord, Claimed, IDEMPOTENCY_WINDOW_MS, IngestCommitted,
     IngestWrite, LATE_WINDOW_MS, NewDelivery, Receipt, StepState,
 };
-use super::{now_ms, rfc3339};
 use crate::wakeups::WakeKey;
 
-/// Largest chunk: 128 rows of the widest statement (12 columns) stay far below SQLite's
-/// limit on bound parameters.
-const MAX_CHUNK: usize = 128;
+/// Most rows per statement: 256 rows of the widest statement (12 columns) stay far below
+/// SQLite's limit on bound parameters, and a group never has more.
+const MAX_CHUNK: usize = 256;
 
-/// `0..n` cut into power-of-two chunks, largest first.
-fn chunks(n: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let left = n - start;
-        let size = if left >= MAX_CHUNK {
-            MAX_CHUNK
-        } else {
-            1 << (usize::BITS - 1 - left.leading_zeros())
-        };
-        out.push(start..start + size);
-        start += size;
+/// Rows `rows` of a list, in a statement with `slots` rows (a power of two).
+#[derive(Debug, PartialEq)]
+struct Chunk {
+    rows: Range<usize>,
+    slots: usize,
+}
+
+impl Chunk {
+    /// NULL parameters to bind after the real rows.
+    fn padding(&self, cols: usize) -> usize {
+        (self.slots - self.rows.len()) * cols
     }
-    out
+}
+
+/// `0..n` in statements of at most [`MAX_CHUNK`] rows.
+fn chunks(n: usize) -> Vec<Chunk> {
+    (0..n)
+        .step_by(MAX_CHUNK)
+        .map(|start| {
+            let end = (start + MAX_CHUNK).min(n);
+            Chunk {
+                rows: start..end,
+                slots: (end - start).next_power_of_two(),
+            }
+        })
+        .collect()
+}
+
+/// Binds `n` NULLs: the padding rows of a chunk.
+macro_rules! pad {
+    ($q:expr, $n:expr) => {{
+        let mut q = $q;
+        for _ in 0..$n {
+            q = q.bind(None::<i64>);
+        }
+        q
+    }};
 }
 
 /// `(?, ?), (?, ?)` for `rows` rows of `cols` parameters.
@@ -168,12 +190,13 @@ async fn seen_keys(
                FROM asked JOIN idempotency_keys k
                  ON k.action_id = asked.action_id AND k.key = asked.key
               WHERE k.created_at > ?",
-            values(chunk.len(), 3)
+            values(chunk.slots, 3)
         );
         let mut q = sqlx::query_as::<_, (i64, Vec<u8>, String)>(&sql);
-        for (i, a, k) in &keyed[chunk] {
+        for (i, a, k) in &keyed[chunk.rows.clone()] {
             q = q.bind(*i as i64).bind(*a).bind(*k);
         }
+        q = pad!(q, chunk.padding(3));
         for (i, hash, response) in q
             .bind(now - IDEMPOTENCY_WINDOW_MS)
             .fetch_all(&mut *conn)
@@ -229,7 +252,8 @@ async fn ingest_round<'a>(
     for chunk in chunks(fresh.len()) {
         let sql = format!(
             "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
-             SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {}) WHERE true
+             SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {})
+              WHERE column1 IS NOT NULL
              ON CONFLICT (action_id, phone) WHERE call_id IS NULL DO UPDATE SET
                  fields = CASE WHEN contexts.expires_at <= excluded.updated_at
                                THEN excluded.fields ELSE json_patch(contexts.fields, excluded.fields) END,
@@ -237,22 +261,26 @@ async fn ingest_round<'a>(
                                THEN excluded.received_at ELSE contexts.received_at END,
                  updated_at = excluded.updated_at,
                  expires_at = excluded.expires_at
-             RETURNING id, action_id, phone, fields, expires_at",
-            values(chunk.len(), 4)
+             RETURNING id, action_id, phone,
+                       (SELECT json_group_array(key) FROM
+                          (SELECT key FROM json_each(fields) WHERE type != 'null' ORDER BY key)),
+                       expires_at",
+            values(chunk.slots, 4)
         );
         let mut q = sqlx::query_as::<_, (i64, i64, String, String, i64)>(&sql)
             .bind(now)
             .bind(now);
-        for (_, w) in &fresh[chunk.clone()] {
+        for (_, w) in &fresh[chunk.rows.clone()] {
             q = q
                 .bind(w.action_id)
                 .bind(&w.phone)
                 .bind(&w.fields)
                 .bind(now + w.ttl_ms);
         }
+        q = pad!(q, chunk.padding(4));
         for (id, action_id, phone, fields, expires_at) in q.fetch_all(&mut *conn).await? {
             // Map back by caller: a round holds each caller once.
-            let (_, w) = fresh[chunk.clone()]
+            let (_, w) = fresh[chunk.rows.clone()]
                 .iter()
                 .find(|(_, w)| w.action_id == action_id && w.phone == phone)
                 .expect("a returned row belongs to the chunk");
@@ -273,12 +301,13 @@ async fn ingest_round<'a>(
                           ORDER BY f.at DESC LIMIT 1) AS call_id
                    FROM landed)
               WHERE call_id IS NOT NULL",
-            values(chunk.len(), 3)
+            values(chunk.slots, 3)
         );
         let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
-        for (i, w) in &fresh[chunk] {
+        for (i, w) in &fresh[chunk.rows.clone()] {
             q = q.bind(*i as i64).bind(w.action_id).bind(&w.phone);
         }
+        q = pad!(q, chunk.padding(3));
         let late = q.bind(now - LATE_WINDOW_MS).fetch_all(&mut *conn).await?;
         for (i, call_row) in late {
             let i = i as usize;
@@ -303,19 +332,8 @@ async fn ingest_round<'a>(
 
     let mut remembered: Vec<(i64, &str, &[u8], String)> = Vec::new();
     for &(i, w) in &fresh {
-        let (context_id, merged, expires_at) = &cached[&(w.action_id, w.phone.as_str())];
-        let merged: Map<String, Value> = serde_json::from_str(merged).unwrap_or_default();
-        let receipt = Receipt {
-            status: "accepted".into(),
-            phone_number: w.phone.clone(),
-            fields: merged
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, _)| k.clone())
-                .collect(),
-            expires_at: rfc3339(*expires_at),
-        };
-        let response = serde_json::to_string(&receipt).expect("receipt serialises");
+        let (context_id, names, expires_at) = &cached[&(w.action_id, w.phone.as_str())];
+        let response = Receipt::json(&w.phone, names, *expires_at);
         let late_call = late_calls.remove(&i);
         deliveries.push(DeliveryRow {
             fields: Some(&w.fields),
@@ -350,13 +368,14 @@ async fn ingest_round<'a>(
     for chunk in chunks(remembered.len()) {
         let sql = format!(
             "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
-             VALUES {}",
-            values(chunk.len(), 5)
+             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            values(chunk.slots, 5)
         );
         let mut q = sqlx::query(&sql);
-        for (a, k, h, r) in &remembered[chunk] {
+        for (a, k, h, r) in &remembered[chunk.rows.clone()] {
             q = q.bind(*a).bind(*k).bind(*h).bind(r).bind(now);
         }
+        q = pad!(q, chunk.padding(5));
         q.execute(&mut *conn).await?;
     }
     Ok(())
@@ -372,11 +391,11 @@ pub async fn insert_deliveries(
             "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
                                      problems, body_excerpt, idempotency_key, latency_us,
                                      context_id, call_id)
-             VALUES {}",
-            values(chunk.len(), 12)
+             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            values(chunk.slots, 12)
         );
         let mut q = sqlx::query(&sql);
-        for d in &rows[chunk] {
+        for d in &rows[chunk.rows.clone()] {
             q = q
                 .bind(d.action_id)
                 .bind(d.received_at)
@@ -391,6 +410,7 @@ pub async fn insert_deliveries(
                 .bind(d.context_id)
                 .bind(d.call_id.as_deref());
         }
+        q = pad!(q, chunk.padding(12));
         q.execute(&mut *conn).await?;
     }
     Ok(())
@@ -426,12 +446,13 @@ pub async fn start_calls(
                 AND contexts.call_id IS NULL AND contexts.expires_at > ?
              RETURNING contexts.action_id, contexts.phone, contexts.call_id, contexts.id,
                        contexts.fields",
-            values(chunk.len(), 3)
+            values(chunk.slots, 3)
         );
         let mut q = sqlx::query_as::<_, (i64, String, String, i64, String)>(&sql);
-        for (action, caller, call) in &wanted[chunk] {
+        for (action, caller, call) in &wanted[chunk.rows.clone()] {
             q = q.bind(*action).bind(*caller).bind(*call);
         }
+        q = pad!(q, chunk.padding(3));
         for (action, phone, call, id, fields) in q.bind(now).fetch_all(&mut *conn).await? {
             claimed.insert((action, phone), (call, id, fields));
         }
@@ -482,11 +503,12 @@ pub async fn start_calls(
         let sql = format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace)
-             VALUES {} RETURNING id, public_id",
-            values(chunk.len(), 9)
+             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL
+             RETURNING id, public_id",
+            values(chunk.slots, 9)
         );
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-        for (c, _, r) in &started[chunk] {
+        for (c, _, r) in &started[chunk.rows.clone()] {
             q = q
                 .bind(&c.public_id)
                 .bind(c.agent_id)
@@ -498,6 +520,7 @@ pub async fn start_calls(
                 .bind(&r.variables)
                 .bind(&r.trace);
         }
+        q = pad!(q, chunk.padding(9));
         row_ids.extend(
             q.fetch_all(&mut *conn)
                 .await?
@@ -519,12 +542,13 @@ pub async fn start_calls(
             "UPDATE deliveries SET outcome = 'used', call_id = used.column2
                FROM (VALUES {}) AS used
               WHERE deliveries.context_id = used.column1 AND deliveries.outcome IN ('cached', 'late')",
-            values(chunk.len(), 2)
+            values(chunk.slots, 2)
         );
         let mut q = sqlx::query(&sql);
-        for (ctx, call) in &used[chunk] {
+        for (ctx, call) in &used[chunk.rows.clone()] {
             q = q.bind(*ctx).bind(*call);
         }
+        q = pad!(q, chunk.padding(2));
         q.execute(&mut *conn).await?;
     }
 
@@ -590,14 +614,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_powers_of_two_covering_everything() {
-        assert_eq!(chunks(0), Vec::<Range<usize>>::new());
-        assert_eq!(chunks(1), vec![0..1]);
-        assert_eq!(chunks(100), vec![0..64, 64..96, 96..100]);
+    fn chunks_cover_every_row_in_power_of_two_statements() {
+        assert_eq!(chunks(0), vec![]);
+        assert_eq!(
+            chunks(1),
+            vec![Chunk {
+                rows: 0..1,
+                slots: 1
+            }]
+        );
+        assert_eq!(
+            chunks(100),
+            vec![Chunk {
+                rows: 0..100,
+                slots: 128
+            }]
+        );
         assert_eq!(
             chunks(300),
-            vec![0..128, 128..256, 256..288, 288..296, 296..300]
+            vec![
+                Chunk {
+                    rows: 0..256,
+                    slots: 256
+                },
+                Chunk {
+                    rows: 256..300,
+                    slots: 64
+                }
+            ]
         );
+        assert_eq!(chunks(100)[0].padding(3), 28 * 3);
     }
 
     #[test]

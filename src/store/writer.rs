@@ -18,6 +18,8 @@ use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 256;
+/// A group commit slower than this is logged.
+const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.
 const QUEUE: usize = 8192;
 /// How long an Idempotency-Key is remembered.
@@ -62,6 +64,17 @@ pub struct Receipt {
     /// Every field now cached for this caller (this request's and earlier ones').
     pub fields: Vec<String>,
     pub expires_at: String,
+}
+
+impl Receipt {
+    /// The answer as JSON; `names` is already a JSON list of field names.
+    pub fn json(phone: &str, names: &str, expires_at: i64) -> String {
+        format!(
+            r#"{{"status":"accepted","phoneNumber":{},"fields":{names},"expiresAt":"{}"}}"#,
+            serde_json::to_string(phone).expect("strings serialise"),
+            super::rfc3339(expires_at)
+        )
+    }
 }
 
 /// What became of an accepted webhook request.
@@ -206,6 +219,10 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Starts the writer on a thread of its own. Its round trips to SQLite then never wait
+    /// behind request handlers for a turn on the server's threads: each group commits as
+    /// soon as SQLite allows. The returned handle finishes when every `Writer` is dropped
+    /// and the queue is drained.
     pub fn spawn(conn: SqliteConnection, wakeups: Arc<dyn Wakeups>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(run(conn, rx, wakeups));
@@ -246,6 +263,7 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let group_started = Instant::now();
         let results: Vec<Result<Done, WriteError>> = match execute_group(&mut conn, &batch).await {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(GroupError::Transaction(e)) => {
@@ -272,6 +290,14 @@ async fn run(
                 results
             }
         };
+        let took = group_started.elapsed();
+        if took > SLOW_GROUP {
+            tracing::warn!(
+                size = batch.len(),
+                took_ms = took.as_millis() as u64,
+                "slow group commit"
+            );
+        }
         for (cmd, result) in batch.drain(..).zip(results) {
             answer(cmd, result, wakeups.as_ref());
         }

@@ -60,6 +60,10 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Bodies of good answers, when the scenario keeps them.
     pub kept: Vec<(u64, Bytes)>,
+    /// Concurrency this was measured at (closed loop).
+    pub connections: usize,
+    /// Good answers over every level measured (see `best_of`).
+    pub all_ok: u64,
 }
 
 impl Stats {
@@ -72,6 +76,8 @@ impl Stats {
             errors: 0,
             elapsed: Duration::ZERO,
             kept: Vec::new(),
+            connections: 0,
+            all_ok: 0,
         }
     }
 

@@ -123,6 +123,35 @@ impl<'a> DeliveryRow<'a> {
     }
 }
 
+/// A context as the upsert left it.
+struct Cached {
+    context_id: i64,
+    /// A JSON list of the field names now cached.
+    names: String,
+    expires_at: i64,
+}
+
+/// The group's transaction: begun by its first statement, which saves a round trip.
+#[derive(Default)]
+pub struct Tx {
+    begun: bool,
+}
+
+impl Tx {
+    /// `sql`, preceded by `BEGIN IMMEDIATE` if it is the group's first statement.
+    pub fn sql(&mut self, sql: String) -> String {
+        if std::mem::replace(&mut self.begun, true) {
+            sql
+        } else {
+            format!("BEGIN IMMEDIATE; {sql}")
+        }
+    }
+
+    pub fn begun(&self) -> bool {
+        self.begun
+    }
+}
+
 /// What became of one webhook request in a group.
 pub struct IngestDone {
     pub committed: IngestCommitted,
@@ -133,6 +162,7 @@ pub struct IngestDone {
 /// idempotency key, go in successive rounds so that each sees the one before.
 pub async fn ingest<'a>(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     items: &[&'a IngestWrite],
     deliveries: &mut Vec<DeliveryRow<'a>>,
 ) -> Result<Vec<IngestDone>, sqlx::Error> {
@@ -159,7 +189,7 @@ pub async fn ingest<'a>(
             }
         }
         let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
-        ingest_round(conn, &round, now, &mut results, deliveries).await?;
+        ingest_round(conn, tx, &round, now, &mut results, deliveries).await?;
         pending = later;
     }
     Ok(results
@@ -171,6 +201,7 @@ pub async fn ingest<'a>(
 /// Earlier answers to idempotency keys of this round, by position in the group.
 async fn seen_keys(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     round: &[(usize, &IngestWrite)],
     now: i64,
 ) -> Result<HashMap<usize, (Vec<u8>, String)>, sqlx::Error> {
@@ -184,14 +215,14 @@ async fn seen_keys(
         .collect();
     let mut seen = HashMap::new();
     for chunk in chunks(keyed.len()) {
-        let sql = format!(
+        let sql = tx.sql(format!(
             "WITH asked (i, action_id, key) AS (VALUES {})
              SELECT asked.i, k.body_hash, k.response
                FROM asked JOIN idempotency_keys k
                  ON k.action_id = asked.action_id AND k.key = asked.key
               WHERE k.created_at > ?",
             values(chunk.slots, 3)
-        );
+        ));
         let mut q = sqlx::query_as::<_, (i64, Vec<u8>, String)>(&sql);
         for (i, a, k) in &keyed[chunk.rows.clone()] {
             q = q.bind(*i as i64).bind(*a).bind(*k);
@@ -210,13 +241,14 @@ async fn seen_keys(
 
 async fn ingest_round<'a>(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     round: &[(usize, &'a IngestWrite)],
     now: i64,
     results: &mut [Option<IngestDone>],
     deliveries: &mut Vec<DeliveryRow<'a>>,
 ) -> Result<(), sqlx::Error> {
     // Idempotency keys seen before: replay the first answer, or refuse a different body.
-    let mut seen = seen_keys(conn, round, now).await?;
+    let mut seen = seen_keys(conn, tx, round, now).await?;
     let mut fresh: Vec<(usize, &IngestWrite)> = Vec::with_capacity(round.len());
     for &(i, w) in round {
         match (seen.remove(&i), &w.idempotency) {
@@ -247,10 +279,12 @@ async fn ingest_round<'a>(
         return Ok(());
     }
 
-    // Cache: a new context, or later values merged into the caller's unused one.
-    let mut cached: HashMap<(i64, &str), (i64, String, i64)> = HashMap::new();
+    // Cache: a new context, or later values merged into the caller's unused one. Each row
+    // returned says which fields are now cached.
+    let mut cached: HashMap<(i64, &str), Cached> = HashMap::new();
+    let mut late: Vec<(usize, i64)> = Vec::new();
     for chunk in chunks(fresh.len()) {
-        let sql = format!(
+        let sql = tx.sql(format!(
             "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
              SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {})
               WHERE column1 IS NOT NULL
@@ -266,11 +300,19 @@ async fn ingest_round<'a>(
                           (SELECT key FROM json_each(fields) WHERE type != 'null' ORDER BY key)),
                        expires_at",
             values(chunk.slots, 4)
-        );
+        ));
         let mut q = sqlx::query_as::<_, (i64, i64, String, String, i64)>(&sql)
             .bind(now)
             .bind(now);
-        for (_, w) in &fresh[chunk.rows.clone()] {
+        // (action, caller) -> position in `fresh`
+        let mut position: HashMap<(i64, String), usize> = HashMap::new();
+        for (k, (_, w)) in fresh
+            .iter()
+            .enumerate()
+            .skip(chunk.rows.start)
+            .take(chunk.rows.len())
+        {
+            position.insert((w.action_id, w.phone.clone()), k);
             q = q
                 .bind(w.action_id)
                 .bind(&w.phone)
@@ -278,18 +320,22 @@ async fn ingest_round<'a>(
                 .bind(now + w.ttl_ms);
         }
         q = pad!(q, chunk.padding(4));
-        for (id, action_id, phone, fields, expires_at) in q.fetch_all(&mut *conn).await? {
+        for (id, action_id, phone, names, expires_at) in q.fetch_all(&mut *conn).await? {
             // Map back by caller: a round holds each caller once.
-            let (_, w) = fresh[chunk.rows.clone()]
-                .iter()
-                .find(|(_, w)| w.action_id == action_id && w.phone == phone)
-                .expect("a returned row belongs to the chunk");
-            cached.insert((action_id, w.phone.as_str()), (id, fields, expires_at));
+            let (_, w) = fresh[position[&(action_id, phone)]];
+            cached.insert(
+                (w.action_id, w.phone.as_str()),
+                Cached {
+                    context_id: id,
+                    names,
+                    expires_at,
+                },
+            );
         }
     }
 
     // Data for a caller whose call fell back on this action just before is late for it.
-    let mut late_calls: HashMap<usize, String> = HashMap::new();
+    // (A separate statement: inside the upsert's RETURNING, SQLite would not use the index.)
     for chunk in chunks(fresh.len()) {
         let sql = format!(
             "WITH landed (i, action_id, phone) AS (VALUES {})
@@ -308,36 +354,37 @@ async fn ingest_round<'a>(
             q = q.bind(*i as i64).bind(w.action_id).bind(&w.phone);
         }
         q = pad!(q, chunk.padding(3));
-        let late = q.bind(now - LATE_WINDOW_MS).fetch_all(&mut *conn).await?;
-        for (i, call_row) in late {
-            let i = i as usize;
-            let w = fresh
-                .iter()
-                .find(|(j, _)| *j == i)
-                .expect("in this round")
-                .1;
-            let public_id: String = sqlx::query_scalar(
-                "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?),
-                                  late_at = ?
-                  WHERE id = ? RETURNING public_id",
-            )
-            .bind(&w.fields)
-            .bind(now)
-            .bind(call_row)
-            .fetch_one(&mut *conn)
-            .await?;
-            late_calls.insert(i, public_id);
+        for (i, call_row) in q.bind(now - LATE_WINDOW_MS).fetch_all(&mut *conn).await? {
+            late.push((i as usize, call_row));
         }
+    }
+    let mut late_calls: HashMap<usize, String> = HashMap::new();
+    for (i, call_row) in late {
+        let w = fresh
+            .iter()
+            .find(|(j, _)| *j == i)
+            .expect("in this round")
+            .1;
+        let public_id: String = sqlx::query_scalar(
+            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
+              WHERE id = ? RETURNING public_id",
+        )
+        .bind(&w.fields)
+        .bind(now)
+        .bind(call_row)
+        .fetch_one(&mut *conn)
+        .await?;
+        late_calls.insert(i, public_id);
     }
 
     let mut remembered: Vec<(i64, &str, &[u8], String)> = Vec::new();
     for &(i, w) in &fresh {
-        let (context_id, names, expires_at) = &cached[&(w.action_id, w.phone.as_str())];
-        let response = Receipt::json(&w.phone, names, *expires_at);
+        let c = &cached[&(w.action_id, w.phone.as_str())];
+        let response = Receipt::json(&w.phone, &c.names, c.expires_at);
         let late_call = late_calls.remove(&i);
         deliveries.push(DeliveryRow {
             fields: Some(&w.fields),
-            context_id: Some(*context_id),
+            context_id: Some(c.context_id),
             ..DeliveryRow::for_webhook(
                 w,
                 202,
@@ -384,16 +431,17 @@ async fn ingest_round<'a>(
 /// Records every request of the group that reached an ingest URL.
 pub async fn insert_deliveries(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     rows: &[DeliveryRow<'_>],
 ) -> Result<(), sqlx::Error> {
     for chunk in chunks(rows.len()) {
-        let sql = format!(
+        let sql = tx.sql(format!(
             "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
                                      problems, body_excerpt, idempotency_key, latency_us,
                                      context_id, call_id)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
             values(chunk.slots, 12)
-        );
+        ));
         let mut q = sqlx::query(&sql);
         for d in &rows[chunk.rows.clone()] {
             q = q
@@ -421,6 +469,7 @@ pub async fn insert_deliveries(
 /// A call with everything it wants is recorded in the same transaction.
 pub async fn start_calls(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     calls: &[&CallAttempt],
 ) -> Result<Vec<Attempted>, sqlx::Error> {
     if calls.is_empty() {
@@ -439,7 +488,7 @@ pub async fn start_calls(
     // (action, caller) -> (claiming call, context id, fields)
     let mut claimed: HashMap<(i64, String), (String, i64, String)> = HashMap::new();
     for chunk in chunks(wanted.len()) {
-        let sql = format!(
+        let sql = tx.sql(format!(
             "UPDATE contexts SET call_id = wanted.column3
                FROM (VALUES {}) AS wanted
               WHERE contexts.action_id = wanted.column1 AND contexts.phone = wanted.column2
@@ -447,7 +496,7 @@ pub async fn start_calls(
              RETURNING contexts.action_id, contexts.phone, contexts.call_id, contexts.id,
                        contexts.fields",
             values(chunk.slots, 3)
-        );
+        ));
         let mut q = sqlx::query_as::<_, (i64, String, String, i64, String)>(&sql);
         for (action, caller, call) in &wanted[chunk.rows.clone()] {
             q = q.bind(*action).bind(*caller).bind(*call);
@@ -500,13 +549,13 @@ pub async fn start_calls(
 
     let mut row_ids: HashMap<String, i64> = HashMap::new();
     for chunk in chunks(started.len()) {
-        let sql = format!(
+        let sql = tx.sql(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL
              RETURNING id, public_id",
             values(chunk.slots, 9)
-        );
+        ));
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
         for (c, _, r) in &started[chunk.rows.clone()] {
             q = q
@@ -527,29 +576,6 @@ pub async fn start_calls(
                 .into_iter()
                 .map(|(id, p)| (p, id)),
         );
-    }
-
-    let used: Vec<(i64, &str)> = started
-        .iter()
-        .flat_map(|(c, data, _)| {
-            data.iter()
-                .flatten()
-                .map(|d| (d.context_id, c.public_id.as_str()))
-        })
-        .collect();
-    for chunk in chunks(used.len()) {
-        let sql = format!(
-            "UPDATE deliveries SET outcome = 'used', call_id = used.column2
-               FROM (VALUES {}) AS used
-              WHERE deliveries.context_id = used.column1 AND deliveries.outcome IN ('cached', 'late')",
-            values(chunk.slots, 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for (ctx, call) in &used[chunk.rows.clone()] {
-            q = q.bind(*ctx).bind(*call);
-        }
-        q = pad!(q, chunk.padding(2));
-        q.execute(&mut *conn).await?;
     }
 
     for (c, _, _) in &started {

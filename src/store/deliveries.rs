@@ -20,13 +20,25 @@ pub struct DeliveryRow {
     pub call_id: Option<String>,
 }
 
+/// A delivery with what became of it: data in a context a call has claimed was used by that
+/// call, data in a context past its expiry expired (both are written into the delivery when
+/// the context is swept).
+const SELECT: &str = "
+    SELECT d.id, d.action_id, d.received_at, d.status,
+           CASE WHEN d.outcome IN ('cached', 'late') AND c.call_id IS NOT NULL THEN 'used'
+                WHEN d.outcome = 'cached' AND c.expires_at <= ?1 THEN 'expired'
+                ELSE d.outcome END AS outcome,
+           d.phone, d.fields, d.problems, d.body_excerpt, d.idempotency_key, d.latency_us,
+           CASE WHEN d.outcome IN ('cached', 'late') AND c.call_id IS NOT NULL THEN c.call_id
+                ELSE d.call_id END AS call_id
+      FROM deliveries d LEFT JOIN contexts c ON c.id = d.context_id";
+
 /// The action's most recent deliveries, newest first.
 pub async fn recent(db: &Db, action_id: i64, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, action_id, received_at, status, outcome, phone, fields, problems, body_excerpt,
-                idempotency_key, latency_us, call_id
-           FROM deliveries WHERE action_id = ? ORDER BY id DESC LIMIT ?",
-    )
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE d.action_id = ?2 ORDER BY d.id DESC LIMIT ?3"
+    ))
+    .bind(super::now_ms())
     .bind(action_id)
     .bind(limit)
     .fetch_all(&db.read)
@@ -39,12 +51,11 @@ pub async fn recent_for_agent(
     agent_id: i64,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.id, d.action_id, d.received_at, d.status, d.outcome, d.phone, d.fields, d.problems,
-                d.body_excerpt, d.idempotency_key, d.latency_us, d.call_id
-           FROM deliveries d JOIN precall_actions a ON a.id = d.action_id
-          WHERE a.agent_id = ? ORDER BY d.id DESC LIMIT ?",
-    )
+    sqlx::query_as(&format!(
+        "{SELECT} JOIN precall_actions a ON a.id = d.action_id
+          WHERE a.agent_id = ?2 ORDER BY d.id DESC LIMIT ?3"
+    ))
+    .bind(super::now_ms())
     .bind(agent_id)
     .bind(limit)
     .fetch_all(&db.read)

@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::batch::{self, DeliveryRow};
+use super::batch::{self, DeliveryRow, Tx};
 use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests committed in one transaction.
@@ -342,27 +342,47 @@ async fn execute_group(
     conn: &mut SqliteConnection,
     cmds: &[Command],
 ) -> Result<Vec<Done>, GroupError> {
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(GroupError::Transaction)?;
-    let done = match run_group(conn, cmds).await {
+    let mut tx = Tx::default();
+    let done = match run_group(conn, &mut tx, cmds).await {
         Ok(done) => done,
         Err(e) => {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(GroupError::Statement(e));
+            return Err(classify(e));
         }
     };
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+    if tx.begun()
+        && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
+    {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(GroupError::Transaction(e));
     }
     Ok(done)
 }
 
+/// Errors of the database as a whole (locked, full, read-only, failing) would fail every
+/// request again: they are not retried one by one.
+fn classify(e: sqlx::Error) -> GroupError {
+    let whole = match &e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            let primary = c.parse::<i32>().unwrap_or(0) & 0xff;
+            // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
+            // SQLITE_FULL, SQLITE_CANTOPEN
+            matches!(primary, 5 | 6 | 8 | 10 | 11 | 13 | 14)
+        }),
+        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    };
+    if whole {
+        GroupError::Transaction(e)
+    } else {
+        GroupError::Statement(e)
+    }
+}
+
 /// The group's statements: webhooks first, then every delivery at once, then calls.
 async fn run_group(
     conn: &mut SqliteConnection,
+    tx: &mut Tx,
     cmds: &[Command],
 ) -> Result<Vec<Done>, sqlx::Error> {
     let mut deliveries = Vec::with_capacity(cmds.len());
@@ -373,7 +393,7 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let mut ingested = batch::ingest(conn, &ingests, &mut deliveries)
+    let mut ingested = batch::ingest(conn, tx, &ingests, &mut deliveries)
         .await?
         .into_iter();
     for c in cmds {
@@ -381,7 +401,7 @@ async fn run_group(
             deliveries.push(DeliveryRow::refused(d));
         }
     }
-    batch::insert_deliveries(conn, &deliveries).await?;
+    batch::insert_deliveries(conn, tx, &deliveries).await?;
     let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -389,7 +409,7 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let mut started = batch::start_calls(conn, &calls).await?.into_iter();
+    let mut started = batch::start_calls(conn, tx, &calls).await?.into_iter();
 
     let mut done = Vec::with_capacity(cmds.len());
     for c in cmds {
@@ -400,22 +420,28 @@ async fn run_group(
             }
             Command::Refusal(..) => Done::Refusal,
             Command::StartCall(..) => Done::StartCall(started.next().expect("one per call")),
-            Command::Sweep(now, _) => Done::Sweep(sweep(conn, *now).await?),
+            Command::Sweep(now, _) => Done::Sweep(sweep(conn, tx, *now).await?),
         });
     }
     Ok(done)
 }
 
-async fn sweep(conn: &mut SqliteConnection, now: i64) -> Result<SweepReport, sqlx::Error> {
+async fn sweep(
+    conn: &mut SqliteConnection,
+    tx: &mut Tx,
+    now: i64,
+) -> Result<SweepReport, sqlx::Error> {
     // A trigger marks the deliveries of unused contexts as expired.
-    let expired = sqlx::query(
-        "DELETE FROM contexts WHERE id IN (SELECT id FROM contexts WHERE expires_at <= ? LIMIT ?)",
-    )
-    .bind(now)
-    .bind(SWEEP_LIMIT)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let sql = tx.sql(
+        "DELETE FROM contexts WHERE id IN (SELECT id FROM contexts WHERE expires_at <= ? LIMIT ?)"
+            .into(),
+    );
+    let expired = sqlx::query(&sql)
+        .bind(now)
+        .bind(SWEEP_LIMIT)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     let forgotten = sqlx::query(
         "DELETE FROM idempotency_keys WHERE (action_id, key) IN
             (SELECT action_id, key FROM idempotency_keys WHERE created_at <= ? LIMIT ?)",

@@ -135,6 +135,7 @@ struct Cached {
 #[derive(Default)]
 pub struct Tx {
     begun: bool,
+    committed: bool,
 }
 
 impl Tx {
@@ -147,8 +148,15 @@ impl Tx {
         }
     }
 
-    pub fn begun(&self) -> bool {
-        self.begun
+    /// `sql` as the group's last statement, followed by `COMMIT` in the same round trip.
+    pub fn last(&mut self, sql: String) -> String {
+        self.committed = true;
+        format!("{}; COMMIT", self.sql(sql))
+    }
+
+    /// Whether statements ran and still wait for their `COMMIT`.
+    pub fn needs_commit(&self) -> bool {
+        self.begun && !self.committed
     }
 }
 
@@ -433,15 +441,28 @@ pub async fn insert_deliveries(
     conn: &mut SqliteConnection,
     tx: &mut Tx,
     rows: &[DeliveryRow<'_>],
+    last: bool,
 ) -> Result<(), sqlx::Error> {
-    for chunk in chunks(rows.len()) {
-        let sql = tx.sql(format!(
-            "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
+    let chunks = chunks(rows.len());
+    let n = chunks.len();
+    for (c, chunk) in chunks.into_iter().enumerate() {
+        let finish = |tx: &mut Tx, sql| {
+            if last && c + 1 == n {
+                tx.last(sql)
+            } else {
+                tx.sql(sql)
+            }
+        };
+        let sql = finish(
+            tx,
+            format!(
+                "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
                                      problems, body_excerpt, idempotency_key, latency_us,
                                      context_id, call_id)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
-            values(chunk.slots, 12)
-        ));
+                values(chunk.slots, 12)
+            ),
+        );
         let mut q = sqlx::query(&sql);
         for d in &rows[chunk.rows.clone()] {
             q = q
@@ -471,6 +492,7 @@ pub async fn start_calls(
     conn: &mut SqliteConnection,
     tx: &mut Tx,
     calls: &[&CallAttempt],
+    last: bool,
 ) -> Result<Vec<Attempted>, sqlx::Error> {
     if calls.is_empty() {
         return Ok(Vec::new());
@@ -548,14 +570,31 @@ pub async fn start_calls(
     }
 
     let mut row_ids: HashMap<String, i64> = HashMap::new();
-    for chunk in chunks(started.len()) {
-        let sql = tx.sql(format!(
+    // Nothing follows the insert unless a call fell back: then COMMIT can ride with it.
+    let last = last
+        && !started
+            .iter()
+            .any(|(c, _, _)| c.steps.iter().any(|s| s.state == StepState::GaveUp));
+    let chunks_of_calls = chunks(started.len());
+    let n = chunks_of_calls.len();
+    for (c, chunk) in chunks_of_calls.into_iter().enumerate() {
+        let finish = |tx: &mut Tx, sql| {
+            if last && c + 1 == n {
+                tx.last(sql)
+            } else {
+                tx.sql(sql)
+            }
+        };
+        let sql = finish(
+            tx,
+            format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL
              RETURNING id, public_id",
             values(chunk.slots, 9)
-        ));
+        ),
+        );
         let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
         for (c, _, r) in &started[chunk.rows.clone()] {
             q = q

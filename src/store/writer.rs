@@ -350,7 +350,7 @@ async fn execute_group(
             return Err(classify(e));
         }
     };
-    if tx.begun()
+    if tx.needs_commit()
         && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
     {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -401,7 +401,10 @@ async fn run_group(
             deliveries.push(DeliveryRow::refused(d));
         }
     }
-    batch::insert_deliveries(conn, tx, &deliveries).await?;
+    let has = |f: fn(&Command) -> bool| cmds.iter().any(f);
+    let has_calls = has(|c| matches!(c, Command::StartCall(..)));
+    let has_sweeps = has(|c| matches!(c, Command::Sweep(..)));
+    batch::insert_deliveries(conn, tx, &deliveries, !has_calls && !has_sweeps).await?;
     let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -409,7 +412,9 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let mut started = batch::start_calls(conn, tx, &calls).await?.into_iter();
+    let mut started = batch::start_calls(conn, tx, &calls, !has_sweeps)
+        .await?
+        .into_iter();
 
     let mut done = Vec::with_capacity(cmds.len());
     for c in cmds {

@@ -147,11 +147,17 @@ BEGIN
     UPDATE deliveries SET outcome = 'expired' WHERE context_id = OLD.id AND outcome = 'cached';
 END;
 
-CREATE TRIGGER contexts_swept_unused
+-- What became of a delivery's data is read through its context while the context exists
+-- (used by a call once the context names one); when the context is swept, the answer is
+-- written into the delivery, so that the calls' hot path never updates deliveries.
+CREATE TRIGGER contexts_swept
 BEFORE DELETE ON contexts
-WHEN OLD.call_id IS NULL
 BEGIN
-    UPDATE deliveries SET outcome = 'expired' WHERE context_id = OLD.id AND outcome = 'cached';
+    UPDATE deliveries
+       SET outcome = CASE WHEN OLD.call_id IS NULL THEN 'expired' ELSE 'used' END,
+           call_id = coalesce(OLD.call_id, call_id)
+     WHERE context_id = OLD.id
+       AND (outcome = 'cached' OR (outcome = 'late' AND OLD.call_id IS NOT NULL));
 END;
 
 -- Idempotency-Key / webhook-id answers, kept 24 hours.

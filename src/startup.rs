@@ -30,7 +30,7 @@ impl Application {
         PhoneNumber::warm_up();
         let wakeups: Arc<dyn Wakeups> = Arc::new(InProcessWakeups::new());
         let (writer, writer_task) = Writer::spawn(db.writer_connection().await?, wakeups.clone());
-        let listener = TcpListener::bind(&settings.bind).await?;
+        let listener = listen(&settings.bind).await?;
         let addr = listener.local_addr()?;
         let public_url = settings
             .public_url
@@ -130,6 +130,31 @@ fn spawn_sweeper(writer: Writer, interval: Duration) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// Connections the kernel may queue before the server accepts them. A burst of calls opens
+/// many connections at once; with the usual 128, the rest would wait a second to retry.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (a `host:port`, resolved) with a deep accept queue.
+async fn listen(addr: &str) -> anyhow::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return Ok(socket.listen(ACCEPT_BACKLOG)?),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.map_or_else(
+        || anyhow::anyhow!("{addr} resolves to no address"),
+        Into::into,
+    ))
 }
 
 /// How often the WAL is checkpointed into the database file.

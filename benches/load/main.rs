@@ -788,8 +788,12 @@ struct Parked {
 /// read; then nine in ten get their webhook and the rest must fall back.
 async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Result<Parked> {
     let (rss_before, _) = server.memory();
+    let began = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for chunk in (0..n as u64).collect::<Vec<_>>().chunks(500) {
+        if chunk[0] % 2000 == 0 {
+            eprintln!("parked: {} open after {:?}", chunk[0], began.elapsed());
+        }
         let mut opened = Vec::with_capacity(chunk.len());
         for &k in chunk {
             let addr = server.addr;
@@ -810,6 +814,7 @@ async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Resul
             }));
         }
     }
+    let all_sent = began.elapsed();
     // Let every call reach its wait, then watch the server idle.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (rss_parked, _) = server.memory();
@@ -836,13 +841,14 @@ async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Resul
         make,
     )
     .await;
+    let hooks_done = began.elapsed();
     let acked: Vec<u64> = hooks
         .kept
         .iter()
         .map(|(i, _)| PARKED + with_hook[*i as usize])
         .collect();
 
-    let (mut correct, mut wrong, mut errors) = (0, 0, 0);
+    let (mut correct, mut wrong, mut errors, mut fell_back) = (0, 0, 0, 0);
     let mut calls = Vec::new();
     for t in tasks {
         match t.await? {
@@ -854,11 +860,22 @@ async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Resul
                 } else {
                     v["source"] == "webhook" && v["variables"]["marker"] == json!(PARKED + k)
                 };
-                if ok { correct += 1 } else { wrong += 1 }
+                if ok {
+                    correct += 1
+                } else {
+                    wrong += 1;
+                    if v["source"] == "fallback" {
+                        fell_back += 1;
+                    }
+                }
             }
             _ => errors += 1,
         }
     }
+    eprintln!(
+        "parked: {n} calls sent in {all_sent:?}, webhooks done at {hooks_done:?}; \
+         {fell_back} wrong answers fell back"
+    );
     Ok(Parked {
         correct,
         wrong,

@@ -191,3 +191,33 @@ pub async fn drive(
     total.elapsed = start.elapsed();
     total
 }
+
+/// One HTTP/2 connection (prior knowledge, no TLS) carrying many requests at once.
+#[derive(Clone)]
+pub struct H2Conn {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Conn {
+    pub async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender })
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use client::{Conn, Pace, Stats, drive, post};
+use client::{Conn, H2Conn, Pace, Stats, drive, post};
 use server::{Server, cli, declare};
 
 struct Options {
@@ -31,6 +31,8 @@ struct Options {
     /// Connections of the open-loop and other scenarios.
     connections: usize,
     parked: usize,
+    /// Park calls over HTTP/1.1 (a connection each) instead of HTTP/2.
+    parked_http1: bool,
     /// Scenarios to run (`ingest`, `open`, `calls`, `wake`, `fallback`, `parked`); all if empty.
     only: Vec<String>,
 }
@@ -54,6 +56,7 @@ impl Options {
                 .filter(|l: &Vec<usize>| !l.is_empty())
                 .unwrap_or_else(|| vec![64, 256]),
             connections: 64,
+            parked_http1: args.iter().any(|a| a == "--parked-http1"),
             parked: value("--parked").unwrap_or(10_000) as usize,
             only: args
                 .iter()
@@ -86,6 +89,9 @@ fn phone(i: u64) -> String {
     let exchange = 200 + (i / 10_000) % 800;
     format!("+1{area}{exchange}{:04}", i % 10_000)
 }
+
+/// Concurrent calls per HTTP/2 connection when parking.
+const PARKED_STREAMS: usize = 100;
 
 /// Index ranges, so that every scenario's callers are distinct.
 const WARMUP: u64 = 0;
@@ -315,7 +321,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
     })
     .await;
     let base_rps = base.rps();
-    let cpu_us = per_request_us(baseline.cpu_time() - cpu0, base.ok);
+    let cpu_us = per_request_us(baseline.cpu_time() - cpu0, base.all_ok);
     rows.push(Row {
         name: "baseline: axum echo (closed loop)".into(),
         ratio: Some(1.0),
@@ -492,18 +498,24 @@ async fn run(o: Options) -> anyhow::Result<()> {
 
     if o.runs("parked") {
         // 7. Parked calls.
-        let parked = parked_calls(&precall, &parked_agent, o.parked).await?;
+        let parked = parked_calls(&precall, &parked_agent, o.parked, o.parked_http1).await?;
+        let transport = if o.parked_http1 {
+            "HTTP/1.1, a connection each".to_owned()
+        } else {
+            format!("HTTP/2, {} streams a connection", PARKED_STREAMS)
+        };
         acked.extend(parked.acked.iter().copied());
         sent += parked.acked.len() as u64;
         calls.extend(parked.calls.iter().cloned());
         let all_correct = parked.correct == o.parked;
         rows.push(Row {
             name: format!("{} parked calls: answered correctly", o.parked),
+            // The transport goes in the report's detail.
             ratio: None,
             figure: format!("{} of {}", parked.correct, o.parked),
             target: "all".into(),
             pass: Some(all_correct),
-            extra: json!({ "wrong": parked.wrong, "errors": parked.errors }),
+            extra: json!({ "wrong": parked.wrong, "errors": parked.errors, "transport": transport }),
             stats: None,
         });
         rows.push(Row {
@@ -786,32 +798,53 @@ struct Parked {
 
 /// `n` calls wait at once (10 s fallback); while parked, the server's CPU and memory are
 /// read; then nine in ten get their webhook and the rest must fall back.
-async fn parked_calls(server: &Server, agent: &Agent, n: usize) -> anyhow::Result<Parked> {
+async fn parked_calls(
+    server: &Server,
+    agent: &Agent,
+    n: usize,
+    http1: bool,
+) -> anyhow::Result<Parked> {
     let (rss_before, _) = server.memory();
     let began = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    for chunk in (0..n as u64).collect::<Vec<_>>().chunks(500) {
-        if chunk[0] % 2000 == 0 {
-            eprintln!("parked: {} open after {:?}", chunk[0], began.elapsed());
-        }
-        let mut opened = Vec::with_capacity(chunk.len());
-        for &k in chunk {
-            let addr = server.addr;
-            opened.push(tokio::spawn(async move {
-                Conn::open(addr).await.map(|c| (k, c))
-            }));
-        }
-        for o in opened {
-            let Ok((k, mut conn)) = o.await? else {
-                tasks.push(tokio::spawn(async {
-                    (0, Err(anyhow::anyhow!("connect failed")))
+    if http1 {
+        // One connection per call, opened 500 at a time.
+        for chunk in (0..n as u64).collect::<Vec<_>>().chunks(500) {
+            let mut opened = Vec::with_capacity(chunk.len());
+            for &k in chunk {
+                let addr = server.addr;
+                opened.push(tokio::spawn(async move {
+                    Conn::open(addr).await.map(|c| (k, c))
                 }));
-                continue;
-            };
-            let call = call_request(agent);
-            tasks.push(tokio::spawn(async move {
-                (k, conn.send(call(PARKED + k)).await)
-            }));
+            }
+            for o in opened {
+                let Ok((k, mut conn)) = o.await? else {
+                    tasks.push(tokio::spawn(async {
+                        (0, Err(anyhow::anyhow!("connect failed")))
+                    }));
+                    continue;
+                };
+                let call = call_request(agent);
+                tasks.push(tokio::spawn(async move {
+                    (k, conn.send(call(PARKED + k)).await)
+                }));
+            }
+        }
+    } else {
+        // HTTP/2: the calls share connections, PARKED_STREAMS at a time on each.
+        let mut conns = Vec::new();
+        for _ in 0..n.div_ceil(PARKED_STREAMS) {
+            conns.push(H2Conn::open(server.addr).await?);
+        }
+        let url = format!("http://{}/api/v1/calls", server.addr);
+        for k in 0..n as u64 {
+            let mut conn = conns[k as usize / PARKED_STREAMS].clone();
+            let req = post(
+                &url,
+                Some(("authorization", &format!("Bearer {}", agent.token))),
+                call_body(&agent.id, PARKED + k),
+            );
+            tasks.push(tokio::spawn(async move { (k, conn.send(req).await) }));
         }
     }
     let all_sent = began.elapsed();

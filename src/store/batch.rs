@@ -13,7 +13,7 @@ use sqlx::SqliteConnection;
 use super::now_ms;
 use super::writer::{
     Attempted, CallAttempt, CallRecord, Claimed, IDEMPOTENCY_WINDOW_MS, IngestCommitted,
-    IngestWrite, LATE_WINDOW_MS, NewDelivery, Receipt, StepState,
+    IngestWrite, LATE_WINDOW_MS, NewDelivery, StepState,
 };
 use crate::wakeups::WakeKey;
 
@@ -66,7 +66,7 @@ fn values(rows: usize, cols: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-/// One row of `deliveries`.
+/// One row of `deliveries`, as the group knows it (the context and lateness are found by SQL).
 pub struct DeliveryRow<'a> {
     action_id: i64,
     received_at: i64,
@@ -78,8 +78,6 @@ pub struct DeliveryRow<'a> {
     body_excerpt: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     latency_us: i64,
-    context_id: Option<i64>,
-    call_id: Option<String>,
 }
 
 fn micros_since(started: std::time::Instant) -> i64 {
@@ -99,8 +97,6 @@ impl<'a> DeliveryRow<'a> {
             body_excerpt: None,
             idempotency_key: w.idempotency.as_ref().map(|i| i.key.as_str()),
             latency_us: micros_since(w.started),
-            context_id: None,
-            call_id: None,
         }
     }
 
@@ -117,18 +113,8 @@ impl<'a> DeliveryRow<'a> {
             body_excerpt: d.body_excerpt.as_deref(),
             idempotency_key: d.idempotency_key.as_deref(),
             latency_us: micros_since(d.started),
-            context_id: None,
-            call_id: None,
         }
     }
-}
-
-/// A context as the upsert left it.
-struct Cached {
-    context_id: i64,
-    /// A JSON list of the field names now cached.
-    names: String,
-    expires_at: i64,
 }
 
 /// The group's transaction: begun by its first statement, which saves a round trip.
@@ -154,6 +140,12 @@ impl Tx {
         format!("{}; COMMIT", self.sql(sql))
     }
 
+    /// Appends `COMMIT` to a script that ends the group.
+    fn commit_in(&mut self, sql: &mut String) {
+        self.committed = true;
+        sql.push_str(";\nCOMMIT");
+    }
+
     /// Whether statements ran and still wait for their `COMMIT`.
     pub fn needs_commit(&self) -> bool {
         self.begun && !self.committed
@@ -166,18 +158,89 @@ pub struct IngestDone {
     pub wake: Option<WakeKey>,
 }
 
-/// Caches a group of webhook requests. Requests about the same caller, or with the same
-/// idempotency key, go in successive rounds so that each sees the one before.
+/// The 202 answer for the context row `t`: its caller, the field names now cached (sorted,
+/// nulls left out) and its expiry. Built by SQLite, so the same text can be stored for
+/// idempotent replays in the same round trip.
+fn receipt_sql(t: &str) -> String {
+    format!(
+        "json_object('status', 'accepted', 'phoneNumber', {t}phone,
+                     'fields', json((SELECT json_group_array(key) FROM
+                         (SELECT key FROM json_each({t}fields) WHERE type != 'null' ORDER BY key))),
+                     'expiresAt', strftime('%Y-%m-%dT%H:%M:%fZ', {t}expires_at / 1000.0, 'unixepoch'))"
+    )
+}
+
+/// A value to bind, so that statements can be written first and bound afterwards.
+enum Arg<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Blob(&'a [u8]),
+}
+
+/// Several statements sent to SQLite in one round trip, with their parameters in order.
+#[derive(Default)]
+struct Script<'a> {
+    sql: String,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Script<'a> {
+    fn statement(&mut self, sql: &str) {
+        if !self.sql.is_empty() {
+            self.sql.push_str(";\n");
+        }
+        self.sql.push_str(sql);
+    }
+
+    fn arg(&mut self, a: Arg<'a>) -> &mut Self {
+        self.args.push(a);
+        self
+    }
+
+    fn nulls(&mut self, n: usize) {
+        for _ in 0..n {
+            self.args.push(Arg::OptInt(None));
+        }
+    }
+
+    /// The rows `RETURNING` gives back (the script's only statement that returns any).
+    async fn rows<T>(self, conn: &mut SqliteConnection) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        let mut q = sqlx::query_as::<_, T>(&self.sql);
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::OptInt(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::OptText(v) => q.bind(v),
+                Arg::Blob(v) => q.bind(v),
+            };
+        }
+        q.fetch_all(&mut *conn).await
+    }
+}
+
+/// Caches a group of webhook requests and records every delivery of the group (`refused`
+/// ones too), usually in one round trip: the upsert, late data, the deliveries and the
+/// idempotency keys are one script, and `COMMIT` rides along when `last`. Requests about the
+/// same caller, or with the same idempotency key, go in successive rounds so that each sees
+/// the one before.
 pub async fn ingest<'a>(
     conn: &mut SqliteConnection,
     tx: &mut Tx,
     items: &[&'a IngestWrite],
-    deliveries: &mut Vec<DeliveryRow<'a>>,
+    refused: Vec<DeliveryRow<'a>>,
+    last: bool,
 ) -> Result<Vec<IngestDone>, sqlx::Error> {
     let now = now_ms();
     let mut results: Vec<Option<IngestDone>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..items.len()).collect();
-    while !pending.is_empty() {
+    let mut refused = Some(refused);
+    loop {
         let mut callers = HashSet::new();
         let mut keys = HashSet::new();
         let (mut round, mut later) = (Vec::new(), Vec::new());
@@ -197,7 +260,12 @@ pub async fn ingest<'a>(
             }
         }
         let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
-        ingest_round(conn, tx, &round, now, &mut results, deliveries).await?;
+        let deliveries = refused.take().unwrap_or_default();
+        let commit = last && later.is_empty();
+        ingest_round(conn, tx, &round, now, &mut results, deliveries, commit).await?;
+        if later.is_empty() {
+            break;
+        }
         pending = later;
     }
     Ok(results
@@ -253,10 +321,16 @@ async fn ingest_round<'a>(
     round: &[(usize, &'a IngestWrite)],
     now: i64,
     results: &mut [Option<IngestDone>],
-    deliveries: &mut Vec<DeliveryRow<'a>>,
+    mut deliveries: Vec<DeliveryRow<'a>>,
+    commit: bool,
 ) -> Result<(), sqlx::Error> {
     // Idempotency keys seen before: replay the first answer, or refuse a different body.
-    let mut seen = seen_keys(conn, tx, round, now).await?;
+    let has_keys = round.iter().any(|(_, w)| w.idempotency.is_some());
+    let mut seen = if has_keys {
+        seen_keys(conn, tx, round, now).await?
+    } else {
+        HashMap::new()
+    };
     let mut fresh: Vec<(usize, &IngestWrite)> = Vec::with_capacity(round.len());
     for &(i, w) in round {
         match (seen.remove(&i), &w.idempotency) {
@@ -280,19 +354,21 @@ async fn ingest_round<'a>(
                     wake: None,
                 });
             }
-            _ => fresh.push((i, w)),
+            _ => {
+                deliveries.push(DeliveryRow {
+                    fields: Some(&w.fields),
+                    ..DeliveryRow::for_webhook(w, 202, "cached")
+                });
+                fresh.push((i, w));
+            }
         }
     }
-    if fresh.is_empty() {
-        return Ok(());
-    }
 
-    // Cache: a new context, or later values merged into the caller's unused one. Each row
-    // returned says which fields are now cached.
-    let mut cached: HashMap<(i64, &str), Cached> = HashMap::new();
-    let mut late: Vec<(usize, i64)> = Vec::new();
+    let mut script = Script::default();
+    // 1. Cache: a new context, or later values merged into the caller's unused one; the
+    //    answer comes back for each.
     for chunk in chunks(fresh.len()) {
-        let sql = tx.sql(format!(
+        script.statement(&tx.sql(format!(
             "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
              SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {})
               WHERE column1 IS NOT NULL
@@ -303,191 +379,146 @@ async fn ingest_round<'a>(
                                THEN excluded.received_at ELSE contexts.received_at END,
                  updated_at = excluded.updated_at,
                  expires_at = excluded.expires_at
-             RETURNING id, action_id, phone,
-                       (SELECT json_group_array(key) FROM
-                          (SELECT key FROM json_each(fields) WHERE type != 'null' ORDER BY key)),
-                       expires_at",
+             RETURNING action_id, phone, {}",
+            values(chunk.slots, 4),
+            receipt_sql("")
+        )));
+        script.arg(Arg::Int(now)).arg(Arg::Int(now));
+        for (_, w) in &fresh[chunk.rows.clone()] {
+            script
+                .arg(Arg::Int(w.action_id))
+                .arg(Arg::Text(&w.phone))
+                .arg(Arg::Text(&w.fields))
+                .arg(Arg::Int(now + w.ttl_ms));
+        }
+        script.nulls(chunk.padding(4));
+
+        // 2. Data for a caller whose call fell back on this action just before is late for
+        //    that call: recorded against it (and still cached for the caller's next call).
+        script.statement(&format!(
+            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{{}}'), landed.fields),
+                              late_at = ?
+               FROM (SELECT v.column3 AS fields,
+                            (SELECT f.call_id FROM call_fallbacks f
+                              WHERE f.action_id = v.column1 AND f.phone = v.column2 AND f.at >= ?
+                              ORDER BY f.at DESC LIMIT 1) AS call_row
+                       FROM (VALUES {}) v WHERE v.column1 IS NOT NULL) AS landed
+              WHERE calls.id = landed.call_row",
+            values(chunk.slots, 3)
+        ));
+        script
+            .arg(Arg::Int(now))
+            .arg(Arg::Int(now - LATE_WINDOW_MS));
+        for (_, w) in &fresh[chunk.rows.clone()] {
+            script
+                .arg(Arg::Int(w.action_id))
+                .arg(Arg::Text(&w.phone))
+                .arg(Arg::Text(&w.fields));
+        }
+        script.nulls(chunk.padding(3));
+    }
+
+    // 3. Every delivery: cached ones name their context, and say `late` when a call fell
+    //    back on the action for this caller just before.
+    for chunk in chunks(deliveries.len()) {
+        script.statement(&tx.sql(format!(
+            "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
+                                     problems, body_excerpt, idempotency_key, latency_us,
+                                     context_id, call_id)
+             SELECT column1, column2, column3,
+                    CASE WHEN late_call IS NOT NULL THEN 'late' ELSE column4 END,
+                    column5, column6, column7, column8, column9, column10,
+                    CASE WHEN column4 = 'cached' THEN
+                        (SELECT c.id FROM contexts c
+                          WHERE c.action_id = d.column1 AND c.phone = d.column5 AND c.call_id IS NULL)
+                    END,
+                    late_call
+               FROM (SELECT v.*,
+                            CASE WHEN v.column4 = 'cached' THEN
+                                (SELECT k.public_id FROM call_fallbacks f JOIN calls k ON k.id = f.call_id
+                                  WHERE f.action_id = v.column1 AND f.phone = v.column5 AND f.at >= ?
+                                  ORDER BY f.at DESC LIMIT 1)
+                            END AS late_call
+                       FROM (VALUES {}) v WHERE v.column1 IS NOT NULL) AS d",
+            values(chunk.slots, 10)
+        )));
+        script.arg(Arg::Int(now - LATE_WINDOW_MS));
+        for d in &deliveries[chunk.rows.clone()] {
+            script
+                .arg(Arg::Int(d.action_id))
+                .arg(Arg::Int(d.received_at))
+                .arg(Arg::Int(d.status))
+                .arg(Arg::Text(d.outcome))
+                .arg(Arg::OptText(d.phone))
+                .arg(Arg::OptText(d.fields))
+                .arg(Arg::OptText(d.problems.as_deref()))
+                .arg(Arg::OptText(d.body_excerpt))
+                .arg(Arg::OptText(d.idempotency_key))
+                .arg(Arg::Int(d.latency_us));
+        }
+        script.nulls(chunk.padding(10));
+    }
+
+    // 4. Idempotency keys remember the answer, as built by the upsert.
+    let keyed: Vec<&IngestWrite> = fresh
+        .iter()
+        .map(|(_, w)| *w)
+        .filter(|w| w.idempotency.is_some())
+        .collect();
+    for chunk in chunks(keyed.len()) {
+        script.statement(&format!(
+            "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
+             SELECT v.column1, v.column2, v.column3,
+                    (SELECT {} FROM contexts c
+                      WHERE c.action_id = v.column1 AND c.phone = v.column4 AND c.call_id IS NULL),
+                    ?
+               FROM (VALUES {}) v WHERE v.column1 IS NOT NULL",
+            receipt_sql("c."),
             values(chunk.slots, 4)
         ));
-        let mut q = sqlx::query_as::<_, (i64, i64, String, String, i64)>(&sql)
-            .bind(now)
-            .bind(now);
-        // (action, caller) -> position in `fresh`
-        let mut position: HashMap<(i64, String), usize> = HashMap::new();
-        for (k, (_, w)) in fresh
-            .iter()
-            .enumerate()
-            .skip(chunk.rows.start)
-            .take(chunk.rows.len())
-        {
-            position.insert((w.action_id, w.phone.clone()), k);
-            q = q
-                .bind(w.action_id)
-                .bind(&w.phone)
-                .bind(&w.fields)
-                .bind(now + w.ttl_ms);
+        script.arg(Arg::Int(now));
+        for w in &keyed[chunk.rows.clone()] {
+            let k = w.idempotency.as_ref().expect("keyed");
+            script
+                .arg(Arg::Int(w.action_id))
+                .arg(Arg::Text(&k.key))
+                .arg(Arg::Blob(&k.body_hash))
+                .arg(Arg::Text(&w.phone));
         }
-        q = pad!(q, chunk.padding(4));
-        for (id, action_id, phone, names, expires_at) in q.fetch_all(&mut *conn).await? {
-            // Map back by caller: a round holds each caller once.
-            let (_, w) = fresh[position[&(action_id, phone)]];
-            cached.insert(
-                (w.action_id, w.phone.as_str()),
-                Cached {
-                    context_id: id,
-                    names,
-                    expires_at,
-                },
-            );
-        }
+        script.nulls(chunk.padding(4));
     }
 
-    // Data for a caller whose call fell back on this action just before is late for it.
-    // (A separate statement: inside the upsert's RETURNING, SQLite would not use the index.)
-    for chunk in chunks(fresh.len()) {
-        let sql = format!(
-            "WITH landed (i, action_id, phone) AS (VALUES {})
-             SELECT i, call_id FROM (
-                 SELECT landed.i AS i,
-                        (SELECT f.call_id FROM call_fallbacks f
-                          WHERE f.action_id = landed.action_id AND f.phone = landed.phone
-                            AND f.at >= ?
-                          ORDER BY f.at DESC LIMIT 1) AS call_id
-                   FROM landed)
-              WHERE call_id IS NOT NULL",
-            values(chunk.slots, 3)
-        );
-        let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
-        for (i, w) in &fresh[chunk.rows.clone()] {
-            q = q.bind(*i as i64).bind(w.action_id).bind(&w.phone);
-        }
-        q = pad!(q, chunk.padding(3));
-        for (i, call_row) in q.bind(now - LATE_WINDOW_MS).fetch_all(&mut *conn).await? {
-            late.push((i as usize, call_row));
-        }
+    if script.sql.is_empty() {
+        return Ok(());
     }
-    let mut late_calls: HashMap<usize, String> = HashMap::new();
-    for (i, call_row) in late {
-        let w = fresh
-            .iter()
-            .find(|(j, _)| *j == i)
-            .expect("in this round")
-            .1;
-        let public_id: String = sqlx::query_scalar(
-            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
-              WHERE id = ? RETURNING public_id",
-        )
-        .bind(&w.fields)
-        .bind(now)
-        .bind(call_row)
-        .fetch_one(&mut *conn)
-        .await?;
-        late_calls.insert(i, public_id);
+    if commit {
+        tx.commit_in(&mut script.sql);
     }
-
-    let mut remembered: Vec<(i64, &str, &[u8], String)> = Vec::new();
-    for &(i, w) in &fresh {
-        let c = &cached[&(w.action_id, w.phone.as_str())];
-        let response = Receipt::json(&w.phone, &c.names, c.expires_at);
-        let late_call = late_calls.remove(&i);
-        deliveries.push(DeliveryRow {
-            fields: Some(&w.fields),
-            context_id: Some(c.context_id),
-            ..DeliveryRow::for_webhook(
-                w,
-                202,
-                if late_call.is_some() {
-                    "late"
-                } else {
-                    "cached"
-                },
-            )
-        });
-        deliveries.last_mut().expect("just pushed").call_id = late_call;
-        if let Some(k) = &w.idempotency {
-            remembered.push((
-                w.action_id,
-                k.key.as_str(),
-                &k.body_hash[..],
-                response.clone(),
-            ));
-        }
+    let answers: Vec<(i64, String, String)> = script.rows(conn).await?;
+    let answers: HashMap<(i64, String), String> = answers
+        .into_iter()
+        .map(|(action, phone, receipt)| ((action, phone), receipt))
+        .collect();
+    for (i, w) in fresh {
+        let receipt = answers
+            .get(&(w.action_id, w.phone.clone()))
+            .cloned()
+            .expect("every upserted row is returned");
         results[i] = Some(IngestDone {
-            committed: IngestCommitted::Accepted(response),
+            committed: IngestCommitted::Accepted(receipt),
             wake: Some(WakeKey {
                 action_id: w.action_id,
                 phone: w.phone.clone(),
             }),
         });
     }
-    for chunk in chunks(remembered.len()) {
-        let sql = format!(
-            "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
-             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
-            values(chunk.slots, 5)
-        );
-        let mut q = sqlx::query(&sql);
-        for (a, k, h, r) in &remembered[chunk.rows.clone()] {
-            q = q.bind(*a).bind(*k).bind(*h).bind(r).bind(now);
-        }
-        q = pad!(q, chunk.padding(5));
-        q.execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
-/// Records every request of the group that reached an ingest URL.
-pub async fn insert_deliveries(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
-    rows: &[DeliveryRow<'_>],
-    last: bool,
-) -> Result<(), sqlx::Error> {
-    let chunks = chunks(rows.len());
-    let n = chunks.len();
-    for (c, chunk) in chunks.into_iter().enumerate() {
-        let finish = |tx: &mut Tx, sql| {
-            if last && c + 1 == n {
-                tx.last(sql)
-            } else {
-                tx.sql(sql)
-            }
-        };
-        let sql = finish(
-            tx,
-            format!(
-                "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
-                                     problems, body_excerpt, idempotency_key, latency_us,
-                                     context_id, call_id)
-             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
-                values(chunk.slots, 12)
-            ),
-        );
-        let mut q = sqlx::query(&sql);
-        for d in &rows[chunk.rows.clone()] {
-            q = q
-                .bind(d.action_id)
-                .bind(d.received_at)
-                .bind(d.status)
-                .bind(d.outcome)
-                .bind(d.phone)
-                .bind(d.fields)
-                .bind(d.problems.as_deref())
-                .bind(d.body_excerpt)
-                .bind(d.idempotency_key)
-                .bind(d.latency_us)
-                .bind(d.context_id)
-                .bind(d.call_id.as_deref());
-        }
-        q = pad!(q, chunk.padding(12));
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Tries to start a group of calls. For each call, every wanted step's data is claimed
-/// atomically; a call missing any gives its claims back and is told which step to wait for.
-/// A call with everything it wants is recorded in the same transaction.
+/// Tries to start a group of calls, in two round trips. First every wanted step's data is
+/// claimed atomically. Then, in one script: a call missing any data gives its claims back
+/// (it is told which step to wait for); the others are recorded with the steps they fell
+/// back on, and data that landed for those steps since the call started is late for it.
 pub async fn start_calls(
     conn: &mut SqliteConnection,
     tx: &mut Tx,
@@ -530,7 +561,8 @@ pub async fn start_calls(
     }
 
     let mut outcomes = Vec::with_capacity(calls.len());
-    let mut started: Vec<(&CallAttempt, Vec<Option<Claimed>>, CallRecord)> = Vec::new();
+    let mut given_back: Vec<(i64, &str)> = Vec::new();
+    let mut started: Vec<(&CallAttempt, CallRecord)> = Vec::new();
     for c in calls {
         let mine = |action: i64| {
             claimed
@@ -542,15 +574,12 @@ pub async fn start_calls(
             .iter()
             .position(|s| s.state == StepState::Wanted && mine(s.action_id).is_none());
         if let Some(step) = missing {
-            for s in &c.steps {
-                if let Some((_, id, _)) = mine(s.action_id) {
-                    sqlx::query("UPDATE contexts SET call_id = NULL WHERE id = ? AND call_id = ?")
-                        .bind(id)
-                        .bind(&c.public_id)
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
+            given_back.extend(
+                c.steps
+                    .iter()
+                    .filter_map(|s| mine(s.action_id))
+                    .map(|(_, id, _)| (*id, c.public_id.as_str())),
+            );
             outcomes.push(Attempted::Missing(step));
             continue;
         }
@@ -566,112 +595,112 @@ pub async fn start_calls(
             .collect();
         let record = (c.finish)(&data);
         outcomes.push(Attempted::Started(record.response.clone()));
-        started.push((c, data, record));
+        started.push((c, record));
     }
+    let fell_back: Vec<(&CallAttempt, i64)> = started
+        .iter()
+        .flat_map(|(c, _)| {
+            c.steps
+                .iter()
+                .filter(|s| s.state == StepState::GaveUp)
+                .map(move |s| (*c, s.action_id))
+        })
+        .collect();
 
-    let mut row_ids: HashMap<String, i64> = HashMap::new();
-    // Nothing follows the insert unless a call fell back: then COMMIT can ride with it.
-    let last = last
-        && !started
-            .iter()
-            .any(|(c, _, _)| c.steps.iter().any(|s| s.state == StepState::GaveUp));
-    let chunks_of_calls = chunks(started.len());
-    let n = chunks_of_calls.len();
-    for (c, chunk) in chunks_of_calls.into_iter().enumerate() {
-        let finish = |tx: &mut Tx, sql| {
-            if last && c + 1 == n {
-                tx.last(sql)
-            } else {
-                tx.sql(sql)
-            }
-        };
-        let sql = finish(
-            tx,
-            format!(
+    let mut script = Script::default();
+    for chunk in chunks(given_back.len()) {
+        script.statement(&format!(
+            "UPDATE contexts SET call_id = NULL FROM (VALUES {}) AS back
+              WHERE contexts.id = back.column1 AND contexts.call_id = back.column2",
+            values(chunk.slots, 2)
+        ));
+        for (id, call) in &given_back[chunk.rows.clone()] {
+            script.arg(Arg::Int(*id)).arg(Arg::Text(call));
+        }
+        script.nulls(chunk.padding(2));
+    }
+    for chunk in chunks(started.len()) {
+        script.statement(&tx.sql(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace)
-             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL
-             RETURNING id, public_id",
+             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
             values(chunk.slots, 9)
-        ),
-        );
-        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
-        for (c, _, r) in &started[chunk.rows.clone()] {
-            q = q
-                .bind(&c.public_id)
-                .bind(c.agent_id)
-                .bind(&c.caller)
-                .bind(c.called.as_deref())
-                .bind(c.started_at)
-                .bind(r.waited_ms)
-                .bind(r.source)
-                .bind(&r.variables)
-                .bind(&r.trace);
+        )));
+        for (c, r) in &started[chunk.rows.clone()] {
+            script
+                .arg(Arg::Text(&c.public_id))
+                .arg(Arg::Int(c.agent_id))
+                .arg(Arg::Text(&c.caller))
+                .arg(Arg::OptText(c.called.as_deref()))
+                .arg(Arg::Int(c.started_at))
+                .arg(Arg::Int(r.waited_ms))
+                .arg(Arg::Text(r.source))
+                .arg(Arg::Text(&r.variables))
+                .arg(Arg::Text(&r.trace));
         }
-        q = pad!(q, chunk.padding(9));
-        row_ids.extend(
-            q.fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|(id, p)| (p, id)),
+        script.nulls(chunk.padding(9));
+    }
+    for chunk in chunks(fell_back.len()) {
+        let rows = values(chunk.slots, 4);
+        // The steps each call fell back on, so that data landing soon after is late for it.
+        script.statement(&format!(
+            "INSERT INTO call_fallbacks (call_id, action_id, phone, at)
+             SELECT (SELECT id FROM calls WHERE public_id = v.column1), v.column2, v.column3, ?
+               FROM (VALUES {rows}) v WHERE v.column1 IS NOT NULL"
+        ));
+        script.arg(Arg::Int(now));
+        push_fallbacks(
+            &mut script,
+            &fell_back[chunk.rows.clone()],
+            chunk.padding(4),
+        );
+        // Data that landed while (or since) the call gave up on it arrived late for it.
+        script.statement(&format!(
+            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{{}}'), c.fields),
+                              late_at = ?
+               FROM (VALUES {rows}) v
+               JOIN contexts c ON c.action_id = v.column2 AND c.phone = v.column3
+                              AND c.call_id IS NULL AND c.updated_at >= v.column4
+              WHERE calls.public_id = v.column1"
+        ));
+        script.arg(Arg::Int(now));
+        push_fallbacks(
+            &mut script,
+            &fell_back[chunk.rows.clone()],
+            chunk.padding(4),
+        );
+        script.statement(&format!(
+            "UPDATE deliveries SET outcome = 'late', call_id = v.column1
+               FROM (VALUES {rows}) v
+               JOIN contexts c ON c.action_id = v.column2 AND c.phone = v.column3
+                              AND c.call_id IS NULL AND c.updated_at >= v.column4
+              WHERE deliveries.context_id = c.id AND deliveries.outcome = 'cached'"
+        ));
+        push_fallbacks(
+            &mut script,
+            &fell_back[chunk.rows.clone()],
+            chunk.padding(4),
         );
     }
-
-    for (c, _, _) in &started {
-        for s in c.steps.iter().filter(|s| s.state == StepState::GaveUp) {
-            record_fallback(conn, c, row_ids[&c.public_id], s.action_id, now).await?;
+    if !script.sql.is_empty() {
+        if last {
+            tx.commit_in(&mut script.sql);
         }
+        script.rows::<(i64,)>(conn).await?;
     }
     Ok(outcomes)
 }
 
-/// Notes that `c` fell back on `action_id`; data that landed since its last look is late.
-async fn record_fallback(
-    conn: &mut SqliteConnection,
-    c: &CallAttempt,
-    row_id: i64,
-    action_id: i64,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO call_fallbacks (call_id, action_id, phone, at) VALUES (?, ?, ?, ?)")
-        .bind(row_id)
-        .bind(action_id)
-        .bind(&c.caller)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    // Data that landed between the call's giving up and now arrived after it fell back.
-    let late: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, fields FROM contexts
-          WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?
-            AND updated_at >= ?",
-    )
-    .bind(action_id)
-    .bind(&c.caller)
-    .bind(now)
-    .bind(c.started_at)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((context_id, fields)) = late {
-        sqlx::query(
-            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
-              WHERE id = ?",
-        )
-        .bind(&fields)
-        .bind(now)
-        .bind(row_id)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET outcome = 'late', call_id = ?
-              WHERE context_id = ? AND outcome = 'cached'",
-        )
-        .bind(&c.public_id)
-        .bind(context_id)
-        .execute(&mut *conn)
-        .await?;
+/// (call, action, caller, call start) rows of `fell_back`, then `padding` NULLs.
+fn push_fallbacks<'a>(script: &mut Script<'a>, rows: &[(&'a CallAttempt, i64)], padding: usize) {
+    for (c, action) in rows {
+        script
+            .arg(Arg::Text(&c.public_id))
+            .arg(Arg::Int(*action))
+            .arg(Arg::Text(&c.caller))
+            .arg(Arg::Int(c.started_at));
     }
-    Ok(())
+    script.nulls(padding);
 }
 
 #[cfg(test)]

@@ -55,28 +55,6 @@ pub struct Idempotency {
     pub body_hash: [u8; 32],
 }
 
-/// The 202 answer to an accepted webhook, kept verbatim for idempotent replays.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    pub status: String,
-    pub phone_number: String,
-    /// Every field now cached for this caller (this request's and earlier ones').
-    pub fields: Vec<String>,
-    pub expires_at: String,
-}
-
-impl Receipt {
-    /// The answer as JSON; `names` is already a JSON list of field names.
-    pub fn json(phone: &str, names: &str, expires_at: i64) -> String {
-        format!(
-            r#"{{"status":"accepted","phoneNumber":{},"fields":{names},"expiresAt":"{}"}}"#,
-            serde_json::to_string(phone).expect("strings serialise"),
-            super::rfc3339(expires_at)
-        )
-    }
-}
-
 /// What became of an accepted webhook request.
 #[derive(Debug)]
 pub enum IngestCommitted {
@@ -385,7 +363,6 @@ async fn run_group(
     tx: &mut Tx,
     cmds: &[Command],
 ) -> Result<Vec<Done>, sqlx::Error> {
-    let mut deliveries = Vec::with_capacity(cmds.len());
     let ingests: Vec<&IngestWrite> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -393,18 +370,19 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let mut ingested = batch::ingest(conn, tx, &ingests, &mut deliveries)
-        .await?
-        .into_iter();
-    for c in cmds {
-        if let Command::Refusal(d, _) = c {
-            deliveries.push(DeliveryRow::refused(d));
-        }
-    }
+    let refused: Vec<DeliveryRow> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Refusal(d, _) => Some(DeliveryRow::refused(d)),
+            _ => None,
+        })
+        .collect();
     let has = |f: fn(&Command) -> bool| cmds.iter().any(f);
     let has_calls = has(|c| matches!(c, Command::StartCall(..)));
     let has_sweeps = has(|c| matches!(c, Command::Sweep(..)));
-    batch::insert_deliveries(conn, tx, &deliveries, !has_calls && !has_sweeps).await?;
+    let mut ingested = batch::ingest(conn, tx, &ingests, refused, !has_calls && !has_sweeps)
+        .await?
+        .into_iter();
     let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {

@@ -210,6 +210,17 @@ pub enum AppError {
     Other(#[from] anyhow::Error),
 }
 
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Conflict(m) => Self::problem(ProblemKind::ValidationFailed, m),
+            StoreError::NotFound(m) => Self::problem(ProblemKind::NotFound, m),
+            StoreError::Database(e) => Self::Database(e),
+        }
+    }
+}
+
 impl From<ApiProblem> for AppError {
     fn from(p: ApiProblem) -> Self {
         Self::Problem(p)

@@ -24,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             println!("Precall listening on http://{}", app.local_addr());
             println!("Webhook URLs start with {}/webhooks/", app.public_url());
+            if let Some(link) = app.first_run_link().await? {
+                println!("No admin yet: create the first one at {link}");
+            }
             app.run_until_stopped(shutdown_signal()).await
         }
         Some(command) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::auth::keys::{Secret, SecretKind};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
@@ -42,6 +43,9 @@ impl Application {
             writer,
             wakeups,
             phones: Arc::default(),
+            throttle: Arc::default(),
+            flash: Arc::default(),
+            setup_token: Arc::default(),
             public_url: public_url.trim_end_matches('/').into(),
             body_limit: settings.body_limit,
         };
@@ -61,6 +65,21 @@ impl Application {
 
     pub fn public_url(&self) -> &str {
         &self.state.public_url
+    }
+
+    /// When no admin exists yet: a one-time link that creates the first one. Each call
+    /// makes a new token (the previous link stops working).
+    pub async fn first_run_link(&self) -> anyhow::Result<Option<String>> {
+        if crate::store::admins::count(&self.state.db).await? > 0 {
+            return Ok(None);
+        }
+        let token = Secret::generate(SecretKind::Setup);
+        *self.state.setup_token.lock().expect("setup lock") = Some(token.hash());
+        Ok(Some(format!(
+            "{}/setup?token={}",
+            self.state.public_url,
+            token.expose()
+        )))
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the
@@ -89,9 +108,12 @@ impl Application {
         };
         let grace = settings.shutdown_grace;
         {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .into_future();
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .into_future();
             tokio::select! {
                 res = serve => res?,
                 _ = async {

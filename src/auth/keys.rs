@@ -17,6 +17,10 @@ pub enum SecretKind {
     WebhookKey,
     /// Authenticates the call runtime for one agent.
     RuntimeToken,
+    /// An admin's browser session (in a cookie).
+    Session,
+    /// The one-time link that creates the first admin.
+    Setup,
 }
 
 impl SecretKind {
@@ -24,6 +28,8 @@ impl SecretKind {
         match self {
             Self::WebhookKey => "pcwk_",
             Self::RuntimeToken => "pcrt_",
+            Self::Session => "pcs_",
+            Self::Setup => "pcsetup_",
         }
     }
 }

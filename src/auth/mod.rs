@@ -1,3 +1,6 @@
-//! Secrets: API keys for webhook senders and bearer tokens for the call runtime.
+//! Secrets and people: API keys and runtime tokens, admin passwords, sessions, throttling.
 
 pub mod keys;
+pub mod password;
+pub mod session;
+pub mod throttle;

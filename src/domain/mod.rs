@@ -1,5 +1,6 @@
 //! Pure types and rules: no I/O here, so everything can be unit-tested in place.
 
+pub mod flow;
 pub mod ids;
 pub mod payload;
 pub mod phone;

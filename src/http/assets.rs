@@ -8,9 +8,12 @@ use axum::routing::get;
 use super::AppState;
 
 const APP_CSS: &str = include_str!("../../static/app.css");
+const APP_JS: &str = include_str!("../../static/app.js");
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/static/app.css", get(app_css))
+    Router::new()
+        .route("/static/app.css", get(app_css))
+        .route("/static/app.js", get(app_js))
 }
 
 async fn app_css() -> impl IntoResponse {
@@ -20,5 +23,15 @@ async fn app_css() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         APP_CSS,
+    )
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        APP_JS,
     )
 }

@@ -158,7 +158,12 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
     let bytes = read_limited(headers, body, a.app.body_limit)
         .await
         .map_err(refuse)?;
+    process(a, bytes).await
+}
 
+/// The body's checks and, when it passes them, its write: common to senders and to the
+/// console's "Send sample request".
+async fn process(a: &mut Attempt, bytes: bytes::Bytes) -> Result<Response, Refusal> {
     let raw = payload::parse(&bytes).map_err(|e| match e {
         PayloadError::Malformed(m) => (
             ApiProblem::new(ProblemKind::MalformedJson, m),
@@ -203,6 +208,29 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
         )
         .into_response()),
         Err(e) => Ok(AppError::from(e).into_response()),
+    }
+}
+
+/// Runs `body` through the webhook at `target` as if a sender had posted it with a valid
+/// key: the console's "Send sample request". It is recorded like any delivery.
+pub async fn sample(app: AppState, target: Arc<WebhookTarget>, body: bytes::Bytes) -> Response {
+    let mut attempt = Attempt {
+        app,
+        target,
+        started: Instant::now(),
+        received_at: now_ms(),
+        idempotency_key: None,
+    };
+    if !attempt.target.enabled {
+        let problem = ApiProblem::new(
+            ProblemKind::ActionDisabled,
+            "this webhook is disabled; nothing was stored",
+        );
+        return attempt.refuse(problem, None).await;
+    }
+    match process(&mut attempt, body).await {
+        Ok(res) => res,
+        Err((problem, body)) => attempt.refuse(problem, body.as_deref()).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP layer: thin handlers that extract, call the domain and the store, and answer.
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod body;
@@ -7,10 +8,13 @@ pub mod health;
 pub mod ingest;
 pub mod pages;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 
+use crate::auth::keys::SecretHash;
+use crate::auth::session::Flash;
+use crate::auth::throttle::Throttle;
 use crate::catalog::Catalog;
 use crate::phones::Phones;
 use crate::store::Db;
@@ -27,6 +31,12 @@ pub struct AppState {
     pub wakeups: Arc<dyn Wakeups>,
     /// Phone number normalisation, with recent answers remembered.
     pub phones: Arc<Phones>,
+    /// Failed sign-ins, per account and address.
+    pub throttle: Arc<Throttle>,
+    /// Secrets and notices waiting to be shown once.
+    pub flash: Arc<Flash>,
+    /// The hash of the one-time first-run setup token, while no admin exists.
+    pub setup_token: Arc<Mutex<Option<SecretHash>>>,
     /// Base of generated URLs, without a trailing slash.
     pub public_url: Arc<str>,
     pub body_limit: usize,
@@ -39,6 +49,23 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(api::router())
         .merge(pages::router())
+        .merge(admin::router())
         .merge(assets::router())
         .with_state(state)
+}
+
+/// Renders a page, or a bare 500 (logged) if the template fails.
+pub fn render(t: impl askama::Template) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match t.render() {
+        Ok(html) => axum::response::Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            )
+                .into_response()
+        }
+    }
 }

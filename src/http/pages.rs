@@ -17,15 +17,7 @@ pub fn router() -> Router<AppState> {
         .route("/problems/{slug}", get(problem))
 }
 
-fn render(t: impl Template) -> Response {
-    match t.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    }
-}
+use super::render;
 
 #[derive(Template)]
 #[template(path = "home.html")]

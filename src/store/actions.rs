@@ -231,3 +231,136 @@ pub async fn webhook_steps(db: &Db, agent_id: i64) -> Result<Vec<WebhookStep>, s
     .fetch_all(&db.read)
     .await
 }
+
+/// A pre-call action as the console lists it.
+#[derive(Debug, Clone, FromRow)]
+pub struct ActionRow {
+    pub id: i64,
+    pub position: i64,
+    pub kind: String,
+    pub name: String,
+    pub slug: Option<String>,
+    pub fallback_wait_ms: Option<i64>,
+    pub ttl_secs: Option<i64>,
+    pub enabled: Option<bool>,
+    /// Last characters of the current key.
+    pub key_last_chars: Option<String>,
+}
+
+const ACTION_SELECT: &str = "
+    SELECT a.id, a.position, a.kind, a.name, w.slug, w.fallback_wait_ms, w.ttl_secs, w.enabled,
+           (SELECT k.last_chars FROM webhook_keys k
+             WHERE k.action_id = a.id AND k.expires_at IS NULL
+             ORDER BY k.id DESC LIMIT 1) AS key_last_chars
+      FROM precall_actions a LEFT JOIN webhook_actions w ON w.action_id = a.id";
+
+/// The agent's pre-call actions, in order.
+pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<ActionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{ACTION_SELECT} WHERE a.agent_id = ? ORDER BY a.position, a.id"
+    ))
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}
+
+pub async fn find(
+    db: &Db,
+    agent_id: i64,
+    action_id: i64,
+) -> Result<Option<ActionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{ACTION_SELECT} WHERE a.agent_id = ? AND a.id = ?"
+    ))
+    .bind(agent_id)
+    .bind(action_id)
+    .fetch_optional(&db.read)
+    .await
+}
+
+/// Swaps an action with its neighbour above (`up`) or below.
+pub async fn move_action(
+    db: &Db,
+    agent_id: i64,
+    action_id: i64,
+    up: bool,
+) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM precall_actions WHERE agent_id = ? ORDER BY position, id",
+    )
+    .bind(agent_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(at) = ids.iter().position(|id| *id == action_id) else {
+        return Err(StoreError::NotFound("no such action".into()));
+    };
+    let mut order = ids.clone();
+    let other = if up {
+        at.checked_sub(1)
+    } else {
+        Some(at + 1).filter(|o| *o < ids.len())
+    };
+    if let Some(other) = other {
+        order.swap(at, other);
+    }
+    for (position, id) in order.iter().enumerate() {
+        sqlx::query("UPDATE precall_actions SET position = ? WHERE id = ?")
+            .bind(position as i64)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes an action; its keys stop working at once.
+pub async fn delete(db: &Db, agent_id: i64, action_id: i64) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    let n = sqlx::query("DELETE FROM precall_actions WHERE id = ? AND agent_id = ?")
+        .bind(action_id)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound("no such action".into()));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn rename(db: &Db, agent_id: i64, action_id: i64, name: &str) -> Result<(), StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(StoreError::Conflict(
+            "the action's name must be 1 to 100 characters".into(),
+        ));
+    }
+    let mut tx = begin_write(db).await?;
+    sqlx::query("UPDATE precall_actions SET name = ? WHERE id = ? AND agent_id = ?")
+        .bind(name)
+        .bind(action_id)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Makes a new key for a Webhook action; the old ones stop working at once.
+pub async fn regenerate_key(db: &Db, action_id: i64) -> Result<Secret, StoreError> {
+    let key = Secret::generate(SecretKind::WebhookKey);
+    let now = now_ms();
+    let mut tx = begin_write(db).await?;
+    sqlx::query("UPDATE webhook_keys SET expires_at = ? WHERE action_id = ? AND (expires_at IS NULL OR expires_at > ?)")
+        .bind(now)
+        .bind(action_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    insert_key(&mut tx, action_id, &key, now).await?;
+    tx.commit().await?;
+    Ok(key)
+}

@@ -91,3 +91,31 @@ pub async fn list(db: &Db) -> Result<Vec<Agent>, sqlx::Error> {
     .fetch_all(&db.read)
     .await
 }
+
+pub async fn rename(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(StoreError::Conflict(
+            "an agent's name must be 1 to 100 characters".into(),
+        ));
+    }
+    let mut tx = begin_write(db).await?;
+    sqlx::query("UPDATE agents SET name = ? WHERE id = ?")
+        .bind(name)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes an agent and everything it owns (flows, actions, keys, data, calls, tokens).
+pub async fn delete(db: &Db, agent_id: i64) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    sqlx::query("DELETE FROM agents WHERE id = ?")
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

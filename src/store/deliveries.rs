@@ -45,6 +45,18 @@ pub async fn recent(db: &Db, action_id: i64, limit: i64) -> Result<Vec<DeliveryR
     .await
 }
 
+/// The action's deliveries recorded after `last_id`, oldest first (for live viewers).
+pub async fn after(db: &Db, action_id: i64, last_id: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE d.action_id = ?2 AND d.id > ?3 ORDER BY d.id LIMIT 100"
+    ))
+    .bind(super::now_ms())
+    .bind(action_id)
+    .bind(last_id)
+    .fetch_all(&db.read)
+    .await
+}
+
 /// The most recent deliveries to any of the agent's webhooks, newest first.
 pub async fn recent_for_agent(
     db: &Db,

@@ -6,11 +6,13 @@
 //! `BEGIN IMMEDIATE`, so a read-then-write never fails with SQLITE_BUSY.
 
 pub mod actions;
+pub mod admins;
 pub mod agents;
 pub mod batch;
 pub mod calls;
 pub mod contexts;
 pub mod deliveries;
+pub mod flows;
 pub mod tokens;
 pub mod variables;
 pub mod writer;

@@ -38,3 +38,35 @@ pub async fn agent_for(db: &Db, presented: &str) -> Result<Option<i64>, sqlx::Er
             .map(|_| agent_id)
     }))
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub last_chars: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, last_chars, created_at, revoked_at FROM runtime_tokens
+          WHERE agent_id = ? ORDER BY id DESC",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}
+
+/// Stops a token from working, at once.
+pub async fn revoke(db: &Db, agent_id: i64, token_id: i64) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    sqlx::query("UPDATE runtime_tokens SET revoked_at = ? WHERE id = ? AND agent_id = ? AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(token_id)
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -73,3 +73,36 @@ pub async fn schema(db: &Db, agent_id: i64) -> Result<Vec<VariableDef>, sqlx::Er
         })
         .collect())
 }
+
+/// A declared variable as the console shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VariableRow {
+    pub name: String,
+    pub ty: String,
+    pub default_value: Option<String>,
+    pub description: String,
+    /// The action it came from, if any.
+    pub source: Option<String>,
+}
+
+pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<VariableRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT v.name, v.type AS ty, v.default_value, v.description, a.name AS source
+           FROM variables v LEFT JOIN precall_actions a ON a.id = v.source_action_id
+          WHERE v.agent_id = ? ORDER BY v.name",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}
+
+pub async fn delete(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    sqlx::query("DELETE FROM variables WHERE agent_id = ? AND name = ?")
+        .bind(agent_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

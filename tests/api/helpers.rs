@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_precall");
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    /// The one-time link that creates the first admin.
+    pub setup_link: Option<String>,
     pub database_url: String,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -50,12 +52,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let app = Application::build(settings).await.expect("server builds");
     let address = format!("http://{}", app.local_addr());
+    let setup_link = app.first_run_link().await.expect("setup link");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     TestApp {
         address,
+        setup_link,
         database_url,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

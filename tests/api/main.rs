@@ -1,5 +1,7 @@
 //! Integration tests: one binary, every test on its own server and database.
 
+mod admin;
+mod browser;
 mod calls;
 mod health;
 mod helpers;

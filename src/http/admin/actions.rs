@@ -1,0 +1,635 @@
+//! Pre-call actions: the Webhook wizard (Setup → Configure → Test), the live Test viewer,
+//! deliveries, reordering and deleting.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{HtmlError, Page, PageResult, after, agent, not_found, render};
+use crate::auth::session::{Admin, AdminForm};
+use crate::domain::variables::{VarType, VariableName};
+use crate::http::AppState;
+use crate::store::actions::{self, ActionRow, NewWebhook, WebhookChanges};
+use crate::store::agents::Agent;
+use crate::store::deliveries::{self, DeliveryRow};
+use crate::store::variables::{self, NewVariable};
+use crate::store::{StoreError, rfc3339};
+
+pub fn router() -> Router<AppState> {
+    let base = "/admin/agents/{agent}/actions";
+    Router::new()
+        .route(&format!("{base}/new"), get(setup_step))
+        .route(base, post(create))
+        .route(&format!("{base}/{{action}}/configure"), get(configure_step))
+        .route(&format!("{base}/{{action}}/settings"), post(save_settings))
+        .route(&format!("{base}/{{action}}/key"), post(regenerate_key))
+        .route(&format!("{base}/{{action}}/test"), get(test_step))
+        .route(&format!("{base}/{{action}}/events"), get(events))
+        .route(&format!("{base}/{{action}}/sample"), post(send_sample))
+        .route(
+            &format!("{base}/{{action}}/variables"),
+            post(save_variables),
+        )
+        .route(
+            &format!("{base}/{{action}}/deliveries"),
+            get(deliveries_page),
+        )
+        .route(&format!("{base}/{{action}}/move"), post(move_action))
+        .route(&format!("{base}/{{action}}/delete"), post(delete))
+}
+
+async fn action_of(app: &AppState, a: &Agent, action_id: i64) -> Result<ActionRow, HtmlError> {
+    actions::find(&app.db, a.id, action_id)
+        .await?
+        .filter(|x| x.kind == "webhook")
+        .ok_or_else(|| not_found("This pre-call action"))
+}
+
+fn first_flow_link(a: &Agent) -> String {
+    match a.first_flow_id {
+        Some(f) => format!("/admin/agents/{}/flows/{f}", a.public_id),
+        None => format!("/admin/agents/{}", a.public_id),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/wizard_setup.html")]
+struct SetupStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    back: String,
+}
+
+async fn setup_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let flash = app.flash.take(admin.session_id);
+    Ok(render(SetupStep {
+        page: Page::new(&admin, "Add a pre-call webhook", &flash),
+        back: first_flow_link(&a),
+        agent_id: a.public_id,
+        agent_name: a.name,
+    }))
+}
+
+#[derive(Deserialize)]
+struct NewAction {
+    kind: String,
+    name: String,
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    f: AdminForm<NewAction>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    if f.form.kind != "webhook" {
+        return after(
+            &app,
+            &f.admin,
+            &format!("/admin/agents/{id}/actions/new"),
+            Err(StoreError::Conflict("choose an action".into())),
+        );
+    }
+    let new = NewWebhook {
+        name: f.form.name,
+        fallback_wait_ms: actions::DEFAULT_FALLBACK_WAIT_MS,
+        ttl_secs: actions::DEFAULT_TTL_SECS,
+    };
+    match actions::create_webhook(&app.db, a.id, &new).await {
+        Ok(created) => {
+            app.catalog.invalidate();
+            app.flash.secret(
+                f.admin.session_id,
+                "webhook",
+                created.action_id,
+                &created.key,
+            );
+            Ok(Redirect::to(&format!(
+                "/admin/agents/{id}/actions/{}/configure",
+                created.action_id
+            ))
+            .into_response())
+        }
+        Err(e) => after(
+            &app,
+            &f.admin,
+            &format!("/admin/agents/{id}/actions/new"),
+            Err(e),
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/wizard_configure.html")]
+struct ConfigureStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    action_id: i64,
+    name: String,
+    url: String,
+    /// The key, only right after it was made.
+    key: Option<String>,
+    key_last_chars: String,
+    curl: String,
+    wait_seconds: String,
+    ttl_minutes: String,
+    enabled: bool,
+}
+
+/// A sample body with the agent's real `agentId`.
+fn sample_body(agent_id: &str) -> Value {
+    json!({
+        "agentId": agent_id,
+        "phoneNumber": "+12125550123",
+        "customer_name": "Jane Doe",
+        "priority": "high",
+        "issue_type": "billing"
+    })
+}
+
+/// Quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn curl(url: &str, key: &str, agent_id: &str) -> String {
+    let body = serde_json::to_string_pretty(&sample_body(agent_id)).expect("JSON");
+    format!(
+        "curl -X POST {} \\\n  -H {} \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+        shell_quote(url),
+        shell_quote(&format!("X-Authorization: {key}")),
+        shell_quote(&body)
+    )
+}
+
+async fn configure_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let flash = app.flash.take(admin.session_id);
+    let key = flash.secret_for("webhook", x.id);
+    let url = format!(
+        "{}/webhooks/{}",
+        app.public_url,
+        x.slug.clone().unwrap_or_default()
+    );
+    let curl = curl(
+        &url,
+        key.as_deref().unwrap_or("$PRECALL_API_KEY"),
+        &a.public_id,
+    );
+    Ok(render(ConfigureStep {
+        page: Page::new(&admin, format!("Configure · {}", x.name), &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        action_id: x.id,
+        name: x.name,
+        url,
+        key,
+        key_last_chars: x.key_last_chars.unwrap_or_default(),
+        curl,
+        wait_seconds: format_seconds(x.fallback_wait_ms.unwrap_or(0)),
+        ttl_minutes: format_minutes(x.ttl_secs.unwrap_or(0)),
+        enabled: x.enabled.unwrap_or(true),
+    }))
+}
+
+fn format_seconds(ms: i64) -> String {
+    let s = format!("{:.3}", ms as f64 / 1000.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn format_minutes(secs: i64) -> String {
+    let s = format!("{:.2}", secs as f64 / 60.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+#[derive(Deserialize)]
+struct SettingsForm {
+    name: String,
+    wait_seconds: String,
+    ttl_minutes: String,
+    #[serde(default)]
+    enabled: Option<String>,
+}
+
+/// Checks the Advanced Settings; values are validated here, whatever the browser allowed.
+fn parse_settings(f: &SettingsForm) -> Result<(i64, i64), String> {
+    let wait: f64 = f.wait_seconds.trim().parse().map_err(|_| {
+        format!(
+            "time wait before fallback: {:?} is not a number of seconds",
+            f.wait_seconds
+        )
+    })?;
+    if !(0.0..=10.0).contains(&wait) {
+        return Err("time wait before fallback must be 0 to 10 seconds".into());
+    }
+    let ttl: f64 = f
+        .ttl_minutes
+        .trim()
+        .parse()
+        .map_err(|_| format!("data TTL: {:?} is not a number of minutes", f.ttl_minutes))?;
+    let ttl_secs = (ttl * 60.0).round() as i64;
+    actions::check_ttl(ttl_secs)
+        .map_err(|_| "data TTL must be 1 second to 7 days (10 080 minutes)".to_owned())?;
+    Ok(((wait * 1000.0).round() as i64, ttl_secs))
+}
+
+async fn save_settings(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<SettingsForm>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let result = match parse_settings(&f.form) {
+        Err(e) => Err(StoreError::Conflict(e)),
+        Ok((wait, ttl)) => {
+            let changes = WebhookChanges {
+                enabled: Some(f.form.enabled.is_some()),
+                fallback_wait_ms: Some(wait),
+                ttl_secs: Some(ttl),
+            };
+            match actions::rename(&app.db, a.id, x.id, &f.form.name).await {
+                Ok(()) => actions::update_webhook(&app.db, x.id, &changes)
+                    .await
+                    .map(|_| "Settings saved.".to_owned()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    app.catalog.invalidate();
+    after(&app, &f.admin, &back, result)
+}
+
+#[derive(Deserialize)]
+struct Nothing {}
+
+async fn regenerate_key(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<Nothing>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let key = actions::regenerate_key(&app.db, x.id).await?;
+    app.catalog.invalidate();
+    app.flash.secret(f.admin.session_id, "webhook", x.id, &key);
+    app.flash.notice(
+        f.admin.session_id,
+        "A new key was made; the old one stopped working.",
+    );
+    Ok(Redirect::to(&format!("/admin/agents/{id}/actions/{action_id}/configure")).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/wizard_test.html")]
+struct TestStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    action_id: i64,
+    name: String,
+    url: String,
+    back: String,
+}
+
+async fn test_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let flash = app.flash.take(admin.session_id);
+    Ok(render(TestStep {
+        page: Page::new(&admin, format!("Test · {}", x.name), &flash),
+        back: first_flow_link(&a),
+        url: format!("{}/webhooks/{}", app.public_url, x.slug.unwrap_or_default()),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        action_id: x.id,
+        name: x.name,
+    }))
+}
+
+/// A delivery as the viewer and the deliveries page show it.
+fn delivery_json(d: &DeliveryRow) -> Value {
+    let fields: Vec<Value> = d
+        .fields
+        .as_deref()
+        .and_then(|f| serde_json::from_str::<serde_json::Map<String, Value>>(f).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            json!({
+                "name": name,
+                "type": VarType::detect(&value).map_or("null", VarType::as_str),
+                "value": match &value { Value::String(s) => s.clone(), v => v.to_string() },
+            })
+        })
+        .collect();
+    let problems: Vec<String> = d
+        .problems
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Vec<Value>>(p).ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    json!({
+        "id": d.id,
+        "receivedAt": rfc3339(d.received_at),
+        "status": d.status,
+        "accepted": (200..300).contains(&d.status),
+        "outcome": d.outcome,
+        "phoneNumber": d.phone,
+        "problems": problems,
+        "fields": fields,
+        "callId": d.call_id,
+        "bodyExcerpt": d.body_excerpt,
+    })
+}
+
+/// How often an open viewer looks for new deliveries.
+const VIEWER_POLL: Duration = Duration::from_millis(250);
+/// Deliveries a viewer starts with.
+const VIEWER_BACKLOG: i64 = 20;
+
+/// The Test viewer's stream: the latest deliveries, then each new one as it is recorded.
+/// It reads the deliveries table (off the ingest path: publishing costs senders nothing)
+/// and stays open as long as the page does.
+async fn events(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, i64)>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
+    let _ = admin;
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let mut backlog = deliveries::recent(&app.db, x.id, VIEWER_BACKLOG).await?;
+    backlog.reverse();
+    let last = backlog.last().map_or(0, |d| d.id);
+    // A first comment at once, so that the browser sees the stream open before any delivery.
+    let initial: Vec<Event> = std::iter::once(Event::default().comment("listening"))
+        .chain(backlog.iter().map(to_event))
+        .collect();
+    let db = app.db.clone();
+    let stream = stream::iter(initial.into_iter().map(Ok)).chain(
+        stream::unfold((db, x.id, last), |(db, action, last)| async move {
+            loop {
+                tokio::time::sleep(VIEWER_POLL).await;
+                match deliveries::after(&db, action, last).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        let next = rows.last().map_or(last, |d| d.id);
+                        let events: Vec<Result<Event, std::convert::Infallible>> =
+                            rows.iter().map(to_event).map(Ok).collect();
+                        return Some((stream::iter(events), (db, action, next)));
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "viewer could not read deliveries");
+                        continue;
+                    }
+                }
+            }
+        })
+        .flatten(),
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+}
+
+use futures_util::StreamExt;
+
+fn to_event(d: &DeliveryRow) -> Event {
+    Event::default()
+        .event("delivery")
+        .id(d.id.to_string())
+        .data(delivery_json(d).to_string())
+}
+
+#[derive(Deserialize)]
+struct FromScript {
+    #[serde(default)]
+    js: bool,
+}
+
+/// Posts the sample body through the webhook's checks. From the page's script (`?js=true`)
+/// the answer is empty: the viewer shows the delivery. Without scripts, back to the page.
+async fn send_sample(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    Query(q): Query<FromScript>,
+    f: AdminForm<Nothing>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let target = app
+        .catalog
+        .webhook(x.slug.as_deref().unwrap_or_default())
+        .await?
+        .ok_or_else(|| not_found("This webhook"))?;
+    let body = bytes::Bytes::from(sample_body(&a.public_id).to_string());
+    let status = crate::http::ingest::sample(app.clone(), target, body)
+        .await
+        .status();
+    if q.js {
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+    }
+    let notice = if status.is_success() {
+        "Sample request sent: it is in the list below.".to_owned()
+    } else {
+        format!("Sample request refused ({status}): see the list below.")
+    };
+    after(
+        &app,
+        &f.admin,
+        &format!("/admin/agents/{id}/actions/{action_id}/test"),
+        Ok(notice),
+    )
+}
+
+async fn save_variables(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<Vec<(String, String)>>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/test");
+    let chosen: Vec<&str> = f
+        .form
+        .iter()
+        .filter(|(k, _)| k == "field")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if chosen.is_empty() {
+        return after(
+            &app,
+            &f.admin,
+            &back,
+            Err(StoreError::Conflict("choose at least one field".into())),
+        );
+    }
+    let existing: Vec<String> = variables::list(&app.db, a.id)
+        .await?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    let mut saved = Vec::new();
+    for item in chosen {
+        let (name, ty) = item.split_once(':').unwrap_or((item, "string"));
+        let result = async {
+            let name = VariableName::parse(name).map_err(StoreError::Conflict)?;
+            let ty = VarType::parse(ty).unwrap_or(VarType::String);
+            if existing.iter().any(|e| e == name.as_str()) {
+                return Ok(());
+            }
+            variables::upsert(
+                &app.db,
+                a.id,
+                &NewVariable {
+                    name: name.clone(),
+                    ty,
+                    default: None,
+                    description: format!("From the webhook {:?}", x.name),
+                    source_action_id: Some(x.id),
+                },
+            )
+            .await?;
+            saved.push(name.to_string());
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            return after(&app, &f.admin, &back, Err(e));
+        }
+    }
+    app.catalog.invalidate();
+    let notice = if saved.is_empty() {
+        "Those variables were already declared.".to_owned()
+    } else {
+        format!("Saved as variables: {}.", saved.join(", "))
+    };
+    after(&app, &f.admin, &back, Ok(notice))
+}
+
+struct DeliveryView {
+    received_at: String,
+    status: i64,
+    accepted: bool,
+    outcome: String,
+    phone: String,
+    problems: Vec<String>,
+    fields: Vec<(String, String, String)>,
+    call_id: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/deliveries.html")]
+struct DeliveriesPage {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    action_id: i64,
+    name: String,
+    deliveries: Vec<DeliveryView>,
+}
+
+async fn deliveries_page(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let flash = app.flash.take(admin.session_id);
+    let rows = deliveries::recent(&app.db, x.id, 200).await?;
+    let deliveries = rows
+        .iter()
+        .map(|d| {
+            let j = delivery_json(d);
+            DeliveryView {
+                received_at: rfc3339(d.received_at),
+                status: d.status,
+                accepted: (200..300).contains(&d.status),
+                outcome: d.outcome.clone(),
+                phone: d.phone.clone().unwrap_or_default(),
+                problems: j["problems"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect(),
+                fields: j["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                        (s("name"), s("type"), s("value"))
+                    })
+                    .collect(),
+                call_id: d.call_id.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(render(DeliveriesPage {
+        page: Page::new(&admin, format!("Deliveries · {}", x.name), &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        action_id: x.id,
+        name: x.name,
+        deliveries,
+    }))
+}
+
+#[derive(Deserialize)]
+struct Move {
+    direction: String,
+}
+
+async fn move_action(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<Move>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let result = actions::move_action(&app.db, a.id, action_id, f.form.direction == "up")
+        .await
+        .map(|_| "Moved.".to_owned());
+    app.catalog.invalidate();
+    after(&app, &f.admin, &first_flow_link(&a), result)
+}
+
+async fn delete(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<Nothing>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let result = actions::delete(&app.db, a.id, action_id)
+        .await
+        .map(|_| "Pre-call action deleted; its URL and keys stopped working.".to_owned());
+    app.catalog.invalidate();
+    after(&app, &f.admin, &first_flow_link(&a), result)
+}

@@ -1,0 +1,122 @@
+//! The admin console: server-rendered pages (askama), forms with CSRF tokens, and a little
+//! JavaScript where it helps (copy buttons, the live Test viewer).
+
+mod actions;
+mod agents;
+mod flows;
+mod people;
+mod variables;
+
+use askama::Template;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::AppState;
+use crate::auth::session::{Admin, FlashData};
+use crate::error::AppError;
+use crate::store::StoreError;
+use crate::store::agents::Agent;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(people::router())
+        .merge(agents::router())
+        .merge(flows::router())
+        .merge(actions::router())
+        .merge(variables::router())
+}
+
+/// What every console page shows around its content.
+pub struct Page {
+    pub title: String,
+    pub email: String,
+    pub csrf: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Page {
+    /// The frame for `admin`'s page, with what was waiting to be shown once.
+    pub fn new(admin: &Admin, title: impl Into<String>, flash: &FlashData) -> Self {
+        Self {
+            title: title.into(),
+            email: admin.email.clone(),
+            csrf: admin.csrf.clone(),
+            notice: flash.notice.clone(),
+            error: flash.error.clone(),
+        }
+    }
+}
+
+/// Renders a page, or a bare 500 if the template fails.
+pub fn render(t: impl Template) -> Response {
+    super::render(t)
+}
+
+/// An admin route's failure, shown as a page.
+pub struct HtmlError(AppError);
+
+impl<E: Into<AppError>> From<E> for HtmlError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/error.html")]
+struct ErrorPage {
+    status: u16,
+    title: String,
+    detail: String,
+}
+
+impl IntoResponse for HtmlError {
+    fn into_response(self) -> Response {
+        let problem = self.0.into_problem();
+        let status = problem.kind.status();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            title: problem.kind.title().to_owned(),
+            detail: problem.detail,
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
+        }
+    }
+}
+
+pub type PageResult = Result<Response, HtmlError>;
+
+/// A 404 page.
+pub fn not_found(what: &str) -> HtmlError {
+    HtmlError(AppError::problem(
+        crate::error::ProblemKind::NotFound,
+        format!("{what} does not exist (or was deleted)"),
+    ))
+}
+
+/// After a form: back to `to`, with `result`'s message shown there once.
+pub fn after(
+    app: &AppState,
+    admin: &Admin,
+    to: &str,
+    result: Result<String, StoreError>,
+) -> PageResult {
+    match result {
+        Ok(notice) => app.flash.notice(admin.session_id, notice),
+        Err(StoreError::Conflict(m) | StoreError::NotFound(m)) => {
+            app.flash.error(admin.session_id, m)
+        }
+        Err(StoreError::Database(e)) => return Err(e.into()),
+    }
+    Ok(Redirect::to(to).into_response())
+}
+
+/// The agent with this public id, or a 404 page.
+pub async fn agent(app: &AppState, public_id: &str) -> Result<Agent, HtmlError> {
+    crate::store::agents::find_by_public_id(&app.db, public_id)
+        .await?
+        .ok_or_else(|| not_found("This agent"))
+}

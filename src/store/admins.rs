@@ -1,0 +1,130 @@
+//! Admins and their sessions.
+
+use sqlx::FromRow;
+
+use super::{Db, StoreError, begin_write, constraint_of, now_ms};
+use crate::auth::keys::SecretHash;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AdminRow {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM admins")
+        .fetch_one(&db.read)
+        .await
+}
+
+pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<AdminRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, password_hash, created_at FROM admins WHERE email = ?")
+        .bind(email)
+        .fetch_optional(&db.read)
+        .await
+}
+
+pub async fn list(db: &Db) -> Result<Vec<AdminRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, email, password_hash, created_at FROM admins ORDER BY email")
+        .fetch_all(&db.read)
+        .await
+}
+
+/// Adds an admin. `only_if_none` makes it the first admin or nothing (first-run setup).
+pub async fn create(
+    db: &Db,
+    email: &str,
+    password_hash: &str,
+    created_by: Option<i64>,
+    only_if_none: bool,
+) -> Result<i64, StoreError> {
+    let mut tx = begin_write(db).await?;
+    if only_if_none {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM admins")
+            .fetch_one(&mut *tx)
+            .await?;
+        if n > 0 {
+            return Err(StoreError::Conflict("an admin already exists".into()));
+        }
+    }
+    let id = sqlx::query_scalar(
+        "INSERT INTO admins (email, password_hash, created_at, created_by) VALUES (?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(email)
+    .bind(password_hash)
+    .bind(now_ms())
+    .bind(created_by)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match constraint_of(&e) {
+        Some(m) if m.contains("UNIQUE") => {
+            StoreError::Conflict(format!("an admin with the email {email} already exists"))
+        }
+        _ => StoreError::Database(e),
+    })?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A signed-in admin, found from their session cookie.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionRow {
+    pub session_id: i64,
+    pub admin_id: i64,
+    pub email: String,
+    pub csrf_token: String,
+    pub expires_at: i64,
+}
+
+pub async fn create_session(
+    db: &Db,
+    admin_id: i64,
+    token: &SecretHash,
+    csrf_token: &str,
+    lifetime_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = begin_write(db).await?;
+    sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, admin_id, csrf_token, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(token.as_bytes())
+    .bind(admin_id)
+    .bind(csrf_token)
+    .bind(now)
+    .bind(now + lifetime_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn find_session(db: &Db, token: &SecretHash) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id AS session_id, s.admin_id, a.email, s.csrf_token, s.expires_at
+           FROM sessions s JOIN admins a ON a.id = s.admin_id
+          WHERE s.token_hash = ? AND s.expires_at > ?",
+    )
+    .bind(token.as_bytes())
+    .bind(now_ms())
+    .fetch_optional(&db.read)
+    .await
+}
+
+pub async fn delete_session(db: &Db, session_id: i64) -> Result<(), sqlx::Error> {
+    let mut tx = begin_write(db).await?;
+    sqlx::query("DELETE FROM sessions WHERE id = ?")
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

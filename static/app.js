@@ -1,0 +1,147 @@
+// Precall console: copy buttons, confirmations, and the live Test viewer.
+"use strict";
+
+function announce(text) {
+  let region = document.getElementById("sr-announcer");
+  if (!region) {
+    region = document.createElement("div");
+    region.id = "sr-announcer";
+    region.className = "sr-only";
+    region.setAttribute("aria-live", "polite");
+    document.body.appendChild(region);
+  }
+  region.textContent = text;
+}
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.style.position = "fixed";
+  area.style.opacity = "0";
+  document.body.appendChild(area);
+  area.select();
+  document.execCommand("copy");
+  area.remove();
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const source = document.querySelector(button.dataset.copy);
+  if (!source) return;
+  const label = button.textContent;
+  try {
+    await copyText(source.textContent.trim());
+    button.textContent = "Copied";
+    announce("Copied to the clipboard");
+  } catch (e) {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => { button.textContent = label; }, 1500);
+});
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+  }
+});
+
+function text(el, value) {
+  el.textContent = value == null ? "" : String(value);
+  return el;
+}
+
+function renderDelivery(template, d, saveUrl, csrf) {
+  const item = template.content.firstElementChild.cloneNode(true);
+  item.dataset.id = d.id;
+  const verdict = item.querySelector(".verdict");
+  text(verdict, d.accepted ? "Accepted" : "Refused");
+  verdict.className = "badge " + (d.accepted ? "ok" : "bad");
+  text(item.querySelector(".status"), d.status);
+  const when = item.querySelector(".when");
+  when.dateTime = d.receivedAt;
+  text(when, new Date(d.receivedAt).toLocaleTimeString());
+  text(item.querySelector(".phone"), d.phoneNumber ? "Caller " + d.phoneNumber : "");
+  const problems = item.querySelector(".problems");
+  for (const p of d.problems) {
+    problems.appendChild(text(document.createElement("li"), p));
+  }
+  if (!d.problems.length) problems.remove();
+  const form = item.querySelector(".fields-form");
+  if (!d.fields.length) {
+    form.remove();
+  } else {
+    form.action = saveUrl;
+    form.querySelector("input[name=csrf]").value = csrf;
+    const body = form.querySelector("tbody");
+    d.fields.forEach((f, i) => {
+      const row = document.createElement("tr");
+      const pick = document.createElement("td");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.name = "field";
+      box.value = f.name + ":" + f.type;
+      box.id = "f-" + d.id + "-" + i;
+      box.setAttribute("aria-label", "Save " + f.name + " as a variable");
+      pick.appendChild(box);
+      row.appendChild(pick);
+      const name = document.createElement("td");
+      const label = document.createElement("label");
+      label.htmlFor = box.id;
+      label.appendChild(text(document.createElement("code"), f.name));
+      name.appendChild(label);
+      row.appendChild(name);
+      row.appendChild(text(document.createElement("td"), f.type));
+      row.appendChild(text(document.createElement("td"), f.value));
+      body.appendChild(row);
+    });
+  }
+  return item;
+}
+
+function startViewer() {
+  const viewer = document.getElementById("viewer");
+  if (!viewer || !window.EventSource) return;
+  const template = document.getElementById("delivery-template");
+  const empty = document.getElementById("viewer-empty");
+  const live = document.getElementById("live");
+  const seen = new Set();
+  const source = new EventSource(viewer.dataset.events);
+  source.onopen = () => { live.textContent = "Listening"; live.className = "live on"; };
+  source.onerror = () => { live.textContent = "Reconnecting…"; live.className = "live"; };
+  source.addEventListener("delivery", (event) => {
+    const d = JSON.parse(event.data);
+    if (seen.has(d.id)) return;
+    seen.add(d.id);
+    const item = renderDelivery(template, d, viewer.dataset.save, viewer.dataset.csrf);
+    viewer.prepend(item);
+    if (empty) empty.hidden = true;
+    announce((d.accepted ? "Accepted" : "Refused") + " request received");
+  });
+
+  const sample = document.getElementById("sample-form");
+  if (sample) {
+    sample.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = sample.querySelector("button");
+      button.disabled = true;
+      try {
+        await fetch(sample.action + "?js=true", {
+          method: "POST",
+          body: new URLSearchParams(new FormData(sample)),
+          credentials: "same-origin",
+        });
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", startViewer);

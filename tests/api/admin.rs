@@ -1,0 +1,567 @@
+//! The console through HTTP: accounts, CSRF, refusals of anonymous requests, the webhook
+//! wizard and its one-time key, variables.
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app};
+
+pub const EMAIL: &str = "admin@example.com";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
+pub struct Console {
+    pub client: Client,
+    pub base: String,
+}
+
+/// The value of the first `name="csrf"` field of a page.
+pub fn csrf_of(html: &str) -> String {
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a CSRF field on the page");
+    let rest = &html[at + r#"name="csrf" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+impl Console {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            client: Client::builder()
+                .cookie_store(true)
+                .redirect(Policy::none())
+                .build()
+                .unwrap(),
+            base: app.address.clone(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn page(&self, path: &str) -> String {
+        let res = self.get(path).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.text().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts a form with the CSRF token of the page at `from`.
+    pub async fn submit(&self, from: &str, path: &str, form: &[(&str, &str)]) -> Response {
+        let csrf = csrf_of(&self.page(from).await);
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+
+    /// Creates the first admin through the setup link; the client is then signed in.
+    pub async fn set_up(app: &TestApp) -> Self {
+        let console = Self::new(app);
+        let link = app
+            .setup_link
+            .clone()
+            .expect("a fresh server has a setup link");
+        let token = link.split("token=").nth(1).unwrap().to_owned();
+        let res = console
+            .post(
+                "/setup",
+                &[
+                    ("token", &token),
+                    ("email", EMAIL),
+                    ("password", PASSWORD),
+                    ("confirm", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        console
+    }
+
+    /// Creates an agent through the console; returns its public id.
+    pub async fn create_agent(&self, name: &str) -> String {
+        let res = self
+            .submit(
+                "/admin/agents",
+                "/admin/agents",
+                &[("name", name), ("region", "US")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let to = location(&res);
+        to.trim_start_matches("/admin/agents/").to_owned()
+    }
+}
+
+pub fn location(res: &Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_setup_link_creates_the_first_admin_once() {
+    let app = spawn_app().await;
+    let link = app.setup_link.clone().unwrap();
+    let console = Console::new(&app);
+    let path = link.trim_start_matches(&app.address).to_owned();
+    assert!(console.page(&path).await.contains("Create the first admin"));
+    let wrong = console.get("/setup?token=pcsetup_guess").await;
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+
+    let signed_in = Console::set_up(&app).await;
+    assert!(signed_in.page("/admin/agents").await.contains(EMAIL));
+
+    // The link is spent: it now leads to sign-in, and posting it again creates nothing.
+    let again = Console::new(&app);
+    assert_eq!(location(&again.get(&path).await), "/login");
+    let token = link.split("token=").nth(1).unwrap();
+    let res = again
+        .post(
+            "/setup",
+            &[
+                ("token", token),
+                ("email", "second@example.com"),
+                ("password", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn every_admin_page_and_action_refuses_an_anonymous_request() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let anonymous = Console::new(&app);
+    let pages = [
+        "/admin".to_owned(),
+        "/admin/agents".to_owned(),
+        "/admin/admins".to_owned(),
+        format!("/admin/agents/{agent}"),
+        format!("/admin/agents/{agent}/variables"),
+        format!("/admin/agents/{agent}/flows/1"),
+        format!("/admin/agents/{agent}/actions/new"),
+        format!("/admin/agents/{agent}/actions/1/configure"),
+        format!("/admin/agents/{agent}/actions/1/test"),
+        format!("/admin/agents/{agent}/actions/1/events"),
+        format!("/admin/agents/{agent}/actions/1/deliveries"),
+    ];
+    for path in &pages {
+        let res = anonymous.get(path).await;
+        if path == "/admin" {
+            // A plain redirect to the agents list, which itself refuses.
+            continue;
+        }
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "GET {path}");
+        assert!(location(&res).starts_with("/login?next="), "GET {path}");
+    }
+    let actions = [
+        "/admin/agents".to_owned(),
+        "/admin/admins".to_owned(),
+        "/logout".to_owned(),
+        format!("/admin/agents/{agent}/rename"),
+        format!("/admin/agents/{agent}/delete"),
+        format!("/admin/agents/{agent}/tokens"),
+        format!("/admin/agents/{agent}/flows"),
+        format!("/admin/agents/{agent}/flows/1/first"),
+        format!("/admin/agents/{agent}/flows/1/blocks"),
+        format!("/admin/agents/{agent}/actions"),
+        format!("/admin/agents/{agent}/actions/1/settings"),
+        format!("/admin/agents/{agent}/actions/1/key"),
+        format!("/admin/agents/{agent}/actions/1/sample"),
+        format!("/admin/agents/{agent}/actions/1/variables"),
+        format!("/admin/agents/{agent}/actions/1/delete"),
+        format!("/admin/agents/{agent}/variables"),
+    ];
+    for path in &actions {
+        let res = anonymous.post(path, &[("name", "x")]).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "POST {path}");
+    }
+    // Nothing changed.
+    assert!(
+        admin
+            .page(&format!("/admin/agents/{agent}"))
+            .await
+            .contains("Line")
+    );
+}
+
+#[tokio::test]
+async fn a_form_without_a_valid_csrf_token_changes_nothing() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Original").await;
+    let path = format!("/admin/agents/{agent}/rename");
+    for csrf in [None, Some("forged"), Some("")] {
+        let mut form = vec![("name", "Renamed")];
+        if let Some(c) = csrf {
+            form.push(("csrf", c));
+        }
+        let res = admin.post(&path, &form).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "csrf {csrf:?}");
+    }
+    let page = admin.page(&format!("/admin/agents/{agent}")).await;
+    assert!(page.contains("Original") && !page.contains("Renamed"));
+
+    // With the page's token it works.
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}"),
+            &path,
+            &[("name", "Renamed")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        admin
+            .page(&format!("/admin/agents/{agent}"))
+            .await
+            .contains("Renamed")
+    );
+}
+
+#[tokio::test]
+async fn signing_in_checks_the_password_and_slows_repeated_failures() {
+    let app = spawn_app().await;
+    Console::set_up(&app).await;
+    let visitor = Console::new(&app);
+    let res = visitor
+        .post(
+            "/login",
+            &[("email", EMAIL), ("password", "wrong password!")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = visitor
+        .post(
+            "/login",
+            &[("email", "nobody@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let mut throttled = false;
+    for _ in 0..8 {
+        let res = visitor
+            .post(
+                "/login",
+                &[("email", EMAIL), ("password", "wrong password!")],
+            )
+            .await;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(res.headers().contains_key("retry-after"));
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "repeated failures are slowed down");
+    // While throttled, even the right password waits.
+    let res = visitor
+        .post("/login", &[("email", EMAIL), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another account from elsewhere is not affected; the session cookie is HttpOnly and SameSite.
+    let other = Console::new(&app);
+    let res = other
+        .post(
+            "/login",
+            &[("email", "nobody@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address is throttled too"
+    );
+}
+
+#[tokio::test]
+async fn session_cookies_are_http_only_and_same_site_and_sign_out_ends_them() {
+    let app = spawn_app().await;
+    let console = Console::new(&app);
+    let token = app
+        .setup_link
+        .clone()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let res = console
+        .post(
+            "/setup",
+            &[
+                ("token", &token),
+                ("email", EMAIL),
+                ("password", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+        .await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.contains(PASSWORD));
+
+    let res = console.submit("/admin/agents", "/logout", &[]).await;
+    assert_eq!(location(&res), "/login");
+    assert_eq!(
+        console.get("/admin/agents").await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn the_wizard_shows_the_api_key_once_and_it_works() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let setup = admin
+        .page(&format!("/admin/agents/{agent}/actions/new"))
+        .await;
+    assert!(setup.contains("Custom Webhook") && setup.contains("Setup"));
+
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}/actions/new"),
+            &format!("/admin/agents/{agent}/actions"),
+            &[("kind", "webhook"), ("name", "CRM")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let configure = location(&res);
+    let page = admin.page(&configure).await;
+    let key_at = page
+        .find("pcwk_")
+        .expect("the key is shown right after it is made");
+    let key: String = page[key_at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert_eq!(key.len(), 48);
+    assert!(page.contains("will not be shown again") || page.contains("shown only now"));
+    assert!(page.contains("Copy API Key") && page.contains("Copy cURL"));
+    let url_at = page.find(&format!("{}/webhooks/", app.address)).unwrap();
+    let url: String = page[url_at..]
+        .chars()
+        .take_while(|c| *c != '<' && *c != '\'')
+        .collect();
+    assert!(page.contains(&agent), "the cURL's body has the agent's id");
+
+    // The key works from outside.
+    let res = app
+        .client
+        .post(&url)
+        .header("X-Authorization", &key)
+        .json(&json!({"agentId": agent, "phoneNumber": "+12125551234", "plan": "gold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    // Never again in a page.
+    let again = admin.page(&configure).await;
+    assert!(!again.contains(&key), "the key was shown twice");
+    assert!(
+        again.contains(&key[key.len() - 4..]),
+        "its last characters identify it"
+    );
+    assert!(again.contains("Regenerate key"));
+    let deliveries = admin
+        .page(&configure.replace("/configure", "/deliveries"))
+        .await;
+    assert!(deliveries.contains("+12125551234") && !deliveries.contains(&key));
+    let test = admin.page(&configure.replace("/configure", "/test")).await;
+    assert!(!test.contains(&key));
+}
+
+#[tokio::test]
+async fn advanced_settings_are_validated_on_the_server() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}/actions/new"),
+            &format!("/admin/agents/{agent}/actions"),
+            &[("kind", "webhook"), ("name", "CRM")],
+        )
+        .await;
+    let configure = location(&res);
+    let settings = configure.replace("/configure", "/settings");
+    for (wait, ttl) in [
+        ("11", "10"),
+        ("-1", "10"),
+        ("abc", "10"),
+        ("2", "0"),
+        ("2", "99999"),
+    ] {
+        let res = admin
+            .submit(
+                &configure,
+                &settings,
+                &[
+                    ("name", "CRM"),
+                    ("wait_seconds", wait),
+                    ("ttl_minutes", ttl),
+                    ("enabled", "on"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let page = admin.page(&configure).await;
+        assert!(page.contains("flash bad"), "wait {wait} ttl {ttl} accepted");
+    }
+    let res = admin
+        .submit(
+            &configure,
+            &settings,
+            &[
+                ("name", "CRM"),
+                ("wait_seconds", "3.5"),
+                ("ttl_minutes", "30"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin.page(&configure).await;
+    assert!(
+        page.contains("Settings saved")
+            && page.contains(r#"value="3.5""#)
+            && page.contains(r#"value="30""#)
+    );
+}
+
+#[tokio::test]
+async fn set_as_first_flow_moves_the_flag_and_the_add_control_follows_it() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let overview = admin.page(&format!("/admin/agents/{agent}")).await;
+    let first_link = overview.split("/flows/").nth(1).unwrap();
+    let first: String = first_link
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}"),
+            &format!("/admin/agents/{agent}/flows"),
+            &[("name", "Verification")],
+        )
+        .await;
+    let second_path = location(&res);
+    let second_path = second_path.split('?').next().unwrap().to_owned();
+    let page = admin.page(&second_path).await;
+    assert!(page.contains("Set as First Flow"));
+    assert!(
+        !page.contains("Add a pre-call action"),
+        "only above the First Flow"
+    );
+    let first_page = admin
+        .page(&format!("/admin/agents/{agent}/flows/{first}"))
+        .await;
+    assert!(first_page.contains("Add a pre-call action"));
+
+    let res = admin
+        .submit(&second_path, &format!("{second_path}/first"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin.page(&second_path).await;
+    assert!(page.contains("Add a pre-call action") && !page.contains(">Set as First Flow<"));
+    let old = admin
+        .page(&format!("/admin/agents/{agent}/flows/{first}"))
+        .await;
+    assert!(old.contains("Set as First Flow") && !old.contains("Add a pre-call action"));
+}
+
+#[tokio::test]
+async fn sample_requests_can_be_saved_as_variables_and_appear_on_the_variables_page() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}/actions/new"),
+            &format!("/admin/agents/{agent}/actions"),
+            &[("kind", "webhook"), ("name", "CRM")],
+        )
+        .await;
+    let test = location(&res).replace("/configure", "/test");
+    let res = admin
+        .submit(&test, &test.replace("/test", "/sample"), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let deliveries = admin.page(&test.replace("/test", "/deliveries")).await;
+    assert!(deliveries.contains("+12125550123") && deliveries.contains("customer_name"));
+
+    let res = admin
+        .submit(
+            &test,
+            &test.replace("/test", "/variables"),
+            &[
+                ("field", "customer_name:string"),
+                ("field", "priority:string"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let variables = admin
+        .page(&format!("/admin/agents/{agent}/variables"))
+        .await;
+    assert!(variables.contains("customer_name") && variables.contains("priority"));
+    assert!(variables.contains("CRM"), "the source names the webhook");
+}
+
+#[tokio::test]
+async fn declaring_a_variable_validates_its_name_type_and_default() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let path = format!("/admin/agents/{agent}/variables");
+    for (name, ty, default) in [
+        ("1bad", "string", ""),
+        ("risk", "number", "high"),
+        ("call_id", "string", ""),
+        ("ok", "colour", ""),
+    ] {
+        admin
+            .submit(
+                &path,
+                &path,
+                &[("name", name), ("type", ty), ("default", default)],
+            )
+            .await;
+        let page = admin.page(&path).await;
+        assert!(
+            page.contains("flash bad"),
+            "{name} {ty} {default:?} accepted"
+        );
+    }
+    admin
+        .submit(
+            &path,
+            &path,
+            &[("name", "risk_score"), ("type", "number"), ("default", "0")],
+        )
+        .await;
+    let page = admin.page(&path).await;
+    assert!(page.contains("Saved risk_score") && page.contains("<code>risk_score</code>"));
+}

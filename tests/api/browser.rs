@@ -1,0 +1,328 @@
+//! End to end in a real headless Chromium (Debian's `chromium` and `chromium-driver`):
+//! first-run setup, an agent and a flow, Set as First Flow, ➕ → Webhook → Setup →
+//! Configure → Test, requests from outside appearing live, Save as variables.
+//!
+//! Run with `cargo test -- --include-ignored` once the browser is installed:
+//! `apt-get install -y chromium chromium-driver`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (apt-get install chromium-driver)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, port }
+}
+
+pub struct Browser {
+    pub client: Client,
+    _driver: Driver,
+    shots: PathBuf,
+}
+
+impl Browser {
+    pub async fn start(width: u32, height: u32) -> Self {
+        let driver = start_driver();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--disable-quic",
+                    format!("--window-size={width},{height}"),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a Chromium session");
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self {
+            client,
+            _driver: driver,
+            shots,
+        }
+    }
+
+    pub async fn css(&self, selector: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no {selector}: {e}"))
+    }
+
+    pub async fn fill(&self, selector: &str, text: &str) {
+        let field = self.css(selector).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    pub async fn click(&self, selector: &str) {
+        self.css(selector).await.click().await.unwrap();
+    }
+
+    pub async fn text(&self, selector: &str) -> String {
+        self.css(selector).await.text().await.unwrap()
+    }
+
+    pub async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Waits until `check` holds for the page's source.
+    pub async fn until(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let source = self.client.source().await.unwrap();
+            if check(&source) {
+                return source;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn sign_up(b: &Browser, app: &TestApp) {
+    b.client
+        .goto(app.setup_link.as_deref().unwrap())
+        .await
+        .unwrap();
+    b.fill("#email", "admin@example.com").await;
+    b.fill("#password", "correct horse battery").await;
+    b.fill("#confirm", "correct horse battery").await;
+    b.shot("01-setup").await;
+    b.click("button[type=submit]").await;
+    b.css("#agent-name").await;
+}
+
+/// Runs the copied cURL command (the browser's text, as an admin would paste it). Async:
+/// the server under test runs on this test's runtime.
+async fn run_curl(command: &str) -> (u16, Value) {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command} -s -w '\\n%{{http_code}}'"))
+        .output()
+        .await
+        .expect("sh and curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.trim().rsplit_once('\n').expect("a status line");
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    sign_up(&b, &app).await;
+
+    // An agent, a second flow, which becomes the First Flow.
+    b.fill("#agent-name", "Support line").await;
+    b.shot("02-agents").await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    let agent_id = b.text("#agent-id").await;
+    assert_eq!(agent_id.len(), 20);
+    b.fill("#flow-name", "Main line").await;
+    b.click("form[action$='/flows'] button[type=submit]").await;
+    b.css(".editor").await;
+    let source = b.client.source().await.unwrap();
+    assert!(source.contains("Set as First Flow") && !source.contains("Add a pre-call action"));
+    b.click("form[action$='/first'] button").await;
+    b.until("the First Flow badge", |s| {
+        s.contains("badge first") && s.contains("Add a pre-call action")
+    })
+    .await;
+    b.shot("03-flow-editor").await;
+
+    // ➕ → Webhook → Setup.
+    b.click("details.add-precall summary").await;
+    b.click("details.add-precall .menu a").await;
+    b.css(".steps li.current").await;
+    assert!(b.text(".steps li.current").await.contains("Setup"));
+    b.fill("#name", "CRM webhook").await;
+    b.shot("04-wizard-setup").await;
+    b.click("form button.primary").await;
+
+    // Configure: the URL, the key (once) and a ready-to-run cURL.
+    let url = b.text("#webhook-url").await;
+    let key = b.text("#api-key").await;
+    let curl = b.text("#curl").await;
+    assert!(url.starts_with(&app.address) && url.contains("/webhooks/"));
+    assert!(key.starts_with("pcwk_"));
+    assert!(curl.contains(&url) && curl.contains(&key) && curl.contains(&agent_id));
+    assert!(b.text(".steps li.current").await.contains("Configure"));
+    b.click("details.advanced summary").await;
+    b.shot("05-wizard-configure").await;
+    b.click(".wizard > .actions a.primary").await;
+
+    // Test: the viewer listens, requests from outside appear with their verdicts.
+    b.until("the viewer to listen", |s| s.contains(">Listening<"))
+        .await;
+    assert!(b.text(".steps li.current").await.contains("Test"));
+    let (status, body) = run_curl(&curl).await;
+    assert_eq!(status, 202, "{body}");
+    let bad = app
+        .client
+        .post(&url)
+        .header("X-Authorization", &key)
+        .json(
+            &json!({"agentId": agent_id, "phoneNumber": "not a number", "customer": {"name": "x"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let source = b
+        .until("both requests in the viewer", |s| {
+            s.matches("class=\"delivery\"").count() >= 2
+        })
+        .await;
+    let accepted = source.find(">Accepted<").expect("an accepted entry");
+    let refused = source.find(">Refused<").expect("a refused entry");
+    assert!(refused < accepted, "newest first");
+    assert!(
+        source.contains("+12125550123"),
+        "the normalised phone is shown"
+    );
+    assert!(source.contains("customer_name") && source.contains("Jane Doe"));
+    assert!(
+        source.contains("customer is an object"),
+        "the reasons are shown"
+    );
+    assert!(!source.contains(&key), "the key is not on the Test page");
+    b.shot("06-wizard-test").await;
+
+    // Save two fields as variables; they are on the variables page.
+    b.click(".delivery input[value='customer_name:string']")
+        .await;
+    b.click(".delivery input[value='priority:string']").await;
+    b.click(".delivery .fields-form button").await;
+    b.until("the saved notice", |s| s.contains("Saved as variables"))
+        .await;
+    b.client
+        .goto(&format!(
+            "{}/admin/agents/{agent_id}/variables",
+            app.address
+        ))
+        .await
+        .unwrap();
+    let variables = b
+        .until("the variables", |s| {
+            s.contains("<code>customer_name</code>")
+        })
+        .await;
+    assert!(variables.contains("<code>priority</code>") && variables.contains("CRM webhook"));
+    b.shot("07-variables").await;
+
+    // The Configure page no longer shows the key.
+    b.client.back().await.unwrap();
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}", app.address))
+        .await
+        .unwrap();
+    b.click("a[href$='/configure']").await;
+    let configure = b
+        .until("the configure page", |s| s.contains("Regenerate key"))
+        .await;
+    assert!(!configure.contains(&key));
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn console_pages_are_usable_in_a_narrow_window_and_by_keyboard() {
+    let app = spawn_app().await;
+    let b = Browser::start(390, 844).await;
+    sign_up(&b, &app).await;
+    b.fill("#agent-name", "Narrow").await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    b.css("#agent-id").await;
+    // Nothing wider than the window.
+    let overflow = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap_or(0) <= 0,
+        "the page scrolls sideways by {overflow}"
+    );
+    b.shot("08-narrow-agent").await;
+
+    // Every form control has a label, and Tab reaches the skip link first.
+    let unlabelled = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                             && !e.getAttribute('aria-labelledby')).map(e => e.name);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "controls without a label");
+    b.css("body").await.send_keys("\u{E004}").await.unwrap();
+    let focused = b
+        .client
+        .execute("return document.activeElement.textContent;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("Skip to content"));
+    b.client.clone().close().await.unwrap();
+}

@@ -38,6 +38,34 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Sends `req`; returns the status and the `set-cookie` header.
+    pub async fn send_keep_headers(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Option<String>)> {
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = res.status();
+        let _ = res.into_body().collect().await?;
+        Ok((status, cookie))
+    }
+
+    /// Sends `req` and returns the response with its body still streaming.
+    pub async fn send_streaming(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(req).await?)
+    }
+}
+
 /// A POST with a JSON body and optional auth header.
 pub fn post(path: &str, auth: Option<(&'static str, &str)>, body: String) -> Request<Full<Bytes>> {
     let mut b = Request::post(path)

@@ -33,7 +33,8 @@ struct Options {
     parked: usize,
     /// Park calls over HTTP/1.1 (a connection each) instead of HTTP/2.
     parked_http1: bool,
-    /// Scenarios to run (`ingest`, `open`, `calls`, `wake`, `fallback`, `parked`); all if empty.
+    /// Scenarios to run (`ingest`, `viewer`, `open`, `calls`, `wake`, `fallback`, `parked`);
+    /// all if empty.
     only: Vec<String>,
 }
 
@@ -366,6 +367,45 @@ async fn run(o: Options) -> anyhow::Result<()> {
         });
     }
 
+    if o.runs("viewer") {
+        // 2b. Ingest again, with the console's Test viewer open on the webhook.
+        let viewer = open_viewer(&precall, &main_agent).await?;
+        let near = nearby_baseline(&baseline, &o, &echo).await;
+        let with = best_of(&o.levels, |conns, level| {
+            let first = INGEST + 2_000_000 + level as u64 * 400_000;
+            drive(
+                precall.addr,
+                conns,
+                o.duration,
+                None,
+                first,
+                Pace::Closed,
+                StatusCode::ACCEPTED,
+                true,
+                ingest_request(&main_agent),
+            )
+        })
+        .await;
+        let events = viewer.events();
+        viewer.stop();
+        account(&with, &mut acked, &mut sent, &mut refused);
+        let r_with = with.rps() / near;
+        // Against the same scenario's throughput without a viewer (when it ran).
+        let kept = o.runs("ingest").then(|| with.rps() / ingest_rps);
+        rows.push(Row {
+            name: "ingest with a Test viewer open".into(),
+            ratio: Some(r_with),
+            figure: kept.map_or_else(
+                || format!("{r_with:.3} of baseline"),
+                |k| format!("{:.0} % of without", k * 100.0),
+            ),
+            target: "≥ 90 % of without".into(),
+            pass: kept.map(|k| k >= 0.9),
+            extra: json!({ "viewer_events_received": events }),
+            stats: Some(with),
+        });
+    }
+
     if o.runs("open") {
         // 3. Ingest p99 at half its maximum, open loop.
         let rate = (ingest_rps / 2.0).max(1.0);
@@ -605,6 +645,76 @@ async fn run(o: Options) -> anyhow::Result<()> {
     )?;
     println!("report written to {}", file.display());
     Ok(())
+}
+
+/// A Test viewer: an admin session and the viewer's event stream, read in the background.
+struct Viewer {
+    task: tokio::task::JoinHandle<()>,
+    events: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Viewer {
+    fn events(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn open_viewer(server: &Server, agent: &Agent) -> anyhow::Result<Viewer> {
+    use http_body_util::BodyExt;
+    let link = server
+        .setup_link
+        .borrow()
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the server printed no setup link"))?;
+    let token = link.split("token=").nth(1).unwrap_or_default().to_owned();
+    let mut conn = Conn::open(server.addr).await?;
+    let form = format!(
+        "token={token}&email=bench%40example.com&password=bench-password-123&confirm=bench-password-123"
+    );
+    let req = hyper::Request::post("/setup")
+        .header("host", "localhost")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(form)))?;
+    let (status, cookie) = conn.send_keep_headers(req).await?;
+    anyhow::ensure!(status.is_redirection(), "setup answered {status}");
+    let cookie = cookie.ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let session = cookie.split(';').next().unwrap_or_default().to_owned();
+    // The webhook of `agent` is its first action.
+    let path = format!("/admin/agents/{}/actions/1/events", agent.id);
+    let addr = server.addr;
+    let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = events.clone();
+    let task = tokio::spawn(async move {
+        let Ok(mut conn) = Conn::open(addr).await else {
+            return;
+        };
+        let req = hyper::Request::get(path)
+            .header("host", "localhost")
+            .header("cookie", session)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let Ok(res) = conn.send_streaming(req).await else {
+            return;
+        };
+        let mut body = res.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                let n = data
+                    .windows(16)
+                    .filter(|w| {
+                        *w == b"event: delivery
+"
+                    })
+                    .count();
+                counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(Viewer { task, events })
 }
 
 /// The baseline's throughput measured again, right before a scenario: the machine's speed

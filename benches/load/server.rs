@@ -17,6 +17,8 @@ const SERVER_NICE: libc::c_int = 5;
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The first-run setup link the server printed, if it printed one.
+    pub setup_link: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Server {
@@ -84,8 +86,21 @@ impl Server {
             .strip_prefix(prefix)
             .ok_or_else(|| anyhow::anyhow!("unexpected first line {first:?}"))?
             .parse()?;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, addr })
+        let (link_tx, setup_link) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("http") {
+                    if line.contains("/setup?token=") {
+                        let _ = link_tx.send(Some(line[at..].trim().to_owned()));
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            addr,
+            setup_link,
+        })
     }
 
     pub fn pid(&self) -> u32 {

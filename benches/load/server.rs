@@ -89,10 +89,10 @@ impl Server {
         let (link_tx, setup_link) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.find("http") {
-                    if line.contains("/setup?token=") {
-                        let _ = link_tx.send(Some(line[at..].trim().to_owned()));
-                    }
+                if let Some(at) = line.find("http")
+                    && line.contains("/setup?token=")
+                {
+                    let _ = link_tx.send(Some(line[at..].trim().to_owned()));
                 }
             }
         });

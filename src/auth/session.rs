@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -25,12 +26,22 @@ pub const CSRF_FIELD: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The signed-in admin of a request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     pub id: i64,
     pub email: String,
     pub session_id: i64,
     pub csrf: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts a session for `admin_id`; returns the cookie to set.
@@ -96,6 +107,14 @@ impl FromRequestParts<AppState> for Admin {
                     .map_or("/admin", |p| p.as_str())
                     .to_owned();
                 NotSignedIn::Page(back)
+            } else if parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+            {
+                // A form sent after the session ended: sign in again, then start over.
+                NotSignedIn::Page("/admin".into())
             } else {
                 NotSignedIn::Refused
             }
@@ -201,13 +220,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AdminForm<T> {
 }
 
 /// Things to show an admin once, on their next page: secrets right after they are made,
-/// and notices. Kept in memory, by session.
+/// and notices. Kept in memory, by session, for a few minutes at most.
 #[derive(Default)]
 pub struct Flash {
-    by_session: Mutex<HashMap<i64, FlashData>>,
+    by_session: Mutex<HashMap<i64, (Instant, FlashData)>>,
 }
 
-#[derive(Default, Debug)]
+/// How long something waits to be shown before it is dropped.
+const FLASH_KEEP: Duration = Duration::from_secs(300);
+
+#[derive(Default)]
 pub struct FlashData {
     pub notice: Option<String>,
     pub error: Option<String>,
@@ -215,32 +237,43 @@ pub struct FlashData {
     pub secret: Option<(String, i64, String)>,
 }
 
+impl std::fmt::Debug for FlashData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlashData")
+            .field("notice", &self.notice)
+            .field("error", &self.error)
+            .field(
+                "secret",
+                &self.secret.as_ref().map(|(k, id, _)| (k, id, "<redacted>")),
+            )
+            .finish()
+    }
+}
+
 impl Flash {
-    pub fn notice(&self, session: i64, text: impl Into<String>) {
-        self.by_session
-            .lock()
-            .expect("flash lock")
+    fn with(&self, session: i64, f: impl FnOnce(&mut FlashData)) {
+        let mut map = self.by_session.lock().expect("flash lock");
+        let now = Instant::now();
+        map.retain(|_, (at, _)| now.duration_since(*at) < FLASH_KEEP);
+        let entry = map
             .entry(session)
-            .or_default()
-            .notice = Some(text.into());
+            .or_insert_with(|| (now, FlashData::default()));
+        entry.0 = now;
+        f(&mut entry.1);
+    }
+
+    pub fn notice(&self, session: i64, text: impl Into<String>) {
+        self.with(session, |d| d.notice = Some(text.into()));
     }
 
     pub fn error(&self, session: i64, text: impl Into<String>) {
-        self.by_session
-            .lock()
-            .expect("flash lock")
-            .entry(session)
-            .or_default()
-            .error = Some(text.into());
+        self.with(session, |d| d.error = Some(text.into()));
     }
 
     pub fn secret(&self, session: i64, kind: &str, id: i64, secret: &Secret) {
-        self.by_session
-            .lock()
-            .expect("flash lock")
-            .entry(session)
-            .or_default()
-            .secret = Some((kind.to_owned(), id, secret.expose().to_owned()));
+        self.with(session, |d| {
+            d.secret = Some((kind.to_owned(), id, secret.expose().to_owned()));
+        });
     }
 
     /// Takes what is waiting for this session.
@@ -249,6 +282,8 @@ impl Flash {
             .lock()
             .expect("flash lock")
             .remove(&session)
+            .filter(|(at, _)| at.elapsed() < FLASH_KEEP)
+            .map(|(_, d)| d)
             .unwrap_or_default()
     }
 }

@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use super::{Db, StoreError, begin_write, constraint_of, now_ms};
 use crate::auth::keys::SecretHash;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Clone, FromRow)]
 pub struct AdminRow {
     pub id: i64,
     pub email: String,
@@ -69,14 +69,46 @@ pub async fn create(
     Ok(id)
 }
 
+impl std::fmt::Debug for AdminRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A signed-in admin, found from their session cookie.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Clone, FromRow)]
 pub struct SessionRow {
     pub session_id: i64,
     pub admin_id: i64,
     pub email: String,
     pub csrf_token: String,
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("session_id", &self.session_id)
+            .field("admin_id", &self.admin_id)
+            .field("email", &self.email)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a session is still signed in (not expired, not signed out).
+pub async fn session_alive(db: &Db, session_id: i64) -> Result<bool, sqlx::Error> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE id = ? AND expires_at > ?")
+            .bind(session_id)
+            .bind(now_ms())
+            .fetch_one(&db.read)
+            .await?;
+    Ok(n > 0)
 }
 
 pub async fn create_session(

@@ -96,13 +96,16 @@ pub async fn create(db: &Db, agent_id: i64, name: &str) -> Result<i64, StoreErro
 pub async fn rename(db: &Db, agent_id: i64, flow_id: i64, name: &str) -> Result<(), StoreError> {
     let name = check_name(name)?;
     let mut tx = begin_write(db).await?;
-    sqlx::query("UPDATE flows SET name = ? WHERE id = ? AND agent_id = ?")
+    let done = sqlx::query("UPDATE flows SET name = ? WHERE id = ? AND agent_id = ?")
         .bind(name)
         .bind(flow_id)
         .bind(agent_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_name(e, name))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("this agent has no such flow".into()));
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -119,11 +122,14 @@ pub async fn delete(db: &Db, agent_id: i64, flow_id: i64) -> Result<(), StoreErr
             "this is the First Flow: set another flow as First Flow before deleting it".into(),
         ));
     }
-    sqlx::query("DELETE FROM flows WHERE id = ? AND agent_id = ?")
+    let done = sqlx::query("DELETE FROM flows WHERE id = ? AND agent_id = ?")
         .bind(flow_id)
         .bind(agent_id)
         .execute(&mut *tx)
         .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("this agent has no such flow".into()));
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -5,6 +5,12 @@ use crate::auth::keys::{Secret, SecretHash, SecretKind};
 
 /// Makes a token for `agent_id`; the returned secret is its one showing.
 pub async fn create(db: &Db, agent_id: i64, name: &str) -> Result<Secret, StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 80 {
+        return Err(StoreError::Conflict(
+            "a token's name is 1 to 80 characters".into(),
+        ));
+    }
     let token = Secret::generate(SecretKind::RuntimeToken);
     let mut tx = begin_write(db).await?;
     sqlx::query(
@@ -61,12 +67,19 @@ pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<TokenRow>, sqlx::Error> 
 /// Stops a token from working, at once.
 pub async fn revoke(db: &Db, agent_id: i64, token_id: i64) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    sqlx::query("UPDATE runtime_tokens SET revoked_at = ? WHERE id = ? AND agent_id = ? AND revoked_at IS NULL")
-        .bind(now_ms())
-        .bind(token_id)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE runtime_tokens SET revoked_at = ? WHERE id = ? AND agent_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(token_id)
+    .bind(agent_id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(
+            "this agent has no such token, or it is already revoked".into(),
+        ));
+    }
     tx.commit().await?;
     Ok(())
 }

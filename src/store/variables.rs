@@ -98,11 +98,16 @@ pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<VariableRow>, sqlx::Erro
 
 pub async fn delete(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    sqlx::query("DELETE FROM variables WHERE agent_id = ? AND name = ?")
+    let done = sqlx::query("DELETE FROM variables WHERE agent_id = ? AND name = ?")
         .bind(agent_id)
         .bind(name)
         .execute(&mut *tx)
         .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!(
+            "this agent has no variable {name:?}"
+        )));
+    }
     tx.commit().await?;
     Ok(())
 }

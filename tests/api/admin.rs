@@ -188,7 +188,17 @@ async fn every_admin_page_and_action_refuses_an_anonymous_request() {
         format!("/admin/agents/{agent}/variables"),
     ];
     for path in &actions {
+        // A form is sent to sign in again; anything else is refused outright.
         let res = anonymous.post(path, &[("name", "x")]).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "POST {path}");
+        assert!(location(&res).starts_with("/login"), "POST {path}");
+        let res = anonymous
+            .client
+            .post(format!("{}{path}", anonymous.base))
+            .json(&json!({ "name": "x" }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "POST {path}");
     }
     // Nothing changed.
@@ -253,6 +263,18 @@ async fn signing_in_checks_the_password_and_slows_repeated_failures() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // A sign-in form posted from another site is refused before the password is looked at.
+    let res = visitor
+        .client
+        .post(format!("{}/login", visitor.base))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("set-cookie").is_none());
 
     let mut throttled = false;
     for _ in 0..8 {
@@ -324,6 +346,90 @@ async fn session_cookies_are_http_only_and_same_site_and_sign_out_ends_them() {
         console.get("/admin/agents").await.status(),
         StatusCode::SEE_OTHER
     );
+}
+
+#[tokio::test]
+async fn console_pages_are_never_cached_nor_framed() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    for path in ["/login".to_owned(), format!("/admin/agents/{agent}")] {
+        let res = admin.get(&path).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.headers()["cache-control"], "no-store", "{path}");
+        assert_eq!(res.headers()["x-frame-options"], "DENY", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn renaming_or_deleting_what_does_not_exist_is_a_404() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let from = format!("/admin/agents/{agent}");
+    for path in [
+        format!("/admin/agents/{agent}/flows/999999/rename"),
+        format!("/admin/agents/{agent}/flows/999999/delete"),
+    ] {
+        let res = admin.submit(&from, &path, &[("name", "Other")]).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // A variable or token that is not there: the page says so instead of "deleted".
+    let res = admin
+        .submit(
+            &from,
+            &format!("/admin/agents/{agent}/variables/nothing/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin
+        .page(&format!("/admin/agents/{agent}/variables"))
+        .await;
+    assert!(page.contains("no variable"), "{page}");
+}
+
+#[tokio::test]
+async fn the_live_viewer_stops_when_its_session_signs_out() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let res = admin
+        .submit(
+            &format!("/admin/agents/{agent}"),
+            &format!("/admin/agents/{agent}/actions"),
+            &[("kind", "webhook"), ("name", "CRM")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let wizard = location(&res);
+    let action: String = wizard
+        .split("/actions/")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let res = admin
+        .get(&format!("/admin/agents/{agent}/actions/{action}/events"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("listening"));
+
+    let res = admin.submit("/admin/agents", "/logout", &[]).await;
+    assert_eq!(location(&res), "/login");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on after sign-out");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use crate::auth::session::{Admin, AdminForm};
 use crate::domain::variables::{VarType, VariableName};
 use crate::http::AppState;
 use crate::store::actions::{self, ActionRow, NewWebhook, WebhookChanges};
+use crate::store::admins;
 use crate::store::agents::Agent;
 use crate::store::deliveries::{self, DeliveryRow};
 use crate::store::variables::{self, NewVariable};
@@ -372,6 +373,8 @@ fn delivery_json(d: &DeliveryRow) -> Value {
 
 /// How often an open viewer looks for new deliveries.
 const VIEWER_POLL: Duration = Duration::from_millis(250);
+/// Every how many polls an open viewer checks that its session is still signed in.
+const SESSION_CHECK_EVERY: u32 = 8;
 /// Deliveries a viewer starts with.
 const VIEWER_BACKLOG: i64 = 20;
 
@@ -383,7 +386,6 @@ async fn events(
     admin: Admin,
     Path((id, action_id)): Path<(String, i64)>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
-    let _ = admin;
     let a = agent(&app, &id).await?;
     let x = action_of(&app, &a, action_id).await?;
     let mut backlog = deliveries::recent(&app.db, x.id, VIEWER_BACKLOG).await?;
@@ -394,25 +396,37 @@ async fn events(
         .chain(backlog.iter().map(to_event))
         .collect();
     let db = app.db.clone();
+    let session = admin.session_id;
     let stream = stream::iter(initial.into_iter().map(Ok)).chain(
-        stream::unfold((db, x.id, last), |(db, action, last)| async move {
-            loop {
-                tokio::time::sleep(VIEWER_POLL).await;
-                match deliveries::after(&db, action, last).await {
-                    Ok(rows) if !rows.is_empty() => {
-                        let next = rows.last().map_or(last, |d| d.id);
-                        let events: Vec<Result<Event, std::convert::Infallible>> =
-                            rows.iter().map(to_event).map(Ok).collect();
-                        return Some((stream::iter(events), (db, action, next)));
+        stream::unfold(
+            (db, x.id, last, 0u32),
+            move |(db, action, last, polls)| async move {
+                let mut polls = polls;
+                loop {
+                    tokio::time::sleep(VIEWER_POLL).await;
+                    polls = polls.wrapping_add(1);
+                    // The stream ends with the session: signed out or expired, it shows no more.
+                    if polls % SESSION_CHECK_EVERY == 0
+                        && !matches!(admins::session_alive(&db, session).await, Ok(true))
+                    {
+                        return None;
                     }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "viewer could not read deliveries");
-                        continue;
+                    match deliveries::after(&db, action, last).await {
+                        Ok(rows) if !rows.is_empty() => {
+                            let next = rows.last().map_or(last, |d| d.id);
+                            let events: Vec<Result<Event, std::convert::Infallible>> =
+                                rows.iter().map(to_event).map(Ok).collect();
+                            return Some((stream::iter(events), (db, action, next, polls)));
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "viewer could not read deliveries");
+                            continue;
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .flatten(),
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))

@@ -260,9 +260,18 @@ async fn create_token(
     } else {
         f.form.name.trim()
     };
-    let token = tokens::create(&app.db, a.id, name).await?;
-    app.flash.secret(f.admin.session_id, "token", a.id, &token);
-    Ok(Redirect::to(&format!("/admin/agents/{id}#tokens")).into_response())
+    match tokens::create(&app.db, a.id, name).await {
+        Ok(token) => {
+            app.flash.secret(f.admin.session_id, "token", a.id, &token);
+            Ok(Redirect::to(&format!("/admin/agents/{id}#tokens")).into_response())
+        }
+        Err(e) => after(
+            &app,
+            &f.admin,
+            &format!("/admin/agents/{id}#tokens"),
+            Err(e),
+        ),
+    }
 }
 
 async fn revoke_token(

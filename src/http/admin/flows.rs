@@ -316,6 +316,7 @@ async fn rename(
     f: AdminForm<Named>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
+    flow_of(&app, &a, flow_id).await?;
     let result = store::rename(&app.db, a.id, flow_id, &f.form.name)
         .await
         .map(|_| "Renamed.".to_owned());
@@ -333,6 +334,7 @@ async fn delete(
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
+    flow_of(&app, &a, flow_id).await?;
     match store::delete(&app.db, a.id, flow_id).await {
         Ok(()) => {
             app.catalog.invalidate();
@@ -414,6 +416,9 @@ struct BlockForm {
     rest: HashMap<String, String>,
 }
 
+/// The most cases a Filter block may have.
+const MAX_CASES: usize = 50;
+
 fn opt_id(s: &str) -> Value {
     s.trim().parse::<i64>().map_or(Value::Null, Value::from)
 }
@@ -438,6 +443,9 @@ fn config_from(kind: &str, f: &BlockForm) -> Result<Value, String> {
         "transfer_flow" => json!({ "flow": opt_id(&f.flow) }),
         "end_call" => json!({ "message": message, "outcome": f.outcome.trim() }),
         "filter" => {
+            if f.cases > MAX_CASES {
+                return Err(format!("a Filter has at most {MAX_CASES} cases"));
+            }
             let mut cases = Vec::new();
             for i in 0..f.cases {
                 if f.remove_case == Some(i) {
@@ -459,7 +467,7 @@ fn config_from(kind: &str, f: &BlockForm) -> Result<Value, String> {
                     "next": opt_id(&get("next")),
                 }));
             }
-            if f.add_case.is_some() {
+            if f.add_case.is_some() && cases.len() < MAX_CASES {
                 cases.push(json!({ "name": "", "join": "and", "conditions": [], "next": null }));
             }
             json!({ "cases": cases, "else": opt_id(&f.else_next) })

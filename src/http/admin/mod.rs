@@ -25,6 +25,18 @@ pub fn router() -> Router<AppState> {
         .merge(flows::router())
         .merge(actions::router())
         .merge(variables::router())
+        .layer(axum::middleware::map_response(private))
+}
+
+/// Console answers are never cached (some show a secret once) nor framed by other sites.
+async fn private(mut res: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    res
 }
 
 /// What every console page shows around its content.

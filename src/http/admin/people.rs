@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use askama::Template;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -146,7 +146,10 @@ struct NextQuery {
 
 /// Only paths of this console: never an absolute URL elsewhere.
 fn safe_next(next: &str) -> String {
-    if next.starts_with("/admin") && !next.starts_with("//") && !next.contains('\\') {
+    if next.starts_with("/admin")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic())
+    {
         next.to_owned()
     } else {
         "/admin/agents".into()
@@ -182,8 +185,17 @@ struct LoginForm {
 async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> PageResult {
+    // There is no session yet to hold a CSRF token: a sign-in posted from another site's
+    // page (which would sign the visitor in as someone else) is told apart by its headers.
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Ok((StatusCode::FORBIDDEN, "sign in from this site's own page").into_response());
+    }
     let email = f.email.trim().to_lowercase();
     let keys = [format!("account:{email}"), format!("address:{}", peer.ip())];
     let refuse = |status: StatusCode, error: String, retry: Option<u64>| {

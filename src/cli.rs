@@ -62,7 +62,7 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
             )
             .await
             .map_err(explain)?;
-            let url = format!("{public_url}/webhooks/{}", created.slug);
+            let url = crate::http::ingest::url(public_url, created.slug.as_str());
             let out = json!({
                 "actionId": created.action_id,
                 "url": url,

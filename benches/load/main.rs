@@ -337,21 +337,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // 2. Ingest at its maximum, against a baseline measured just before it.
         let near = nearby_baseline(&baseline, &o, &echo).await;
         let cpu0 = precall.cpu_time();
-        let ingest = best_of(&o.levels, |conns, level| {
-            let first = INGEST + level as u64 * 400_000;
-            drive(
-                precall.addr,
-                conns,
-                o.duration,
-                None,
-                first,
-                Pace::Closed,
-                StatusCode::ACCEPTED,
-                true,
-                ingest_request(&main_agent),
-            )
-        })
-        .await;
+        let ingest = ingest_at_max(&o, precall.addr, &main_agent, INGEST).await;
         let cpu_us = per_request_us(precall.cpu_time() - cpu0, ingest.all_ok);
         account(&ingest, &mut acked, &mut sent, &mut refused);
         ingest_rps = ingest.rps();
@@ -371,21 +357,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // 2b. Ingest again, with the console's Test viewer open on the webhook.
         let viewer = open_viewer(&precall, &main_agent).await?;
         let near = nearby_baseline(&baseline, &o, &echo).await;
-        let with = best_of(&o.levels, |conns, level| {
-            let first = INGEST + 2_000_000 + level as u64 * 400_000;
-            drive(
-                precall.addr,
-                conns,
-                o.duration,
-                None,
-                first,
-                Pace::Closed,
-                StatusCode::ACCEPTED,
-                true,
-                ingest_request(&main_agent),
-            )
-        })
-        .await;
+        let with = ingest_at_max(&o, precall.addr, &main_agent, INGEST + 2_000_000).await;
         let events = viewer.events();
         viewer.stop();
         account(&with, &mut acked, &mut sent, &mut refused);
@@ -740,6 +712,30 @@ async fn nearby_baseline(baseline: &Server, o: &Options, echo: &Make) -> f64 {
 
 /// Runs a closed-loop measurement at each concurrency level and keeps the best, with the
 /// counts (and kept answers) of all levels, so that nothing sent goes unaccounted.
+/// Webhooks as fast as they are answered, at each concurrency level, numbered from `first`
+/// (each level with numbers of its own): the best level's figures.
+async fn ingest_at_max(
+    o: &Options,
+    addr: std::net::SocketAddr,
+    agent: &Agent,
+    first: u64,
+) -> Stats {
+    best_of(&o.levels, |conns, level| {
+        drive(
+            addr,
+            conns,
+            o.duration,
+            None,
+            first + level as u64 * 400_000,
+            Pace::Closed,
+            StatusCode::ACCEPTED,
+            true,
+            ingest_request(agent),
+        )
+    })
+    .await
+}
+
 async fn best_of<F, Fut>(levels: &[usize], mut run: F) -> Stats
 where
     F: FnMut(usize, usize) -> Fut,

@@ -28,6 +28,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks/{slug}", post(receive))
 }
 
+/// The URL a sender posts to for the webhook action with `slug`.
+pub fn url(public_url: &str, slug: &str) -> String {
+    format!("{public_url}/webhooks/{slug}")
+}
+
 /// The key as sent: `X-Authorization: <key>` or `Authorization: Bearer <key>`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     fn bearer(v: &str) -> Option<&str> {

@@ -104,6 +104,20 @@ impl Console {
         let to = location(&res);
         to.trim_start_matches("/admin/agents/").to_owned()
     }
+
+    /// Adds a webhook action named "CRM" through the wizard's Setup step; returns the
+    /// Configure step's path, to which Setup leads.
+    pub async fn create_webhook(&self, agent: &str) -> String {
+        let res = self
+            .submit(
+                &format!("/admin/agents/{agent}/actions/new"),
+                &format!("/admin/agents/{agent}/actions"),
+                &[("kind", "webhook"), ("name", "CRM")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        location(&res)
+    }
 }
 
 pub fn location(res: &Response) -> String {
@@ -395,15 +409,7 @@ async fn the_live_viewer_stops_when_its_session_signs_out() {
     let app = spawn_app().await;
     let admin = Console::set_up(&app).await;
     let agent = admin.create_agent("Line").await;
-    let res = admin
-        .submit(
-            &format!("/admin/agents/{agent}"),
-            &format!("/admin/agents/{agent}/actions"),
-            &[("kind", "webhook"), ("name", "CRM")],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let wizard = location(&res);
+    let wizard = admin.create_webhook(&agent).await;
     let action: String = wizard
         .split("/actions/")
         .nth(1)
@@ -442,15 +448,7 @@ async fn the_wizard_shows_the_api_key_once_and_it_works() {
         .await;
     assert!(setup.contains("Custom Webhook") && setup.contains("Setup"));
 
-    let res = admin
-        .submit(
-            &format!("/admin/agents/{agent}/actions/new"),
-            &format!("/admin/agents/{agent}/actions"),
-            &[("kind", "webhook"), ("name", "CRM")],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let configure = location(&res);
+    let configure = admin.create_webhook(&agent).await;
     let page = admin.page(&configure).await;
     let key_at = page
         .find("pcwk_")
@@ -501,14 +499,7 @@ async fn advanced_settings_are_validated_on_the_server() {
     let app = spawn_app().await;
     let admin = Console::set_up(&app).await;
     let agent = admin.create_agent("Line").await;
-    let res = admin
-        .submit(
-            &format!("/admin/agents/{agent}/actions/new"),
-            &format!("/admin/agents/{agent}/actions"),
-            &[("kind", "webhook"), ("name", "CRM")],
-        )
-        .await;
-    let configure = location(&res);
+    let configure = admin.create_webhook(&agent).await;
     let settings = configure.replace("/configure", "/settings");
     for (wait, ttl) in [
         ("11", "10"),
@@ -603,14 +594,10 @@ async fn sample_requests_can_be_saved_as_variables_and_appear_on_the_variables_p
     let app = spawn_app().await;
     let admin = Console::set_up(&app).await;
     let agent = admin.create_agent("Line").await;
-    let res = admin
-        .submit(
-            &format!("/admin/agents/{agent}/actions/new"),
-            &format!("/admin/agents/{agent}/actions"),
-            &[("kind", "webhook"), ("name", "CRM")],
-        )
-        .await;
-    let test = location(&res).replace("/configure", "/test");
+    let test = admin
+        .create_webhook(&agent)
+        .await
+        .replace("/configure", "/test");
     let res = admin
         .submit(&test, &test.replace("/test", "/sample"), &[])
         .await;

@@ -111,34 +111,22 @@ async fn runtime_tokens_are_required_and_scoped_to_their_agent() {
 
     let res = app.client.post(&url).json(&body).send().await.unwrap();
     assert_problem(res, 401, "unauthorized").await;
-    let res = app
-        .client
-        .post(&url)
-        .bearer_auth("pcrt_nope")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_problem(res, 401, "unauthorized").await;
-    // A webhook key is not a runtime token.
-    let res = app
-        .client
-        .post(&url)
-        .bearer_auth(&mine.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_problem(res, 401, "unauthorized").await;
-    let res = app
-        .client
-        .post(&url)
-        .bearer_auth(&theirs.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_problem(res, 403, "forbidden").await;
+    // An unknown token, a webhook key (not a runtime token), another agent's token.
+    for (token, status, slug) in [
+        ("pcrt_nope", 401, "unauthorized"),
+        (mine.key.as_str(), 401, "unauthorized"),
+        (theirs.token.as_str(), 403, "forbidden"),
+    ] {
+        let res = app
+            .client
+            .post(&url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, status, slug).await;
+    }
 
     let call = app.start_call_json(&mine, "+12125551234").await;
     let read = app

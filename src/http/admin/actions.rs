@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{HtmlError, Page, PageResult, after, agent, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::variables::{VarType, VariableName};
-use crate::http::AppState;
+use crate::http::{AppState, ingest};
 use crate::store::actions::{self, ActionRow, NewWebhook, WebhookChanges};
 use crate::store::admins;
 use crate::store::agents::Agent;
@@ -187,11 +187,7 @@ async fn configure_step(
     let x = action_of(&app, &a, action_id).await?;
     let flash = app.flash.take(admin.session_id);
     let key = flash.secret_for("webhook", x.id);
-    let url = format!(
-        "{}/webhooks/{}",
-        app.public_url,
-        x.slug.clone().unwrap_or_default()
-    );
+    let url = ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default());
     let curl = curl(
         &url,
         key.as_deref().unwrap_or("$PRECALL_API_KEY"),
@@ -325,7 +321,7 @@ async fn test_step(
     Ok(render(TestStep {
         page: Page::new(&admin, format!("Test · {}", x.name), &flash),
         back: first_flow_link(&a),
-        url: format!("{}/webhooks/{}", app.public_url, x.slug.unwrap_or_default()),
+        url: ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default()),
         agent_id: a.public_id,
         agent_name: a.name,
         action_id: x.id,

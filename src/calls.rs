@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::catalog::AgentRuntime;
 use crate::domain::ids::CallId;
 use crate::domain::payload::Problem;
+use crate::domain::runtime::{Question, Run, Step, Stop, Transfer};
 use crate::domain::variables::resolve;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
@@ -44,11 +45,21 @@ pub struct PrecallStep {
     pub fields: Vec<String>,
 }
 
-/// The trace a call keeps of what it ran.
+/// The trace a call keeps of what it ran, as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trace {
     pub precall: Vec<PrecallStep>,
+    /// The pre-call rules that applied and every block entered, in order, over all turns.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub greeting: Option<String>,
+    /// The question waiting for an answer, while the call is active.
+    #[serde(default)]
+    pub question: Option<Question>,
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
 }
 
 /// Data that arrived after the call had fallen back.
@@ -71,18 +82,39 @@ pub struct CallView {
     /// `webhook` when webhook data was used, else `fallback`.
     pub source: String,
     pub waited_ms: i64,
-    /// The call's variables, as stored (a JSON object).
+    /// The call's variables (a JSON object).
     pub variables: Box<RawValue>,
-    /// What each pre-call action did, as stored (a JSON list of [`PrecallStep`]).
+    /// What each pre-call Webhook action did (a JSON list of [`PrecallStep`]).
     pub precall: Box<RawValue>,
+    /// The greeting as rendered (none when a pre-call action routed or refused the call).
+    pub greeting: Option<String>,
+    /// The steps of this turn (on start and input) or of the whole call (when read back).
+    pub steps: Vec<Step>,
+    /// What the caller must answer next; `null` once the call has ended.
+    pub question: Option<Question>,
+    /// `active` while a question waits for its answer, else `ended`.
     pub status: String,
+    /// How the call ended: `transferred`, `completed`, an End Call's tag, or `error`.
+    pub outcome: Option<String>,
+    pub transfer: Option<Transfer>,
     pub late_context: Option<LateContext>,
 }
 
-/// A call's trace as stored; the steps stay JSON text.
-#[derive(Deserialize)]
-struct StoredTrace {
-    precall: Box<RawValue>,
+/// Where a run left a call: its status, outcome, question and transfer.
+fn settle(
+    run: &Run,
+) -> (
+    &'static str,
+    Option<String>,
+    Option<Question>,
+    Option<Transfer>,
+) {
+    match &run.stop {
+        Stop::Ask(q) => ("active", None, Some(q.clone()), None),
+        Stop::Ended { outcome, transfer } => {
+            ("ended", Some(outcome.clone()), None, transfer.clone())
+        }
+    }
 }
 
 fn invalid(pointer: &str, detail: String) -> AppError {
@@ -281,6 +313,17 @@ impl CallContext {
                 ("call_id", Value::String(self.call_id.clone())),
             ],
         );
+        let run = self.runtime.program.start(&variables);
+        let (status, outcome, question, transfer) = settle(&run);
+        let greeting = run
+            .steps
+            .iter()
+            .find(|s| s.kind == "greeting")
+            .and_then(|s| s.said.clone());
+        trace.greeting = greeting.clone();
+        trace.question = question.clone();
+        trace.transfer = transfer.clone();
+        trace.steps = run.steps;
         let waited_ms = self.started.elapsed().as_millis() as i64;
         // Each part is serialised once: stored as is, and embedded in the answer.
         let variables = serde_json::to_string(&variables).expect("variables serialise");
@@ -294,15 +337,22 @@ impl CallContext {
             source: source.into(),
             waited_ms,
             variables: raw(variables.clone()),
-            precall: raw(precall.clone()),
-            status: "active".into(),
+            precall: raw(precall),
+            greeting,
+            steps: trace.steps.clone(),
+            question,
+            status: status.into(),
+            outcome: outcome.clone(),
+            transfer,
             late_context: None,
         };
         CallRecord {
             source,
             waited_ms,
             variables,
-            trace: format!(r#"{{"precall":{precall}}}"#),
+            trace: serde_json::to_string(&trace).expect("trace serialises"),
+            status,
+            outcome,
             response: serde_json::to_string(&view).expect("call serialises"),
         }
     }
@@ -314,21 +364,10 @@ fn raw(json: String) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
-/// A call of the token's agent, read back.
-pub async fn find(
-    app: &AppState,
-    token_agent: i64,
-    public_id: &str,
-) -> Result<Option<CallView>, AppError> {
-    let Some(row) = stored_calls::find(&app.db, public_id).await? else {
-        return Ok(None);
-    };
-    if row.agent_id != token_agent {
-        return Ok(None);
-    }
-    let precall = serde_json::from_str::<StoredTrace>(&row.trace)
-        .map(|t| t.precall)
-        .unwrap_or_else(|_| raw("[]".into()));
+/// A stored call as the API shows it, with every step it took.
+pub fn view_of(row: stored_calls::CallRow) -> CallView {
+    let trace: Trace = serde_json::from_str(&row.trace).unwrap_or_default();
+    let precall = serde_json::to_string(&trace.precall).unwrap_or_else(|_| "[]".into());
     let late_context = match (row.late_fields, row.late_at) {
         (Some(fields), Some(at)) => Some(LateContext {
             received_at: rfc3339(at),
@@ -336,7 +375,7 @@ pub async fn find(
         }),
         _ => None,
     };
-    Ok(Some(CallView {
+    CallView {
         call_id: row.public_id,
         agent_id: row.agent_public_id,
         from: row.caller,
@@ -345,8 +384,155 @@ pub async fn find(
         source: row.source,
         waited_ms: row.waited_ms,
         variables: raw(row.variables),
-        precall,
+        precall: raw(precall),
+        greeting: trace.greeting,
+        steps: trace.steps,
+        question: trace.question,
         status: row.status,
+        outcome: row.outcome,
+        transfer: trace.transfer,
         late_context,
-    }))
+    }
+}
+
+/// A call of the token's agent, read back.
+pub async fn find(
+    app: &AppState,
+    token_agent: i64,
+    public_id: &str,
+) -> Result<Option<CallView>, AppError> {
+    Ok(stored_calls::find(&app.db, public_id)
+        .await?
+        .filter(|row| row.agent_id == token_agent)
+        .map(view_of))
+}
+
+/// Answers to a call's question: `{"answers": {"variable": value, …}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallInput {
+    pub answers: Map<String, Value>,
+}
+
+/// Applies answers to an active call and runs it on to its next question or its end.
+/// The answer to the waiting question is required; answers to other variables are kept
+/// (a later Collect for them is skipped). Values are checked against the schema's types.
+pub async fn answer(
+    app: &AppState,
+    token_agent: i64,
+    public_id: &str,
+    input: CallInput,
+) -> Result<CallView, AppError> {
+    let not_found = || {
+        AppError::problem(
+            ProblemKind::NotFound,
+            format!("no call {public_id:?} for this agent"),
+        )
+    };
+    let row = stored_calls::find(&app.db, public_id)
+        .await?
+        .filter(|row| row.agent_id == token_agent)
+        .ok_or_else(not_found)?;
+    let mut trace: Trace = serde_json::from_str(&row.trace).unwrap_or_default();
+    let question = match (&*row.status, trace.question.clone()) {
+        ("active", Some(q)) => q,
+        _ => {
+            return Err(AppError::problem(
+                ProblemKind::CallConflict,
+                format!(
+                    "the call has ended ({}): it takes no more answers",
+                    row.outcome.as_deref().unwrap_or("no outcome")
+                ),
+            ));
+        }
+    };
+    let runtime = app
+        .catalog
+        .agent(&row.agent_public_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut variables: Map<String, Value> =
+        serde_json::from_str(&row.variables).unwrap_or_default();
+    let mut problems = Vec::new();
+    for (name, value) in &input.answers {
+        let pointer = format!("answers/{name}");
+        if let Err(e) = crate::domain::variables::VariableName::parse(name) {
+            problems.push(Problem::at(&pointer, e));
+            continue;
+        }
+        if crate::domain::variables::SYSTEM_VARIABLES.contains(&name.as_str()) {
+            problems.push(Problem::at(
+                &pointer,
+                format!("{name} is a system variable"),
+            ));
+            continue;
+        }
+        let declared = runtime.schema.iter().find(|d| d.name.as_str() == name);
+        let value = match declared {
+            Some(d) => d.ty.coerce(value),
+            None => match value {
+                Value::Object(_) => Err("expected a string, number, boolean or list".into()),
+                v => Ok(v.clone()),
+            },
+        };
+        match value {
+            Ok(v) => {
+                variables.insert(name.clone(), v);
+            }
+            Err(e) => problems.push(Problem::at(&pointer, format!("{name}: {e}"))),
+        }
+    }
+    if problems.is_empty() && !crate::domain::runtime::has_value(&variables, &question.variable) {
+        problems.push(Problem::at(
+            &format!("answers/{}", question.variable),
+            format!(
+                "the call is waiting for {}: answer it with a value",
+                question.variable
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiProblem::with_errors(ProblemKind::ValidationFailed, problems).into());
+    }
+    let mut run = runtime.program.resume(&question, &mut variables);
+    let answered = Step {
+        kind: "answer".into(),
+        flow_id: Some(question.flow_id),
+        block_id: Some(question.block_id),
+        variable: Some(question.variable.clone()),
+        answer: variables.get(&question.variable).cloned(),
+        ..Step::default()
+    };
+    run.steps.insert(0, answered);
+    let (status, outcome, question, transfer) = settle(&run);
+    trace.question = question;
+    trace.transfer = transfer;
+    trace.steps.extend(run.steps.iter().cloned());
+    let variables_json = serde_json::to_string(&variables).expect("variables serialise");
+    let trace_json = serde_json::to_string(&trace).expect("trace serialises");
+    let moved = stored_calls::continue_call(
+        &app.db,
+        public_id,
+        row.turns,
+        &variables_json,
+        &trace_json,
+        status,
+        outcome.as_deref(),
+    )
+    .await?;
+    if !moved {
+        return Err(AppError::problem(
+            ProblemKind::CallConflict,
+            "another answer continued this call first: read it again",
+        ));
+    }
+    let mut view = view_of(stored_calls::CallRow {
+        variables: variables_json,
+        trace: trace_json,
+        status: status.into(),
+        outcome,
+        ..row
+    });
+    view.steps = run.steps;
+    Ok(view)
 }

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use crate::auth::keys::SecretHash;
 use crate::domain::phone::Region;
+use crate::domain::runtime::{Flow, Program, Rule};
 use crate::domain::variables::VariableDef;
 use crate::store::actions::{self, WebhookStep};
 use crate::store::agents::{self, Agent};
-use crate::store::{Db, tokens, variables};
+use crate::store::{Db, flows, tokens, variables};
 
 /// How often the catalog looks for configuration changes made by other processes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
@@ -41,6 +42,48 @@ pub struct AgentRuntime {
     pub agent: Agent,
     pub steps: Vec<WebhookStep>,
     pub schema: Arc<[VariableDef]>,
+    /// The pre-call rules and flows its calls run.
+    pub program: Program,
+}
+
+/// Compiles the agent's pre-call rules and flows from the database.
+pub async fn load_program(
+    db: &Db,
+    agent_id: i64,
+    first_flow: Option<i64>,
+) -> Result<Program, sqlx::Error> {
+    let rows = flows::agent_blocks(db, agent_id).await?;
+    let mut program = Program {
+        first_flow,
+        ..Program::default()
+    };
+    let mut i = 0;
+    while i < rows.len() {
+        let (id, name) = (rows[i].flow_id, rows[i].flow_name.clone());
+        let mut blocks = Vec::new();
+        while i < rows.len() && rows[i].flow_id == id {
+            let r = &rows[i];
+            if let (Some(b), Some(kind)) = (r.block_id, &r.kind) {
+                let config = r
+                    .config
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok())
+                    .unwrap_or_default();
+                blocks.push((b, kind.clone(), config));
+            }
+            i += 1;
+        }
+        program.flows.insert(id, Flow::compile(id, name, &blocks));
+    }
+    program.rules = actions::rules(db, agent_id)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let config = serde_json::from_str(&r.config).unwrap_or_default();
+            Rule::compile(r.action_id, r.name, &r.kind, &config)
+        })
+        .collect();
+    Ok(program)
 }
 
 #[derive(Default)]
@@ -136,10 +179,12 @@ impl Catalog {
         };
         let steps = actions::webhook_steps(&self.db, agent.id).await?;
         let schema: Arc<[VariableDef]> = variables::schema(&self.db, agent.id).await?.into();
+        let program = load_program(&self.db, agent.id, agent.first_flow_id).await?;
         let runtime = Arc::new(AgentRuntime {
             agent,
             steps,
             schema,
+            program,
         });
         self.store(generation, |e| {
             e.agents.insert(public_id.to_owned(), runtime.clone());

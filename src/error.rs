@@ -22,12 +22,14 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     ValidationFailed,
     IdempotencyKeyReused,
+    /// A call that has ended, or was continued by another answer.
+    CallConflict,
     Unavailable,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 12] = [
+    pub const ALL: [ProblemKind; 13] = [
         Self::MalformedJson,
         Self::BadRequest,
         Self::Unauthorized,
@@ -38,6 +40,7 @@ impl ProblemKind {
         Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
+        Self::CallConflict,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -48,7 +51,7 @@ impl ProblemKind {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ActionDisabled => StatusCode::CONFLICT,
+            Self::ActionDisabled | Self::CallConflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +72,7 @@ impl ProblemKind {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::ValidationFailed => "validation-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::CallConflict => "call-conflict",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -86,6 +90,7 @@ impl ProblemKind {
             Self::UnsupportedMediaType => "The body must be JSON",
             Self::ValidationFailed => "The request has invalid fields",
             Self::IdempotencyKeyReused => "Idempotency key reused with a different body",
+            Self::CallConflict => "The call cannot take this answer",
             Self::Unavailable => "Temporarily unable to store the request",
             Self::Internal => "Internal error",
         }
@@ -111,6 +116,9 @@ impl ProblemKind {
             }
             Self::IdempotencyKeyReused => {
                 "Use a new Idempotency-Key for a new body; resend the same body to get the first answer again."
+            }
+            Self::CallConflict => {
+                "Read the call again (GET /api/v1/calls/{id}): answer only its current question, and only while its status is active."
             }
             Self::Unavailable => {
                 "Retry after the number of seconds in Retry-After; nothing of this request was kept."

@@ -1,7 +1,10 @@
 //! Pure types and rules: no I/O here, so everything can be unit-tested in place.
 
+pub mod conditions;
 pub mod flow;
 pub mod ids;
 pub mod payload;
 pub mod phone;
+pub mod runtime;
+pub mod template;
 pub mod variables;

@@ -364,3 +364,24 @@ pub async fn regenerate_key(db: &Db, action_id: i64) -> Result<Secret, StoreErro
     tx.commit().await?;
     Ok(key)
 }
+
+/// A pre-call Filter or End Call action, as the call runtime runs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct RuleRow {
+    pub action_id: i64,
+    pub name: String,
+    pub kind: String,
+    pub config: String,
+}
+
+/// The agent's pre-call actions other than Webhooks, in order.
+pub async fn rules(db: &Db, agent_id: i64) -> Result<Vec<RuleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS action_id, name, kind, config FROM precall_actions
+          WHERE agent_id = ? AND kind <> 'webhook'
+          ORDER BY position, id",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}

@@ -622,9 +622,9 @@ pub async fn start_calls(
     for chunk in chunks(started.len()) {
         script.statement(&tx.sql(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
-                                variables, trace)
+                                variables, trace, status, outcome)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
-            values(chunk.slots, 9)
+            values(chunk.slots, 11)
         )));
         for (c, r) in &started[chunk.rows.clone()] {
             script
@@ -636,9 +636,11 @@ pub async fn start_calls(
                 .arg(Arg::Int(r.waited_ms))
                 .arg(Arg::Text(r.source))
                 .arg(Arg::Text(&r.variables))
-                .arg(Arg::Text(&r.trace));
+                .arg(Arg::Text(&r.trace))
+                .arg(Arg::Text(r.status))
+                .arg(Arg::OptText(r.outcome.as_deref()));
         }
-        script.nulls(chunk.padding(9));
+        script.nulls(chunk.padding(11));
     }
     for chunk in chunks(fell_back.len()) {
         let rows = values(chunk.slots, 4);

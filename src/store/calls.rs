@@ -17,6 +17,8 @@ pub struct CallRow {
     pub variables: String,
     pub trace: String,
     pub status: String,
+    pub outcome: Option<String>,
+    pub turns: i64,
     pub late_fields: Option<String>,
     pub late_at: Option<i64>,
 }
@@ -25,11 +27,39 @@ pub async fn find(db: &Db, public_id: &str) -> Result<Option<CallRow>, sqlx::Err
     sqlx::query_as(
         "SELECT c.public_id, c.agent_id, g.public_id AS agent_public_id, c.caller, c.called,
                 c.started_at, c.waited_ms, c.source, c.variables, c.trace, c.status,
-                c.late_fields, c.late_at
+                c.outcome, c.turns, c.late_fields, c.late_at
            FROM calls c JOIN agents g ON g.id = c.agent_id
           WHERE c.public_id = ?",
     )
     .bind(public_id)
     .fetch_optional(&db.read)
     .await
+}
+
+/// Stores a call's next turn, if no other answer moved it on since `turns` was read.
+pub async fn continue_call(
+    db: &Db,
+    public_id: &str,
+    turns: i64,
+    variables: &str,
+    trace: &str,
+    status: &str,
+    outcome: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = super::begin_write(db).await?;
+    let done = sqlx::query(
+        "UPDATE calls SET variables = ?, trace = ?, status = ?, outcome = ?, turns = turns + 1
+          WHERE public_id = ? AND turns = ? AND status = 'active'",
+    )
+    .bind(variables)
+    .bind(trace)
+    .bind(status)
+    .bind(outcome)
+    .bind(public_id)
+    .bind(turns)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(done == 1)
 }

@@ -247,3 +247,27 @@ pub async fn delete_block(db: &Db, flow_id: i64, block_id: i64) -> Result<(), St
     tx.commit().await?;
     Ok(())
 }
+
+/// One block of an agent's flows, with its flow, for compiling the agent's program.
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentBlockRow {
+    pub flow_id: i64,
+    pub flow_name: String,
+    pub block_id: Option<i64>,
+    pub kind: Option<String>,
+    pub config: Option<String>,
+}
+
+/// Every flow of the agent with its blocks, flow by flow in position order (a flow without
+/// blocks appears once with no block).
+pub async fn agent_blocks(db: &Db, agent_id: i64) -> Result<Vec<AgentBlockRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.id AS flow_id, f.name AS flow_name, b.id AS block_id, b.kind, b.config
+           FROM flows f LEFT JOIN blocks b ON b.flow_id = f.id
+          WHERE f.agent_id = ?
+          ORDER BY f.id, b.position, b.id",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
+}

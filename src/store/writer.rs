@@ -137,6 +137,9 @@ pub struct CallRecord {
     pub waited_ms: i64,
     pub variables: String,
     pub trace: String,
+    /// `active` while a Collect waits for an answer, else `ended`.
+    pub status: &'static str,
+    pub outcome: Option<String>,
     /// The API's answer, as JSON.
     pub response: String,
 }

@@ -1,4 +1,5 @@
-//! `POST /api/v1/calls` starts a call; `GET /api/v1/calls/{id}` reads it back.
+//! `POST /api/v1/calls` starts a call, `POST /api/v1/calls/{id}/input` answers its question,
+//! `GET /api/v1/calls/{id}` reads it back.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{ApiJson, RuntimeAgent};
-use crate::calls::{self, StartCall};
+use crate::calls::{self, CallInput, StartCall};
 use crate::error::{AppError, ProblemKind};
 use crate::http::AppState;
 
@@ -15,6 +16,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/calls", post(start))
         .route("/api/v1/calls/{id}", get(show))
+        .route("/api/v1/calls/{id}/input", post(input))
 }
 
 async fn start(
@@ -47,4 +49,13 @@ async fn show(
             format!("no call {id:?} for this agent"),
         )),
     }
+}
+
+async fn input(
+    State(app): State<AppState>,
+    RuntimeAgent(agent_id): RuntimeAgent,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CallInput>,
+) -> Result<Response, AppError> {
+    Ok(Json(calls::answer(&app, agent_id, &id, req).await?).into_response())
 }

@@ -1,0 +1,311 @@
+//! Filter conditions: reading them from a block's settings, checking them against the
+//! variable schema when saved, and evaluating them during a call with the reason why.
+
+use serde_json::{Map, Value};
+
+use super::template::spoken;
+use super::variables::VarType;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Exists,
+    NotExists,
+    Equals,
+    NotEquals,
+    GreaterThan,
+    LessThan,
+    Contains,
+}
+
+impl Op {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "exists" => Self::Exists,
+            "not_exists" => Self::NotExists,
+            "equals" => Self::Equals,
+            "not_equals" => Self::NotEquals,
+            "greater_than" => Self::GreaterThan,
+            "less_than" => Self::LessThan,
+            "contains" => Self::Contains,
+            other => return Err(format!("{other:?} is not an operator")),
+        })
+    }
+
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Exists => "exists",
+            Self::NotExists => "does not exist",
+            Self::Equals => "equals",
+            Self::NotEquals => "does not equal",
+            Self::GreaterThan => "greater than",
+            Self::LessThan => "less than",
+            Self::Contains => "contains",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub variable: String,
+    pub op: Op,
+    pub value: Value,
+}
+
+/// Conditions joined by AND (all) or OR (any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    pub any: bool,
+    pub list: Vec<Condition>,
+}
+
+impl Conditions {
+    /// Reads `{"join": "and"|"or", "conditions": [{variable, op, value?}]}`.
+    pub fn from_config(config: &Value) -> Result<Self, String> {
+        let any = config["join"].as_str() == Some("or");
+        let list = config["conditions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                Ok(Condition {
+                    variable: c["variable"]
+                        .as_str()
+                        .filter(|v| !v.is_empty())
+                        .ok_or("a condition names no variable")?
+                        .to_owned(),
+                    op: Op::parse(c["op"].as_str().unwrap_or_default())?,
+                    value: c.get("value").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { any, list })
+    }
+
+    /// Whether they hold for `vars`, and why, in words (`risk_score is 92, greater than 80`).
+    /// No conditions hold always.
+    pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
+        if self.list.is_empty() {
+            return (true, "no conditions".into());
+        }
+        let results: Vec<(bool, String)> = self.list.iter().map(|c| c.check(vars)).collect();
+        let hold = if self.any {
+            results.iter().any(|r| r.0)
+        } else {
+            results.iter().all(|r| r.0)
+        };
+        // The reason names the conditions that decided.
+        let why = results
+            .iter()
+            .filter(|r| r.0 == hold || self.list.len() == 1)
+            .map(|r| r.1.as_str())
+            .collect::<Vec<_>>()
+            .join(if self.any == hold { " or " } else { " and " });
+        (hold, why)
+    }
+}
+
+fn has_value(v: Option<&Value>) -> bool {
+    v.and_then(spoken).is_some()
+}
+
+fn text_eq(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim()) || a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Typed equality: numbers by value, booleans by value, text without regard to case.
+fn equal(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (_, Value::Number(_)) => number_of(actual)
+            .zip(number_of(expected))
+            .is_some_and(|(a, b)| a == b),
+        (Value::Bool(a), Value::Bool(b)) => a == b,
+        (Value::String(a), Value::Bool(b)) => text_eq(a, &b.to_string()),
+        (Value::Array(items), _) => items.iter().any(|i| equal(i, expected)),
+        (a, Value::String(b)) => spoken(a).is_some_and(|a| text_eq(&a, b)),
+        _ => false,
+    }
+}
+
+impl Condition {
+    pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
+        let actual = vars.get(&self.variable);
+        let shown = match actual.and_then(spoken) {
+            Some(s) => format!("{} is {s:?}", self.variable),
+            None => format!("{} has no value", self.variable),
+        };
+        let expected = spoken(&self.value).unwrap_or_default();
+        let hold = match self.op {
+            Op::Exists => has_value(actual),
+            Op::NotExists => !has_value(actual),
+            Op::Equals => actual.is_some_and(|a| equal(a, &self.value)),
+            Op::NotEquals => !actual.is_some_and(|a| equal(a, &self.value)),
+            Op::GreaterThan | Op::LessThan => {
+                match (actual.and_then(number_of), number_of(&self.value)) {
+                    (Some(a), Some(b)) if self.op == Op::GreaterThan => a > b,
+                    (Some(a), Some(b)) => a < b,
+                    _ => false,
+                }
+            }
+            Op::Contains => match actual {
+                Some(Value::Array(items)) => items.iter().any(|i| equal(i, &self.value)),
+                Some(v) => {
+                    spoken(v).is_some_and(|s| s.to_lowercase().contains(&expected.to_lowercase()))
+                }
+                None => false,
+            },
+        };
+        let op = if hold {
+            self.op.words().to_owned()
+        } else {
+            format!("not {}", self.op.words())
+        };
+        let why = match self.op {
+            Op::Exists | Op::NotExists => shown,
+            _ => format!("{shown}, {op} {expected}"),
+        };
+        (hold, why)
+    }
+
+    /// Refuses a comparison that can never make sense for the variable's declared type
+    /// (`risk_score greater than "high"`, `flagged equals 3`).
+    pub fn check_types(&self, declared: Option<VarType>) -> Result<(), String> {
+        let value = &self.value;
+        let needs_value = !matches!(self.op, Op::Exists | Op::NotExists);
+        if needs_value && value.is_null() {
+            return Err(format!(
+                "{} {} needs a value",
+                self.variable,
+                self.op.words()
+            ));
+        }
+        let mismatch = |what: &str| {
+            Err(format!(
+                "{} is {} but the condition compares it with {}",
+                self.variable,
+                declared.map_or("untyped", |t| t.as_str()),
+                what
+            ))
+        };
+        match (self.op, declared) {
+            (Op::Exists | Op::NotExists, _) => Ok(()),
+            (Op::GreaterThan | Op::LessThan, Some(t)) if t != VarType::Number => {
+                mismatch("a number (greater/less than compare numbers)")
+            }
+            (Op::GreaterThan | Op::LessThan, _) if number_of(value).is_none() => Err(format!(
+                "{} {} needs a number, not {value}",
+                self.variable,
+                self.op.words()
+            )),
+            (_, Some(VarType::Number)) if !matches!(value, Value::Number(_)) => {
+                mismatch(&format!("the text {value}"))
+            }
+            (_, Some(VarType::Boolean)) if !matches!(value, Value::Bool(_)) => {
+                mismatch(&format!("{value} (use true or false)"))
+            }
+            (_, Some(VarType::String | VarType::List)) if !matches!(value, Value::String(_)) => {
+                mismatch(&format!("{value} (write it in quotes to compare text)"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cond(variable: &str, op: &str, value: Value) -> Condition {
+        Condition {
+            variable: variable.into(),
+            op: Op::parse(op).unwrap(),
+            value,
+        }
+    }
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn comparisons_are_typed() {
+        let v = vars(
+            json!({"risk": 92, "plan": "Enterprise", "tags": ["vip", "new"], "flag": true, "budget": "5000"}),
+        );
+        assert!(cond("risk", "greater_than", json!(80)).check(&v).0);
+        assert!(!cond("risk", "less_than", json!(80)).check(&v).0);
+        assert!(cond("plan", "equals", json!("enterprise")).check(&v).0);
+        assert!(cond("tags", "contains", json!("VIP")).check(&v).0);
+        assert!(cond("plan", "contains", json!("prise")).check(&v).0);
+        assert!(cond("flag", "equals", json!(true)).check(&v).0);
+        assert!(cond("budget", "greater_than", json!(1000)).check(&v).0);
+        assert!(cond("missing", "not_exists", Value::Null).check(&v).0);
+        assert!(cond("missing", "not_equals", json!("x")).check(&v).0);
+        assert!(!cond("missing", "greater_than", json!(1)).check(&v).0);
+    }
+
+    #[test]
+    fn the_reason_names_the_deciding_values() {
+        let v = vars(json!({"risk_score": 92, "flagged": false}));
+        let c = Conditions {
+            any: true,
+            list: vec![
+                cond("risk_score", "greater_than", json!(80)),
+                cond("flagged", "equals", json!(true)),
+            ],
+        };
+        let (hold, why) = c.check(&v);
+        assert!(hold);
+        assert_eq!(why, "risk_score is \"92\", greater than 80");
+        let all = Conditions {
+            any: false,
+            list: c.list.clone(),
+        };
+        let (hold, why) = all.check(&v);
+        assert!(!hold);
+        assert_eq!(why, "flagged is \"false\", not equals true");
+    }
+
+    #[test]
+    fn comparing_a_number_with_text_is_refused() {
+        assert!(
+            cond("risk", "greater_than", json!("high"))
+                .check_types(Some(VarType::Number))
+                .is_err()
+        );
+        assert!(
+            cond("risk", "equals", json!("80"))
+                .check_types(Some(VarType::Number))
+                .is_err()
+        );
+        assert!(
+            cond("plan", "greater_than", json!(3))
+                .check_types(Some(VarType::String))
+                .is_err()
+        );
+        assert!(
+            cond("flagged", "equals", json!(1))
+                .check_types(Some(VarType::Boolean))
+                .is_err()
+        );
+        assert!(
+            cond("plan", "equals", json!("gold"))
+                .check_types(Some(VarType::String))
+                .is_ok()
+        );
+        assert!(
+            cond("tags", "contains", json!("vip"))
+                .check_types(Some(VarType::List))
+                .is_ok()
+        );
+    }
+}

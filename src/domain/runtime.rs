@@ -1,0 +1,1018 @@
+//! The flow interpreter: runs a call through an agent's pre-call rules and flows.
+//!
+//! A [`Program`] is an agent's flows compiled from their stored settings. [`Program::start`]
+//! decides what the pre-call Filter and End Call actions do with the call's variables and
+//! runs the First Flow (or the flow a pre-call Filter chose) until a Collect needs an
+//! answer or the call ends; [`Program::resume`] continues after an answer. Every step is
+//! recorded with what was said and why a Filter chose its case.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::conditions::Conditions;
+use super::template::{Template, spoken};
+use super::variables::{SYSTEM_VARIABLES, VarType, VariableName};
+
+/// Steps one run may take before it is stopped as a loop (Transfer Flow can go round).
+pub const MAX_STEPS: usize = 200;
+
+/// One Filter case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub when: Conditions,
+    /// A block of the same flow (Filter block) or a flow (pre-call Filter).
+    pub next: Option<i64>,
+}
+
+impl Case {
+    fn label(&self, i: usize) -> String {
+        if self.name.is_empty() {
+            format!("Case {}", i + 1)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+fn cases_from(config: &Value, target: &str) -> Result<Vec<Case>, String> {
+    config["cases"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(Case {
+                name: c["name"].as_str().unwrap_or_default().to_owned(),
+                when: Conditions::from_config(c).map_err(|e| format!("case {}: {e}", i + 1))?,
+                next: c[target].as_i64(),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub enum Block {
+    /// Greeting, Start and Talk: say a message, go on.
+    Say {
+        kind: &'static str,
+        message: Template,
+        next: Option<i64>,
+    },
+    Collect {
+        variable: String,
+        prompt: Template,
+        next: Option<i64>,
+    },
+    Filter {
+        cases: Vec<Case>,
+        otherwise: Option<i64>,
+    },
+    TransferCall {
+        destination: String,
+        department: String,
+        message: Template,
+    },
+    TransferFlow {
+        flow: Option<i64>,
+    },
+    EndCall {
+        message: Template,
+        outcome: String,
+    },
+    /// Settings that could not be read; a call reaching it ends with an error.
+    Broken {
+        kind: String,
+        reason: String,
+    },
+}
+
+fn text(config: &Value, key: &str) -> String {
+    config[key].as_str().unwrap_or_default().trim().to_owned()
+}
+
+fn template(config: &Value, key: &str) -> Result<Template, String> {
+    Template::parse(config[key].as_str().unwrap_or_default())
+}
+
+impl Block {
+    /// Reads a block's stored settings.
+    pub fn compile(kind: &str, config: &Value) -> Result<Self, String> {
+        let next = config["next"].as_i64();
+        Ok(match kind {
+            "greeting" | "start" | "talk" => Self::Say {
+                kind: match kind {
+                    "greeting" => "greeting",
+                    "start" => "start",
+                    _ => "talk",
+                },
+                message: template(config, "message")?,
+                next,
+            },
+            "collect" => Self::Collect {
+                variable: text(config, "variable"),
+                prompt: template(config, "prompt")?,
+                next,
+            },
+            "filter" => Self::Filter {
+                cases: cases_from(config, "next")?,
+                otherwise: config["else"].as_i64(),
+            },
+            "transfer_call" => Self::TransferCall {
+                destination: text(config, "destination"),
+                department: text(config, "department"),
+                message: template(config, "message")?,
+            },
+            "transfer_flow" => Self::TransferFlow {
+                flow: config["flow"].as_i64(),
+            },
+            "end_call" => Self::EndCall {
+                message: template(config, "message")?,
+                outcome: Some(text(config, "outcome"))
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| "completed".into()),
+            },
+            other => return Err(format!("unknown kind of block {other:?}")),
+        })
+    }
+
+    fn compile_or_broken(kind: &str, config: &Value) -> Self {
+        Self::compile(kind, config).unwrap_or_else(|reason| Self::Broken {
+            kind: kind.to_owned(),
+            reason,
+        })
+    }
+
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Say { kind, .. } => kind,
+            Self::Collect { .. } => "collect",
+            Self::Filter { .. } => "filter",
+            Self::TransferCall { .. } => "transfer_call",
+            Self::TransferFlow { .. } => "transfer_flow",
+            Self::EndCall { .. } => "end_call",
+            Self::Broken { kind, .. } => kind,
+        }
+    }
+
+    /// The blocks of the same flow this one leads to, with the output's label.
+    pub fn connections(&self) -> Vec<(String, i64)> {
+        match self {
+            Self::Say { next, .. } | Self::Collect { next, .. } => {
+                next.map(|n| ("Next".to_owned(), n)).into_iter().collect()
+            }
+            Self::Filter { cases, otherwise } => cases
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.next.map(|n| (c.label(i), n)))
+                .chain(otherwise.map(|n| ("Else".to_owned(), n)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Templates and conditions, for the save-time checks.
+    fn templates(&self) -> Vec<(&'static str, &Template)> {
+        match self {
+            Self::Say { message, .. }
+            | Self::TransferCall { message, .. }
+            | Self::EndCall { message, .. } => vec![("message", message)],
+            Self::Collect { prompt, .. } => vec![("question", prompt)],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A flow ready to run.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: i64,
+    pub name: String,
+    /// The Greeting or Start block.
+    pub entry: Option<i64>,
+    pub blocks: HashMap<i64, Block>,
+}
+
+impl Flow {
+    /// Compiles stored blocks `(id, kind, config)`, in position order.
+    pub fn compile(id: i64, name: String, blocks: &[(i64, String, Value)]) -> Self {
+        let entry = blocks
+            .iter()
+            .find(|(_, kind, _)| kind == "greeting" || kind == "start")
+            .map(|b| b.0);
+        Self {
+            id,
+            name,
+            entry,
+            blocks: blocks
+                .iter()
+                .map(|(b, kind, config)| (*b, Block::compile_or_broken(kind, config)))
+                .collect(),
+        }
+    }
+}
+
+/// A pre-call action other than Webhook.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    /// The first case that holds sends the call to its flow's Start; none: the Greeting.
+    Filter {
+        action_id: i64,
+        name: String,
+        cases: Vec<Case>,
+    },
+    /// Ends the call before the greeting when its conditions hold (none: always).
+    EndCall {
+        action_id: i64,
+        name: String,
+        when: Conditions,
+        message: Template,
+        outcome: String,
+    },
+    Broken {
+        action_id: i64,
+        name: String,
+        reason: String,
+    },
+}
+
+impl Rule {
+    /// Reads a pre-call action's settings: `filter` (`cases` with a target `flow`) or
+    /// `end_call` (`join`, `conditions`, `message`, `outcome`).
+    pub fn compile(action_id: i64, name: String, kind: &str, config: &Value) -> Self {
+        let rule = match kind {
+            "filter" => cases_from(config, "flow").map(|cases| Self::Filter {
+                action_id,
+                name: name.clone(),
+                cases,
+            }),
+            "end_call" => Conditions::from_config(config).and_then(|when| {
+                Ok(Self::EndCall {
+                    action_id,
+                    name: name.clone(),
+                    when,
+                    message: template(config, "message")?,
+                    outcome: Some(text(config, "outcome"))
+                        .filter(|o| !o.is_empty())
+                        .unwrap_or_else(|| "refused".into()),
+                })
+            }),
+            other => Err(format!("unknown kind of pre-call action {other:?}")),
+        };
+        rule.unwrap_or_else(|reason| Self::Broken {
+            action_id,
+            name,
+            reason,
+        })
+    }
+}
+
+/// An agent's pre-call rules and flows.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub first_flow: Option<i64>,
+    pub flows: HashMap<i64, Flow>,
+    pub rules: Vec<Rule>,
+}
+
+/// One thing a call did: a block entered, or a pre-call rule applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub flow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub flow_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub block_id: Option<i64>,
+    /// What the agent said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub said: Option<String>,
+    /// The Filter case taken (or `Else`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub case: Option<String>,
+    /// Why: the values a Filter looked at, why a Collect was skipped, what went wrong.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub why: Option<String>,
+    /// Collect: the variable asked for or skipped, and the answer given.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub variable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub answer: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub skipped: Option<bool>,
+    /// Transfer Call: where to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub department: Option<String>,
+}
+
+/// What the runtime must ask the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    pub flow_id: i64,
+    pub block_id: i64,
+    pub variable: String,
+    pub prompt: String,
+}
+
+/// Where a transferred call goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub department: Option<String>,
+    pub message: String,
+}
+
+/// Where a run stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// A Collect needs an answer.
+    Ask(Question),
+    /// The call is over: its outcome tag, and where it was transferred if it was.
+    Ended {
+        outcome: String,
+        transfer: Option<Transfer>,
+    },
+}
+
+/// What one run did.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub steps: Vec<Step>,
+    pub stop: Stop,
+}
+
+impl Run {
+    /// The first thing the agent said (the greeting, on a call's first run).
+    pub fn first_said(&self) -> Option<&str> {
+        self.steps.iter().find_map(|s| s.said.as_deref())
+    }
+}
+
+/// A variable has a value when it is set and not empty.
+pub fn has_value(vars: &Map<String, Value>, name: &str) -> bool {
+    vars.get(name).and_then(spoken).is_some()
+}
+
+impl Program {
+    /// Applies the pre-call rules in order to `vars`, then runs the chosen flow.
+    /// The returned steps start with the rules that applied.
+    pub fn start(&self, vars: &Map<String, Value>) -> Run {
+        let mut steps = Vec::new();
+        let mut entry = self.first_flow;
+        for rule in &self.rules {
+            match rule {
+                Rule::Filter { name, cases, .. } => {
+                    let chosen = cases.iter().enumerate().find_map(|(i, c)| {
+                        let (hold, why) = c.when.check(vars);
+                        hold.then(|| (c.label(i), why, c.next))
+                    });
+                    match chosen {
+                        Some((case, why, flow)) => {
+                            steps.push(Step {
+                                kind: "precall_filter".into(),
+                                flow: Some(name.clone()),
+                                case: Some(case),
+                                why: Some(why),
+                                flow_id: flow,
+                                ..Step::default()
+                            });
+                            entry = flow;
+                            break;
+                        }
+                        None => steps.push(Step {
+                            kind: "precall_filter".into(),
+                            flow: Some(name.clone()),
+                            case: Some("Continue".into()),
+                            why: Some("no case held".into()),
+                            ..Step::default()
+                        }),
+                    }
+                }
+                Rule::EndCall {
+                    name,
+                    when,
+                    message,
+                    outcome,
+                    ..
+                } => {
+                    let (hold, why) = when.check(vars);
+                    if hold {
+                        steps.push(Step {
+                            kind: "precall_end_call".into(),
+                            flow: Some(name.clone()),
+                            said: Some(message.render(vars)).filter(|s| !s.is_empty()),
+                            why: Some(why),
+                            ..Step::default()
+                        });
+                        return Run {
+                            steps,
+                            stop: Stop::Ended {
+                                outcome: outcome.clone(),
+                                transfer: None,
+                            },
+                        };
+                    }
+                }
+                Rule::Broken { name, reason, .. } => steps.push(Step {
+                    kind: "precall_error".into(),
+                    flow: Some(name.clone()),
+                    why: Some(format!("skipped: {reason}")),
+                    ..Step::default()
+                }),
+            }
+        }
+        let Some(flow) = entry.and_then(|f| self.flows.get(&f)) else {
+            return self.fail(steps, "the agent has no First Flow to run");
+        };
+        let Some(block) = flow.entry else {
+            return self.fail(steps, &format!("the flow {:?} has no entry", flow.name));
+        };
+        let mut vars = vars.clone();
+        self.run(flow.id, Some(block), &mut vars, steps)
+    }
+
+    /// Continues a call that was asked `question`, once `vars` hold the answer.
+    pub fn resume(&self, question: &Question, vars: &mut Map<String, Value>) -> Run {
+        let block = self
+            .flows
+            .get(&question.flow_id)
+            .and_then(|f| f.blocks.get(&question.block_id));
+        let Some(Block::Collect { next, .. }) = block else {
+            return self.fail(Vec::new(), "the flow changed: the question's block is gone");
+        };
+        self.run(question.flow_id, *next, vars, Vec::new())
+    }
+
+    fn fail(&self, mut steps: Vec<Step>, why: &str) -> Run {
+        steps.push(Step {
+            kind: "error".into(),
+            why: Some(why.to_owned()),
+            ..Step::default()
+        });
+        Run {
+            steps,
+            stop: Stop::Ended {
+                outcome: "error".into(),
+                transfer: None,
+            },
+        }
+    }
+
+    fn run(
+        &self,
+        mut flow_id: i64,
+        mut at: Option<i64>,
+        vars: &mut Map<String, Value>,
+        mut steps: Vec<Step>,
+    ) -> Run {
+        let budget = steps.len() + MAX_STEPS;
+        loop {
+            if steps.len() >= budget {
+                return self.fail(
+                    steps,
+                    "stopped after 200 steps: the flows go round in a loop",
+                );
+            }
+            let Some(flow) = self.flows.get(&flow_id) else {
+                return self.fail(steps, "a Transfer Flow leads to a flow that is gone");
+            };
+            let Some(block_id) = at else {
+                return Run {
+                    steps,
+                    stop: Stop::Ended {
+                        outcome: "completed".into(),
+                        transfer: None,
+                    },
+                };
+            };
+            let Some(block) = flow.blocks.get(&block_id) else {
+                return self.fail(steps, "a connection leads to a block that is gone");
+            };
+            let mut step = Step {
+                kind: block.kind().to_owned(),
+                flow: Some(flow.name.clone()),
+                flow_id: Some(flow.id),
+                block_id: Some(block_id),
+                ..Step::default()
+            };
+            let said = |t: &Template, vars: &Map<String, Value>| {
+                Some(t.render(vars)).filter(|s| !s.trim().is_empty())
+            };
+            match block {
+                Block::Say { message, next, .. } => {
+                    step.said = said(message, vars);
+                    steps.push(step);
+                    at = *next;
+                }
+                Block::Collect {
+                    variable,
+                    prompt,
+                    next,
+                } => {
+                    step.variable = Some(variable.clone());
+                    if has_value(vars, variable) {
+                        step.skipped = Some(true);
+                        step.why = Some(format!("{variable} is already known"));
+                        step.answer = vars.get(variable).cloned();
+                        steps.push(step);
+                        at = *next;
+                        continue;
+                    }
+                    let prompt = prompt.render(vars);
+                    step.said = Some(prompt.clone()).filter(|s| !s.is_empty());
+                    steps.push(step);
+                    return Run {
+                        steps,
+                        stop: Stop::Ask(Question {
+                            flow_id,
+                            block_id,
+                            variable: variable.clone(),
+                            prompt,
+                        }),
+                    };
+                }
+                Block::Filter { cases, otherwise } => {
+                    let chosen = cases.iter().enumerate().find_map(|(i, c)| {
+                        let (hold, why) = c.when.check(vars);
+                        hold.then(|| (c.label(i), why, c.next))
+                    });
+                    match chosen {
+                        Some((case, why, next)) => {
+                            step.case = Some(case);
+                            step.why = Some(why);
+                            at = next;
+                        }
+                        None => {
+                            step.case = Some("Else".into());
+                            step.why = Some(if cases.is_empty() {
+                                "no cases".into()
+                            } else {
+                                "no case held".into()
+                            });
+                            at = *otherwise;
+                        }
+                    }
+                    steps.push(step);
+                }
+                Block::TransferCall {
+                    destination,
+                    department,
+                    message,
+                } => {
+                    let transfer = Transfer {
+                        destination: Some(destination.clone()).filter(|d| !d.is_empty()),
+                        department: Some(department.clone()).filter(|d| !d.is_empty()),
+                        message: message.render(vars),
+                    };
+                    step.said = said(message, vars);
+                    step.destination = transfer.destination.clone();
+                    step.department = transfer.department.clone();
+                    steps.push(step);
+                    return Run {
+                        steps,
+                        stop: Stop::Ended {
+                            outcome: "transferred".into(),
+                            transfer: Some(transfer),
+                        },
+                    };
+                }
+                Block::TransferFlow { flow } => {
+                    let target = flow.and_then(|f| self.flows.get(&f));
+                    step.why = target.map(|t| format!("continues in {:?}", t.name));
+                    steps.push(step);
+                    let Some(target) = target else {
+                        return self.fail(steps, "a Transfer Flow leads to no flow");
+                    };
+                    flow_id = target.id;
+                    at = target.entry;
+                }
+                Block::EndCall { message, outcome } => {
+                    step.said = said(message, vars);
+                    steps.push(step);
+                    return Run {
+                        steps,
+                        stop: Stop::Ended {
+                            outcome: outcome.clone(),
+                            transfer: None,
+                        },
+                    };
+                }
+                Block::Broken { reason, .. } => {
+                    steps.push(step);
+                    return self.fail(steps, &format!("a block's settings are broken: {reason}"));
+                }
+            }
+        }
+    }
+}
+
+/// What a flow's checks need to know about the agent.
+pub struct Known<'a> {
+    /// Declared variables with their types, system variables, and variables Collect blocks
+    /// fill (typeless unless declared).
+    pub variables: &'a HashMap<String, Option<VarType>>,
+    /// The agent's flows.
+    pub flows: &'a HashSet<i64>,
+}
+
+/// Checks one block's own settings: templates name known variables, a Filter's comparisons
+/// suit its variables' types, a Collect fills a valid name, transfers lead somewhere.
+pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (what, t) in block.templates() {
+        for name in t.variables() {
+            if !known.variables.contains_key(name) {
+                problems.push(format!(
+                    "the {what} uses {{{{{name}}}}}, which is not a variable of this agent \
+                     (declare it on the Variables page, or collect it first)"
+                ));
+            }
+        }
+    }
+    match block {
+        Block::Collect { variable, .. } => {
+            if variable.is_empty() {
+                problems.push("choose the variable this Collect fills".into());
+            } else if let Err(e) = VariableName::parse(variable) {
+                problems.push(e);
+            } else if SYSTEM_VARIABLES.contains(&variable.as_str()) {
+                problems.push(format!(
+                    "{variable} is a system variable: it cannot be asked"
+                ));
+            }
+        }
+        Block::Filter { cases, .. } => {
+            for (i, case) in cases.iter().enumerate() {
+                for c in &case.when.list {
+                    match known.variables.get(&c.variable) {
+                        None => problems.push(format!(
+                            "{}: {} is not a variable of this agent",
+                            case.label(i),
+                            c.variable
+                        )),
+                        Some(ty) => {
+                            if let Err(e) = c.check_types(*ty) {
+                                problems.push(format!("{}: {e}", case.label(i)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Block::TransferCall {
+            destination,
+            department,
+            ..
+        } if destination.is_empty() && department.is_empty() => {
+            problems.push("a Transfer Call needs a destination number or a department".into());
+        }
+        Block::TransferFlow { flow } => match flow {
+            None => problems.push("choose the flow this Transfer Flow continues in".into()),
+            Some(f) if !known.flows.contains(f) => {
+                problems.push("the chosen flow does not exist".into())
+            }
+            _ => {}
+        },
+        Block::Broken { reason, .. } => problems.push(reason.clone()),
+        _ => {}
+    }
+    problems
+}
+
+/// Checks a flow's connections: each leads to a block of the same flow other than its entry,
+/// and no path goes round in a cycle.
+pub fn check_connections(flow: &Flow, number: &HashMap<i64, usize>) -> Vec<String> {
+    let name = |id: i64| match (number.get(&id), flow.blocks.get(&id)) {
+        (Some(n), Some(b)) => format!("#{n} {}", super::flow::label(b.kind())),
+        _ => format!("block {id}"),
+    };
+    let mut problems = Vec::new();
+    let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
+    ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
+    for &id in &ids {
+        for (label, to) in flow.blocks[&id].connections() {
+            if !flow.blocks.contains_key(&to) {
+                problems.push(format!(
+                    "{}'s {label} output leads to a block that is not in this flow",
+                    name(id)
+                ));
+            } else if Some(to) == flow.entry {
+                problems.push(format!(
+                    "{}'s {label} output leads back to the flow's entry, a cycle",
+                    name(id)
+                ));
+            }
+        }
+    }
+    // Depth-first search for a cycle among the remaining connections.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks: HashMap<i64, Mark> = ids.iter().map(|&id| (id, Mark::New)).collect();
+    for &root in &ids {
+        if marks[&root] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(i64, usize)> = vec![(root, 0)];
+        marks.insert(root, Mark::Open);
+        while let Some((id, i)) = stack.last().copied() {
+            let outs: Vec<i64> = flow.blocks[&id]
+                .connections()
+                .into_iter()
+                .map(|c| c.1)
+                .filter(|to| flow.blocks.contains_key(to) && Some(*to) != flow.entry)
+                .collect();
+            if let Some(&to) = outs.get(i) {
+                stack.last_mut().expect("not empty").1 += 1;
+                match marks[&to] {
+                    Mark::New => {
+                        marks.insert(to, Mark::Open);
+                        stack.push((to, 0));
+                    }
+                    Mark::Open => {
+                        let start = stack.iter().position(|(b, _)| *b == to).unwrap_or(0);
+                        let path: Vec<String> =
+                            stack[start..].iter().map(|(b, _)| name(*b)).collect();
+                        problems.push(format!("a cycle: {} → {}", path.join(" → "), name(to)));
+                        return problems;
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks.insert(id, Mark::Done);
+                stack.pop();
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    /// Greeting → Filter (VIP → transfer; else → Collect reason → End).
+    fn program() -> Program {
+        let main = Flow::compile(
+            1,
+            "Main".into(),
+            &[
+                (
+                    10,
+                    "greeting".into(),
+                    json!({"message": "Hello {{name|there}}", "next": 11}),
+                ),
+                (
+                    11,
+                    "filter".into(),
+                    json!({"cases": [{"name": "VIP", "join": "and", "conditions": [
+                        {"variable": "priority", "op": "equals", "value": "high"}], "next": 12}],
+                        "else": 13}),
+                ),
+                (
+                    12,
+                    "transfer_call".into(),
+                    json!({"destination": "+12125550100", "department": "", "message": "Connecting you now."}),
+                ),
+                (
+                    13,
+                    "collect".into(),
+                    json!({"variable": "reason", "prompt": "How can I help, {{name|there}}?", "next": 14}),
+                ),
+                (14, "transfer_flow".into(), json!({"flow": 2})),
+            ],
+        );
+        let other = Flow::compile(
+            2,
+            "Wrap-up".into(),
+            &[
+                (
+                    20,
+                    "start".into(),
+                    json!({"message": "About {{reason}}.", "next": 21}),
+                ),
+                (
+                    21,
+                    "end_call".into(),
+                    json!({"message": "Bye.", "outcome": "resolved"}),
+                ),
+            ],
+        );
+        Program {
+            first_flow: Some(1),
+            flows: [(1, main), (2, other)].into(),
+            rules: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_known_priority_routes_at_once_without_questions() {
+        let run = program().start(&vars(json!({"name": "Ada", "priority": "high"})));
+        assert_eq!(run.first_said(), Some("Hello Ada"));
+        assert_eq!(run.steps[1].case.as_deref(), Some("VIP"));
+        assert_eq!(
+            run.steps[1].why.as_deref(),
+            Some("priority is \"high\", equals high")
+        );
+        match run.stop {
+            Stop::Ended { outcome, transfer } => {
+                assert_eq!(outcome, "transferred");
+                assert_eq!(
+                    transfer.unwrap().destination.as_deref(),
+                    Some("+12125550100")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_caller_is_asked_and_the_answer_continues_the_call() {
+        let p = program();
+        let mut v = vars(json!({"name": null, "priority": "normal"}));
+        let run = p.start(&v);
+        assert_eq!(run.first_said(), Some("Hello there"));
+        assert_eq!(run.steps[1].case.as_deref(), Some("Else"));
+        let Stop::Ask(q) = run.stop else {
+            panic!("expected a question")
+        };
+        assert_eq!(q.variable, "reason");
+        assert_eq!(q.prompt, "How can I help, there?");
+        v.insert("reason".into(), json!("billing"));
+        let next = p.resume(&q, &mut v);
+        let said: Vec<_> = next
+            .steps
+            .iter()
+            .filter_map(|s| s.said.as_deref())
+            .collect();
+        assert_eq!(said, ["About billing.", "Bye."]);
+        assert_eq!(
+            next.stop,
+            Stop::Ended {
+                outcome: "resolved".into(),
+                transfer: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_collect_is_skipped_when_its_variable_is_known() {
+        let run = program().start(&vars(json!({"priority": "low", "reason": "refund"})));
+        let collect = run.steps.iter().find(|s| s.kind == "collect").unwrap();
+        assert_eq!(collect.skipped, Some(true));
+        assert!(matches!(run.stop, Stop::Ended { ref outcome, .. } if outcome == "resolved"));
+    }
+
+    #[test]
+    fn precall_rules_refuse_or_route_before_the_greeting() {
+        let mut p = program();
+        p.rules = vec![
+            Rule::compile(
+                7,
+                "Blocked".into(),
+                "end_call",
+                &json!({"join": "and", "conditions": [{"variable": "blocked", "op": "equals", "value": true}],
+                        "message": "Goodbye.", "outcome": "blocked"}),
+            ),
+            Rule::compile(
+                8,
+                "Risk".into(),
+                "filter",
+                &json!({"cases": [{"name": "Risky", "join": "or", "conditions": [
+                    {"variable": "risk_score", "op": "greater_than", "value": 80}], "flow": 2}]}),
+            ),
+        ];
+        let refused = p.start(&vars(json!({"blocked": true})));
+        assert_eq!(refused.steps.len(), 1);
+        assert!(matches!(refused.stop, Stop::Ended { ref outcome, .. } if outcome == "blocked"));
+        let routed = p.start(&vars(json!({"blocked": false, "risk_score": 95})));
+        assert_eq!(routed.steps[0].case.as_deref(), Some("Risky"));
+        assert_eq!(routed.steps[1].flow.as_deref(), Some("Wrap-up"));
+        let normal = p.start(&vars(json!({"risk_score": 10, "priority": "high"})));
+        assert_eq!(normal.steps[0].case.as_deref(), Some("Continue"));
+        assert_eq!(normal.steps[1].kind, "greeting");
+    }
+
+    #[test]
+    fn flows_that_loop_through_transfers_are_stopped() {
+        let a = Flow::compile(
+            1,
+            "A".into(),
+            &[
+                (1, "greeting".into(), json!({"message": "", "next": 2})),
+                (2, "transfer_flow".into(), json!({"flow": 2})),
+            ],
+        );
+        let b = Flow::compile(
+            2,
+            "B".into(),
+            &[
+                (3, "start".into(), json!({"message": "", "next": 4})),
+                (4, "transfer_flow".into(), json!({"flow": 1})),
+            ],
+        );
+        let p = Program {
+            first_flow: Some(1),
+            flows: [(1, a), (2, b)].into(),
+            rules: Vec::new(),
+        };
+        let run = p.start(&Map::new());
+        assert!(matches!(run.stop, Stop::Ended { ref outcome, .. } if outcome == "error"));
+        assert!(
+            run.steps
+                .last()
+                .unwrap()
+                .why
+                .as_deref()
+                .unwrap()
+                .contains("loop")
+        );
+    }
+
+    fn numbers(flow: &Flow) -> HashMap<i64, usize> {
+        let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
+        ids.sort();
+        ids.into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i + 1))
+            .collect()
+    }
+
+    #[test]
+    fn cycles_and_dangling_connections_are_found() {
+        let p = program();
+        let main = &p.flows[&1];
+        assert!(check_connections(main, &numbers(main)).is_empty());
+
+        let cyclic = Flow::compile(
+            3,
+            "C".into(),
+            &[
+                (1, "start".into(), json!({"message": "", "next": 2})),
+                (2, "talk".into(), json!({"message": "a", "next": 3})),
+                (3, "talk".into(), json!({"message": "b", "next": 2})),
+            ],
+        );
+        let problems = check_connections(&cyclic, &numbers(&cyclic));
+        assert_eq!(problems, ["a cycle: #2 Talk → #3 Talk → #2 Talk"]);
+
+        let dangling = Flow::compile(
+            4,
+            "D".into(),
+            &[
+                (1, "start".into(), json!({"message": "", "next": 99})),
+                (2, "filter".into(), json!({"cases": [], "else": 1})),
+            ],
+        );
+        let problems = check_connections(&dangling, &numbers(&dangling));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("not in this flow"));
+        assert!(problems[1].contains("back to the flow's entry"));
+    }
+
+    #[test]
+    fn unknown_variables_and_mistyped_comparisons_are_refused() {
+        let declared: HashMap<String, Option<VarType>> = [
+            ("name".to_owned(), Some(VarType::String)),
+            ("risk_score".to_owned(), Some(VarType::Number)),
+        ]
+        .into();
+        let flows = HashSet::from([1]);
+        let known = Known {
+            variables: &declared,
+            flows: &flows,
+        };
+        let talk = Block::compile("talk", &json!({"message": "Hi {{nmae}}"})).unwrap();
+        assert!(check_block(&talk, &known)[0].contains("{{nmae}}"));
+        let filter = Block::compile(
+            "filter",
+            &json!({"cases": [{"join": "and", "conditions": [
+                {"variable": "risk_score", "op": "greater_than", "value": "high"}]}]}),
+        )
+        .unwrap();
+        assert!(check_block(&filter, &known)[0].contains("needs a number"));
+        let ok = Block::compile("talk", &json!({"message": "Hi {{name|there}}"})).unwrap();
+        assert!(check_block(&ok, &known).is_empty());
+        let transfer = Block::compile("transfer_flow", &json!({"flow": 9})).unwrap();
+        assert!(!check_block(&transfer, &known).is_empty());
+    }
+}

@@ -146,6 +146,24 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
                     .join("\n")
             });
         }
+        Command::Demo { wait_ms, json } => {
+            let demo = crate::demo::create(db, public_url, wait_ms)
+                .await
+                .map_err(explain)?;
+            let id = &demo.agent.public_id;
+            let examples: Vec<Value> = crate::demo::payloads(id)
+                .into_iter()
+                .map(|(name, body)| json!({ "name": name, "payload": body }))
+                .collect();
+            let out = json!({
+                "agentId": id,
+                "url": demo.webhook_url,
+                "apiKey": demo.api_key,
+                "runtimeToken": demo.runtime_token,
+                "examples": examples,
+            });
+            print(json, &out, || demo_text(&demo, public_url, &examples));
+        }
         Command::Token(TokenCommand::Create { agent, name, json }) => {
             let agent = find_agent(db, &agent).await?;
             let token = tokens::create(db, agent.id, &name).await.map_err(explain)?;
@@ -160,6 +178,35 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// How to try the demo: one webhook and one call per example, as cURL commands.
+fn demo_text(demo: &crate::demo::Demo, public_url: &str, examples: &[Value]) -> String {
+    let mut out = format!(
+        "Created the demo agent {:?} ({}).\n\
+         Webhook URL:   {}\n\
+         API key:       {}\n\
+         Runtime token: {}\n\
+         The key and token are shown only now.\n",
+        demo.agent.name, demo.agent.public_id, demo.webhook_url, demo.api_key, demo.runtime_token
+    );
+    for e in examples {
+        let payload = &e["payload"];
+        out.push_str(&format!(
+            "\n# {}\ncurl -X POST '{}' -H 'Content-Type: application/json' -H 'X-Authorization: {}' -d '{}'\n\
+             curl -X POST '{public_url}/api/v1/calls' -H 'Content-Type: application/json' -H 'Authorization: Bearer {}' -d '{}'\n",
+            e["name"].as_str().unwrap_or_default(),
+            demo.webhook_url,
+            demo.api_key,
+            payload,
+            demo.runtime_token,
+            json!({ "agentId": demo.agent.public_id, "from": payload["phoneNumber"] }),
+        ));
+    }
+    out.push_str(
+        "\nA call from any other number takes the default path (it falls back after the wait).",
+    );
+    out
 }
 
 fn agent_json(a: &Agent) -> Value {

@@ -68,6 +68,15 @@ pub enum Command {
     /// Manage runtime tokens for the call runtime.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Create an agent whose flows implement the four pre-call examples, with its webhook
+    /// URL, API key and a runtime token, and print how to try each example.
+    Demo {
+        /// The webhook's time wait before fallback, in milliseconds (0 to 10000).
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the latest requests that reached an agent's webhooks, newest first.
     Deliveries {
         #[arg(long)]

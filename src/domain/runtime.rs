@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::conditions::Conditions;
 use super::template::{Template, spoken};
-use super::variables::{SYSTEM_VARIABLES, VarType, VariableName};
+use super::variables::{SYSTEM_VARIABLES, VarType, VariableDef, VariableName};
 
 /// Steps one run may take before it is stopped as a loop (Transfer Flow can go round).
 pub const MAX_STEPS: usize = 200;
@@ -626,6 +626,111 @@ pub struct Known<'a> {
     pub flows: &'a HashSet<i64>,
 }
 
+/// The variables templates and conditions may use: the declared ones with their types,
+/// the system variables, and those a Collect block of any flow fills (typeless unless
+/// declared).
+pub fn known_variables(
+    schema: &[VariableDef],
+    program: &Program,
+) -> HashMap<String, Option<VarType>> {
+    let mut known: HashMap<String, Option<VarType>> = SYSTEM_VARIABLES
+        .iter()
+        .map(|n| ((*n).to_owned(), Some(VarType::String)))
+        .collect();
+    for flow in program.flows.values() {
+        for block in flow.blocks.values() {
+            if let Block::Collect { variable, .. } = block
+                && !variable.is_empty()
+            {
+                known.insert(variable.clone(), None);
+            }
+        }
+    }
+    for def in schema {
+        known.insert(def.name.to_string(), Some(def.ty));
+    }
+    known
+}
+
+/// Every problem of a whole program: each flow's blocks and connections, and each rule.
+/// Block numbers are by id order within a flow.
+pub fn check_program(program: &Program, known: &Known) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut flows: Vec<&Flow> = program.flows.values().collect();
+    flows.sort_by_key(|f| f.id);
+    for flow in flows {
+        let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
+        ids.sort();
+        let number: HashMap<i64, usize> =
+            ids.iter().enumerate().map(|(i, b)| (*b, i + 1)).collect();
+        for id in &ids {
+            for p in check_block(&flow.blocks[id], known) {
+                problems.push(format!("{} #{}: {p}", flow.name, number[id]));
+            }
+        }
+        for p in check_connections(flow, &number) {
+            problems.push(format!("{}: {p}", flow.name));
+        }
+    }
+    for rule in &program.rules {
+        problems.extend(check_rule(rule, known));
+    }
+    problems
+}
+
+/// Each condition names a known variable and compares it with a value of a suitable type.
+fn check_conditions(label: &str, when: &Conditions, known: &Known, problems: &mut Vec<String>) {
+    for c in &when.list {
+        match known.variables.get(&c.variable) {
+            None => problems.push(format!(
+                "{label}: {} is not a variable of this agent",
+                c.variable
+            )),
+            Some(ty) => {
+                if let Err(e) = c.check_types(*ty) {
+                    problems.push(format!("{label}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Checks a pre-call rule: its conditions and message use known variables with suitable
+/// comparisons, and a Filter's cases lead to flows of the agent.
+pub fn check_rule(rule: &Rule, known: &Known) -> Vec<String> {
+    let mut problems = Vec::new();
+    match rule {
+        Rule::Filter { cases, .. } => {
+            for (i, case) in cases.iter().enumerate() {
+                check_conditions(&case.label(i), &case.when, known, &mut problems);
+            }
+            for (i, case) in cases.iter().enumerate() {
+                match case.next {
+                    None => {
+                        problems.push(format!("{}: choose the flow it leads to", case.label(i)))
+                    }
+                    Some(f) if !known.flows.contains(&f) => {
+                        problems.push(format!("{}: the chosen flow does not exist", case.label(i)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Rule::EndCall { when, message, .. } => {
+            check_conditions("Conditions", when, known, &mut problems);
+            for name in message.variables() {
+                if !known.variables.contains_key(name) {
+                    problems.push(format!(
+                        "the message uses {{{{{name}}}}}, which is not a variable of this agent"
+                    ));
+                }
+            }
+        }
+        Rule::Broken { reason, .. } => problems.push(reason.clone()),
+    }
+    problems
+}
+
 /// Checks one block's own settings: templates name known variables, a Filter's comparisons
 /// suit its variables' types, a Collect fills a valid name, transfers lead somewhere.
 pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
@@ -654,20 +759,7 @@ pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
         }
         Block::Filter { cases, .. } => {
             for (i, case) in cases.iter().enumerate() {
-                for c in &case.when.list {
-                    match known.variables.get(&c.variable) {
-                        None => problems.push(format!(
-                            "{}: {} is not a variable of this agent",
-                            case.label(i),
-                            c.variable
-                        )),
-                        Some(ty) => {
-                            if let Err(e) = c.check_types(*ty) {
-                                problems.push(format!("{}: {e}", case.label(i)));
-                            }
-                        }
-                    }
-                }
+                check_conditions(&case.label(i), &case.when, known, &mut problems);
             }
         }
         Block::TransferCall {

@@ -385,3 +385,86 @@ pub async fn rules(db: &Db, agent_id: i64) -> Result<Vec<RuleRow>, sqlx::Error> 
     .fetch_all(&db.read)
     .await
 }
+
+fn check_rule_name(name: &str) -> Result<&str, StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(StoreError::Conflict(
+            "a pre-call action's name must be 1 to 100 characters".into(),
+        ));
+    }
+    Ok(name)
+}
+
+/// Appends a pre-call Filter or End Call action; returns its id.
+pub async fn create_rule(
+    db: &Db,
+    agent_id: i64,
+    kind: &str,
+    name: &str,
+    config: &serde_json::Value,
+) -> Result<i64, StoreError> {
+    let name = check_rule_name(name)?;
+    let mut tx = begin_write(db).await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO precall_actions (agent_id, position, kind, name, config, created_at)
+         VALUES (?1, (SELECT coalesce(max(position), -1) + 1 FROM precall_actions WHERE agent_id = ?1),
+                 ?2, ?3, ?4, ?5)
+         RETURNING id",
+    )
+    .bind(agent_id)
+    .bind(kind)
+    .bind(name)
+    .bind(config.to_string())
+    .bind(now_ms())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match constraint_of(&e).as_deref() {
+        Some("precall_actions_need_a_first_flow") => StoreError::Conflict(
+            "pre-call actions sit above the First Flow: set a First Flow for this agent first"
+                .into(),
+        ),
+        _ => StoreError::Database(e),
+    })?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A pre-call Filter or End Call action of the agent.
+pub async fn rule(db: &Db, agent_id: i64, action_id: i64) -> Result<Option<RuleRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS action_id, name, kind, config FROM precall_actions
+          WHERE agent_id = ? AND id = ? AND kind <> 'webhook'",
+    )
+    .bind(agent_id)
+    .bind(action_id)
+    .fetch_optional(&db.read)
+    .await
+}
+
+pub async fn update_rule(
+    db: &Db,
+    agent_id: i64,
+    action_id: i64,
+    name: &str,
+    config: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let name = check_rule_name(name)?;
+    let mut tx = begin_write(db).await?;
+    let n = sqlx::query(
+        "UPDATE precall_actions SET name = ?, config = ?
+          WHERE id = ? AND agent_id = ? AND kind <> 'webhook'",
+    )
+    .bind(name)
+    .bind(config.to_string())
+    .bind(action_id)
+    .bind(agent_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound("no such pre-call action".into()));
+    }
+    tx.commit().await?;
+    Ok(())
+}

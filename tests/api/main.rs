@@ -3,6 +3,8 @@
 mod admin;
 mod browser;
 mod calls;
+mod examples;
+mod flow_checks;
 mod health;
 mod helpers;
 mod ingest;

@@ -639,7 +639,7 @@ async fn delete(
     let a = agent(&app, &id).await?;
     let result = actions::delete(&app.db, a.id, action_id)
         .await
-        .map(|_| "Pre-call action deleted; its URL and keys stopped working.".to_owned());
+        .map(|_| "Pre-call action deleted.".to_owned());
     app.catalog.invalidate();
     after(&app, &f.admin, &first_flow_link(&a), result)
 }

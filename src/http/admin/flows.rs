@@ -12,11 +12,13 @@ use serde_json::{Map, Value, json};
 
 use super::{Page, PageResult, after, agent, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
+use crate::catalog;
 use crate::domain::flow::{self, KINDS};
+use crate::domain::runtime::{self, Block, Known};
 use crate::http::AppState;
 use crate::store::agents::Agent;
 use crate::store::flows::{self as store, BlockRow, FlowRow};
-use crate::store::{StoreError, actions};
+use crate::store::{StoreError, actions, variables};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -320,6 +322,7 @@ async fn rename(
     let result = store::rename(&app.db, a.id, flow_id, &f.form.name)
         .await
         .map(|_| "Renamed.".to_owned());
+    app.catalog.invalidate();
     after(
         &app,
         &f.admin,
@@ -335,6 +338,19 @@ async fn delete(
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     flow_of(&app, &a, flow_id).await?;
+    let users = users_of(&app, &a, flow_id).await?;
+    if !users.is_empty() {
+        let reason = format!(
+            "This flow is still used by {}: change those first.",
+            users.join(", ")
+        );
+        return after(
+            &app,
+            &f.admin,
+            &format!("/admin/agents/{id}/flows/{flow_id}"),
+            Err(StoreError::Conflict(reason)),
+        );
+    }
     match store::delete(&app.db, a.id, flow_id).await {
         Ok(()) => {
             app.catalog.invalidate();
@@ -352,6 +368,32 @@ async fn delete(
             Err(e),
         ),
     }
+}
+
+/// The Transfer Flow blocks and pre-call Filters that lead to `flow_id`, named.
+async fn users_of(app: &AppState, a: &Agent, flow_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    let program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
+    let mut users: Vec<String> = program
+        .flows
+        .values()
+        .filter(|f| f.id != flow_id)
+        .filter(|f| {
+            f.blocks
+                .values()
+                .any(|b| matches!(b, Block::TransferFlow { flow: Some(t) } if *t == flow_id))
+        })
+        .map(|f| format!("a Transfer Flow in {:?}", f.name))
+        .collect();
+    users.extend(program.rules.iter().filter_map(|r| match r {
+        runtime::Rule::Filter { name, cases, .. }
+            if cases.iter().any(|c| c.next == Some(flow_id)) =>
+        {
+            Some(format!("the pre-call Filter {name:?}"))
+        }
+        _ => None,
+    }));
+    users.sort();
+    Ok(users)
 }
 
 #[derive(Deserialize)]
@@ -488,14 +530,62 @@ async fn save_block(
     let Some(block) = rows.iter().find(|b| b.id == block_id) else {
         return Err(not_found("This block"));
     };
-    let result = match config_from(&block.kind, &f.form) {
-        Ok(config) => store::update_block(&app.db, fl.id, block_id, &config)
-            .await
-            .map(|_| "Saved.".to_owned()),
-        Err(e) => Err(StoreError::Conflict(e)),
+    let config = match config_from(&block.kind, &f.form) {
+        Ok(config) => config,
+        Err(e) => return after(&app, &f.admin, &back, Err(StoreError::Conflict(e))),
     };
+    // Adding or removing a Filter case is a step in editing, not a save to check.
+    let editing_cases = f.form.add_case.is_some() || f.form.remove_case.is_some();
+    if !editing_cases {
+        let problems = check_change(&app, &a, &rows, fl.id, block, &config).await?;
+        if !problems.is_empty() {
+            let reason = format!("Not saved: {}.", problems.join("; "));
+            return after(&app, &f.admin, &back, Err(StoreError::Conflict(reason)));
+        }
+    }
+    let result = store::update_block(&app.db, fl.id, block_id, &config)
+        .await
+        .map(|_| "Saved.".to_owned());
     app.catalog.invalidate();
     after(&app, &f.admin, &back, result)
+}
+
+/// What would be wrong with the flow if `block` had `config`: the block's own settings
+/// (known variables, typed comparisons, transfer targets) and the flow's connections (each
+/// to a block of this flow, no cycle).
+async fn check_change(
+    app: &AppState,
+    a: &Agent,
+    rows: &[BlockRow],
+    flow_id: i64,
+    block: &BlockRow,
+    config: &Value,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
+    let compiled = match Block::compile(&block.kind, config) {
+        Ok(b) => b,
+        Err(e) => return Ok(vec![e]),
+    };
+    if let Some(flow) = program.flows.get_mut(&flow_id) {
+        flow.blocks.insert(block.id, compiled.clone());
+    }
+    let schema = variables::schema(&app.db, a.id).await?;
+    let known_variables = runtime::known_variables(&schema, &program);
+    let flows = program.flows.keys().copied().collect();
+    let known = Known {
+        variables: &known_variables,
+        flows: &flows,
+    };
+    let mut problems = runtime::check_block(&compiled, &known);
+    if let Some(flow) = program.flows.get(&flow_id) {
+        let number = rows
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id, i + 1))
+            .collect();
+        problems.extend(runtime::check_connections(flow, &number));
+    }
+    Ok(problems)
 }
 
 async fn delete_block(

@@ -5,6 +5,7 @@ mod actions;
 mod agents;
 mod flows;
 mod people;
+mod rules;
 mod variables;
 
 use askama::Template;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(flows::router())
         .merge(actions::router())
+        .merge(rules::router())
         .merge(variables::router())
         .layer(axum::middleware::map_response(private))
 }

@@ -22,7 +22,7 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 
 use client::{Conn, H2Conn, Pace, Stats, drive, post};
-use server::{Server, cli, declare};
+use server::{Server, cli};
 
 struct Options {
     duration: Duration,
@@ -110,32 +110,16 @@ struct Agent {
     token: String,
 }
 
+/// The demo agent (`precall demo`): its calls run the pre-call Filter and the flows of the
+/// four examples, so that call start is measured with the flow interpreter in the path.
 fn make_agent(dir: &Path, url: &str, wait_ms: u64) -> Agent {
-    let agent = cli(dir, url, &["agent", "create", "--name", "Bench"]);
-    let id = agent["agentId"].as_str().unwrap().to_owned();
-    let hook = cli(
-        dir,
-        url,
-        &[
-            "action",
-            "create-webhook",
-            "--agent",
-            &id,
-            "--wait-ms",
-            &wait_ms.to_string(),
-        ],
-    );
-    let token = cli(dir, url, &["token", "create", "--agent", &id]);
-    declare(dir, &id, "customer_name", "string", "there");
-    declare(dir, &id, "priority", "string", "normal");
-    declare(dir, &id, "risk_score", "number", "0");
-    declare(dir, &id, "flagged", "boolean", "false");
-    let full = hook["url"].as_str().unwrap();
+    let demo = cli(dir, url, &["demo", "--wait-ms", &wait_ms.to_string()]);
+    let text = |k: &str| demo[k].as_str().unwrap().to_owned();
     Agent {
-        path: full[url.len()..].to_owned(),
-        key: hook["apiKey"].as_str().unwrap().to_owned(),
-        token: token["token"].as_str().unwrap().to_owned(),
-        id,
+        path: text("url")[url.len()..].to_owned(),
+        key: text("apiKey"),
+        token: text("runtimeToken"),
+        id: text("agentId"),
     }
 }
 

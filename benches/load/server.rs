@@ -160,32 +160,6 @@ pub fn cli(dir: &Path, public_url: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
-/// Declares a variable (this command prints text, not JSON).
-pub fn declare(dir: &Path, agent: &str, name: &str, ty: &str, default: &str) {
-    let out = std::process::Command::new(PRECALL)
-        .args([
-            "variable",
-            "set",
-            "--agent",
-            agent,
-            "--name",
-            name,
-            "--type",
-            ty,
-            "--default",
-            default,
-        ])
-        .current_dir(dir)
-        .env_remove("PRECALL_DATABASE_URL")
-        .output()
-        .expect("precall runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs the baseline server: one route that echoes a small JSON body.
 pub fn run_baseline() -> anyhow::Result<()> {
     use axum::routing::post;

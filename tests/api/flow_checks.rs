@@ -261,3 +261,16 @@ async fn a_precall_end_call_refuses_matching_calls_before_the_greeting() {
     assert!(greeted["greeting"].is_string(), "{greeted:#}");
     assert_eq!(greeted["outcome"], "completed");
 }
+
+#[tokio::test]
+async fn the_editor_lists_what_is_left_to_finish() {
+    let app = spawn_app().await;
+    let (console, f) = first_flow(&app).await;
+    assert!(!console.page(&f.path()).await.contains("To finish"));
+    add_block(&console, &f, "transfer_flow").await;
+    add_block(&console, &f, "collect").await;
+    let page = console.page(&f.path()).await;
+    assert!(page.contains("To finish before calls can use this flow"));
+    assert!(page.contains("#2 Transfer Flow: choose the flow this Transfer Flow continues in"));
+    assert!(page.contains("#3 Collect: choose the variable this Collect fills"));
+}

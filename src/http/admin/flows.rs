@@ -132,6 +132,8 @@ struct EditorPage {
     /// (id, name) of the agent's other flows, for Transfer Flow.
     other_flows: Vec<(i64, String)>,
     kinds: Vec<(&'static str, &'static str)>,
+    /// What a call would stumble on in this flow, by block.
+    problems: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -271,7 +273,9 @@ async fn editor(
             last: i + 1 == n,
         })
         .collect();
+    let problems = flow_problems(&app, &a, f.id, &number).await?;
     Ok(render(EditorPage {
+        problems,
         page: Page::new(&admin, format!("{} · {}", f.name, a.name), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
@@ -368,6 +372,39 @@ async fn delete(
             Err(e),
         ),
     }
+}
+
+/// What is wrong with the flow as stored: each block's settings (blocks not filled in yet,
+/// variables since deleted) and its connections.
+async fn flow_problems(
+    app: &AppState,
+    a: &Agent,
+    flow_id: i64,
+    number: &HashMap<i64, usize>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
+    let Some(flow) = program.flows.get(&flow_id) else {
+        return Ok(Vec::new());
+    };
+    let schema = variables::schema(&app.db, a.id).await?;
+    let known_variables = runtime::known_variables(&schema, &program);
+    let flows = program.flows.keys().copied().collect();
+    let known = Known {
+        variables: &known_variables,
+        flows: &flows,
+    };
+    let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
+    ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
+    let mut problems = Vec::new();
+    for id in ids {
+        let block = &flow.blocks[&id];
+        for p in runtime::check_block(block, &known) {
+            let n = number.get(&id).copied().unwrap_or_default();
+            problems.push(format!("#{n} {}: {p}", flow::label(block.kind())));
+        }
+    }
+    problems.extend(runtime::check_connections(flow, number));
+    Ok(problems)
 }
 
 /// The Transfer Flow blocks and pre-call Filters that lead to `flow_id`, named.

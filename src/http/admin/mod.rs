@@ -3,6 +3,7 @@
 
 mod actions;
 mod agents;
+mod calls;
 mod flows;
 mod people;
 mod variables;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .merge(flows::router())
         .merge(actions::router())
         .merge(variables::router())
+        .merge(calls::router())
         .layer(axum::middleware::map_response(private))
 }
 

@@ -6,6 +6,7 @@ mod agents;
 mod calls;
 mod flows;
 mod people;
+mod simulate;
 mod variables;
 
 use askama::Template;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .merge(actions::router())
         .merge(variables::router())
         .merge(calls::router())
+        .merge(simulate::router())
         .layer(axum::middleware::map_response(private))
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod browser;
+mod call_pages;
 mod calls;
 mod health;
 mod helpers;

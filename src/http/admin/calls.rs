@@ -135,13 +135,20 @@ async fn history(
         .last()
         .filter(|_| more)
         .map(|last| q.older_than(&last.public_id));
+    let mut outcomes = stored::outcomes(&app.db, a.id).await?;
+    if let OutcomeFilter::Is(tag) = &filter.outcome {
+        // The filter stays visible even when no call ended that way (yet).
+        if !outcomes.contains(tag) {
+            outcomes.push(tag.clone());
+        }
+    }
     Ok(render(HistoryPage {
         page: Page::new(&admin, format!("Call history · {}", a.name), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
         first_flow: a.first_flow_id,
         calls: rows.into_iter().map(CallLine::from).collect(),
-        outcomes: stored::outcomes(&app.db, a.id).await?,
+        outcomes,
         filtered: filter.outcome != OutcomeFilter::Any || filter.source.is_some(),
         paged: filter.before.is_some(),
         outcome: q.outcome,
@@ -184,7 +191,7 @@ fn step_line(s: Step) -> StepLine {
         "precall_filter" => "Pre-call Filter",
         "precall_end_call" => "Pre-call End Call",
         "precall_error" => "Pre-call action skipped",
-        "answer" => "Answer",
+        "answer" => "Caller answered",
         "error" => "Error",
         kind => flow::label(kind),
     };

@@ -385,7 +385,7 @@ async fn answer(
 
 /// Continues a call with `answers`. A refusal the admin can act on (a wrong value, a call
 /// that moved on) is the inner error, in words; anything else fails the request.
-pub async fn answer_call(
+pub(super) async fn answer_call(
     app: &AppState,
     agent: i64,
     call_id: &str,

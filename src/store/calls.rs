@@ -1,6 +1,6 @@
 //! Reading calls back. Calls are written by the writer.
 
-use sqlx::FromRow;
+use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::Db;
 
@@ -62,4 +62,89 @@ pub async fn continue_call(
     .rows_affected();
     tx.commit().await?;
     Ok(done == 1)
+}
+
+/// One line of an agent's call history.
+#[derive(Debug, Clone, FromRow)]
+pub struct CallSummary {
+    pub public_id: String,
+    pub caller: String,
+    pub called: Option<String>,
+    pub started_at: i64,
+    pub waited_ms: i64,
+    pub source: String,
+    pub status: String,
+    pub outcome: Option<String>,
+}
+
+/// Which outcome the history shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OutcomeFilter {
+    #[default]
+    Any,
+    /// Calls still waiting at a question (they have no outcome yet).
+    Active,
+    /// Calls that ended with this outcome tag.
+    Is(String),
+}
+
+/// What the history lists: filters, and where the previous page ended.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub outcome: OutcomeFilter,
+    /// `webhook` or `fallback`.
+    pub source: Option<String>,
+    /// Only calls older than this one (the public id of the last call of the previous page).
+    pub before: Option<String>,
+}
+
+/// An agent's calls, newest first, at most `limit`. Ordered by start time, then by row, so
+/// that a page ends at a precise call and the next one starts right after it; an unknown
+/// `before` gives no calls.
+pub async fn list(
+    db: &Db,
+    agent_id: i64,
+    filter: &CallFilter,
+    limit: i64,
+) -> Result<Vec<CallSummary>, sqlx::Error> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT c.public_id, c.caller, c.called, c.started_at, c.waited_ms, c.source, c.status,
+                c.outcome
+           FROM calls c
+          WHERE c.agent_id = ",
+    );
+    q.push_bind(agent_id);
+    match &filter.outcome {
+        OutcomeFilter::Any => {}
+        OutcomeFilter::Active => {
+            q.push(" AND c.outcome IS NULL");
+        }
+        OutcomeFilter::Is(outcome) => {
+            q.push(" AND c.outcome = ").push_bind(outcome.clone());
+        }
+    }
+    if let Some(source) = &filter.source {
+        q.push(" AND c.source = ").push_bind(source.clone());
+    }
+    if let Some(before) = &filter.before {
+        q.push(" AND (c.started_at, c.id) < (SELECT b.started_at, b.id FROM calls b WHERE b.public_id = ")
+            .push_bind(before.clone())
+            .push(" AND b.agent_id = ")
+            .push_bind(agent_id)
+            .push(")");
+    }
+    q.push(" ORDER BY c.started_at DESC, c.id DESC LIMIT ")
+        .push_bind(limit);
+    q.build_query_as().fetch_all(&db.read).await
+}
+
+/// The outcomes an agent's calls ended with, for the history's filter.
+pub async fn outcomes(db: &Db, agent_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT outcome FROM calls
+          WHERE agent_id = ? AND outcome IS NOT NULL ORDER BY outcome",
+    )
+    .bind(agent_id)
+    .fetch_all(&db.read)
+    .await
 }

@@ -326,3 +326,163 @@ async fn console_pages_are_usable_in_a_narrow_window_and_by_keyboard() {
     assert_eq!(focused, json!("Skip to content"));
     b.client.clone().close().await.unwrap();
 }
+
+/// A screenshot of the whole page at `width`: the window grows to the page's height for it.
+async fn full_shot(b: &Browser, name: &str, width: u32) {
+    let height = b
+        .client
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap_or(900) as u32;
+    b.client.set_window_size(width, height + 140).await.unwrap();
+    b.shot(name).await;
+    b.client.set_window_size(width, 900).await.unwrap();
+}
+
+/// How far the page scrolls sideways (0 when nothing is wider than the window).
+async fn overflow(b: &Browser) -> i64 {
+    b.client
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Names of the page's form controls that have no label.
+async fn unlabelled(b: &Browser) -> Value {
+    b.client
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                             && !e.getAttribute('aria-labelledby')).map(e => e.name);",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn an_admin_simulates_calls_with_early_and_late_webhook_data_and_reads_their_history() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    sign_up(&b, &app).await;
+    b.fill("#agent-name", "Support line").await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    let agent_id = b.text("#agent-id").await;
+    // A webhook with the default time wait before fallback: 2000 ms.
+    b.client
+        .goto(&format!(
+            "{}/admin/agents/{agent_id}/actions/new",
+            app.address
+        ))
+        .await
+        .unwrap();
+    b.fill("#name", "CRM").await;
+    b.click("form button.primary").await;
+    b.css("#webhook-url").await;
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}", app.address))
+        .await
+        .unwrap();
+
+    // The payload lands 100 ms after the call starts: the call waited for it.
+    b.click("nav.tabs a[href$='/simulate']").await;
+    let payload = b.css("#payload").await.prop("value").await.unwrap();
+    let payload = payload.unwrap_or_default();
+    assert!(payload.contains(&agent_id) && payload.contains("+12125550123"));
+    assert_eq!(unlabelled(&b).await, json!([]), "controls without a label");
+    b.fill("#delay_ms", "100").await;
+    full_shot(&b, "09-simulator", 1280).await;
+    b.click("#simulate button[type=submit]").await;
+    assert_eq!(b.text("#call-source").await, "webhook");
+    let early = b.client.current_url().await.unwrap().to_string();
+    let source = b.client.source().await.unwrap();
+    assert!(source.contains(">arrived<") && source.contains("Jane Doe"));
+    let waited: i64 = b
+        .text("#call-waited")
+        .await
+        .trim_end_matches(" ms")
+        .parse()
+        .unwrap();
+    assert!((80..2000).contains(&waited), "waited {waited} ms");
+    full_shot(&b, "10-call-webhook", 1280).await;
+
+    // Sent 2500 ms after the start, beyond the 2000 ms wait: the call fell back, and the
+    // data is shown as late.
+    b.click("nav.tabs a[href$='/simulate']").await;
+    b.fill("#from", "+12125550177").await;
+    b.fill(
+        "#payload",
+        &json!({"agentId": agent_id, "phoneNumber": "+12125550177", "priority": "high"})
+            .to_string(),
+    )
+    .await;
+    b.fill("#delay_ms", "2500").await;
+    b.click("#simulate button[type=submit]").await;
+    b.css("#late").await;
+    assert_eq!(b.text("#call-source").await, "fallback");
+    let late = b.client.current_url().await.unwrap().to_string();
+    assert!(b.text("#late").await.contains("priority"));
+    full_shot(&b, "11-call-late", 1280).await;
+
+    // Both in the history, newest first; filtered by source, one each.
+    b.click("nav.tabs a[href$='/calls']").await;
+    let id = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let (early_id, late_id) = (id(&early), id(&late));
+    let history = b
+        .until("both calls", |s| {
+            s.contains(&early_id) && s.contains(&late_id)
+        })
+        .await;
+    assert!(
+        history.find(&late_id) < history.find(&early_id),
+        "newest first"
+    );
+    full_shot(&b, "12-call-history", 1280).await;
+    b.css("#f-source")
+        .await
+        .select_by_value("webhook")
+        .await
+        .unwrap();
+    b.click(".filters button[type=submit]").await;
+    let filtered = b
+        .until("the filtered list", |s| !s.contains(&late_id))
+        .await;
+    assert!(filtered.contains(&early_id));
+    assert!(
+        b.client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("source=webhook")
+    );
+
+    // Readable in a narrow window: nothing wider than it.
+    b.client.set_window_size(390, 844).await.unwrap();
+    for (url, shot) in [
+        (
+            format!("{}/admin/agents/{agent_id}/calls", app.address),
+            "13-narrow-call-history",
+        ),
+        (late.clone(), "14-narrow-call"),
+        (
+            format!("{}/admin/agents/{agent_id}/simulate", app.address),
+            "15-narrow-simulator",
+        ),
+    ] {
+        b.client.goto(&url).await.unwrap();
+        b.css("nav.tabs").await;
+        assert!(overflow(&b).await <= 0, "{url} scrolls sideways");
+        full_shot(&b, shot, 390).await;
+    }
+    b.client.clone().close().await.unwrap();
+}

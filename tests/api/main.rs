@@ -2,6 +2,7 @@
 
 mod admin;
 mod browser;
+mod call_pages;
 mod calls;
 mod examples;
 mod flow_checks;

@@ -3,9 +3,11 @@
 
 mod actions;
 mod agents;
+mod calls;
 mod flows;
 mod people;
 mod rules;
+mod simulate;
 mod variables;
 
 use askama::Template;
@@ -27,6 +29,8 @@ pub fn router() -> Router<AppState> {
         .merge(actions::router())
         .merge(rules::router())
         .merge(variables::router())
+        .merge(calls::router())
+        .merge(simulate::router())
         .layer(axum::middleware::map_response(private))
 }
 

@@ -1,0 +1,418 @@
+//! The call simulator: starts a call as the call runtime would, sends a webhook payload
+//! through one of the agent's Webhook actions while the call waits (or after it fell back),
+//! answers its questions from the admin's list, then shows the call's timeline.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::calls::answer_call;
+use super::{Page, PageResult, agent, render};
+use crate::auth::session::{Admin, AdminForm};
+use crate::calls::StartCall;
+use crate::domain::runtime::Question;
+use crate::domain::variables::{SYSTEM_VARIABLES, VariableName};
+use crate::error::AppError;
+use crate::http::AppState;
+use crate::store::actions::{self, MAX_FALLBACK_WAIT_MS};
+use crate::store::agents::Agent;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/admin/agents/{agent}/simulate", get(form).post(simulate))
+}
+
+/// The caller number the form starts with.
+const EXAMPLE_CALLER: &str = "+12125550123";
+
+/// Questions one simulation answers at most, so that a flow going round cannot hold it.
+const MAX_ANSWERS: usize = 50;
+
+/// A Webhook action the payload can be sent through.
+struct WebhookChoice {
+    id: i64,
+    name: String,
+    slug: String,
+    wait_ms: i64,
+    enabled: bool,
+}
+
+async fn webhooks(app: &AppState, a: &Agent) -> Result<Vec<WebhookChoice>, sqlx::Error> {
+    Ok(actions::list(&app.db, a.id)
+        .await?
+        .into_iter()
+        .filter(|x| x.kind == "webhook")
+        .map(|x| WebhookChoice {
+            id: x.id,
+            name: x.name,
+            slug: x.slug.unwrap_or_default(),
+            wait_ms: x.fallback_wait_ms.unwrap_or(0),
+            enabled: x.enabled.unwrap_or(true),
+        })
+        .collect())
+}
+
+/// The simulator's form, as typed (and as shown again when it has a mistake).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SimulateForm {
+    from: String,
+    to: String,
+    payload: String,
+    action: String,
+    delay_ms: String,
+    answers: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/simulate.html")]
+struct SimulatePage {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    first_flow: Option<i64>,
+    webhooks: Vec<WebhookChoice>,
+    form: SimulateForm,
+    max_delay: i64,
+}
+
+fn example_payload(agent_id: &str, caller: &str) -> String {
+    serde_json::to_string_pretty(&json!({
+        "agentId": agent_id,
+        "phoneNumber": caller,
+        "customer_name": "Jane Doe",
+        "priority": "high",
+        "issue_type": "billing"
+    }))
+    .expect("JSON")
+}
+
+async fn form(State(app): State<AppState>, admin: Admin, Path(id): Path<String>) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let flash = app.flash.take(admin.session_id);
+    let webhooks = webhooks(&app, &a).await?;
+    let form = SimulateForm {
+        from: EXAMPLE_CALLER.into(),
+        payload: example_payload(&a.public_id, EXAMPLE_CALLER),
+        action: webhooks
+            .first()
+            .map(|w| w.id.to_string())
+            .unwrap_or_default(),
+        delay_ms: "0".into(),
+        ..SimulateForm::default()
+    };
+    let page = Page::new(&admin, format!("Simulate a call · {}", a.name), &flash);
+    Ok(render(simulate_page(page, a, webhooks, form)))
+}
+
+fn simulate_page(
+    page: Page,
+    a: Agent,
+    webhooks: Vec<WebhookChoice>,
+    form: SimulateForm,
+) -> SimulatePage {
+    SimulatePage {
+        page,
+        agent_id: a.public_id,
+        agent_name: a.name,
+        first_flow: a.first_flow_id,
+        webhooks,
+        form,
+        max_delay: MAX_FALLBACK_WAIT_MS,
+    }
+}
+
+/// The JSON object to send, if one was typed.
+fn parse_payload(text: &str) -> Result<Option<Map<String, Value>>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err("Webhook payload: it must be one JSON object, { … }".into()),
+        Err(e) => Err(format!("Webhook payload: not valid JSON ({e})")),
+    }
+}
+
+/// How long after the call's start the payload is sent.
+fn parse_delay(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= MAX_FALLBACK_WAIT_MS as u64 => Ok(ms),
+        _ => Err(format!(
+            "Send it after: {text:?} is not a whole number of milliseconds from 0 to {MAX_FALLBACK_WAIT_MS}"
+        )),
+    }
+}
+
+/// Answers for Collect blocks, one `name=value` a line; values are text, converted to the
+/// variable's declared type when the call takes them.
+fn parse_answers(text: &str) -> Result<Map<String, Value>, String> {
+    let mut answers = Map::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = format!("Answers, line {}", i + 1);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!("{at}: write name=value, got {line:?}"));
+        };
+        let name = VariableName::parse(name.trim()).map_err(|e| format!("{at}: {e}"))?;
+        if SYSTEM_VARIABLES.contains(&name.as_str()) {
+            return Err(format!("{at}: {name} is a system variable"));
+        }
+        if answers
+            .insert(name.to_string(), Value::String(value.trim().to_owned()))
+            .is_some()
+        {
+            return Err(format!("{at}: {name} is answered twice"));
+        }
+    }
+    Ok(answers)
+}
+
+/// A simulation whose input was checked: nothing of it has started yet.
+struct Plan {
+    call: StartCall,
+    /// The payload, the webhook to send it through, and when.
+    send: Option<(String, bytes::Bytes, Duration)>,
+    answers: Map<String, Value>,
+}
+
+fn plan(
+    app: &AppState,
+    a: &Agent,
+    webhooks: &[WebhookChoice],
+    f: &SimulateForm,
+) -> Result<Plan, String> {
+    let region = a.region();
+    let from = f.from.trim();
+    if from.is_empty() {
+        return Err("Caller number: it is required".into());
+    }
+    let caller = app
+        .phones
+        .parse(from, region)
+        .map_err(|e| format!("Caller number: {e}"))?;
+    let to = Some(f.to.trim()).filter(|t| !t.is_empty());
+    if let Some(to) = to {
+        app.phones
+            .parse(to, region)
+            .map_err(|e| format!("Called number: {e}"))?;
+    }
+    let payload = parse_payload(&f.payload)?;
+    let delay = parse_delay(&f.delay_ms)?;
+    let answers = parse_answers(&f.answers)?;
+    let send = match payload {
+        None => None,
+        Some(body) => {
+            let chosen = match webhooks {
+                [] => {
+                    return Err(
+                        "Webhook payload: this agent has no Webhook action to send it through"
+                            .into(),
+                    );
+                }
+                [only] => only,
+                several => several
+                    .iter()
+                    .find(|w| w.id.to_string() == f.action.trim())
+                    .ok_or("Send it through: choose one of the agent's Webhook actions")?,
+            };
+            let body = bytes::Bytes::from(Value::Object(body).to_string());
+            Some((chosen.slug.clone(), body, Duration::from_millis(delay)))
+        }
+    };
+    Ok(Plan {
+        call: StartCall {
+            agent_id: a.public_id.clone(),
+            from: caller.to_string(),
+            to: to.map(str::to_owned),
+        },
+        send,
+        answers,
+    })
+}
+
+/// What the webhook answered the simulated sender, in a sentence.
+async fn sent_note(res: axum::response::Response, delay: Duration, caller: &str) -> String {
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .unwrap_or(Value::Null);
+    let after = format!("{} ms after the call started", delay.as_millis());
+    if status.is_success() {
+        let phone = body["phoneNumber"].as_str().unwrap_or_default();
+        let other = if !phone.is_empty() && phone != caller {
+            format!(" It was for {phone}, not the caller, so this call could not use it.")
+        } else {
+            String::new()
+        };
+        format!("The webhook accepted the payload, sent {after}.{other}")
+    } else {
+        let details: Vec<&str> = match body["errors"].as_array() {
+            Some(errors) => errors.iter().filter_map(|e| e["detail"].as_str()).collect(),
+            None => body["detail"].as_str().into_iter().collect(),
+        };
+        format!(
+            "The webhook refused the payload sent {after} ({}): {}",
+            status.as_u16(),
+            details.join("; ")
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Asked {
+    question: Option<Question>,
+}
+
+/// Runs a simulation. The call and the delayed webhook run concurrently, so a payload that
+/// lands before the fallback time ends the call's wait early, and one sent later is
+/// recorded as late data against the call. Then the call's questions are answered from
+/// the list while it asks for a variable that has an answer there.
+async fn simulate(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    f: AdminForm<SimulateForm>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let AdminForm { admin, form } = f;
+    let webhooks = webhooks(&app, &a).await?;
+    let plan = match plan(&app, &a, &webhooks, &form) {
+        Ok(plan) => plan,
+        Err(message) => return Ok(refused(&app, &admin, a, webhooks, form, message)),
+    };
+    let Plan {
+        call,
+        send,
+        answers,
+    } = plan;
+    let target = match &send {
+        Some((slug, _, _)) => app.catalog.webhook(slug).await?,
+        None => None,
+    };
+    let caller = call.from.clone();
+    let send = async {
+        let (Some(target), Some((_, body, delay))) = (target, send) else {
+            return None;
+        };
+        tokio::time::sleep(delay).await;
+        let res = crate::http::ingest::sample(app.clone(), target, body).await;
+        Some(sent_note(res, delay, &caller).await)
+    };
+    let (started, sent) = tokio::join!(crate::calls::start(&app, a.id, call), send);
+    let started = match started {
+        Ok(s) => s,
+        Err(AppError::Problem(p)) => {
+            return Ok(refused(&app, &admin, a, webhooks, form, p.detail));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut notes: Vec<String> = sent.into_iter().collect();
+    let mut refusal = None;
+    let mut question = serde_json::from_str::<Asked>(&started.json)
+        .ok()
+        .and_then(|asked| asked.question);
+    for _ in 0..MAX_ANSWERS {
+        let Some(q) = question.take() else { break };
+        let Some(value) = answers.get(&q.variable) else {
+            notes.push(format!(
+                "The call waits for {}: answer it below.",
+                q.variable
+            ));
+            break;
+        };
+        let mut answer = Map::new();
+        answer.insert(q.variable.clone(), value.clone());
+        match answer_call(&app, a.id, &started.call_id, answer).await? {
+            Ok(view) => question = view.question,
+            Err(e) => {
+                refusal = Some(format!("{} ({})", e, q.variable));
+                break;
+            }
+        }
+    }
+    let session = admin.session_id;
+    if !notes.is_empty() {
+        app.flash.notice(session, notes.join(" "));
+    }
+    if let Some(e) = refusal {
+        app.flash.error(session, e);
+    }
+    Ok(Redirect::to(&format!("/admin/agents/{id}/calls/{}", started.call_id)).into_response())
+}
+
+/// The form again, as it was typed, with what is wrong with it; nothing was started.
+fn refused(
+    app: &AppState,
+    admin: &Admin,
+    a: Agent,
+    webhooks: Vec<WebhookChoice>,
+    form: SimulateForm,
+    message: String,
+) -> axum::response::Response {
+    let flash = app.flash.take(admin.session_id);
+    let mut page = Page::new(admin, format!("Simulate a call · {}", a.name), &flash);
+    page.error = Some(message);
+    let mut res = render(simulate_page(page, a, webhooks, form));
+    *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_one_name_value_a_line() {
+        let answers = parse_answers("reason = billing\n\n  account=42 \nnote=a=b").unwrap();
+        assert_eq!(answers["reason"], "billing");
+        assert_eq!(answers["account"], "42");
+        assert_eq!(answers["note"], "a=b");
+    }
+
+    #[test]
+    fn answers_name_the_line_that_is_wrong() {
+        let e = parse_answers("reason=x\njust text").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("name=value"), "{e}");
+        let e = parse_answers("1st=x").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+        let e = parse_answers("caller_phone=+1").unwrap_err();
+        assert!(e.contains("system variable"), "{e}");
+        let e = parse_answers("a=1\na=2").unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn a_payload_must_be_one_json_object() {
+        assert_eq!(parse_payload("  ").unwrap(), None);
+        assert!(parse_payload(r#"{"agentId": "x"}"#).unwrap().is_some());
+        let e = parse_payload("[1, 2]").unwrap_err();
+        assert!(e.contains("JSON object"), "{e}");
+        let e = parse_payload(r#"{"agentId": }"#).unwrap_err();
+        assert!(e.contains("not valid JSON") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn the_delay_is_0_to_10000_ms() {
+        assert_eq!(parse_delay("").unwrap(), 0);
+        assert_eq!(parse_delay(" 2500 ").unwrap(), 2500);
+        assert!(parse_delay("10001").is_err());
+        assert!(parse_delay("-1").is_err());
+        assert!(parse_delay("1.5").is_err());
+    }
+}

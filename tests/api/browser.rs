@@ -486,3 +486,74 @@ async fn an_admin_simulates_calls_with_early_and_late_webhook_data_and_reads_the
     }
     b.client.clone().close().await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_takes_it() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    sign_up(&b, &app).await;
+    // The demo agent: its First Flow, a Verification flow, and a CRM webhook.
+    let demo = app.cli_json(&["demo", "--wait-ms", "500"]);
+    let agent_id = demo["agentId"].as_str().unwrap().to_owned();
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}", app.address))
+        .await
+        .unwrap();
+    b.click("nav.tabs a[href*='/flows/']").await;
+    b.click(".add-precall summary").await;
+    full_shot(&b, "16-plus-menu", 1280).await;
+    b.click(".add-precall input[value=filter] ~ button").await;
+    b.css("#case0-conditions").await;
+    assert_eq!(unlabelled(&b).await, json!([]), "controls without a label");
+    b.fill("#r-name", "VIP line").await;
+    b.fill("#case0-name", "VIP").await;
+    // A typo in the variable is refused with the reason, and nothing is saved.
+    b.fill("#case0-conditions", "priorty equals high").await;
+    b.css("#case0-flow")
+        .await
+        .select_by_label("Verification")
+        .await
+        .unwrap();
+    b.click("form .actions button.primary").await;
+    let error = b.text(".flash.bad").await;
+    assert!(error.contains("priorty is not a variable"), "{error}");
+    b.fill("#r-name", "VIP line").await;
+    b.fill("#case0-name", "VIP").await;
+    b.fill("#case0-conditions", "priority equals high").await;
+    b.css("#case0-flow")
+        .await
+        .select_by_label("Verification")
+        .await
+        .unwrap();
+    b.click("form .actions button.primary").await;
+    assert_eq!(b.text(".flash.ok").await, "Saved.");
+    full_shot(&b, "17-precall-filter", 1280).await;
+
+    // A simulated call whose webhook says priority high starts in Verification.
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}/simulate", app.address))
+        .await
+        .unwrap();
+    b.fill(
+        "#payload",
+        &json!({"agentId": agent_id, "phoneNumber": "+12125550123", "priority": "high"})
+            .to_string(),
+    )
+    .await;
+    b.fill("#delay_ms", "50").await;
+    b.click("#simulate button[type=submit]").await;
+    let page = b
+        .until("the call's timeline", |s| s.contains("Pre-call Filter"))
+        .await;
+    assert!(
+        page.contains("VIP line") || page.contains("VIP"),
+        "the case taken"
+    );
+    assert!(
+        page.contains("For your security"),
+        "Verification's Start was said"
+    );
+    full_shot(&b, "18-call-routed", 1280).await;
+    b.client.clone().close().await.unwrap();
+}

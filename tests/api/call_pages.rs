@@ -106,10 +106,7 @@ impl Console {
             .submit(
                 &editor,
                 &format!("{editor}/blocks/{greeting}"),
-                &[
-                    ("message", greeting_text),
-                    ("next", &collects[0]),
-                ],
+                &[("message", greeting_text), ("next", &collects[0])],
             )
             .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);

@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use crate::auth::keys::SecretHash;
 use crate::domain::phone::Region;
@@ -86,6 +88,11 @@ pub async fn load_program(
     Ok(program)
 }
 
+/// Loads in progress, one per key and generation: concurrent misses for the same entry
+/// (a burst of calls or webhooks right after a configuration change) share one load instead
+/// of each reading the database.
+type Inflight<T> = Mutex<HashMap<(String, u64), Arc<OnceCell<Option<Arc<T>>>>>>;
+
 #[derive(Default)]
 struct Entries {
     webhooks: HashMap<String, Arc<WebhookTarget>>,
@@ -101,6 +108,34 @@ pub struct Catalog {
     /// Bumped by every invalidation, so that a load that raced one is not cached.
     generation: Arc<AtomicU64>,
     seen_version: Arc<AtomicI64>,
+    loading_webhooks: Arc<Inflight<WebhookTarget>>,
+    loading_agents: Arc<Inflight<AgentRuntime>>,
+}
+
+/// Runs `load` once for all callers asking for `key` in this `generation`.
+async fn single_flight<T, F, Fut>(
+    inflight: &Inflight<T>,
+    key: &str,
+    generation: u64,
+    load: F,
+) -> Result<Option<Arc<T>>, sqlx::Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Arc<T>>, sqlx::Error>>,
+{
+    let cell = inflight
+        .lock()
+        .expect("catalog lock")
+        .entry((key.to_owned(), generation))
+        .or_default()
+        .clone();
+    let result = cell.get_or_try_init(load).await.cloned();
+    // The first caller to finish forgets the load; later callers find the entry cached.
+    inflight
+        .lock()
+        .expect("catalog lock")
+        .remove(&(key.to_owned(), generation));
+    result
 }
 
 impl Catalog {
@@ -110,6 +145,8 @@ impl Catalog {
             entries: Arc::default(),
             generation: Arc::default(),
             seen_version: Arc::new(AtomicI64::new(i64::MIN)),
+            loading_webhooks: Arc::default(),
+            loading_agents: Arc::default(),
         }
     }
 
@@ -140,26 +177,30 @@ impl Catalog {
             return Ok(Some(hit.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
-            return Ok(None);
-        };
-        let keys = actions::active_key_hashes(&self.db, row.action_id).await?;
-        let schema: Arc<[VariableDef]> = variables::schema(&self.db, row.agent_id).await?.into();
-        let target = Arc::new(WebhookTarget {
-            action_id: row.action_id,
-            agent_id: row.agent_id,
-            region: Region::parse(&row.default_region)
-                .unwrap_or_else(|_| Region::parse("US").expect("US is a region")),
-            agent_public_id: row.agent_public_id,
-            enabled: row.enabled,
-            ttl_secs: row.ttl_secs,
-            keys,
-            schema,
-        });
-        self.store(generation, |e| {
-            e.webhooks.insert(slug.to_owned(), target.clone());
-        });
-        Ok(Some(target))
+        single_flight(&self.loading_webhooks, slug, generation, || async {
+            let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
+                return Ok(None);
+            };
+            let keys = actions::active_key_hashes(&self.db, row.action_id).await?;
+            let schema: Arc<[VariableDef]> =
+                variables::schema(&self.db, row.agent_id).await?.into();
+            let target = Arc::new(WebhookTarget {
+                action_id: row.action_id,
+                agent_id: row.agent_id,
+                region: Region::parse(&row.default_region)
+                    .unwrap_or_else(|_| Region::parse("US").expect("US is a region")),
+                agent_public_id: row.agent_public_id,
+                enabled: row.enabled,
+                ttl_secs: row.ttl_secs,
+                keys,
+                schema,
+            });
+            self.store(generation, |e| {
+                e.webhooks.insert(slug.to_owned(), target.clone());
+            });
+            Ok(Some(target))
+        })
+        .await
     }
 
     /// The agent with this public id and what its calls run.
@@ -174,22 +215,25 @@ impl Catalog {
             return Ok(Some(hit.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(agent) = agents::find_by_public_id(&self.db, public_id).await? else {
-            return Ok(None);
-        };
-        let steps = actions::webhook_steps(&self.db, agent.id).await?;
-        let schema: Arc<[VariableDef]> = variables::schema(&self.db, agent.id).await?.into();
-        let program = load_program(&self.db, agent.id, agent.first_flow_id).await?;
-        let runtime = Arc::new(AgentRuntime {
-            agent,
-            steps,
-            schema,
-            program,
-        });
-        self.store(generation, |e| {
-            e.agents.insert(public_id.to_owned(), runtime.clone());
-        });
-        Ok(Some(runtime))
+        single_flight(&self.loading_agents, public_id, generation, || async {
+            let Some(agent) = agents::find_by_public_id(&self.db, public_id).await? else {
+                return Ok(None);
+            };
+            let steps = actions::webhook_steps(&self.db, agent.id).await?;
+            let schema: Arc<[VariableDef]> = variables::schema(&self.db, agent.id).await?.into();
+            let program = load_program(&self.db, agent.id, agent.first_flow_id).await?;
+            let runtime = Arc::new(AgentRuntime {
+                agent,
+                steps,
+                schema,
+                program,
+            });
+            self.store(generation, |e| {
+                e.agents.insert(public_id.to_owned(), runtime.clone());
+            });
+            Ok(Some(runtime))
+        })
+        .await
     }
 
     /// The agent a presented runtime token speaks for. Unknown tokens are not cached.
@@ -234,5 +278,41 @@ impl Catalog {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load() {
+        let inflight: Arc<Inflight<String>> = Arc::default();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..200)
+            .map(|_| {
+                let (inflight, loads) = (inflight.clone(), loads.clone());
+                tokio::spawn(async move {
+                    single_flight(&inflight, "agent", 7, || async {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Some(Arc::new("loaded".to_owned())))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(
+                c.await.unwrap().unwrap().as_deref().map(String::as_str),
+                Some("loaded")
+            );
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(
+            inflight.lock().unwrap().is_empty(),
+            "the finished load is forgotten"
+        );
     }
 }

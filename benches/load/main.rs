@@ -102,6 +102,7 @@ const PRELOAD: u64 = 3_000_000;
 const WAKE: u64 = 4_000_000;
 const FALLBACK: u64 = 4_500_000;
 const PARKED: u64 = 5_000_000;
+const VIEWER: u64 = 6_000_000;
 
 struct Agent {
     id: String,
@@ -341,7 +342,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // 2b. Ingest again, with the console's Test viewer open on the webhook.
         let viewer = open_viewer(&precall, &main_agent).await?;
         let near = nearby_baseline(&baseline, &o, &echo).await;
-        let with = ingest_at_max(&o, precall.addr, &main_agent, INGEST + 2_000_000).await;
+        let with = ingest_at_max(&o, precall.addr, &main_agent, VIEWER).await;
         let events = viewer.events();
         viewer.stop();
         account(&with, &mut acked, &mut sent, &mut refused);

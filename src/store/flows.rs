@@ -244,8 +244,46 @@ pub async fn delete_block(db: &Db, flow_id: i64, block_id: i64) -> Result<(), St
         .bind(block_id)
         .execute(&mut *tx)
         .await?;
+    // Outputs that led to it now lead nowhere (the flow ends there) rather than to a block
+    // that is gone.
+    let others: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, config FROM blocks WHERE flow_id = ?")
+            .bind(flow_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    for (id, config) in others {
+        let Ok(mut config) = serde_json::from_str::<Value>(&config) else {
+            continue;
+        };
+        if disconnect(&mut config, block_id) {
+            sqlx::query("UPDATE blocks SET config = ? WHERE id = ?")
+                .bind(config.to_string())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// Clears every output of a block's settings that leads to `target`; whether any did.
+fn disconnect(config: &mut Value, target: i64) -> bool {
+    let mut changed = false;
+    let mut clear = |v: Option<&mut Value>| {
+        if let Some(v) = v.filter(|v| v.as_i64() == Some(target)) {
+            *v = Value::Null;
+            changed = true;
+        }
+    };
+    clear(config.get_mut("next"));
+    clear(config.get_mut("else"));
+    if let Some(cases) = config.get_mut("cases").and_then(Value::as_array_mut) {
+        for case in cases {
+            clear(case.get_mut("next"));
+        }
+    }
+    changed
 }
 
 /// One block of an agent's flows, with its flow, for compiling the agent's program.

@@ -274,3 +274,20 @@ async fn the_editor_lists_what_is_left_to_finish() {
     assert!(page.contains("#2 Transfer Flow: choose the flow this Transfer Flow continues in"));
     assert!(page.contains("#3 Collect: choose the variable this Collect fills"));
 }
+
+#[tokio::test]
+async fn deleting_a_block_disconnects_the_outputs_that_led_to_it() {
+    let app = spawn_app().await;
+    let (console, f) = first_flow(&app).await;
+    let talk = add_block(&console, &f, "talk").await;
+    let end = add_block(&console, &f, "end_call").await;
+    let page = save(&console, &f, &talk, &[("message", "One"), ("next", &end)]).await;
+    assert_eq!(error_of(&page), None);
+    let res = console
+        .submit(&f.path(), &format!("{}/blocks/{end}/delete", f.path()), &[])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = console.page(&f.path()).await;
+    assert!(!page.contains("To finish"), "no dangling output is left");
+    assert!(page.contains("Next →</span> not connected"));
+}

@@ -11,4 +11,5 @@ mod helpers;
 mod ingest;
 mod ingest_refusals;
 mod process;
+mod signing;
 mod wakeups;

@@ -219,8 +219,9 @@ pub async fn regenerate_signing_secret(
     Ok(secret)
 }
 
-/// What the ingest endpoint needs to know about a webhook URL.
-#[derive(Debug, Clone, FromRow)]
+/// What the ingest endpoint needs to know about a webhook URL. Its `Debug` leaves out the
+/// signing secret.
+#[derive(Clone, FromRow)]
 pub struct IngestTarget {
     pub action_id: i64,
     pub agent_id: i64,
@@ -230,6 +231,20 @@ pub struct IngestTarget {
     pub ttl_secs: i64,
     pub signing_secret: Option<String>,
     pub signing_required: bool,
+}
+
+impl std::fmt::Debug for IngestTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestTarget")
+            .field("action_id", &self.action_id)
+            .field("agent_id", &self.agent_id)
+            .field("agent_public_id", &self.agent_public_id)
+            .field("enabled", &self.enabled)
+            .field("ttl_secs", &self.ttl_secs)
+            .field("signing_required", &self.signing_required)
+            .field("has_signing_secret", &self.signing_secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 pub async fn find_ingest_target(db: &Db, slug: &str) -> Result<Option<IngestTarget>, sqlx::Error> {

@@ -287,7 +287,14 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
     let script = b.text("#curl").await;
     assert!(script.contains(&secret) && script.contains("webhook-signature"));
     assert!(b.text("#python-sample").await.contains(&secret));
-    b.shot("08-configure-signed").await;
+    b.client
+        .execute(
+            "document.getElementById('signing').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.shot("07b-configure-signed").await;
     let (status, body) = run_curl(&format!("export PRECALL_API_KEY='{key}'\n{script}")).await;
     assert_eq!(status, 202, "{body}");
     // Unsigned, the first cURL is refused now.

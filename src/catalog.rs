@@ -15,10 +15,11 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::auth::keys::SecretHash;
+use crate::auth::signing::SigningSecret;
 use crate::domain::phone::Region;
 use crate::domain::runtime::{Flow, Program, Rule};
 use crate::domain::variables::VariableDef;
-use crate::store::actions::{self, WebhookStep};
+use crate::store::actions::{self, ActiveKey, WebhookStep};
 use crate::store::agents::{self, Agent};
 use crate::store::{Db, flows, tokens, variables};
 
@@ -34,8 +35,21 @@ pub struct WebhookTarget {
     pub region: Region,
     pub enabled: bool,
     pub ttl_secs: i64,
-    pub keys: Vec<SecretHash>,
+    /// Checked against the clock on every request: a cached key expires on time.
+    pub keys: Vec<ActiveKey>,
+    /// The secret requests must be signed with, when signing is required.
+    pub signing: Option<SigningSecret>,
     pub schema: Arc<[VariableDef]>,
+}
+
+impl WebhookTarget {
+    /// Whether `presented` is a key of this webhook valid at `now` (Unix ms). Every key is
+    /// compared, in constant time, without stopping early.
+    pub fn key_opens(&self, presented: &SecretHash, now: i64) -> bool {
+        self.keys.iter().fold(false, |acc, k| {
+            acc | (k.hash.matches(presented) & k.valid_at(now))
+        })
+    }
 }
 
 /// What a call start needs to know about an agent.
@@ -181,7 +195,13 @@ impl Catalog {
             let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
                 return Ok(None);
             };
-            let keys = actions::active_key_hashes(&self.db, row.action_id).await?;
+            let keys = actions::active_keys(&self.db, row.action_id).await?;
+            let signing = match (row.signing_required, row.signing_secret.as_deref()) {
+                (true, Some(text)) => Some(SigningSecret::parse(text).map_err(|e| {
+                    sqlx::Error::Decode(format!("webhook {}: {e}", row.action_id).into())
+                })?),
+                _ => None,
+            };
             let schema: Arc<[VariableDef]> =
                 variables::schema(&self.db, row.agent_id).await?.into();
             let target = Arc::new(WebhookTarget {
@@ -193,6 +213,7 @@ impl Catalog {
                 enabled: row.enabled,
                 ttl_secs: row.ttl_secs,
                 keys,
+                signing,
                 schema,
             });
             self.store(generation, |e| {

@@ -3,13 +3,13 @@
 
 use serde_json::{Value, json};
 
-use crate::config::{ActionCommand, AgentCommand, Command, TokenCommand, VariableCommand};
+use crate::config::{ActionCommand, AgentCommand, Command, OnOff, TokenCommand, VariableCommand};
 use crate::domain::phone::Region;
 use crate::domain::variables::{VarType, VariableName};
 use crate::store::actions::{self, NewWebhook, WebhookChanges};
 use crate::store::agents::{self, Agent};
 use crate::store::variables::{self, NewVariable};
-use crate::store::{Db, StoreError, deliveries, rfc3339, tokens};
+use crate::store::{Db, StoreError, deliveries, now_ms, rfc3339, tokens};
 
 /// Runs one administrative command against the database at `database_url`.
 pub async fn run(command: Command, database_url: &str, public_url: &str) -> anyhow::Result<()> {
@@ -85,19 +85,70 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
             enabled,
             wait_ms,
             ttl_secs,
+            signing,
+            new_signing_secret,
+            json,
         }) => {
-            actions::update_webhook(
+            let made = actions::update_webhook(
                 db,
                 id,
                 &WebhookChanges {
                     enabled,
                     fallback_wait_ms: wait_ms,
                     ttl_secs,
+                    signing_required: signing.map(|s| s == OnOff::On),
                 },
             )
             .await
             .map_err(explain)?;
-            println!("Updated webhook action {id}.");
+            let secret = match made {
+                Some(s) => Some(s),
+                None if new_signing_secret => Some(
+                    actions::regenerate_signing_secret(db, id)
+                        .await
+                        .map_err(explain)?,
+                ),
+                None => None,
+            };
+            let out = json!({
+                "actionId": id,
+                "signingSecret": secret.as_ref().map(|s| s.expose()),
+            });
+            print(json, &out, || match &secret {
+                Some(s) => format!(
+                    "Updated webhook action {id}.\n\
+                     Signing secret: {}\n\
+                     The secret is shown only now: store it where the sender keeps secrets.",
+                    s.expose()
+                ),
+                None => format!("Updated webhook action {id}."),
+            });
+        }
+        Command::Action(ActionCommand::RotateKey {
+            id,
+            grace_secs,
+            json,
+        }) => {
+            let key = actions::regenerate_key(db, id, grace_secs)
+                .await
+                .map_err(explain)?;
+            let old_until = (grace_secs > 0).then(|| rfc3339(now_ms() + grace_secs * 1000));
+            let out = json!({
+                "actionId": id,
+                "apiKey": key.expose(),
+                "oldKeysValidUntil": old_until,
+            });
+            print(json, &out, || {
+                let old = match &old_until {
+                    Some(t) => format!("The old key keeps working until {t}."),
+                    None => "The old key stopped working.".to_owned(),
+                };
+                format!(
+                    "New API key for webhook action {id}: {}\n{old}\n\
+                     The key is shown only now: store it where the sender keeps secrets.",
+                    key.expose()
+                )
+            });
         }
         Command::Variable(VariableCommand::Set {
             agent,

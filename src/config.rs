@@ -137,7 +137,35 @@ pub enum ActionCommand {
         wait_ms: Option<i64>,
         #[arg(long)]
         ttl_secs: Option<i64>,
+        /// Require Standard Webhooks signatures; turned on for the first time, prints the
+        /// signing secret once.
+        #[arg(long, value_enum)]
+        signing: Option<OnOff>,
+        /// Replace the signing secret (printed once); the old one stops working at once.
+        #[arg(long)]
+        new_signing_secret: bool,
+        #[arg(long)]
+        json: bool,
     },
+    /// Make a new API key for a Webhook action (printed once); the old key keeps working for
+    /// the grace period, then stops.
+    RotateKey {
+        /// The action id printed when it was created.
+        #[arg(long)]
+        id: i64,
+        /// How long the old key keeps working, in seconds (0 to 604800; 0 stops it at once).
+        #[arg(long, default_value_t = 0)]
+        grace_secs: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A setting turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

@@ -104,7 +104,7 @@ impl ProblemKind {
             }
             Self::BadRequest => "Check the headers named in the detail.",
             Self::Unauthorized => {
-                "Send the API key shown when the webhook was configured, in X-Authorization (or Authorization: Bearer). Keys belong to one webhook URL each."
+                "Send the API key shown when the webhook was configured, in X-Authorization (or Authorization: Bearer). Keys belong to one webhook URL each. A webhook that requires signed requests also needs webhook-id, webhook-timestamp (within 5 minutes of now) and webhook-signature (Standard Webhooks); the detail names the header at fault."
             }
             Self::Forbidden => "Use a runtime token made for this agent.",
             Self::NotFound => "Check the URL: copy it again from the webhook's Configure step.",

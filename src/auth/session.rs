@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::keys::{Secret, SecretHash, SecretKind};
+use super::signing::SigningSecret;
 use crate::domain::ids::random_base62;
 use crate::http::AppState;
 use crate::store::admins;
@@ -273,6 +274,13 @@ impl Flash {
     pub fn secret(&self, session: i64, kind: &str, id: i64, secret: &Secret) {
         self.with(session, |d| {
             d.secret = Some((kind.to_owned(), id, secret.expose().to_owned()));
+        });
+    }
+
+    /// A Webhook action's signing secret, shown once like a key.
+    pub fn signing_secret(&self, session: i64, action_id: i64, secret: &SigningSecret) {
+        self.with(session, |d| {
+            d.secret = Some(("signing".to_owned(), action_id, secret.expose().to_owned()));
         });
     }
 

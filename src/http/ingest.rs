@@ -1,8 +1,10 @@
 //! `POST /webhooks/{slug}`: a sender tells us about a caller before the call.
 //!
 //! Checks run cheapest and least revealing first: unknown URL (404, not recorded), key
-//! (401), disabled (409), content type (415), size (413), JSON (400), contract (422).
-//! Every request past the URL check is recorded as a delivery, never with its key.
+//! (401), disabled (409), signature headers when the webhook requires signing (401),
+//! content type (415), size (413), signature over the raw body (401), JSON (400),
+//! contract (422). Every request past the URL check is recorded as a delivery, never with
+//! its key or signature.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::body::{excerpt, read_limited, require_json};
 use crate::auth::keys::SecretHash;
+use crate::auth::signing::{self, SignatureError, SignedHeaders};
 use crate::catalog::WebhookTarget;
 use crate::domain::payload::{self, PayloadError};
 use crate::error::{ApiProblem, AppError, ProblemKind};
@@ -68,6 +71,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiProblem> {
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )),
     }
+}
+
+/// The Standard Webhooks headers; a value that is not visible ASCII reads as empty, so
+/// that it is refused as malformed rather than as missing.
+fn signed_headers(headers: &HeaderMap) -> SignedHeaders<'_> {
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+    SignedHeaders {
+        id: get("webhook-id"),
+        timestamp: get("webhook-timestamp"),
+        signature: get("webhook-signature"),
+    }
+}
+
+fn unsigned(e: SignatureError) -> Refusal {
+    (
+        ApiProblem::new(ProblemKind::Unauthorized, e.to_string()),
+        None,
+    )
 }
 
 /// One request's context while it is checked, so that refusals are recorded uniformly.
@@ -141,12 +162,7 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
     };
     let presented = SecretHash::of(key);
     // Compare with every key, without stopping early.
-    let known = a
-        .target
-        .keys
-        .iter()
-        .fold(false, |acc, k| acc | k.matches(&presented));
-    if !known {
+    if !a.target.key_opens(&presented, a.received_at) {
         return Err(refuse(ApiProblem::new(
             ProblemKind::Unauthorized,
             "the API key is not valid for this webhook",
@@ -158,11 +174,22 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
             "this webhook is disabled; nothing was stored",
         )));
     }
+    let now_secs = a.received_at.div_euclid(1000);
+    if a.target.signing.is_some() {
+        signing::check_headers(&signed_headers(headers), now_secs).map_err(unsigned)?;
+    }
     a.idempotency_key = idempotency_key(headers).map_err(refuse)?;
     require_json(headers).map_err(refuse)?;
     let bytes = read_limited(headers, body, a.app.body_limit)
         .await
         .map_err(refuse)?;
+    if let Some(secret) = &a.target.signing {
+        // Over the raw bytes, before anything reads them as JSON.
+        let id = signing::verify(secret, &signed_headers(headers), &bytes, now_secs)
+            .map_err(unsigned)?;
+        // The signed id, not an unsigned Idempotency-Key, says which event this is.
+        a.idempotency_key = Some(id.to_owned());
+    }
     process(a, bytes).await
 }
 

@@ -277,6 +277,29 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
         .until("the configure page", |s| s.contains("Regenerate key"))
         .await;
     assert!(!configure.contains(&key));
+
+    // Require signed requests: the secret once, and a cURL that signs, which works pasted
+    // into a shell (with the key, no longer on the page, from the environment).
+    b.click("#signing-required").await;
+    b.click("#signing button[type=submit]").await;
+    let secret = b.text("#signing-secret").await;
+    assert!(secret.starts_with("whsec_"));
+    let script = b.text("#curl").await;
+    assert!(script.contains(&secret) && script.contains("webhook-signature"));
+    assert!(b.text("#python-sample").await.contains(&secret));
+    b.client
+        .execute(
+            "document.getElementById('signing').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.shot("07b-configure-signed").await;
+    let (status, body) = run_curl(&format!("export PRECALL_API_KEY='{key}'\n{script}")).await;
+    assert_eq!(status, 202, "{body}");
+    // Unsigned, the first cURL is refused now.
+    let (status, body) = run_curl(&curl).await;
+    assert_eq!(status, 401, "{body}");
     b.client.clone().close().await.unwrap();
 }
 

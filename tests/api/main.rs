@@ -10,5 +10,7 @@ mod health;
 mod helpers;
 mod ingest;
 mod ingest_refusals;
+mod key_rotation;
 mod process;
+mod signing;
 mod wakeups;

@@ -32,6 +32,15 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{base}/{{action}}/configure"), get(configure_step))
         .route(&format!("{base}/{{action}}/settings"), post(save_settings))
         .route(&format!("{base}/{{action}}/key"), post(regenerate_key))
+        .route(
+            &format!("{base}/{{action}}/keys/{{key}}/revoke"),
+            post(revoke_key),
+        )
+        .route(&format!("{base}/{{action}}/signing"), post(save_signing))
+        .route(
+            &format!("{base}/{{action}}/signing-secret"),
+            post(regenerate_signing_secret),
+        )
         .route(&format!("{base}/{{action}}/test"), get(test_step))
         .route(&format!("{base}/{{action}}/events"), get(events))
         .route(&format!("{base}/{{action}}/sample"), post(send_sample))
@@ -145,12 +154,35 @@ struct ConfigureStep {
     url: String,
     /// The key, only right after it was made.
     key: Option<String>,
-    key_last_chars: String,
+    /// The keys that open the URL now: the current one, then replaced ones in their grace.
+    keys: Vec<KeyView>,
+    /// A working command: plain, or signing its request when signatures are required.
     curl: String,
     wait_seconds: String,
     ttl_minutes: String,
     enabled: bool,
+    signing_required: bool,
+    /// The signing secret, only right after it was made.
+    signing_secret: Option<String>,
+    signing_last_chars: String,
+    /// The same signed request in Python, when signatures are required.
+    python: String,
 }
+
+struct KeyView {
+    id: i64,
+    last_chars: String,
+    /// Empty for the current key.
+    valid_until: String,
+}
+
+/// Grace periods the Configure page offers for the key being replaced.
+const KEY_GRACES: [(i64, &str); 4] = [
+    (0, "none: the old key stops at once"),
+    (3600, "1 hour"),
+    (86_400, "24 hours"),
+    (604_800, "7 days"),
+];
 
 /// A sample body with the agent's real `agentId`.
 fn sample_body(agent_id: &str) -> Value {
@@ -166,6 +198,64 @@ fn sample_body(agent_id: &str) -> Value {
 /// Quotes `s` for a POSIX shell.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A shell script that signs the sample body as Standard Webhooks has it and posts it
+/// (`sh`, `openssl`, `base64`, `od`, `curl`). The key and secret are written in when known,
+/// else read from `$PRECALL_API_KEY` and `$PRECALL_SIGNING_SECRET`.
+fn signed_curl(url: &str, key: Option<&str>, secret: Option<&str>, agent_id: &str) -> String {
+    let body = sample_body(agent_id).to_string();
+    let secret = secret.map_or("\"$PRECALL_SIGNING_SECRET\"".to_owned(), shell_quote);
+    let auth = key.map_or("\"X-Authorization: $PRECALL_API_KEY\"".to_owned(), |k| {
+        shell_quote(&format!("X-Authorization: {k}"))
+    });
+    [
+        format!("secret={secret}"),
+        format!("body={}", shell_quote(&body)),
+        r#"id="evt_$(date +%s)_$$""#.to_owned(),
+        "ts=$(date +%s)".to_owned(),
+        r#"hexkey=$(printf '%s' "${secret#whsec_}" | base64 -d | od -An -v -tx1 | tr -d ' \n')"#
+            .to_owned(),
+        r#"sig=$(printf '%s' "$id.$ts.$body" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64)"#
+            .to_owned(),
+        format!("curl -X POST {} \\", shell_quote(url)),
+        format!("  -H {auth} \\"),
+        "  -H 'Content-Type: application/json' \\".to_owned(),
+        r#"  -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" \"#
+            .to_owned(),
+        r#"  -d "$body""#.to_owned(),
+    ]
+    .join("\n")
+}
+
+/// The same signed request in Python 3, standard library only.
+fn signed_python(url: &str, key: Option<&str>, secret: Option<&str>, agent_id: &str) -> String {
+    let literal = |v: &str| serde_json::to_string(v).expect("JSON");
+    let secret = secret.map_or(
+        r#"os.environ["PRECALL_SIGNING_SECRET"]"#.to_owned(),
+        literal,
+    );
+    let key = key.map_or(r#"os.environ["PRECALL_API_KEY"]"#.to_owned(), literal);
+    let body = literal(&sample_body(agent_id).to_string());
+    let url = literal(url);
+    format!(
+        r#"import base64, hashlib, hmac, os, time, urllib.request, uuid
+
+secret = {secret}
+body = {body}.encode()
+msg_id, ts = f"evt_{{uuid.uuid4().hex}}", str(int(time.time()))
+key = base64.b64decode(secret.removeprefix("whsec_"))
+mac = hmac.new(key, f"{{msg_id}}.{{ts}}.".encode() + body, hashlib.sha256)
+req = urllib.request.Request({url}, data=body, method="POST", headers={{
+    "X-Authorization": {key},
+    "Content-Type": "application/json",
+    "webhook-id": msg_id,
+    "webhook-timestamp": ts,
+    "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
+}})
+with urllib.request.urlopen(req) as res:
+    print(res.status, res.read().decode())"#
+    )
 }
 
 fn curl(url: &str, key: &str, agent_id: &str) -> String {
@@ -187,12 +277,32 @@ async fn configure_step(
     let x = action_of(&app, &a, action_id).await?;
     let flash = app.flash.take(admin.session_id);
     let key = flash.secret_for("webhook", x.id);
+    let signing_secret = flash.secret_for("signing", x.id);
+    let signing_required = x.signing_required.unwrap_or(false);
     let url = ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default());
-    let curl = curl(
-        &url,
-        key.as_deref().unwrap_or("$PRECALL_API_KEY"),
-        &a.public_id,
-    );
+    let (curl, python) = if signing_required {
+        let (key, secret) = (key.as_deref(), signing_secret.as_deref());
+        (
+            signed_curl(&url, key, secret, &a.public_id),
+            signed_python(&url, key, secret, &a.public_id),
+        )
+    } else {
+        let curl = curl(
+            &url,
+            key.as_deref().unwrap_or("$PRECALL_API_KEY"),
+            &a.public_id,
+        );
+        (curl, String::new())
+    };
+    let keys = actions::valid_keys(&app.db, x.id)
+        .await?
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            last_chars: k.last_chars,
+            valid_until: k.expires_at.map(rfc3339).unwrap_or_default(),
+        })
+        .collect();
     Ok(render(ConfigureStep {
         page: Page::new(&admin, format!("Configure · {}", x.name), &flash),
         agent_id: a.public_id,
@@ -201,11 +311,15 @@ async fn configure_step(
         name: x.name,
         url,
         key,
-        key_last_chars: x.key_last_chars.unwrap_or_default(),
+        keys,
         curl,
         wait_seconds: format_seconds(x.fallback_wait_ms.unwrap_or(0)),
         ttl_minutes: format_minutes(x.ttl_secs.unwrap_or(0)),
         enabled: x.enabled.unwrap_or(true),
+        signing_required,
+        signing_secret,
+        signing_last_chars: x.signing_last_chars.unwrap_or_default(),
+        python,
     }))
 }
 
@@ -265,6 +379,7 @@ async fn save_settings(
                 enabled: Some(f.form.enabled.is_some()),
                 fallback_wait_ms: Some(wait),
                 ttl_secs: Some(ttl),
+                signing_required: None,
             };
             match actions::rename(&app.db, a.id, x.id, &f.form.name).await {
                 Ok(()) => actions::update_webhook(&app.db, x.id, &changes)
@@ -281,21 +396,121 @@ async fn save_settings(
 #[derive(Deserialize)]
 struct Nothing {}
 
+#[derive(Deserialize)]
+struct Regenerate {
+    /// How long the replaced key keeps working, in seconds; one of [`KEY_GRACES`].
+    #[serde(default)]
+    grace_secs: String,
+}
+
 async fn regenerate_key(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<Regenerate>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let raw = f.form.grace_secs.trim();
+    let grace = if raw.is_empty() {
+        Ok(0)
+    } else {
+        raw.parse::<i64>()
+    };
+    let Some(&(grace, label)) = grace
+        .ok()
+        .and_then(|g| KEY_GRACES.iter().find(|(s, _)| *s == g))
+    else {
+        let problem = format!(
+            "grace period: {raw:?} is not one offered (none, 1 hour, 24 hours, 7 days); nothing changed"
+        );
+        return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem)));
+    };
+    let key = actions::regenerate_key(&app.db, x.id, grace).await?;
+    app.catalog.invalidate();
+    app.flash.secret(f.admin.session_id, "webhook", x.id, &key);
+    let notice = if grace == 0 {
+        "A new key was made; the old one stopped working.".to_owned()
+    } else {
+        format!("A new key was made; the old one keeps working for {label}.")
+    };
+    app.flash.notice(f.admin.session_id, notice);
+    Ok(Redirect::to(&back).into_response())
+}
+
+async fn revoke_key(
+    State(app): State<AppState>,
+    Path((id, action_id, key_id)): Path<(String, i64, i64)>,
+    f: AdminForm<Nothing>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let result = actions::revoke_key(&app.db, x.id, key_id)
+        .await
+        .map(|_| "The old key stopped working.".to_owned());
+    app.catalog.invalidate();
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    after(&app, &f.admin, &back, result)
+}
+
+#[derive(Deserialize)]
+struct SigningForm {
+    #[serde(default)]
+    required: Option<String>,
+}
+
+async fn save_signing(
+    State(app): State<AppState>,
+    Path((id, action_id)): Path<(String, i64)>,
+    f: AdminForm<SigningForm>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let x = action_of(&app, &a, action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let required = match f.form.required.as_deref() {
+        None => false,
+        Some("on") => true,
+        Some(other) => {
+            let problem = format!("require signed requests: {other:?} is neither on nor off");
+            return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem)));
+        }
+    };
+    let changes = WebhookChanges {
+        signing_required: Some(required),
+        ..WebhookChanges::default()
+    };
+    let result = actions::update_webhook(&app.db, x.id, &changes).await;
+    app.catalog.invalidate();
+    let result = result.map(|made| {
+        if let Some(secret) = &made {
+            app.flash.signing_secret(f.admin.session_id, x.id, secret);
+        }
+        if required {
+            "Signed requests are required: unsigned requests are refused.".to_owned()
+        } else {
+            "Signatures are no longer required.".to_owned()
+        }
+    });
+    after(&app, &f.admin, &back, result)
+}
+
+async fn regenerate_signing_secret(
     State(app): State<AppState>,
     Path((id, action_id)): Path<(String, i64)>,
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let x = action_of(&app, &a, action_id).await?;
-    let key = actions::regenerate_key(&app.db, x.id).await?;
+    let secret = actions::regenerate_signing_secret(&app.db, x.id).await?;
     app.catalog.invalidate();
-    app.flash.secret(f.admin.session_id, "webhook", x.id, &key);
-    app.flash.notice(
-        f.admin.session_id,
-        "A new key was made; the old one stopped working.",
-    );
-    Ok(Redirect::to(&format!("/admin/agents/{id}/actions/{action_id}/configure")).into_response())
+    app.flash.signing_secret(f.admin.session_id, x.id, &secret);
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    after(
+        &app,
+        &f.admin,
+        &back,
+        Ok("A new signing secret was made; the old one stopped working.".to_owned()),
+    )
 }
 
 #[derive(Template)]

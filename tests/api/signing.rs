@@ -1,0 +1,547 @@
+//! Signed webhooks (Standard Webhooks): signatures checked over the raw body, replays and
+//! stale timestamps refused, `webhook-id` as the idempotency key, and the Configure step's
+//! signed samples run as a sender would run them.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::admin::Console;
+use crate::helpers::{Setup, TestApp, assert_problem, spawn_app};
+
+/// A webhook set up through the CLI, with its action id.
+pub struct Webhook {
+    pub setup: Setup,
+    pub action_id: String,
+}
+
+pub fn webhook(app: &TestApp) -> Webhook {
+    let agent_id = app.create_agent("US");
+    let created = app.cli_json(&[
+        "action",
+        "create-webhook",
+        "--agent",
+        &agent_id,
+        "--wait-ms",
+        "0",
+    ]);
+    let token = app.create_token(&agent_id);
+    Webhook {
+        setup: Setup {
+            agent_id,
+            url: created["url"].as_str().unwrap().to_owned(),
+            key: created["apiKey"].as_str().unwrap().to_owned(),
+            token,
+        },
+        action_id: created["actionId"].to_string(),
+    }
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The `webhook-signature` a Standard Webhooks sender computes, written from the
+/// specification rather than with Precall's code.
+pub fn signature(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Posts `body` with the key and the three signing headers as given.
+async fn post(
+    app: &TestApp,
+    s: &Setup,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(&s.url)
+        .header("X-Authorization", &s.key)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// Posts `body` signed with `secret` as event `id`.
+async fn post_signed(
+    app: &TestApp,
+    s: &Setup,
+    secret: &str,
+    id: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let ts = now_secs();
+    let sig = signature(secret, id, ts, body.to_string().as_bytes());
+    post(
+        app,
+        s,
+        &[
+            ("webhook-id", id),
+            ("webhook-timestamp", &ts.to_string()),
+            ("webhook-signature", &sig),
+        ],
+        body,
+    )
+    .await
+}
+
+/// Turns signing on or off from the CLI; returns the secret when one was made. The running
+/// server notices within moments: waits until an unsigned probe (which caches nothing
+/// either way: its body is refused) gets the expected answer.
+pub async fn set_signing(app: &TestApp, w: &Webhook, on: bool) -> Option<String> {
+    let out = app.cli_json(&[
+        "action",
+        "update-webhook",
+        "--id",
+        &w.action_id,
+        "--signing",
+        if on { "on" } else { "off" },
+    ]);
+    let expected = if on { 401 } else { 422 };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = post(app, &w.setup, &[], &json!({})).await.status();
+        if probe.as_u16() == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "signing still not {on} after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out["signingSecret"].as_str().map(str::to_owned)
+}
+
+fn body(agent_id: &str, phone: &str, priority: &str) -> Value {
+    json!({"agentId": agent_id, "phoneNumber": phone, "priority": priority})
+}
+
+#[tokio::test]
+async fn a_validly_signed_request_is_accepted_and_its_fields_reach_the_call() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let secret = set_signing(&app, &w, true).await.expect("a secret, once");
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(STANDARD.decode(&secret[6..]).unwrap().len(), 32);
+
+    let res = post_signed(
+        &app,
+        &w.setup,
+        &secret,
+        "evt_1",
+        &body(&w.setup.agent_id, "+12125551234", "high"),
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let call = app.start_call_json(&w.setup, "+1 212 555 1234").await;
+    assert_eq!(call["source"], "webhook");
+    assert_eq!(call["variables"]["priority"], "high");
+
+    // Turned on again, the secret is kept and not shown again.
+    let again = app.cli_json(&[
+        "action",
+        "update-webhook",
+        "--id",
+        &w.action_id,
+        "--signing",
+        "on",
+    ]);
+    assert!(again["signingSecret"].is_null(), "{again}");
+    // Never in the deliveries.
+    let all = serde_json::to_string(&app.deliveries(&w.setup.agent_id)).unwrap();
+    assert!(!all.contains(&secret[6..]));
+}
+
+#[tokio::test]
+async fn unsigned_and_badly_signed_requests_get_401_naming_the_problem_and_cache_nothing() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let other_secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let victim = "+12125550100";
+    let b = body(&s.agent_id, victim, "high");
+    let raw = b.to_string();
+    let now = now_secs();
+    let ts = now.to_string();
+    let good = signature(&secret, "evt_x", now, raw.as_bytes());
+    let stale = now - 301;
+    let future = now + 301;
+    let tampered = signature(
+        &secret,
+        "evt_x",
+        now,
+        body(&s.agent_id, victim, "low").to_string().as_bytes(),
+    );
+    let by_other = signature(&other_secret, "evt_x", now, raw.as_bytes());
+    let stale_sig = signature(&secret, "evt_x", stale, raw.as_bytes());
+    let future_sig = signature(&secret, "evt_x", future, raw.as_bytes());
+    let (stale, future) = (stale.to_string(), future.to_string());
+
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Headers, &str)> = vec![
+        ("unsigned", vec![], "webhook-id header is missing"),
+        (
+            "no signature",
+            vec![("webhook-id", "evt_x"), ("webhook-timestamp", &ts)],
+            "webhook-signature header is missing",
+        ),
+        (
+            "no timestamp",
+            vec![("webhook-id", "evt_x"), ("webhook-signature", &good)],
+            "webhook-timestamp header is missing",
+        ),
+        (
+            "no id",
+            vec![("webhook-timestamp", &ts), ("webhook-signature", &good)],
+            "webhook-id header is missing",
+        ),
+        (
+            "body changed after signing",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", &tampered),
+            ],
+            "webhook-signature header does not match",
+        ),
+        (
+            "signed by another secret",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", &by_other),
+            ],
+            "webhook-signature header does not match",
+        ),
+        (
+            "signed for another id",
+            vec![
+                ("webhook-id", "evt_y"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", &good),
+            ],
+            "webhook-signature header does not match",
+        ),
+        (
+            "stale timestamp",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", &stale),
+                ("webhook-signature", &stale_sig),
+            ],
+            "refused as replays",
+        ),
+        (
+            "future timestamp",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", &future),
+                ("webhook-signature", &future_sig),
+            ],
+            "in the future",
+        ),
+        (
+            "timestamp not in seconds",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", "2026-11-27T10:00:00Z"),
+                ("webhook-signature", &good),
+            ],
+            "webhook-timestamp header is malformed",
+        ),
+        (
+            "signature not v1",
+            vec![
+                ("webhook-id", "evt_x"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", "sha256=0123abcd"),
+            ],
+            "webhook-signature header is malformed",
+        ),
+        (
+            "id with a space",
+            vec![
+                ("webhook-id", "evt x"),
+                ("webhook-timestamp", &ts),
+                ("webhook-signature", &good),
+            ],
+            "webhook-id header is malformed",
+        ),
+    ];
+    let count = cases.len();
+    for (name, headers, says) in cases {
+        let res = post(&app, s, &headers, &b).await;
+        let problem = assert_problem(res, 401, "unauthorized").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+        assert!(!detail.contains(&secret[6..]), "{name}: {detail}");
+    }
+
+    // A valid signature for another body is refused too.
+    let other_body = post(
+        &app,
+        s,
+        &[
+            ("webhook-id", "evt_x"),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &good),
+        ],
+        &body(&s.agent_id, "+12125550199", "high"),
+    )
+    .await;
+    assert_eq!(other_body.status(), 401);
+    let call = app.start_call_json(s, victim).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+
+    let deliveries = app.deliveries(&s.agent_id);
+    let refused: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d["status"] == 401 && d["outcome"] == "refused")
+        .collect();
+    // The set_signing probe was refused too.
+    assert!(refused.len() > count, "{deliveries:?}");
+    let all = serde_json::to_string(&deliveries).unwrap();
+    assert!(
+        !all.contains(&secret[6..]),
+        "the secret is on record: {all}"
+    );
+    assert!(!all.contains(&good[3..]), "a signature is on record: {all}");
+}
+
+#[tokio::test]
+async fn a_replayed_signed_request_returns_the_first_answer_and_changes_nothing() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let phone = "+12125551234";
+    let first_body = body(&s.agent_id, phone, "high");
+    let ts = now_secs();
+    let sig = signature(&secret, "evt_1", ts, first_body.to_string().as_bytes());
+    let ts = ts.to_string();
+    let headers = [
+        ("webhook-id", "evt_1"),
+        ("webhook-timestamp", ts.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    let first = post(&app, s, &headers, &first_body).await;
+    assert_eq!(first.status(), 202);
+    let first_answer: Value = first.json().await.unwrap();
+
+    // A later event changes the caller's priority.
+    let later = post_signed(&app, s, &secret, "evt_2", &body(&s.agent_id, phone, "low")).await;
+    assert_eq!(later.status(), 202);
+
+    // The first request again, byte for byte: its first answer, and nothing changes.
+    let replay = post(&app, s, &headers, &first_body).await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), first_answer);
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "low");
+
+    // The signed webhook-id is the idempotency key, whatever Idempotency-Key says.
+    let mut with_other_key = headers.to_vec();
+    with_other_key.push(("Idempotency-Key", "something-else"));
+    let again = post(&app, s, &with_other_key, &first_body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn turning_signing_off_accepts_unsigned_requests_again() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let b = body(&s.agent_id, "+12125551234", "high");
+    assert_eq!(post(&app, s, &[], &b).await.status(), 202);
+    set_signing(&app, &w, true).await.unwrap();
+    let refused = post(&app, s, &[], &b).await;
+    assert_problem(refused, 401, "unauthorized").await;
+    assert!(set_signing(&app, &w, false).await.is_none());
+    assert_eq!(post(&app, s, &[], &b).await.status(), 202);
+}
+
+#[tokio::test]
+async fn a_new_signing_secret_replaces_the_old_one_at_once() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let old = set_signing(&app, &w, true).await.unwrap();
+    let new = app.cli_json(&[
+        "action",
+        "update-webhook",
+        "--id",
+        &w.action_id,
+        "--new-signing-secret",
+    ])["signingSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(old, new);
+    let b = body(&s.agent_id, "+12125551234", "high");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = 0;
+    while post_signed(&app, s, &new, &format!("evt_{n}"), &b)
+        .await
+        .status()
+        != 202
+    {
+        assert!(Instant::now() < deadline, "the new secret never worked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n += 1;
+    }
+    let res = post_signed(&app, s, &old, "evt_old", &b).await;
+    assert_problem(res, 401, "unauthorized").await;
+}
+
+/// The text of the `<pre id="{id}">` on a page, as a browser's copy button would copy it.
+fn pre_text(page: &str, id: &str) -> String {
+    let open = format!("id=\"{id}\"");
+    let at = page.find(&open).unwrap_or_else(|| panic!("no #{id}"));
+    let start = at + page[at..].find('>').unwrap() + 1;
+    let end = start + page[start..].find("</pre>").unwrap();
+    page[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&#34;", "\"")
+        .replace("&amp;", "&")
+}
+
+async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_configure_steps_signed_samples_work_when_run() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let configure = admin.create_webhook(&agent).await;
+    let page = admin.page(&configure).await;
+    let key: String = page[page.find("pcwk_").expect("the key, shown once")..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let url: String = page[page.find(&format!("{}/webhooks/", app.address)).unwrap()..]
+        .chars()
+        .take_while(|c| *c != '<' && *c != '&')
+        .collect();
+    assert!(page.contains("Require signed requests"));
+
+    // Require signatures: the secret is shown once, with samples that sign.
+    let res = admin
+        .submit(
+            &configure,
+            &configure.replace("/configure", "/signing"),
+            &[("required", "on")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = admin.page(&configure).await;
+    let secret_at = page.find("whsec_").expect("the secret, shown once");
+    let secret: String = page[secret_at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "_+/=".contains(*c))
+        .collect();
+    assert_eq!(secret.len(), 6 + 44);
+    let shell = pre_text(&page, "curl");
+    let python = pre_text(&page, "python-sample");
+    assert!(shell.contains(&secret) && shell.contains("openssl"));
+    assert!(python.contains(&secret));
+
+    // Unsigned requests are refused now.
+    let unsigned = app
+        .client
+        .post(&url)
+        .header("X-Authorization", &key)
+        .json(&json!({"agentId": agent, "phoneNumber": "+12125550123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unsigned, 401, "unauthorized").await;
+
+    // As an admin would paste them: the key comes from the environment.
+    let env = [("PRECALL_API_KEY", key.as_str())];
+    let (ok, out) = run(
+        "sh",
+        &["-c", &format!("{shell} -s -w ' %{{http_code}}'")],
+        &env,
+    )
+    .await;
+    assert!(ok && out.ends_with(" 202"), "{shell}\n{out}");
+    assert!(out.contains(r#""status":"accepted""#), "{out}");
+    let (ok, out) = run("python3", &["-c", &python], &env).await;
+    assert!(ok && out.starts_with("202 "), "{python}\n{out}");
+
+    // Both reached the webhook, signed.
+    let viewer = admin
+        .page(&configure.replace("/configure", "/deliveries"))
+        .await;
+    assert!(viewer.matches("+12125550123").count() >= 2);
+
+    // Never shown again in full; Regenerate is offered.
+    let again = admin.page(&configure).await;
+    assert!(!again.contains(&secret), "the secret was shown twice");
+    assert!(again.contains(&secret[secret.len() - 4..]));
+    assert!(again.contains("Regenerate secret"));
+    let shell_later = pre_text(&again, "curl");
+    assert!(shell_later.contains("$PRECALL_SIGNING_SECRET"));
+    let env = [
+        ("PRECALL_API_KEY", key.as_str()),
+        ("PRECALL_SIGNING_SECRET", secret.as_str()),
+    ];
+    let (ok, out) = run(
+        "sh",
+        &["-c", &format!("{shell_later} -s -w ' %{{http_code}}'")],
+        &env,
+    )
+    .await;
+    assert!(ok && out.ends_with(" 202"), "{shell_later}\n{out}");
+
+    // Turned off from the page, the plain cURL is back.
+    admin
+        .submit(
+            &configure,
+            &configure.replace("/configure", "/signing"),
+            &[],
+        )
+        .await;
+    let off = admin.page(&configure).await;
+    assert!(!off.contains("openssl") && !off.contains("python-sample"));
+}

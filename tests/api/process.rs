@@ -12,17 +12,26 @@ use tokio::process::{Child, Command};
 use crate::helpers::{BIN, Setup, run_cli};
 
 /// Starts `precall` in `dir` on its default database, returning the child and its address.
-async fn start_server(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+pub async fn start_server(dir: &Path) -> (Child, String) {
+    start_server_with(dir, |_| {}).await
+}
+
+/// Like [`start_server`], with `configure` adding flags or limits to the command first.
+pub async fn start_server_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut Command),
+) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command
         .args(["--bind", "127.0.0.1:0"])
         .current_dir(dir)
         .env_remove("PRECALL_DATABASE_URL")
         .env_remove("PRECALL_PUBLIC_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
+        .kill_on_drop(true);
+    configure(&mut command);
+    let mut child = command.spawn().expect("server starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -38,14 +47,14 @@ async fn start_server(dir: &Path) -> (Child, String) {
     (child, address)
 }
 
-fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
+pub fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
     let url = format!("sqlite://{}", dir.join("precall.db").display());
     let mut args = args.to_vec();
     args.push("--json");
     serde_json::from_str(&run_cli(&url, address, &args)).unwrap()
 }
 
-fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
+pub fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
     let agent = cli_in(dir, address, &["agent", "create", "--name", "Line"]);
     let agent_id = agent["agentId"].as_str().unwrap().to_owned();
     let hook = cli_in(
@@ -69,7 +78,7 @@ fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args([sig, &pid])

@@ -48,6 +48,7 @@ impl Application {
             setup_token: Arc::default(),
             public_url: public_url.trim_end_matches('/').into(),
             body_limit: settings.body_limit,
+            session_ttl: settings.session_ttl,
         };
         Ok(Self {
             listener,

@@ -437,6 +437,15 @@ async fn a_full_disk_is_answered_503_keeps_nothing_unacknowledged_and_recovers()
             .contains("nothing was kept"),
         "{problem}"
     );
+    // A request that would be refused anyway still says why.
+    let res = client
+        .post(&setup.url)
+        .header("X-Authorization", "pcwk_not-the-key")
+        .json(&json!({"agentId": setup.agent_id, "phoneNumber": "+12125550100"}))
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(res, 401, "unauthorized").await;
     // A call started meanwhile is refused the same way, or (when its small record still
     // fits) started in full: never half-started.
     let res = client

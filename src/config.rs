@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PRECALL_SHUTDOWN_GRACE_SECS", default_value_t = 15)]
     pub shutdown_grace_secs: u64,
+
+    /// Seconds an admin stays signed in to the console (12 hours).
+    #[arg(long, env = "PRECALL_SESSION_TTL_SECS", default_value_t = 12 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=366 * 24 * 3600))]
+    pub session_ttl_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +214,8 @@ pub struct Settings {
     pub body_limit: usize,
     pub sweep_interval: Duration,
     pub shutdown_grace: Duration,
+    /// How long an admin's session lasts.
+    pub session_ttl: Duration,
 }
 
 impl Settings {
@@ -220,6 +227,7 @@ impl Settings {
             body_limit: cli.serve.body_limit,
             sweep_interval: Duration::from_secs(cli.serve.sweep_interval_secs.max(1)),
             shutdown_grace: Duration::from_secs(cli.serve.shutdown_grace_secs),
+            session_ttl: Duration::from_secs(cli.serve.session_ttl_secs),
         }
     }
 
@@ -232,6 +240,7 @@ impl Settings {
             body_limit: 64 * 1024,
             sweep_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }

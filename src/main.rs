@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command {
         None | Some(Command::Serve) => {
+            ignore_file_size_signal();
             match rlimit::increase_nofile_limit(u64::MAX) {
                 Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
                 Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
@@ -36,5 +37,17 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("http://{}", cli.serve.bind));
             precall::cli::run(command, &cli.database_url, &public_url).await
         }
+    }
+}
+
+/// A write past the file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, whose default action
+/// kills the process. Ignored, the write fails with EFBIG instead: SQLite reports it, the
+/// group's requests get 503, and the server goes on once writes succeed again.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: SIG_IGN installs no handler code; a signal's disposition is process-wide, so
+    // setting it from any thread is sound.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

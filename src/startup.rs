@@ -48,6 +48,7 @@ impl Application {
             setup_token: Arc::default(),
             public_url: public_url.trim_end_matches('/').into(),
             body_limit: settings.body_limit,
+            session_ttl: settings.session_ttl,
         };
         Ok(Self {
             listener,
@@ -107,7 +108,7 @@ impl Application {
             let _ = stopping_tx.send(());
         };
         let grace = settings.shutdown_grace;
-        {
+        let cut_short = {
             let serve = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -115,18 +116,29 @@ impl Application {
             .with_graceful_shutdown(signal)
             .into_future();
             tokio::select! {
-                res = serve => res?,
+                res = serve => { res?; false }
                 _ = async {
                     let _ = stopping_rx.await;
                     tokio::time::sleep(grace).await;
-                } => tracing::warn!("grace period over; closing remaining connections"),
+                } => {
+                    tracing::warn!("grace period over; closing remaining connections");
+                    true
+                }
             }
-        }
+        };
         sweeper.abort();
         watcher.abort();
         checkpointer.abort();
-        // The router (and its writer handles) is gone: the writer drains and stops.
-        let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
+        // The router (and its writer handles) is gone: the writer drains and stops. After
+        // the grace period, connections still open (a call waiting for its data) hold
+        // writer handles until the runtime ends: do not wait for them. Nothing is lost:
+        // what was acknowledged is committed, and what was not is not.
+        let drain = if cut_short {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(10)
+        };
+        let _ = tokio::time::timeout(drain, writer_task).await;
         db.close().await;
         Ok(())
     }

@@ -20,8 +20,6 @@ use crate::http::AppState;
 use crate::store::admins;
 
 pub const COOKIE: &str = "precall_session";
-/// Sessions last 12 hours.
-pub const LIFETIME_MS: i64 = 12 * 3600 * 1000;
 /// Field (forms) or header (scripts) carrying the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -45,11 +43,16 @@ impl std::fmt::Debug for Admin {
     }
 }
 
+/// How long a session lasts (`--session-ttl-secs`), in milliseconds.
+fn lifetime_ms(app: &AppState) -> i64 {
+    i64::try_from(app.session_ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
 /// Starts a session for `admin_id`; returns the cookie to set.
 pub async fn start(app: &AppState, admin_id: i64) -> anyhow::Result<Cookie<'static>> {
     let token = Secret::generate(SecretKind::Session);
     let csrf = random_base62(32);
-    admins::create_session(&app.db, admin_id, &token.hash(), &csrf, LIFETIME_MS).await?;
+    admins::create_session(&app.db, admin_id, &token.hash(), &csrf, lifetime_ms(app)).await?;
     Ok(session_cookie(app, token.expose().to_owned()))
 }
 
@@ -59,7 +62,7 @@ fn session_cookie(app: &AppState, value: String) -> Cookie<'static> {
         .same_site(SameSite::Lax)
         .secure(app.public_url.starts_with("https://"))
         .path("/")
-        .max_age(time::Duration::milliseconds(LIFETIME_MS))
+        .max_age(time::Duration::milliseconds(lifetime_ms(app)))
         .build()
 }
 

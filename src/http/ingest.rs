@@ -113,8 +113,10 @@ impl Attempt {
             idempotency_key: self.idempotency_key.clone(),
             started: self.started,
         };
+        // A refusal changes nothing: when it cannot be recorded (a full disk), the sender
+        // still learns what is wrong with its request rather than being told to retry it.
         if let Err(e) = self.app.writer.refusal(delivery).await {
-            return AppError::from(e).into_response();
+            tracing::warn!(error = %e, status = problem.kind.status().as_u16(), "refusal not recorded");
         }
         problem.into_response()
     }

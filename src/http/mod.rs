@@ -40,6 +40,8 @@ pub struct AppState {
     /// Base of generated URLs, without a trailing slash.
     pub public_url: Arc<str>,
     pub body_limit: usize,
+    /// How long an admin's session lasts.
+    pub session_ttl: std::time::Duration,
 }
 
 /// Every route of the server.

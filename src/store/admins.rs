@@ -160,3 +160,36 @@ pub async fn delete_session(db: &Db, session_id: i64) -> Result<(), sqlx::Error>
     tx.commit().await?;
     Ok(())
 }
+
+/// Signs an admin out everywhere, or everywhere but `keep` (the session asking); returns
+/// how many sessions ended.
+pub async fn delete_sessions_of(
+    db: &Db,
+    admin_id: i64,
+    keep: Option<i64>,
+) -> Result<u64, StoreError> {
+    let mut tx = begin_write(db).await?;
+    let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM admins WHERE id = ?")
+        .bind(admin_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if exists == 0 {
+        return Err(StoreError::NotFound("This admin no longer exists.".into()));
+    }
+    let ended = sqlx::query("DELETE FROM sessions WHERE admin_id = ? AND id IS NOT ?")
+        .bind(admin_id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// How many live sessions each admin has, by admin id.
+pub async fn live_sessions(db: &Db) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT admin_id, count(*) FROM sessions WHERE expires_at > ? GROUP BY admin_id")
+        .bind(now_ms())
+        .fetch_all(&db.read)
+        .await
+}

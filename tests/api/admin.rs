@@ -1,11 +1,13 @@
 //! The console through HTTP: accounts, CSRF, refusals of anonymous requests, the webhook
 //! wizard and its one-time key, variables.
 
+use std::time::Duration;
+
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 pub const EMAIL: &str = "admin@example.com";
 pub const PASSWORD: &str = "correct horse battery";
@@ -186,6 +188,8 @@ async fn every_admin_page_and_action_refuses_an_anonymous_request() {
     let actions = [
         "/admin/agents".to_owned(),
         "/admin/admins".to_owned(),
+        "/admin/sessions/others/delete".to_owned(),
+        "/admin/admins/1/sessions/delete".to_owned(),
         "/logout".to_owned(),
         format!("/admin/agents/{agent}/rename"),
         format!("/admin/agents/{agent}/delete"),
@@ -657,4 +661,180 @@ async fn declaring_a_variable_validates_its_name_type_and_default() {
         .await;
     let page = admin.page(&path).await;
     assert!(page.contains("Saved risk_score") && page.contains("<code>risk_score</code>"));
+}
+
+#[tokio::test]
+async fn a_throttled_account_refuses_even_the_right_password_until_its_wait_is_over() {
+    let app = spawn_app().await;
+    Console::set_up(&app).await;
+    let visitor = Console::new(&app);
+    let mut refusals = 0;
+    let throttled = loop {
+        let res = visitor
+            .post(
+                "/login",
+                &[("email", EMAIL), ("password", "wrong password!")],
+            )
+            .await;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            break res;
+        }
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        refusals += 1;
+        assert!(refusals <= 10, "repeated failures are throttled");
+    };
+    let wait: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The right password now is refused with the same clear message, and signs nobody in.
+    let res = visitor
+        .post("/login", &[("email", EMAIL), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("set-cookie").is_none());
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Too many failed attempts: wait"), "{page}");
+    assert_eq!(
+        visitor.get("/admin/agents").await.status(),
+        StatusCode::SEE_OTHER
+    );
+
+    // Once the wait is over, the right password signs in.
+    tokio::time::sleep(Duration::from_millis(wait * 1000 + 500)).await;
+    let res = visitor
+        .post("/login", &[("email", EMAIL), ("password", PASSWORD)])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "signed in after the wait"
+    );
+    assert_eq!(visitor.get("/admin/agents").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_admin_session_ends_when_its_time_to_live_runs_out() {
+    let app = spawn_app_with(|s| s.session_ttl = Duration::from_secs(2)).await;
+    Console::set_up(&app).await;
+    let res = Console::new(&app)
+        .post("/login", &[("email", EMAIL), ("password", PASSWORD)])
+        .await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Max-Age=2"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    // Sent as a browser that kept the cookie would send it, past its expiry too.
+    let with_cookie = || async {
+        Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/admin/agents", app.address))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(with_cookie().await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let res = with_cookie().await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&res).starts_with("/login?next="),
+        "{}",
+        location(&res)
+    );
+}
+
+/// Signs `email` in on a new client.
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> Console {
+    let console = Console::new(app);
+    let res = console
+        .post("/login", &[("email", email), ("password", password)])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{email} signs in");
+    console
+}
+
+/// The path of the form that signs `email` out everywhere, from the Admins page.
+fn sign_out_form_of(page: &str, email: &str) -> String {
+    let row = &page[page.find(&format!("<td>{email}")).expect("the admin's row")..];
+    let at = row
+        .find("action=\"/admin/admins/")
+        .expect("a sign-out form");
+    let rest = &row[at + "action=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_can_end_their_other_sessions_and_anyones_sessions() {
+    let app = spawn_app().await;
+    let here = Console::set_up(&app).await;
+    let elsewhere = sign_in(&app, EMAIL, PASSWORD).await;
+    let other_email = "second@example.com";
+    let res = here
+        .submit(
+            "/admin/admins",
+            "/admin/admins",
+            &[("email", other_email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let colleague = sign_in(&app, other_email, PASSWORD).await;
+    let page = here.page("/admin/admins").await;
+    assert!(page.contains("2 sessions"), "this admin is signed in twice");
+
+    // Without the CSRF token, nothing ends.
+    let res = here.post("/admin/sessions/others/delete", &[]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        elsewhere.get("/admin/agents").await.status(),
+        StatusCode::OK
+    );
+
+    let res = here
+        .submit("/admin/admins", "/admin/sessions/others/delete", &[])
+        .await;
+    assert_eq!(location(&res), "/admin/admins");
+    assert!(
+        here.page("/admin/admins")
+            .await
+            .contains("Signed out of 1 other session.")
+    );
+    let res = elsewhere.get("/admin/agents").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert!(
+        location(&res).starts_with("/login"),
+        "the other session is sent to sign in"
+    );
+    assert_eq!(
+        colleague.get("/admin/agents").await.status(),
+        StatusCode::OK
+    );
+
+    // Another admin, signed out everywhere: their next page and their next form lead to
+    // sign-in, and change nothing.
+    let form = sign_out_form_of(&here.page("/admin/admins").await, other_email);
+    let res = here.submit("/admin/admins", &form, &[]).await;
+    assert_eq!(location(&res), "/admin/admins");
+    assert!(
+        here.page("/admin/admins")
+            .await
+            .contains("second@example.com is signed out of 1 session.")
+    );
+    let res = colleague.get("/admin/agents").await;
+    assert!(location(&res).starts_with("/login"), "{}", location(&res));
+    let res = colleague
+        .post("/admin/agents", &[("name", "Sneaky"), ("region", "US")])
+        .await;
+    assert!(location(&res).starts_with("/login"), "{}", location(&res));
+    assert!(!here.page("/admin/agents").await.contains("Sneaky"));
+
+    // Signing oneself out everywhere ends this session too.
+    let form = sign_out_form_of(&here.page("/admin/admins").await, EMAIL);
+    let res = here.submit("/admin/admins", &form, &[]).await;
+    assert_eq!(location(&res), "/login");
+    assert!(location(&here.get("/admin/agents").await).starts_with("/login"));
 }

@@ -137,6 +137,24 @@ async fn runtime_tokens_are_required_and_scoped_to_their_agent() {
         .await
         .unwrap();
     assert_problem(read, 404, "not-found").await;
+    // Answering it with another agent's token finds nothing either (with its own token,
+    // the ended call refuses answers: the 404 is about whose call it is).
+    let input = format!("{url}/{}/input", call["callId"].as_str().unwrap());
+    let answers = json!({"answers": {"anything": "x"}});
+    for (token, status, slug) in [
+        (theirs.token.as_str(), 404, "not-found"),
+        (mine.token.as_str(), 409, "call-conflict"),
+    ] {
+        let res = app
+            .client
+            .post(&input)
+            .bearer_auth(token)
+            .json(&answers)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, status, slug).await;
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ mod admin;
 mod browser;
 mod call_pages;
 mod calls;
+mod durability;
 mod examples;
 mod flow_checks;
 mod health;

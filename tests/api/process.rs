@@ -12,17 +12,26 @@ use tokio::process::{Child, Command};
 use crate::helpers::{BIN, Setup, run_cli};
 
 /// Starts `precall` in `dir` on its default database, returning the child and its address.
-async fn start_server(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+pub async fn start_server(dir: &Path) -> (Child, String) {
+    start_server_with(dir, |_| {}).await
+}
+
+/// Like [`start_server`], with `configure` adding flags or limits to the command first.
+pub async fn start_server_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut Command),
+) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command
         .args(["--bind", "127.0.0.1:0"])
         .current_dir(dir)
         .env_remove("PRECALL_DATABASE_URL")
         .env_remove("PRECALL_PUBLIC_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server starts");
+        .kill_on_drop(true);
+    configure(&mut command);
+    let mut child = command.spawn().expect("server starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -38,14 +47,14 @@ async fn start_server(dir: &Path) -> (Child, String) {
     (child, address)
 }
 
-fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
+pub fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
     let url = format!("sqlite://{}", dir.join("precall.db").display());
     let mut args = args.to_vec();
     args.push("--json");
     serde_json::from_str(&run_cli(&url, address, &args)).unwrap()
 }
 
-fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
+pub fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
     let agent = cli_in(dir, address, &["agent", "create", "--name", "Line"]);
     let agent_id = agent["agentId"].as_str().unwrap().to_owned();
     let hook = cli_in(
@@ -69,7 +78,7 @@ fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args([sig, &pid])
@@ -176,4 +185,142 @@ async fn every_acknowledged_webhook_survives_kill_9() {
         assert_eq!(call["source"], "webhook", "acknowledged webhook {i} lost");
         assert_eq!(call["variables"]["n"], json!(i));
     }
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_in_flight_calls_and_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server_with(dir.path(), |command| {
+        command.args(["--shutdown-grace-secs", "8"]);
+    })
+    .await;
+    // Calls wait up to 4 s for their webhook, which never comes.
+    let setup = setup_in(dir.path(), &address, 4000);
+    let load = crate::durability::Load::start(&address, &setup, 32, 0);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let waiting: Vec<_> = (0..100)
+        .map(|i| {
+            let (client, setup) = (client.clone(), setup.clone());
+            let url = format!("{address}/api/v1/calls");
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(&setup.token)
+                    .json(&json!({"agentId": setup.agent_id, "from": format!("+1212555{:04}", 3000 + i)}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    // The calls have reached the server and wait there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "-TERM");
+    let signalled = tokio::time::Instant::now();
+
+    // The listener closes soon after the signal (a connection caught in its queue at that
+    // moment may be reset); from then on new connections are refused outright.
+    let host = address.trim_start_matches("http://").to_owned();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while tokio::net::TcpStream::connect(&host).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the listener closes soon after the signal");
+    let refused = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect_err("the listener is closed");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let res = reqwest::Client::new()
+        .post(format!("{address}/api/v1/calls"))
+        .bearer_auth(&setup.token)
+        .json(&json!({"agentId": setup.agent_id, "from": "+12125559999"}))
+        .send()
+        .await
+        .expect_err("no new requests after the signal");
+    assert!(res.is_connect(), "{res:?}");
+
+    let sent = load.finish().await;
+    for call in waiting {
+        let res = call.await.unwrap().expect("a waiting call is answered");
+        assert_eq!(res.status(), 201);
+        let call: Value = res.json().await.unwrap();
+        assert_eq!(call["source"], "fallback");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits once in-flight requests are done")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let exited_after = signalled.elapsed();
+
+    // Every webhook answered 202 before the exit is there after a restart; none got a 5xx.
+    let acked: Vec<_> = sent.iter().filter(|s| s.status == Some(202)).collect();
+    assert!(
+        sent.iter().all(|s| s.status.is_none_or(|st| st == 202)),
+        "{:?}",
+        sent.iter().find(|s| s.status.is_some_and(|st| st != 202))
+    );
+    let (_child, address) = start_server(dir.path()).await;
+    let kept = cli_in(
+        dir.path(),
+        &address,
+        &[
+            "deliveries",
+            "--agent",
+            &setup.agent_id,
+            "--limit",
+            "1000000",
+        ],
+    );
+    let kept: std::collections::HashSet<&str> = kept
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == 202)
+        .filter_map(|d| d["phoneNumber"].as_str())
+        .collect();
+    let found = acked
+        .iter()
+        .filter(|s| kept.contains(s.phone.as_str()))
+        .count();
+    println!(
+        "SIGTERM under load: 100 waiting calls answered; webhooks sent {}, acknowledged {}, found {found}; exited {} ms after the signal",
+        sent.len(),
+        acked.len(),
+        exited_after.as_millis()
+    );
+    assert_eq!(found, acked.len());
+}
+
+#[tokio::test]
+async fn sigterm_exits_at_the_grace_deadline_even_while_a_call_still_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server_with(dir.path(), |command| {
+        command.args(["--shutdown-grace-secs", "1"]);
+    })
+    .await;
+    let setup = setup_in(dir.path(), &address, 10_000);
+    let call = tokio::spawn({
+        let url = format!("{address}/api/v1/calls");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(&setup.token)
+                .json(&json!({"agentId": setup.agent_id, "from": "+12125551234"}))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(6), child.wait())
+        .await
+        .expect("exits at the grace deadline, not when the 10 s wait ends")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(call.await.unwrap().is_err(), "the call was cut off");
 }

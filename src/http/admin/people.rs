@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/admin", get(|| async { Redirect::to("/admin/agents") }))
         .route("/admin/admins", get(admins_page).post(add_admin))
+        .route("/admin/sessions/others/delete", post(sign_out_others))
+        .route("/admin/admins/{id}/sessions/delete", post(sign_out_admin))
 }
 
 /// Emails are compared without case; this is what is stored and shown.
@@ -268,8 +270,12 @@ async fn logout(State(app): State<AppState>, f: AdminForm<Empty>) -> PageResult 
 }
 
 struct AdminView {
+    id: i64,
     email: String,
     created_at: String,
+    /// Live sessions (browsers signed in).
+    sessions: i64,
+    is_me: bool,
 }
 
 #[derive(Template)]
@@ -281,10 +287,15 @@ struct AdminsPage {
 
 async fn admins_page(State(app): State<AppState>, admin: Admin) -> PageResult {
     let flash = app.flash.take(admin.session_id);
+    let live: std::collections::HashMap<i64, i64> =
+        admins::live_sessions(&app.db).await?.into_iter().collect();
     let admins = admins::list(&app.db)
         .await?
         .into_iter()
         .map(|a| AdminView {
+            id: a.id,
+            is_me: a.id == admin.id,
+            sessions: live.get(&a.id).copied().unwrap_or(0),
             email: a.email,
             created_at: rfc3339(a.created_at),
         })
@@ -315,5 +326,47 @@ async fn add_admin(State(app): State<AppState>, f: AdminForm<AddAdmin>) -> PageR
         Ok(format!("{email} can now sign in."))
     }
     .await;
+    after(&app, &admin, "/admin/admins", result)
+}
+
+/// Signs the admin out of every other browser (a lost laptop, a shared machine).
+async fn sign_out_others(State(app): State<AppState>, f: AdminForm<Empty>) -> PageResult {
+    let admin = f.admin;
+    let result = admins::delete_sessions_of(&app.db, admin.id, Some(admin.session_id))
+        .await
+        .map(|n| match n {
+            1 => "Signed out of 1 other session.".to_owned(),
+            n => format!("Signed out of {n} other sessions."),
+        });
+    after(&app, &admin, "/admin/admins", result)
+}
+
+/// Signs an admin out everywhere (their sessions end at their next request). Signing
+/// oneself out everywhere leads to the sign-in page.
+async fn sign_out_admin(
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    f: AdminForm<Empty>,
+) -> PageResult {
+    let admin = f.admin;
+    let result = admins::delete_sessions_of(&app.db, id, None).await;
+    if id == admin.id && result.is_ok() {
+        app.flash.take(admin.session_id);
+        return Ok((
+            CookieJar::new().add(session::removal()),
+            Redirect::to("/login"),
+        )
+            .into_response());
+    }
+    let email = admins::list(&app.db)
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+        .map_or_else(|| "The admin".to_owned(), |a| a.email);
+    let result = result.map(|n| match n {
+        0 => format!("{email} was not signed in."),
+        1 => format!("{email} is signed out of 1 session."),
+        n => format!("{email} is signed out of {n} sessions."),
+    });
     after(&app, &admin, "/admin/admins", result)
 }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod health;
 pub mod ingest;
 pub mod pages;
+pub mod rate;
 
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +41,8 @@ pub struct AppState {
     /// Base of generated URLs, without a trailing slash.
     pub public_url: Arc<str>,
     pub body_limit: usize,
+    /// Request rates of the ingest URLs, per webhook and per source address.
+    pub ingest_limits: Arc<rate::IngestLimits>,
 }
 
 /// Every route of the server.

@@ -149,11 +149,17 @@ async fn connection(
         // from HTTP/2), its own header timeout is not running: this one covers that time.
         let mut first_request = pin!(tokio::time::sleep(timeouts.header));
         let mut stopping = pin!(stop.closed());
+        let mut first_request_due = true;
         let mut stop_requested = false;
         loop {
             tokio::select! {
                 result = conn.as_mut() => break result.is_err_and(|e| is_header_timeout(&*e)),
-                _ = &mut first_request, if !state.served.load(Ordering::Relaxed) => break true,
+                _ = &mut first_request, if first_request_due => {
+                    if !state.served.load(Ordering::Relaxed) {
+                        break true;
+                    }
+                    first_request_due = false;
+                }
                 _ = &mut stopping, if !stop_requested => {
                     stop_requested = true;
                     conn.as_mut().graceful_shutdown();

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, every test on its own server and database.
 
 mod admin;
+mod body_limits;
 mod browser;
 mod call_pages;
 mod calls;
@@ -11,4 +12,7 @@ mod helpers;
 mod ingest;
 mod ingest_refusals;
 mod process;
+mod properties;
+mod rate_limits;
+mod slow_clients;
 mod wakeups;

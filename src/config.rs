@@ -55,6 +55,25 @@ pub struct ServeArgs {
     #[arg(long, env = "PRECALL_SESSION_TTL_SECS", default_value_t = 12 * 3600,
           value_parser = clap::value_parser!(u64).range(1..=366 * 24 * 3600))]
     pub session_ttl_secs: u64,
+    /// Seconds a client has to send a request's headers (408 and close after that).
+    #[arg(long, env = "PRECALL_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's body once its headers are in (408 after that).
+    #[arg(long, env = "PRECALL_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
+    /// Requests a second one webhook URL takes with a valid key (429 beyond); 0 for no limit.
+    #[arg(long, env = "PRECALL_RATE_PER_ACTION", default_value_t = 1000)]
+    pub rate_per_action: u32,
+
+    /// Requests a second the webhook URLs take from one IP address (429 beyond); 0 for no limit.
+    #[arg(long, env = "PRECALL_RATE_PER_SOURCE", default_value_t = 2000)]
+    pub rate_per_source: u32,
+
+    /// Seconds' worth of requests a sender may send at once above its rate.
+    #[arg(long, env = "PRECALL_RATE_BURST_SECS", default_value_t = 2)]
+    pub rate_burst_secs: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +235,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How long an admin's session lasts.
     pub session_ttl: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Ingest rates per webhook and per source address.
+    pub rates: crate::http::rate::Rates,
 }
 
 impl Settings {
@@ -228,6 +251,13 @@ impl Settings {
             sweep_interval: Duration::from_secs(cli.serve.sweep_interval_secs.max(1)),
             shutdown_grace: Duration::from_secs(cli.serve.shutdown_grace_secs),
             session_ttl: Duration::from_secs(cli.serve.session_ttl_secs),
+            header_timeout: Duration::from_secs(cli.serve.header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(cli.serve.body_timeout_secs.max(1)),
+            rates: crate::http::rate::Rates {
+                per_action: cli.serve.rate_per_action,
+                per_source: cli.serve.rate_per_source,
+                burst_secs: cli.serve.rate_burst_secs.max(1),
+            },
         }
     }
 
@@ -241,6 +271,13 @@ impl Settings {
             sweep_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             session_ttl: Duration::from_secs(12 * 3600),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            rates: crate::http::rate::Rates {
+                per_action: 1000,
+                per_source: 2000,
+                burst_secs: 2,
+            },
         }
     }
 }

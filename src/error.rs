@@ -19,6 +19,10 @@ pub enum ProblemKind {
     NotFound,
     ActionDisabled,
     PayloadTooLarge,
+    /// A request that did not arrive within the header or body timeout.
+    RequestTimeout,
+    /// A webhook's or a sender address's request rate is used up.
+    RateLimited,
     UnsupportedMediaType,
     ValidationFailed,
     IdempotencyKeyReused,
@@ -29,7 +33,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 13] = [
+    pub const ALL: [ProblemKind; 15] = [
         Self::MalformedJson,
         Self::BadRequest,
         Self::Unauthorized,
@@ -37,6 +41,8 @@ impl ProblemKind {
         Self::NotFound,
         Self::ActionDisabled,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
+        Self::RateLimited,
         Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
@@ -53,6 +59,8 @@ impl ProblemKind {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::ActionDisabled | Self::CallConflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +77,8 @@ impl ProblemKind {
             Self::NotFound => "not-found",
             Self::ActionDisabled => "action-disabled",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
+            Self::RateLimited => "rate-limited",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::ValidationFailed => "validation-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
@@ -87,6 +97,8 @@ impl ProblemKind {
             Self::NotFound => "Nothing here",
             Self::ActionDisabled => "This webhook is disabled",
             Self::PayloadTooLarge => "The body is too large",
+            Self::RequestTimeout => "The request took too long to arrive",
+            Self::RateLimited => "Too many requests",
             Self::UnsupportedMediaType => "The body must be JSON",
             Self::ValidationFailed => "The request has invalid fields",
             Self::IdempotencyKeyReused => "Idempotency key reused with a different body",
@@ -110,6 +122,12 @@ impl ProblemKind {
             Self::NotFound => "Check the URL: copy it again from the webhook's Configure step.",
             Self::ActionDisabled => "An admin has disabled this webhook; enable it in the console.",
             Self::PayloadTooLarge => "Send only what the agent needs: the body limit is 64 KiB.",
+            Self::RequestTimeout => {
+                "Send each request at once: its headers and its body each have a few seconds to arrive. Nothing of this request was kept."
+            }
+            Self::RateLimited => {
+                "Retry after the number of seconds in Retry-After; the detail names the limit (this webhook's, or your address's). Nothing of this request was kept."
+            }
             Self::UnsupportedMediaType => "Send Content-Type: application/json.",
             Self::ValidationFailed => {
                 "Each entry of `errors` names a field (as a JSON pointer) and what is wrong with it. agentId and phoneNumber are required; other fields must be strings, numbers, booleans, null or lists of those, and declared variables must have their declared type."

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod phones;
+pub mod serve;
 pub mod startup;
 pub mod store;
 pub mod wakeups;

@@ -1,6 +1,6 @@
 //! Open and migrate the database, build the router, serve, and shut down gracefully.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,9 @@ use crate::auth::keys::{Secret, SecretKind};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
+use crate::http::rate::IngestLimits;
 use crate::http::{self, AppState};
+use crate::serve::ReadTimeouts;
 use crate::store::writer::Writer;
 use crate::store::{Db, now_ms};
 use crate::wakeups::{InProcessWakeups, Wakeups};
@@ -49,6 +51,7 @@ impl Application {
             public_url: public_url.trim_end_matches('/').into(),
             body_limit: settings.body_limit,
             session_ttl: settings.session_ttl,
+            ingest_limits: Arc::new(IngestLimits::new(settings.rates)),
         };
         Ok(Self {
             listener,
@@ -108,15 +111,14 @@ impl Application {
             let _ = stopping_tx.send(());
         };
         let grace = settings.shutdown_grace;
+        let timeouts = ReadTimeouts {
+            header: settings.header_timeout,
+            body: settings.body_timeout,
+        };
         let cut_short = {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(signal)
-            .into_future();
+            let serve = crate::serve::serve(listener, app, timeouts, signal);
             tokio::select! {
-                res = serve => { res?; false }
+                () = serve => false,
                 _ = async {
                     let _ = stopping_rx.await;
                     tokio::time::sleep(grace).await;

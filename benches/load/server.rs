@@ -22,13 +22,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// The real server, on a fresh database in `dir`, with its defaults for durability.
+    /// The real server, on a fresh database in `dir`, with its defaults for durability. The
+    /// ingest rate limits are off: the generator sends ~20 000 webhooks a second from one
+    /// address to one webhook, far above the defaults meant for real senders.
     pub async fn precall(dir: &Path) -> anyhow::Result<Self> {
         let cmd = Command::new(PRECALL);
         Self::start(
             cmd,
             dir,
-            &["--bind", "127.0.0.1:0"],
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--rate-per-action",
+                "0",
+                "--rate-per-source",
+                "0",
+            ],
             "Precall listening on http://",
         )
         .await

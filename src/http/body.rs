@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::{ApiProblem, ProblemKind};
+use crate::serve::BodyTimeout;
 
 /// Refuses anything but `application/json` (or `application/*+json`) in UTF-8.
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiProblem> {
@@ -34,7 +35,8 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiProblem> {
     }
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` bytes.
+/// Reads the whole body, refusing it as soon as it passes `limit` bytes (413), or when it
+/// does not arrive within the server's body timeout (408).
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
@@ -57,10 +59,14 @@ pub async fn read_limited(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiProblem::new(
-                ProblemKind::BadRequest,
-                format!("the body could not be read: {e}"),
-            )
+            let e = e.into_inner();
+            match e.downcast_ref::<BodyTimeout>() {
+                Some(timeout) => ApiProblem::new(ProblemKind::RequestTimeout, timeout.to_string()),
+                None => ApiProblem::new(
+                    ProblemKind::BadRequest,
+                    format!("the body could not be read: {e}"),
+                ),
+            }
         })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large());

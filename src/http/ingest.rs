@@ -1,17 +1,20 @@
 //! `POST /webhooks/{slug}`: a sender tells us about a caller before the call.
 //!
-//! Checks run cheapest and least revealing first: unknown URL (404, not recorded), key
-//! (401), disabled (409), signature headers when the webhook requires signing (401),
-//! content type (415), size (413), signature over the raw body (401), JSON (400),
-//! contract (422). Every request past the URL check is recorded as a delivery, never with
-//! its key or signature.
+//! Checks run cheapest and least revealing first: unknown URL (404, not recorded), the
+//! source address's rate (429), key (401), the webhook's rate (429), disabled (409),
+//! signature headers when the webhook requires signing (401), content type (415), size (413)
+//! and arrival in time (408), signature over the raw body (401), JSON (400), contract (422).
+//! Every request past the URL check is recorded as a delivery, never with its key or
+//! signature.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::body::{excerpt, read_limited, require_json};
+use super::rate::Exceeded;
 use crate::auth::keys::SecretHash;
 use crate::auth::signing::{self, SignatureError, SignedHeaders};
 use crate::catalog::WebhookTarget;
@@ -120,11 +124,23 @@ impl Attempt {
         }
         problem.into_response()
     }
+
+    /// Records and answers a request over a rate, with `Retry-After`.
+    async fn rate_limited(&self, exceeded: Exceeded) -> Response {
+        let problem = ApiProblem::new(ProblemKind::RateLimited, exceeded.describe());
+        let mut res = self.refuse(problem, None).await;
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, exceeded.retry_after_secs().into());
+        }
+        res
+    }
 }
 
 async fn receive(
     State(app): State<AppState>,
     Path(slug): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -145,6 +161,11 @@ async fn receive(
         received_at,
         idempotency_key: None,
     };
+    if let Some(Extension(ConnectInfo(peer))) = peer
+        && let Err(exceeded) = attempt.app.ingest_limits.source(peer.ip())
+    {
+        return attempt.rate_limited(exceeded).await;
+    }
     match accept(&mut attempt, &headers, body).await {
         Ok(res) => res,
         Err((problem, body)) => attempt.refuse(problem, body.as_deref()).await,
@@ -169,6 +190,9 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
             ProblemKind::Unauthorized,
             "the API key is not valid for this webhook",
         )));
+    }
+    if let Err(exceeded) = a.app.ingest_limits.action(a.target.action_id) {
+        return Ok(a.rate_limited(exceeded).await);
     }
     if !a.target.enabled {
         return Err(refuse(ApiProblem::new(

@@ -7,6 +7,7 @@ pub mod body;
 pub mod health;
 pub mod ingest;
 pub mod pages;
+pub mod rate;
 
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// How long an admin's session lasts.
     pub session_ttl: std::time::Duration,
+    /// Request rates of the ingest URLs, per webhook and per source address.
+    pub ingest_limits: Arc<rate::IngestLimits>,
 }
 
 /// Every route of the server.

@@ -190,6 +190,105 @@ fn cases(
             raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":1e400}}"#).into_bytes()),
         ),
         case(
+            "NaN",
+            400,
+            "malformed-json",
+            None,
+            raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":NaN}}"#).into_bytes()),
+        ),
+        case(
+            "Infinity",
+            400,
+            "malformed-json",
+            None,
+            raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":Infinity}}"#)
+                .into_bytes()),
+        ),
+        case(
+            "-Infinity",
+            400,
+            "malformed-json",
+            None,
+            raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":-Infinity}}"#)
+                .into_bytes()),
+        ),
+        case(
+            "lone surrogate in a key",
+            400,
+            "malformed-json",
+            None,
+            raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","\udc00x":1}}"#)
+                .into_bytes()),
+        ),
+        case("byte order mark", 400, "malformed-json", None, {
+            let mut body = vec![0xEF, 0xBB, 0xBF];
+            body.extend_from_slice(good_body(a).to_string().as_bytes());
+            raw(body)
+        }),
+        case(
+            "a second JSON value after the object",
+            400,
+            "malformed-json",
+            None,
+            raw(format!("{} {{}}", good_body(a)).into_bytes()),
+        ),
+        case(
+            "deeply nested lists at the top",
+            422,
+            "validation-failed",
+            None,
+            raw(format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)).into_bytes()),
+        ),
+        case(
+            "deeply nested objects",
+            422,
+            "validation-failed",
+            Some("/deep"),
+            raw(format!(
+                r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","deep":{}1{}}}"#,
+                r#"{"a":"#.repeat(5000),
+                "}".repeat(5000)
+            )
+            .into_bytes()),
+        ),
+        case(
+            "huge negative number",
+            422,
+            "validation-failed",
+            Some("/n"),
+            raw(format!(
+                r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":-123456789012345678901234567890}}"#
+            )
+            .into_bytes()),
+        ),
+        case(
+            "float beyond 2^53",
+            422,
+            "validation-failed",
+            Some("/n"),
+            raw(format!(r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","n":1e300}}"#).into_bytes()),
+        ),
+        case(
+            "duplicate phoneNumber",
+            422,
+            "validation-failed",
+            Some("/phoneNumber"),
+            raw(format!(
+                r#"{{"agentId":"{a}","phoneNumber":"+12125550999","phoneNumber":"{VICTIM}"}}"#
+            )
+            .into_bytes()),
+        ),
+        case(
+            "duplicate key spelled with an escape",
+            422,
+            "validation-failed",
+            Some("/priority"),
+            raw(format!(
+                r#"{{"agentId":"{a}","phoneNumber":"{VICTIM}","priority":"low","pri\u006frity":"high"}}"#
+            )
+            .into_bytes()),
+        ),
+        case(
             "a list, not an object",
             422,
             "validation-failed",

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, every test on its own server and database.
 
 mod admin;
+mod body_limits;
 mod browser;
 mod call_pages;
 mod calls;
@@ -14,4 +15,7 @@ mod ingest_refusals;
 mod key_rotation;
 mod process;
 mod signing;
+mod properties;
+mod rate_limits;
+mod slow_clients;
 mod wakeups;

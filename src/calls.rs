@@ -20,11 +20,14 @@ use crate::store::{calls as stored_calls, now_ms, rfc3339};
 use crate::wakeups::{Subscription, WakeKey};
 
 /// The call runtime's announcement of an inbound call.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartCall {
+    /// The public id of the agent the call is for.
+    #[schema(examples("oJvfgs3Eg8DEMOGnQES7"))]
     pub agent_id: String,
     /// The caller's number.
+    #[schema(examples("+1 234-567-890"))]
     pub from: String,
     /// The number that was called.
     #[serde(default)]
@@ -32,7 +35,7 @@ pub struct StartCall {
 }
 
 /// What happened at one pre-call action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrecallStep {
     pub action_id: i64,
@@ -63,28 +66,33 @@ pub struct Trace {
 }
 
 /// Data that arrived after the call had fallen back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LateContext {
+    #[schema(format = DateTime)]
     pub received_at: String,
+    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>)]
     pub fields: Map<String, Value>,
 }
 
 /// A call as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallView {
     pub call_id: String,
     pub agent_id: String,
     pub from: String,
     pub to: Option<String>,
+    #[schema(format = DateTime)]
     pub started_at: String,
     /// `webhook` when webhook data was used, else `fallback`.
     pub source: String,
     pub waited_ms: i64,
     /// The call's variables (a JSON object).
+    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>)]
     pub variables: Box<RawValue>,
     /// What each pre-call Webhook action did (a JSON list of [`PrecallStep`]).
+    #[schema(value_type = Vec<PrecallStep>)]
     pub precall: Box<RawValue>,
     /// The greeting as rendered (none when a pre-call action routed or refused the call).
     pub greeting: Option<String>,
@@ -408,9 +416,12 @@ pub async fn find(
 }
 
 /// Answers to a call's question: `{"answers": {"variable": value, …}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallInput {
+    /// The answer to the current question, and any others to keep, by variable name.
+    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>,
+             examples(json!({ "verification_code": "123456" })))]
     pub answers: Map<String, Value>,
 }
 

@@ -245,6 +245,37 @@ pub fn resolve(
     (vars, sources)
 }
 
+/// A variable's value as the APIs carry it: a string, number, boolean, `null`, or a list of
+/// those. It exists for the OpenAPI document, which names the shape the code enforces.
+pub struct VariableValue;
+
+impl utoipa::PartialSchema for VariableValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+        let scalar = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([
+                    Type::String,
+                    Type::Number,
+                    Type::Boolean,
+                    Type::Null,
+                ]))
+                .minimum(Some(-MAX_SAFE_NUMBER))
+                .maximum(Some(MAX_SAFE_NUMBER))
+        };
+        let list = ArrayBuilder::new().items(scalar());
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(scalar())
+            .item(list)
+            .description(Some(
+                "A string, a number within ±(2^53 − 1), a boolean, null (no value), or a list of those.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for VariableValue {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod body;
 pub mod health;
 pub mod ingest;
+pub mod openapi;
 pub mod pages;
 
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(ingest::router())
         .merge(api::router())
+        .merge(openapi::router())
         .merge(pages::router())
         .merge(admin::router())
         .merge(assets::router())

@@ -10,5 +10,6 @@ mod health;
 mod helpers;
 mod ingest;
 mod ingest_refusals;
+mod openapi;
 mod process;
 mod wakeups;

@@ -27,10 +27,11 @@ pub struct StartCall {
     #[schema(examples("oJvfgs3Eg8DEMOGnQES7"))]
     pub agent_id: String,
     /// The caller's number.
-    #[schema(examples("+1 234-567-890"))]
+    #[schema(examples("+1 234-567-890"), min_length = 1)]
     pub from: String,
     /// The number that was called.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub to: Option<String>,
 }
 
@@ -71,7 +72,7 @@ pub struct Trace {
 pub struct LateContext {
     #[schema(format = DateTime)]
     pub received_at: String,
-    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>)]
+    #[schema(value_type = crate::domain::variables::Variables)]
     pub fields: Map<String, Value>,
 }
 
@@ -89,7 +90,7 @@ pub struct CallView {
     pub source: String,
     pub waited_ms: i64,
     /// The call's variables (a JSON object).
-    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>)]
+    #[schema(value_type = crate::domain::variables::Variables)]
     pub variables: Box<RawValue>,
     /// What each pre-call Webhook action did (a JSON list of [`PrecallStep`]).
     #[schema(value_type = Vec<PrecallStep>)]
@@ -420,7 +421,7 @@ pub async fn find(
 #[serde(deny_unknown_fields)]
 pub struct CallInput {
     /// The answer to the current question, and any others to keep, by variable name.
-    #[schema(value_type = HashMap<String, crate::domain::variables::VariableValue>,
+    #[schema(value_type = crate::domain::variables::Variables,
              examples(json!({ "verification_code": "123456" })))]
     pub answers: Map<String, Value>,
 }
@@ -466,14 +467,13 @@ pub async fn answer(
         serde_json::from_str(&row.variables).unwrap_or_default();
     let mut problems = Vec::new();
     for (name, value) in &input.answers {
-        let pointer = format!("answers/{name}");
         if let Err(e) = crate::domain::variables::VariableName::parse(name) {
-            problems.push(Problem::at(&pointer, e));
+            problems.push(Problem::in_answers(name, e));
             continue;
         }
         if crate::domain::variables::SYSTEM_VARIABLES.contains(&name.as_str()) {
-            problems.push(Problem::at(
-                &pointer,
+            problems.push(Problem::in_answers(
+                name,
                 format!("{name} is a system variable"),
             ));
             continue;
@@ -481,21 +481,18 @@ pub async fn answer(
         let declared = runtime.schema.iter().find(|d| d.name.as_str() == name);
         let value = match declared {
             Some(d) => d.ty.coerce(value),
-            None => match value {
-                Value::Object(_) => Err("expected a string, number, boolean or list".into()),
-                v => Ok(v.clone()),
-            },
+            None => crate::domain::variables::check_undeclared(value).map(|()| value.clone()),
         };
         match value {
             Ok(v) => {
                 variables.insert(name.clone(), v);
             }
-            Err(e) => problems.push(Problem::at(&pointer, format!("{name}: {e}"))),
+            Err(e) => problems.push(Problem::in_answers(name, format!("{name}: {e}"))),
         }
     }
     if problems.is_empty() && !crate::domain::runtime::has_value(&variables, &question.variable) {
-        problems.push(Problem::at(
-            &format!("answers/{}", question.variable),
+        problems.push(Problem::in_answers(
+            &question.variable,
             format!(
                 "the call is waiting for {}: answer it with a value",
                 question.variable

@@ -35,6 +35,14 @@ impl Problem {
         }
     }
 
+    /// A problem with `/answers/<name>`: the field `name` of the object `answers`.
+    pub fn in_answers(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(format!("/answers/{}", escape_pointer(name))),
+            detail: detail.into(),
+        }
+    }
+
     pub fn body(detail: impl Into<String>) -> Self {
         Self {
             pointer: None,

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::AppState;
 use crate::domain::payload::Problem;
-use crate::domain::variables::VariableValue;
+use crate::domain::variables::{VariableName, VariableValue, Variables};
 use crate::error::ProblemKind;
 
 pub fn router() -> Router<AppState> {
@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         ProblemDetails,
         Problem,
         VariableValue,
+        Variables,
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -147,12 +148,11 @@ impl PartialSchema for IngestBody {
                         "The caller, in any usual writing; normalised to E.164 with the \
                          agent's default region.",
                     ))
+                    .min_length(Some(1))
                     .examples(["+1 (212) 555-1234", "12125551234", "+1234567890"]),
             )
             .required("phoneNumber")
-            .property_names(Some(
-                string().pattern(Some("^[A-Za-z_][A-Za-z0-9_]{0,63}$")),
-            ))
+            .property_names(Some(string().pattern(Some(VariableName::PATTERN))))
             .additional_properties(Some(RefOr::Ref(Ref::from_schema_name(
                 VariableValue::name(),
             ))))

@@ -65,6 +65,11 @@ async fn openapi_document_is_served_as_openapi_3_1_and_names_every_api_route() {
     let start = &doc["paths"]["/api/v1/calls"]["post"];
     assert_eq!(start["security"], json!([{ "runtimeToken": [] }]));
     assert!(start["responses"]["201"]["headers"]["Location"].is_object());
+    for next in ["getCall", "answerCall"] {
+        let link = &start["responses"]["201"]["links"][next];
+        assert_eq!(link["operationId"], next);
+        assert_eq!(link["parameters"]["id"], "$response.body#/callId");
+    }
 
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(

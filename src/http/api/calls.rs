@@ -31,7 +31,11 @@ pub fn router() -> Router<AppState> {
     request_body(content = StartCall, content_type = "application/json"),
     responses(
         (status = 201, description = "The call, as started", body = crate::calls::CallView,
-            headers(("Location" = String, description = "`/api/v1/calls/{callId}`"))),
+            headers(("Location" = String, description = "`/api/v1/calls/{callId}`")),
+            links(
+                ("getCall" = (operation_id = "getCall", parameters(("id" = "$response.body#/callId")))),
+                ("answerCall" = (operation_id = "answerCall", parameters(("id" = "$response.body#/callId")))),
+            )),
         (status = 400, description = "`malformed-json`: not JSON", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 413, description = "`payload-too-large`: the body is over the limit", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: not `application/json`", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),

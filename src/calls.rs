@@ -43,6 +43,7 @@ pub struct PrecallStep {
     pub action: String,
     pub kind: String,
     /// `cached` (data was there), `arrived` (data came while waiting), `fallback`, `disabled`.
+    #[schema(schema_with = crate::http::openapi::precall_outcome)]
     pub outcome: String,
     pub waited_ms: u64,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -87,6 +88,7 @@ pub struct CallView {
     #[schema(format = DateTime)]
     pub started_at: String,
     /// `webhook` when webhook data was used, else `fallback`.
+    #[schema(schema_with = crate::http::openapi::call_source)]
     pub source: String,
     pub waited_ms: i64,
     /// The call's variables (a JSON object).
@@ -102,6 +104,7 @@ pub struct CallView {
     /// What the caller must answer next; `null` once the call has ended.
     pub question: Option<Question>,
     /// `active` while a question waits for its answer, else `ended`.
+    #[schema(schema_with = crate::http::openapi::call_status)]
     pub status: String,
     /// How the call ended: `transferred`, `completed`, an End Call's tag, or `error`.
     pub outcome: Option<String>,

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Ref, SchemaFormat, Type};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Ref, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
@@ -146,6 +146,39 @@ impl Modify for SecuritySchemes {
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
+}
+
+/// A string field of the API that takes one of a few words.
+fn one_of(words: &[&str], description: &str) -> Object {
+    string()
+        .enum_values(Some(words.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+/// `CallView.source`.
+pub fn call_source() -> Object {
+    one_of(
+        &["webhook", "fallback"],
+        "`webhook` when webhook data was used, else `fallback`.",
+    )
+}
+
+/// `CallView.status`.
+pub fn call_status() -> Object {
+    one_of(
+        &["active", "ended"],
+        "`active` while a question waits for its answer, else `ended`.",
+    )
+}
+
+/// `PrecallStep.outcome`.
+pub fn precall_outcome() -> Object {
+    one_of(
+        &["cached", "arrived", "fallback", "disabled"],
+        "`cached` (the data was there before the call), `arrived` (it came while the call \
+         waited), `fallback` (the wait ran out), `disabled`.",
+    )
 }
 
 /// The body of `POST /webhooks/{slug}`: parsed by hand (`domain::payload`), so described

@@ -213,6 +213,19 @@ async fn schemas_refuse_what_the_api_refuses() {
             json!({ "type": "/problems/no-such-problem", "title": "t", "status": 400, "detail": "d" }),
         ),
     ];
+    let (_, call) = documented_examples()
+        .into_iter()
+        .find(|(schema, _)| *schema == "CallView")
+        .unwrap();
+    let mut refused = refused.to_vec();
+    for (field, word) in [("source", "sms"), ("status", "ringing")] {
+        let mut changed = call.clone();
+        changed[field] = json!(word);
+        refused.push(("CallView", changed));
+    }
+    let mut changed = call.clone();
+    changed["precall"][0]["outcome"] = json!("lost");
+    refused.push(("CallView", changed));
     for (schema, value) in refused {
         assert!(
             !validator_for(&doc, schema).is_valid(&value),

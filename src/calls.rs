@@ -20,25 +20,30 @@ use crate::store::{calls as stored_calls, now_ms, rfc3339};
 use crate::wakeups::{Subscription, WakeKey};
 
 /// The call runtime's announcement of an inbound call.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartCall {
+    /// The public id of the agent the call is for.
+    #[schema(examples("oJvfgs3Eg8DEMOGnQES7"))]
     pub agent_id: String,
     /// The caller's number.
+    #[schema(examples("+1 234-567-890"), min_length = 1)]
     pub from: String,
     /// The number that was called.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub to: Option<String>,
 }
 
 /// What happened at one pre-call action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrecallStep {
     pub action_id: i64,
     pub action: String,
     pub kind: String,
     /// `cached` (data was there), `arrived` (data came while waiting), `fallback`, `disabled`.
+    #[schema(schema_with = crate::http::openapi::precall_outcome)]
     pub outcome: String,
     pub waited_ms: u64,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -63,28 +68,34 @@ pub struct Trace {
 }
 
 /// Data that arrived after the call had fallen back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LateContext {
+    #[schema(format = DateTime)]
     pub received_at: String,
+    #[schema(value_type = crate::domain::variables::Variables)]
     pub fields: Map<String, Value>,
 }
 
 /// A call as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallView {
     pub call_id: String,
     pub agent_id: String,
     pub from: String,
     pub to: Option<String>,
+    #[schema(format = DateTime)]
     pub started_at: String,
     /// `webhook` when webhook data was used, else `fallback`.
+    #[schema(schema_with = crate::http::openapi::call_source)]
     pub source: String,
     pub waited_ms: i64,
     /// The call's variables (a JSON object).
+    #[schema(value_type = crate::domain::variables::Variables)]
     pub variables: Box<RawValue>,
     /// What each pre-call Webhook action did (a JSON list of [`PrecallStep`]).
+    #[schema(value_type = Vec<PrecallStep>)]
     pub precall: Box<RawValue>,
     /// The greeting as rendered (none when a pre-call action routed or refused the call).
     pub greeting: Option<String>,
@@ -93,6 +104,7 @@ pub struct CallView {
     /// What the caller must answer next; `null` once the call has ended.
     pub question: Option<Question>,
     /// `active` while a question waits for its answer, else `ended`.
+    #[schema(schema_with = crate::http::openapi::call_status)]
     pub status: String,
     /// How the call ended: `transferred`, `completed`, an End Call's tag, or `error`.
     pub outcome: Option<String>,
@@ -408,9 +420,12 @@ pub async fn find(
 }
 
 /// Answers to a call's question: `{"answers": {"variable": value, …}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallInput {
+    /// The answer to the current question, and any others to keep, by variable name.
+    #[schema(value_type = crate::domain::variables::Variables,
+             examples(json!({ "verification_code": "123456" })))]
     pub answers: Map<String, Value>,
 }
 
@@ -455,14 +470,13 @@ pub async fn answer(
         serde_json::from_str(&row.variables).unwrap_or_default();
     let mut problems = Vec::new();
     for (name, value) in &input.answers {
-        let pointer = format!("answers/{name}");
         if let Err(e) = crate::domain::variables::VariableName::parse(name) {
-            problems.push(Problem::at(&pointer, e));
+            problems.push(Problem::in_answers(name, e));
             continue;
         }
         if crate::domain::variables::SYSTEM_VARIABLES.contains(&name.as_str()) {
-            problems.push(Problem::at(
-                &pointer,
+            problems.push(Problem::in_answers(
+                name,
                 format!("{name} is a system variable"),
             ));
             continue;
@@ -470,21 +484,18 @@ pub async fn answer(
         let declared = runtime.schema.iter().find(|d| d.name.as_str() == name);
         let value = match declared {
             Some(d) => d.ty.coerce(value),
-            None => match value {
-                Value::Object(_) => Err("expected a string, number, boolean or list".into()),
-                v => Ok(v.clone()),
-            },
+            None => crate::domain::variables::check_undeclared(value).map(|()| value.clone()),
         };
         match value {
             Ok(v) => {
                 variables.insert(name.clone(), v);
             }
-            Err(e) => problems.push(Problem::at(&pointer, format!("{name}: {e}"))),
+            Err(e) => problems.push(Problem::in_answers(name, format!("{name}: {e}"))),
         }
     }
     if problems.is_empty() && !crate::domain::runtime::has_value(&variables, &question.variable) {
-        problems.push(Problem::at(
-            &format!("answers/{}", question.variable),
+        problems.push(Problem::in_answers(
+            &question.variable,
             format!(
                 "the call is waiting for {}: answer it with a value",
                 question.variable

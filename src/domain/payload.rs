@@ -16,10 +16,14 @@ use super::variables::{VarType, VariableDef, VariableName, describe_value, numbe
 pub const MAX_FIELDS: usize = 200;
 
 /// One problem with a request, pointing at the part of the body it concerns (RFC 6901).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ProblemEntry)]
 pub struct Problem {
+    /// A JSON pointer into the body; absent when the problem is the whole request.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(examples("/phoneNumber"))]
     pub pointer: Option<String>,
+    #[schema(examples("phoneNumber: \"call me\" has no digits"))]
     pub detail: String,
 }
 
@@ -27,6 +31,14 @@ impl Problem {
     pub fn at(field: &str, detail: impl Into<String>) -> Self {
         Self {
             pointer: Some(format!("/{}", escape_pointer(field))),
+            detail: detail.into(),
+        }
+    }
+
+    /// A problem with `/answers/<name>`: the field `name` of the object `answers`.
+    pub fn in_answers(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(format!("/answers/{}", escape_pointer(name))),
             detail: detail.into(),
         }
     }

@@ -279,9 +279,13 @@ pub struct Program {
 }
 
 /// One thing a call did: a block entered, or a pre-call rule applied.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
+    /// A block kind (`greeting`, `start`, `talk`, `collect`, `filter`, `transfer_call`,
+    /// `transfer_flow`, `end_call`), a pre-call rule (`precall_filter`, `precall_end_call`),
+    /// `answer` (an answer given through `/input`) or `error`.
+    #[schema(examples("greeting"))]
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub flow: Option<String>,
@@ -302,6 +306,7 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub variable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<crate::domain::variables::VariableValue>)]
     pub answer: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub skipped: Option<bool>,
@@ -313,7 +318,7 @@ pub struct Step {
 }
 
 /// What the runtime must ask the caller.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Question {
     pub flow_id: i64,
@@ -323,7 +328,7 @@ pub struct Question {
 }
 
 /// Where a transferred call goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Transfer {
     #[serde(skip_serializing_if = "Option::is_none", default)]

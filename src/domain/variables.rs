@@ -16,6 +16,9 @@ pub const MAX_SAFE_NUMBER: f64 = 9_007_199_254_740_991.0;
 pub struct VariableName(String);
 
 impl VariableName {
+    /// What `parse` accepts, as a regular expression (for the OpenAPI document).
+    pub const PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,63}$";
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut bytes = s.bytes();
         let first_ok = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_');
@@ -160,6 +163,32 @@ pub fn describe_value(value: &Value) -> String {
     }
 }
 
+/// Checks the shape of a value for a variable no schema declares: the rule webhook fields
+/// follow (a string, number within ±(2^53 − 1), boolean, null, or a list of those), so that
+/// every way into a call's variables keeps the same shapes.
+pub fn check_undeclared(value: &Value) -> Result<(), String> {
+    let scalar = |v: &Value| match v {
+        Value::Number(n) if !number_within_limits(n) => Err(format!(
+            "{} is outside ±9007199254740991, which cannot be kept exactly",
+            describe_value(v)
+        )),
+        Value::Array(_) => {
+            Err("a list inside a list; list items must be strings, numbers or booleans".into())
+        }
+        Value::Object(_) => {
+            Err("an object inside a list; list items must be strings, numbers or booleans".into())
+        }
+        _ => Ok(()),
+    };
+    match value {
+        Value::Object(_) => Err(
+            "an object; values must be a string, number, boolean, null or a list of those".into(),
+        ),
+        Value::Array(items) => items.iter().try_for_each(scalar),
+        v => scalar(v),
+    }
+}
+
 /// `"10000"` → 10000, `"2.5"` → 2.5; anything that is not exactly a JSON number is `None`.
 fn parse_number_text(s: &str) -> Option<Value> {
     if s.trim() != s {
@@ -245,10 +274,86 @@ pub fn resolve(
     (vars, sources)
 }
 
+/// A variable's value as the APIs carry it: a string, number, boolean, `null`, or a list of
+/// those. It exists for the OpenAPI document, which names the shape the code enforces.
+pub struct VariableValue;
+
+impl utoipa::PartialSchema for VariableValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+        let scalar = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([
+                    Type::String,
+                    Type::Number,
+                    Type::Boolean,
+                    Type::Null,
+                ]))
+                .minimum(Some(-MAX_SAFE_NUMBER))
+                .maximum(Some(MAX_SAFE_NUMBER))
+        };
+        let list = ArrayBuilder::new().items(scalar());
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(scalar())
+            .item(list)
+            .description(Some(
+                "A string, a number within ±(2^53 − 1), a boolean, null (no value), or a list of those.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for VariableValue {}
+
+/// Variables by name, as the APIs carry them (a call's variables, answers, late data).
+pub struct Variables;
+
+impl utoipa::PartialSchema for Variables {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::ToSchema;
+        use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(VariableName::PATTERN)),
+            ))
+            .additional_properties(Some(Ref::from_schema_name(VariableValue::name())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Variables {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn undeclared_values_have_the_shapes_webhook_fields_have() {
+        for ok in [
+            json!("text"),
+            json!(9007199254740991_i64),
+            json!(-2.5),
+            json!(true),
+            json!(null),
+            json!(["a", 1, false, null]),
+        ] {
+            assert_eq!(check_undeclared(&ok), Ok(()), "{ok}");
+        }
+        for (refused, why) in [
+            (json!({ "a": 1 }), "an object"),
+            (json!([[1]]), "a list inside a list"),
+            (json!([{ "a": 1 }]), "an object inside a list"),
+            (json!(1e300), "outside ±9007199254740991"),
+            (json!([9007199254740993_u64]), "outside ±9007199254740991"),
+        ] {
+            let e = check_undeclared(&refused).unwrap_err();
+            assert!(e.contains(why), "{refused}: {e}");
+        }
+    }
 
     #[test]
     fn variable_names_follow_the_documented_pattern() {

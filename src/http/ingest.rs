@@ -137,6 +137,43 @@ impl Attempt {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/{slug}",
+    tag = "ingest",
+    operation_id = "ingest",
+    summary = "Cache what a sender knows about a caller",
+    description = "Validates the body, normalises the phone number and merges the fields into \
+                   the caller's cached context (later values win; the expiry restarts). \
+                   202 is sent once the data is committed. Refused requests cache nothing.",
+    params(
+        ("slug" = String, Path, description = "The webhook's unguessable URL slug (from its Configure step)"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Seen again on this webhook within 24 h: the first answer again, \
+                           with `Idempotent-Replayed: true`, and nothing changes"),
+        ("webhook-id" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Standard Webhooks' name for the Idempotency-Key (used when that is absent)"),
+    ),
+    request_body(content = crate::http::openapi::IngestBody, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Cached", body = crate::http::openapi::IngestReceipt,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer to an earlier request with the same Idempotency-Key"))),
+        (status = 400, description = "`malformed-json`: not JSON; `bad-request`: an unusable Idempotency-Key", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no key, or not a key of this webhook", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "`not-found`: no webhook at this URL", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "`action-disabled`: the webhook is disabled (checked after the key)", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the body is over the limit (64 KiB by default)", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/json` (or `+json`) in UTF-8", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`validation-failed`: JSON, but not the contract (every problem listed); `idempotency-key-reused`: the same key with a different body", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the request took too long to arrive; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: too many requests; retry after `Retry-After` seconds", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "`unavailable`: the request could not be stored or served now; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+    security(("webhookKey" = []), ("webhookBearer" = [])),
+)]
 async fn receive(
     State(app): State<AppState>,
     Path(slug): Path<String>,

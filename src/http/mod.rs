@@ -6,6 +6,7 @@ pub mod assets;
 pub mod body;
 pub mod health;
 pub mod ingest;
+pub mod openapi;
 pub mod pages;
 pub mod rate;
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(ingest::router())
         .merge(api::router())
+        .merge(openapi::router())
         .merge(pages::router())
         .merge(admin::router())
         .merge(assets::router())

@@ -342,3 +342,50 @@ async fn late_data_for_the_one_action_a_call_fell_back_on_is_recorded() {
     assert_eq!(read["lateContext"]["fields"]["risk"], json!(92));
     assert_eq!(app.deliveries(&agent_id)[0]["outcome"], "late");
 }
+
+/// Answers may fill variables no schema declares, in the shapes a webhook field may have: a
+/// list inside a list, an object in a list or a number beyond 2^53 − 1 is refused, pointing
+/// at the answer, and the call still waits for its question.
+#[tokio::test]
+async fn answers_to_undeclared_variables_are_refused_in_shapes_a_webhook_could_not_send() {
+    let app = spawn_app().await;
+    let demo = app.cli_json(&["demo", "--wait-ms", "0"]);
+    let setup = crate::helpers::Setup {
+        agent_id: demo["agentId"].as_str().unwrap().to_owned(),
+        url: demo["url"].as_str().unwrap().to_owned(),
+        key: demo["apiKey"].as_str().unwrap().to_owned(),
+        token: demo["runtimeToken"].as_str().unwrap().to_owned(),
+    };
+    let call = app.start_call_json(&setup, "+12125550199").await;
+    assert_eq!(call["question"]["variable"], "reason", "{call:#}");
+    let input = format!(
+        "{}/api/v1/calls/{}/input",
+        app.address,
+        call["callId"].as_str().unwrap()
+    );
+    let answer = |extra: Value| {
+        app.client
+            .post(&input)
+            .bearer_auth(&setup.token)
+            .json(&json!({ "answers": { "reason": "billing", "extra": extra } }))
+            .send()
+    };
+
+    for refused in [json!([[1]]), json!([{ "a": 1 }]), json!(1e300)] {
+        let problem = assert_problem(
+            answer(refused.clone()).await.unwrap(),
+            422,
+            "validation-failed",
+        )
+        .await;
+        assert_eq!(
+            problem["errors"][0]["pointer"], "/answers/extra",
+            "{refused}"
+        );
+    }
+
+    let res = answer(json!(["a", 1, null])).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let call: Value = res.json().await.unwrap();
+    assert_eq!(call["variables"]["extra"], json!(["a", 1, null]));
+}

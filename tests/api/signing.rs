@@ -448,6 +448,7 @@ async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
 }
 
 #[tokio::test]
+#[ignore = "needs curl and openssl, like the browser tests need chromium"]
 async fn the_configure_steps_signed_samples_work_when_run() {
     let app = spawn_app().await;
     let admin = Console::set_up(&app).await;

@@ -19,6 +19,39 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/calls/{id}/input", post(input))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls",
+    tag = "calls",
+    operation_id = "startCall",
+    summary = "Start a call",
+    description = "Runs the agent's pre-call actions (waiting for each Webhook action's data up \
+                   to its time wait before fallback), resolves the variables and runs the First \
+                   Flow up to the first question or the end.",
+    request_body(content = StartCall, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The call, as started", body = crate::calls::CallView,
+            headers(("Location" = String, description = "`/api/v1/calls/{callId}`")),
+            links(
+                ("getCall" = (operation_id = "getCall", parameters(("id" = "$response.body#/callId")))),
+                ("answerCall" = (operation_id = "answerCall", parameters(("id" = "$response.body#/callId")))),
+            )),
+        (status = 400, description = "`malformed-json`: not JSON", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the body is over the limit", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/json`", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no token, or not a live runtime token", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token belongs to another agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`validation-failed`: missing or unknown fields, or `from`/`to` cannot be a phone number", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the request took too long to arrive; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: too many requests; retry after `Retry-After` seconds", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "`unavailable`: the request could not be stored or served now; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+    security(("runtimeToken" = [])),
+)]
 async fn start(
     State(app): State<AppState>,
     RuntimeAgent(agent_id): RuntimeAgent,
@@ -37,6 +70,27 @@ async fn start(
     Ok(res)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/{id}",
+    tag = "calls",
+    operation_id = "getCall",
+    summary = "Read a call back, with every step of every turn",
+    params(("id" = String, Path, description = "The call's id (`callId`)")),
+    responses(
+        (status = 200, description = "The call", body = crate::calls::CallView),
+        (status = 401, description = "`unauthorized`: no token, or not a live runtime token", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token belongs to another agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such call for this token's agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the request took too long to arrive; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: too many requests; retry after `Retry-After` seconds", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "`unavailable`: the request could not be stored or served now; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+    security(("runtimeToken" = [])),
+)]
 async fn show(
     State(app): State<AppState>,
     RuntimeAgent(agent_id): RuntimeAgent,
@@ -51,6 +105,33 @@ async fn show(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/calls/{id}/input",
+    tag = "calls",
+    operation_id = "answerCall",
+    summary = "Answer the call's question; the flow goes on",
+    params(("id" = String, Path, description = "The call's id (`callId`)")),
+    request_body(content = CallInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The call, with the steps of this turn (the first is the `answer`)", body = crate::calls::CallView),
+        (status = 400, description = "`malformed-json`: not JSON", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "`payload-too-large`: the body is over the limit", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported-media-type`: not `application/json`", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no token, or not a live runtime token", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token belongs to another agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no such call for this token's agent", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "`call-conflict`: the call has ended, or another answer continued it first", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "`validation-failed`: the awaited answer is missing or mistyped", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 408, description = "`request-timeout`: the request took too long to arrive; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: too many requests; retry after `Retry-After` seconds", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "`unavailable`: the request could not be stored or served now; nothing was kept", body = crate::http::openapi::ProblemDetails, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+    security(("runtimeToken" = [])),
+)]
 async fn input(
     State(app): State<AppState>,
     RuntimeAgent(agent_id): RuntimeAgent,

@@ -22,8 +22,11 @@ pub async fn start_server_with(
     configure: impl FnOnce(&mut Command),
 ) -> (Child, String) {
     let mut command = Command::new(BIN);
+    // These tests drive one webhook far beyond a real sender's rate to load the process;
+    // the rate limits have tests of their own (rate_limits.rs).
     command
         .args(["--bind", "127.0.0.1:0"])
+        .args(["--rate-per-action", "0", "--rate-per-source", "0"])
         .current_dir(dir)
         .env_remove("PRECALL_DATABASE_URL")
         .env_remove("PRECALL_PUBLIC_URL")

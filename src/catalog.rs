@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 use crate::auth::keys::SecretHash;
 use crate::auth::signing::SigningSecret;
 use crate::domain::phone::Region;
-use crate::domain::runtime::{Flow, Program, Rule};
+use crate::domain::runtime::{Flow, Known, Program, Rule};
 use crate::domain::variables::VariableDef;
 use crate::store::actions::{self, ActiveKey, WebhookStep};
 use crate::store::agents::{self, Agent};
@@ -60,6 +60,21 @@ pub struct AgentRuntime {
     pub schema: Arc<[VariableDef]>,
     /// The pre-call rules and flows its calls run.
     pub program: Program,
+}
+
+/// The agent's program with `edit` (a change about to be saved) applied, and what its
+/// save-time checks know: the variables and flows of the agent as they would then be.
+pub async fn load_checked(
+    db: &Db,
+    agent_id: i64,
+    first_flow: Option<i64>,
+    edit: impl FnOnce(&mut Program),
+) -> Result<(Program, Known), sqlx::Error> {
+    let mut program = load_program(db, agent_id, first_flow).await?;
+    edit(&mut program);
+    let schema = variables::schema(db, agent_id).await?;
+    let known = Known::of(&schema, &program);
+    Ok((program, known))
 }
 
 /// Compiles the agent's pre-call rules and flows from the database.

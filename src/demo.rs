@@ -337,17 +337,8 @@ pub async fn create(db: &Db, public_url: &str, wait_ms: i64) -> Result<Demo, Sto
     )
     .await?;
     // The demo is held to the checks an admin's saves are.
-    let program = crate::catalog::load_program(db, agent.id, Some(main)).await?;
-    let schema = variables::schema(db, agent.id).await?;
-    let known_variables = runtime::known_variables(&schema, &program);
-    let flow_ids = program.flows.keys().copied().collect();
-    let problems = runtime::check_program(
-        &program,
-        &runtime::Known {
-            variables: &known_variables,
-            flows: &flow_ids,
-        },
-    );
+    let (program, known) = crate::catalog::load_checked(db, agent.id, Some(main), |_| {}).await?;
+    let problems = runtime::check_program(&program, &known);
     if !problems.is_empty() {
         return Err(StoreError::Conflict(format!(
             "the demo's flows do not pass their checks: {}",

@@ -622,22 +622,29 @@ impl Program {
     }
 }
 
-/// What a flow's checks need to know about the agent.
-pub struct Known<'a> {
+/// What the save-time checks need to know about the agent.
+pub struct Known {
     /// Declared variables with their types, system variables, and variables Collect blocks
     /// fill (typeless unless declared).
-    pub variables: &'a HashMap<String, Option<VarType>>,
+    pub variables: HashMap<String, Option<VarType>>,
     /// The agent's flows.
-    pub flows: &'a HashSet<i64>,
+    pub flows: HashSet<i64>,
+}
+
+impl Known {
+    /// What `program`'s agent, with `schema`, knows.
+    pub fn of(schema: &[VariableDef], program: &Program) -> Self {
+        Self {
+            variables: known_variables(schema, program),
+            flows: program.flows.keys().copied().collect(),
+        }
+    }
 }
 
 /// The variables templates and conditions may use: the declared ones with their types,
 /// the system variables, and those a Collect block of any flow fills (typeless unless
 /// declared).
-pub fn known_variables(
-    schema: &[VariableDef],
-    program: &Program,
-) -> HashMap<String, Option<VarType>> {
+fn known_variables(schema: &[VariableDef], program: &Program) -> HashMap<String, Option<VarType>> {
     let mut known: HashMap<String, Option<VarType>> = SYSTEM_VARIABLES
         .iter()
         .map(|n| ((*n).to_owned(), Some(VarType::String)))
@@ -1093,10 +1100,9 @@ mod tests {
             ("risk_score".to_owned(), Some(VarType::Number)),
         ]
         .into();
-        let flows = HashSet::from([1]);
         let known = Known {
-            variables: &declared,
-            flows: &flows,
+            variables: declared,
+            flows: HashSet::from([1]),
         };
         let talk = Block::compile("talk", &json!({"message": "Hi {{nmae}}"})).unwrap();
         assert!(check_block(&talk, &known)[0].contains("{{nmae}}"));

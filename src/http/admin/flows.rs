@@ -14,11 +14,11 @@ use super::{Page, PageResult, after, agent, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::catalog;
 use crate::domain::flow::{self, KINDS};
-use crate::domain::runtime::{self, Block, Known};
+use crate::domain::runtime::{self, Block};
 use crate::http::AppState;
 use crate::store::agents::Agent;
 use crate::store::flows::{self as store, BlockRow, FlowRow};
-use crate::store::{StoreError, actions, variables};
+use crate::store::{StoreError, actions};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -382,16 +382,9 @@ async fn flow_problems(
     flow_id: i64,
     number: &HashMap<i64, usize>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
+    let (program, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |_| {}).await?;
     let Some(flow) = program.flows.get(&flow_id) else {
         return Ok(Vec::new());
-    };
-    let schema = variables::schema(&app.db, a.id).await?;
-    let known_variables = runtime::known_variables(&schema, &program);
-    let flows = program.flows.keys().copied().collect();
-    let known = Known {
-        variables: &known_variables,
-        flows: &flows,
     };
     let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
     ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
@@ -598,21 +591,16 @@ async fn check_change(
     block: &BlockRow,
     config: &Value,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
     let compiled = match Block::compile(&block.kind, config) {
         Ok(b) => b,
         Err(e) => return Ok(vec![e]),
     };
-    if let Some(flow) = program.flows.get_mut(&flow_id) {
-        flow.blocks.insert(block.id, compiled.clone());
-    }
-    let schema = variables::schema(&app.db, a.id).await?;
-    let known_variables = runtime::known_variables(&schema, &program);
-    let flows = program.flows.keys().copied().collect();
-    let known = Known {
-        variables: &known_variables,
-        flows: &flows,
-    };
+    let (program, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |program| {
+        if let Some(flow) = program.flows.get_mut(&flow_id) {
+            flow.blocks.insert(block.id, compiled.clone());
+        }
+    })
+    .await?;
     let mut problems = runtime::check_block(&compiled, &known);
     if let Some(flow) = program.flows.get(&flow_id) {
         let number = rows

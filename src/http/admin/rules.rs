@@ -15,10 +15,10 @@ use super::{Page, PageResult, after, agent, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::catalog;
 use crate::domain::flow;
-use crate::domain::runtime::{self, Known, Rule};
+use crate::domain::runtime::{self, Rule};
 use crate::http::AppState;
 use crate::store::agents::Agent;
-use crate::store::{StoreError, actions, flows, variables};
+use crate::store::{StoreError, actions, flows};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -227,17 +227,8 @@ fn config_from(kind: &str, f: &RuleForm) -> Result<Value, String> {
 
 /// What is wrong with the rule: unknown variables, mistyped comparisons, missing flows.
 async fn problems(app: &AppState, a: &Agent, rule: &Rule) -> Result<Vec<String>, sqlx::Error> {
-    let program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
-    let schema = variables::schema(&app.db, a.id).await?;
-    let known_variables = runtime::known_variables(&schema, &program);
-    let flows = program.flows.keys().copied().collect();
-    Ok(runtime::check_rule(
-        rule,
-        &Known {
-            variables: &known_variables,
-            flows: &flows,
-        },
-    ))
+    let (_, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |_| {}).await?;
+    Ok(runtime::check_rule(rule, &known))
 }
 
 async fn save(

@@ -99,13 +99,7 @@ pub async fn create_webhook(
     .bind(now)
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| match constraint_of(&e).as_deref() {
-        Some("precall_actions_need_a_first_flow") => StoreError::Conflict(
-            "pre-call actions sit above the First Flow: set a First Flow for this agent first"
-                .into(),
-        ),
-        _ => StoreError::Database(e),
-    })?;
+    .map_err(needs_first_flow)?;
     sqlx::query(
         "INSERT INTO webhook_actions (action_id, slug, fallback_wait_ms, ttl_secs) VALUES (?, ?, ?, ?)",
     )
@@ -529,6 +523,19 @@ pub async fn revoke_key(db: &Db, action_id: i64, key_id: i64) -> Result<(), Stor
     Ok(())
 }
 
+/// A pre-call action inserted for an agent without a First Flow: say what to do first.
+fn needs_first_flow(e: sqlx::Error) -> StoreError {
+    match constraint_of(&e).as_deref() {
+        Some("precall_actions_need_a_first_flow") => StoreError::Conflict(
+            "pre-call actions sit above the First Flow: set a First Flow for this agent first"
+                .into(),
+        ),
+        _ => StoreError::Database(e),
+    }
+}
+
+const RULE_SELECT: &str = "SELECT id AS action_id, name, kind, config FROM precall_actions";
+
 /// A pre-call Filter or End Call action, as the call runtime runs it.
 #[derive(Debug, Clone, FromRow)]
 pub struct RuleRow {
@@ -540,11 +547,9 @@ pub struct RuleRow {
 
 /// The agent's pre-call actions other than Webhooks, in order.
 pub async fn rules(db: &Db, agent_id: i64) -> Result<Vec<RuleRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS action_id, name, kind, config FROM precall_actions
-          WHERE agent_id = ? AND kind <> 'webhook'
-          ORDER BY position, id",
-    )
+    sqlx::query_as(&format!(
+        "{RULE_SELECT} WHERE agent_id = ? AND kind <> 'webhook' ORDER BY position, id"
+    ))
     .bind(agent_id)
     .fetch_all(&db.read)
     .await
@@ -583,23 +588,16 @@ pub async fn create_rule(
     .bind(now_ms())
     .fetch_one(&mut *tx)
     .await
-    .map_err(|e| match constraint_of(&e).as_deref() {
-        Some("precall_actions_need_a_first_flow") => StoreError::Conflict(
-            "pre-call actions sit above the First Flow: set a First Flow for this agent first"
-                .into(),
-        ),
-        _ => StoreError::Database(e),
-    })?;
+    .map_err(needs_first_flow)?;
     tx.commit().await?;
     Ok(id)
 }
 
 /// A pre-call Filter or End Call action of the agent.
 pub async fn rule(db: &Db, agent_id: i64, action_id: i64) -> Result<Option<RuleRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS action_id, name, kind, config FROM precall_actions
-          WHERE agent_id = ? AND id = ? AND kind <> 'webhook'",
-    )
+    sqlx::query_as(&format!(
+        "{RULE_SELECT} WHERE agent_id = ? AND id = ? AND kind <> 'webhook'"
+    ))
     .bind(agent_id)
     .bind(action_id)
     .fetch_optional(&db.read)

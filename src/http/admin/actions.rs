@@ -13,7 +13,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{HtmlError, Page, PageResult, after, agent, not_found, render};
+use super::{HtmlError, Page, PageResult, after, agent, first_flow_link, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::variables::{VarType, VariableName};
 use crate::http::{AppState, ingest};
@@ -61,13 +61,6 @@ async fn action_of(app: &AppState, a: &Agent, action_id: i64) -> Result<ActionRo
         .await?
         .filter(|x| x.kind == "webhook")
         .ok_or_else(|| not_found("This pre-call action"))
-}
-
-fn first_flow_link(a: &Agent) -> String {
-    match a.first_flow_id {
-        Some(f) => format!("/admin/agents/{}/flows/{f}", a.public_id),
-        None => format!("/admin/agents/{}", a.public_id),
-    }
 }
 
 #[derive(Template)]

@@ -138,3 +138,11 @@ pub async fn agent(app: &AppState, public_id: &str) -> Result<Agent, HtmlError> 
         .await?
         .ok_or_else(|| not_found("This agent"))
 }
+
+/// The agent's First Flow in the editor (where pre-call actions are listed), else the agent.
+pub fn first_flow_link(a: &Agent) -> String {
+    match a.first_flow_id {
+        Some(f) => format!("/admin/agents/{}/flows/{f}", a.public_id),
+        None => format!("/admin/agents/{}", a.public_id),
+    }
+}

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Page, PageResult, after, agent, not_found, render};
+use super::{Page, PageResult, after, agent, first_flow_link, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::catalog;
 use crate::domain::flow;
@@ -56,10 +56,7 @@ async fn create(
     f: AdminForm<NewRule>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let back = match a.first_flow_id {
-        Some(flow) => format!("/admin/agents/{id}/flows/{flow}"),
-        None => format!("/admin/agents/{id}"),
-    };
+    let back = first_flow_link(&a);
     let kind = f.form.kind.as_str();
     if !matches!(kind, "filter" | "end_call") {
         return after(

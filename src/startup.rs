@@ -32,7 +32,7 @@ impl Application {
         let db = Db::open(&settings.database_url).await?;
         PhoneNumber::warm_up();
         let wakeups: Arc<dyn Wakeups> = Arc::new(InProcessWakeups::new());
-        let (writer, writer_task) = Writer::spawn(db.writer_connection().await?, wakeups.clone());
+        let (writer, writer_task) = Writer::spawn(db.writer_connection()?, wakeups.clone());
         let listener = listen(&settings.bind).await?;
         let addr = listener.local_addr()?;
         let public_url = settings

@@ -94,15 +94,18 @@ fn phone(i: u64) -> String {
 /// Concurrent calls per HTTP/2 connection when parking.
 const PARKED_STREAMS: usize = 100;
 
-/// Index ranges, so that every scenario's callers are distinct.
+/// Index ranges, so that every scenario's callers are distinct (`phone` has 80 million),
+/// even at `--duration 40` on a fast machine: each concurrency level of a throughput
+/// scenario has [`LEVEL_SPAN`] indices.
 const WARMUP: u64 = 0;
-const INGEST: u64 = 1_000_000;
-const OPEN_LOOP: u64 = 2_000_000;
-const PRELOAD: u64 = 3_000_000;
-const WAKE: u64 = 4_000_000;
-const FALLBACK: u64 = 4_500_000;
-const PARKED: u64 = 5_000_000;
-const VIEWER: u64 = 6_000_000;
+const INGEST: u64 = 8_000_000;
+const OPEN_LOOP: u64 = 16_000_000;
+const PRELOAD: u64 = 24_000_000;
+const WAKE: u64 = 32_000_000;
+const FALLBACK: u64 = 36_000_000;
+const PARKED: u64 = 40_000_000;
+const VIEWER: u64 = 48_000_000;
+const LEVEL_SPAN: u64 = 4_000_000;
 
 struct Agent {
     id: String,
@@ -711,7 +714,7 @@ async fn ingest_at_max(
             conns,
             o.duration,
             None,
-            first + level as u64 * 400_000,
+            first + level as u64 * LEVEL_SPAN,
             Pace::Closed,
             StatusCode::ACCEPTED,
             true,

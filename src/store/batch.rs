@@ -1,5 +1,9 @@
 //! The writer's statements, one per group rather than one per request.
 //!
+//! They run on the writer's own thread, straight through SQLite's C API (`rusqlite`): no
+//! hand-off to another thread per statement and no copy of each returned row into a
+//! message, which is where most of a group's time went when they ran through sqlx.
+//!
 //! Rows go in as one multi-row `VALUES` list per statement. To keep the number of distinct
 //! statements (and so of prepared statements cached per connection) small, the list has a
 //! power-of-two number of rows: a group of 100 fills 100 of 128 rows and the rest are NULL,
@@ -8,7 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
 use super::now_ms;
 use super::writer::{
@@ -47,17 +52,6 @@ fn chunks(n: usize) -> Vec<Chunk> {
             }
         })
         .collect()
-}
-
-/// Binds `n` NULLs: the padding rows of a chunk.
-macro_rules! pad {
-    ($q:expr, $n:expr) => {{
-        let mut q = $q;
-        for _ in 0..$n {
-            q = q.bind(None::<i64>);
-        }
-        q
-    }};
 }
 
 /// `(?, ?), (?, ?)` for `rows` rows of `cols` parameters.
@@ -117,41 +111,6 @@ impl<'a> DeliveryRow<'a> {
     }
 }
 
-/// The group's transaction: begun by its first statement, which saves a round trip.
-#[derive(Default)]
-pub struct Tx {
-    begun: bool,
-    committed: bool,
-}
-
-impl Tx {
-    /// `sql`, preceded by `BEGIN IMMEDIATE` if it is the group's first statement.
-    pub fn sql(&mut self, sql: String) -> String {
-        if std::mem::replace(&mut self.begun, true) {
-            sql
-        } else {
-            format!("BEGIN IMMEDIATE; {sql}")
-        }
-    }
-
-    /// `sql` as the group's last statement, followed by `COMMIT` in the same round trip.
-    pub fn last(&mut self, sql: String) -> String {
-        self.committed = true;
-        format!("{}; COMMIT", self.sql(sql))
-    }
-
-    /// Appends `COMMIT` to a script that ends the group.
-    fn commit_in(&mut self, sql: &mut String) {
-        self.committed = true;
-        sql.push_str(";\nCOMMIT");
-    }
-
-    /// Whether statements ran and still wait for their `COMMIT`.
-    pub fn needs_commit(&self) -> bool {
-        self.begun && !self.committed
-    }
-}
-
 /// What became of one webhook request in a group.
 pub struct IngestDone {
     pub committed: IngestCommitted,
@@ -170,28 +129,45 @@ fn receipt_sql(t: &str) -> String {
     )
 }
 
-/// A value to bind, so that statements can be written first and bound afterwards.
+/// A value to bind.
+#[derive(Clone, Copy)]
 enum Arg<'a> {
     Int(i64),
-    OptInt(Option<i64>),
     Text(&'a str),
-    OptText(Option<&'a str>),
     Blob(&'a [u8]),
+    Null,
 }
 
-/// Several statements sent to SQLite in one round trip, with their parameters in order.
+impl<'a> Arg<'a> {
+    fn opt_text(v: Option<&'a str>) -> Self {
+        v.map_or(Arg::Null, Arg::Text)
+    }
+}
+
+impl ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Arg::Int(v) => ValueRef::Integer(v),
+            Arg::Text(v) => ValueRef::Text(v.as_bytes()),
+            Arg::Blob(v) => ValueRef::Blob(v),
+            Arg::Null => ValueRef::Null,
+        }))
+    }
+}
+
+/// One statement and its parameters, in order.
 #[derive(Default)]
-struct Script<'a> {
+struct Statement<'a> {
     sql: String,
     args: Vec<Arg<'a>>,
 }
 
-impl<'a> Script<'a> {
-    fn statement(&mut self, sql: &str) {
-        if !self.sql.is_empty() {
-            self.sql.push_str(";\n");
+impl<'a> Statement<'a> {
+    fn new(sql: String) -> Self {
+        Self {
+            sql,
+            args: Vec::new(),
         }
-        self.sql.push_str(sql);
     }
 
     fn arg(&mut self, a: Arg<'a>) -> &mut Self {
@@ -199,43 +175,44 @@ impl<'a> Script<'a> {
         self
     }
 
+    /// The NULL parameters of a chunk's padding rows.
     fn nulls(&mut self, n: usize) {
-        for _ in 0..n {
-            self.args.push(Arg::OptInt(None));
-        }
+        self.args.extend(std::iter::repeat_n(Arg::Null, n));
     }
 
-    /// The rows `RETURNING` gives back (the script's only statement that returns any).
-    async fn rows<T>(self, conn: &mut SqliteConnection) -> Result<Vec<T>, sqlx::Error>
-    where
-        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
-    {
-        let mut q = sqlx::query_as::<_, T>(&self.sql);
-        for a in self.args {
-            q = match a {
-                Arg::Int(v) => q.bind(v),
-                Arg::OptInt(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-                Arg::OptText(v) => q.bind(v),
-                Arg::Blob(v) => q.bind(v),
-            };
+    /// Runs it (prepared once per connection and text), giving back what `row` makes of
+    /// each row it returns.
+    fn rows<T>(
+        &self,
+        conn: &Connection,
+        mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut stmt = conn.prepare_cached(&self.sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(&self.args))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(row(r)?);
         }
-        q.fetch_all(&mut *conn).await
+        Ok(out)
+    }
+
+    /// Runs a statement that returns no rows.
+    fn run(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.prepare_cached(&self.sql)?
+            .execute(rusqlite::params_from_iter(&self.args))
+            .map(drop)
     }
 }
 
 /// Caches a group of webhook requests and records every delivery of the group (`refused`
-/// ones too), usually in one round trip: the upsert, late data, the deliveries and the
-/// idempotency keys are one script, and `COMMIT` rides along when `last`. Requests about the
-/// same caller, or with the same idempotency key, go in successive rounds so that each sees
-/// the one before.
-pub async fn ingest<'a>(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
+/// ones too): the upsert, late data, the deliveries and the idempotency keys, a statement
+/// each. Requests about the same caller, or with the same idempotency key, go in successive
+/// rounds so that each sees the one before.
+pub fn ingest<'a>(
+    conn: &Connection,
     items: &[&'a IngestWrite],
     refused: Vec<DeliveryRow<'a>>,
-    last: bool,
-) -> Result<Vec<IngestDone>, sqlx::Error> {
+) -> rusqlite::Result<Vec<IngestDone>> {
     let now = now_ms();
     let mut results: Vec<Option<IngestDone>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..items.len()).collect();
@@ -261,8 +238,7 @@ pub async fn ingest<'a>(
         }
         let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
         let deliveries = refused.take().unwrap_or_default();
-        let commit = last && later.is_empty();
-        ingest_round(conn, tx, &round, now, &mut results, deliveries, commit).await?;
+        ingest_round(conn, &round, now, &mut results, deliveries)?;
         if later.is_empty() {
             break;
         }
@@ -275,12 +251,11 @@ pub async fn ingest<'a>(
 }
 
 /// Earlier answers to idempotency keys of this round, by position in the group.
-async fn seen_keys(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
+fn seen_keys(
+    conn: &Connection,
     round: &[(usize, &IngestWrite)],
     now: i64,
-) -> Result<HashMap<usize, (Vec<u8>, String)>, sqlx::Error> {
+) -> rusqlite::Result<HashMap<usize, (Vec<u8>, String)>> {
     let keyed: Vec<(usize, i64, &str)> = round
         .iter()
         .filter_map(|(i, w)| {
@@ -291,7 +266,7 @@ async fn seen_keys(
         .collect();
     let mut seen = HashMap::new();
     for chunk in chunks(keyed.len()) {
-        let sql = tx.sql(format!(
+        let mut q = Statement::new(format!(
             "WITH asked (i, action_id, key) AS (VALUES {})
              SELECT asked.i, k.body_hash, k.response
                FROM asked JOIN idempotency_keys k
@@ -299,35 +274,33 @@ async fn seen_keys(
               WHERE k.created_at > ?",
             values(chunk.slots, 3)
         ));
-        let mut q = sqlx::query_as::<_, (i64, Vec<u8>, String)>(&sql);
         for (i, a, k) in &keyed[chunk.rows.clone()] {
-            q = q.bind(*i as i64).bind(*a).bind(*k);
+            q.arg(Arg::Int(*i as i64))
+                .arg(Arg::Int(*a))
+                .arg(Arg::Text(k));
         }
-        q = pad!(q, chunk.padding(3));
-        for (i, hash, response) in q
-            .bind(now - IDEMPOTENCY_WINDOW_MS)
-            .fetch_all(&mut *conn)
-            .await?
-        {
+        q.nulls(chunk.padding(3));
+        q.arg(Arg::Int(now - IDEMPOTENCY_WINDOW_MS));
+        for (i, hash, response) in q.rows(conn, |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?))
+        })? {
             seen.insert(i as usize, (hash, response));
         }
     }
     Ok(seen)
 }
 
-async fn ingest_round<'a>(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
+fn ingest_round<'a>(
+    conn: &Connection,
     round: &[(usize, &'a IngestWrite)],
     now: i64,
     results: &mut [Option<IngestDone>],
     mut deliveries: Vec<DeliveryRow<'a>>,
-    commit: bool,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     // Idempotency keys seen before: replay the first answer, or refuse a different body.
     let has_keys = round.iter().any(|(_, w)| w.idempotency.is_some());
     let mut seen = if has_keys {
-        seen_keys(conn, tx, round, now).await?
+        seen_keys(conn, round, now)?
     } else {
         HashMap::new()
     };
@@ -364,11 +337,11 @@ async fn ingest_round<'a>(
         }
     }
 
-    let mut script = Script::default();
     // 1. Cache: a new context, or later values merged into the caller's unused one; the
     //    answer comes back for each.
+    let mut answers: HashMap<(i64, String), String> = HashMap::with_capacity(fresh.len());
     for chunk in chunks(fresh.len()) {
-        script.statement(&tx.sql(format!(
+        let mut upsert = Statement::new(format!(
             "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
              SELECT column1, column2, column3, column4, ?, ? FROM (VALUES {})
               WHERE column1 IS NOT NULL
@@ -382,20 +355,25 @@ async fn ingest_round<'a>(
              RETURNING action_id, phone, {}",
             values(chunk.slots, 4),
             receipt_sql("")
-        )));
-        script.arg(Arg::Int(now)).arg(Arg::Int(now));
+        ));
+        upsert.arg(Arg::Int(now)).arg(Arg::Int(now));
         for (_, w) in &fresh[chunk.rows.clone()] {
-            script
+            upsert
                 .arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&w.phone))
                 .arg(Arg::Text(&w.fields))
                 .arg(Arg::Int(now + w.ttl_ms));
         }
-        script.nulls(chunk.padding(4));
+        upsert.nulls(chunk.padding(4));
+        for (action, phone, receipt) in
+            upsert.rows(conn, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        {
+            answers.insert((action, phone), receipt);
+        }
 
         // 2. Data for a caller whose call fell back on this action just before is late for
         //    that call: recorded against it (and still cached for the caller's next call).
-        script.statement(&format!(
+        let mut late = Statement::new(format!(
             "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{{}}'), landed.fields),
                               late_at = ?
                FROM (SELECT v.column3 AS fields,
@@ -406,22 +384,20 @@ async fn ingest_round<'a>(
               WHERE calls.id = landed.call_row",
             values(chunk.slots, 3)
         ));
-        script
-            .arg(Arg::Int(now))
-            .arg(Arg::Int(now - LATE_WINDOW_MS));
+        late.arg(Arg::Int(now)).arg(Arg::Int(now - LATE_WINDOW_MS));
         for (_, w) in &fresh[chunk.rows.clone()] {
-            script
-                .arg(Arg::Int(w.action_id))
+            late.arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&w.phone))
                 .arg(Arg::Text(&w.fields));
         }
-        script.nulls(chunk.padding(3));
+        late.nulls(chunk.padding(3));
+        late.run(conn)?;
     }
 
     // 3. Every delivery: cached ones name their context, and say `late` when a call fell
     //    back on the action for this caller just before.
     for chunk in chunks(deliveries.len()) {
-        script.statement(&tx.sql(format!(
+        let mut insert = Statement::new(format!(
             "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
                                      problems, body_excerpt, idempotency_key, latency_us,
                                      context_id, call_id)
@@ -441,22 +417,23 @@ async fn ingest_round<'a>(
                             END AS late_call
                        FROM (VALUES {}) v WHERE v.column1 IS NOT NULL) AS d",
             values(chunk.slots, 10)
-        )));
-        script.arg(Arg::Int(now - LATE_WINDOW_MS));
+        ));
+        insert.arg(Arg::Int(now - LATE_WINDOW_MS));
         for d in &deliveries[chunk.rows.clone()] {
-            script
+            insert
                 .arg(Arg::Int(d.action_id))
                 .arg(Arg::Int(d.received_at))
                 .arg(Arg::Int(d.status))
                 .arg(Arg::Text(d.outcome))
-                .arg(Arg::OptText(d.phone))
-                .arg(Arg::OptText(d.fields))
-                .arg(Arg::OptText(d.problems.as_deref()))
-                .arg(Arg::OptText(d.body_excerpt))
-                .arg(Arg::OptText(d.idempotency_key))
+                .arg(Arg::opt_text(d.phone))
+                .arg(Arg::opt_text(d.fields))
+                .arg(Arg::opt_text(d.problems.as_deref()))
+                .arg(Arg::opt_text(d.body_excerpt))
+                .arg(Arg::opt_text(d.idempotency_key))
                 .arg(Arg::Int(d.latency_us));
         }
-        script.nulls(chunk.padding(10));
+        insert.nulls(chunk.padding(10));
+        insert.run(conn)?;
     }
 
     // 4. Idempotency keys remember the answer, as built by the upsert.
@@ -466,7 +443,7 @@ async fn ingest_round<'a>(
         .filter(|w| w.idempotency.is_some())
         .collect();
     for chunk in chunks(keyed.len()) {
-        script.statement(&format!(
+        let mut remember = Statement::new(format!(
             "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
              SELECT v.column1, v.column2, v.column3,
                     (SELECT {} FROM contexts c
@@ -476,29 +453,19 @@ async fn ingest_round<'a>(
             receipt_sql("c."),
             values(chunk.slots, 4)
         ));
-        script.arg(Arg::Int(now));
+        remember.arg(Arg::Int(now));
         for w in &keyed[chunk.rows.clone()] {
             let k = w.idempotency.as_ref().expect("keyed");
-            script
+            remember
                 .arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&k.key))
                 .arg(Arg::Blob(&k.body_hash))
                 .arg(Arg::Text(&w.phone));
         }
-        script.nulls(chunk.padding(4));
+        remember.nulls(chunk.padding(4));
+        remember.run(conn)?;
     }
 
-    if script.sql.is_empty() {
-        return Ok(());
-    }
-    if commit {
-        tx.commit_in(&mut script.sql);
-    }
-    let answers: Vec<(i64, String, String)> = script.rows(conn).await?;
-    let answers: HashMap<(i64, String), String> = answers
-        .into_iter()
-        .map(|(action, phone, receipt)| ((action, phone), receipt))
-        .collect();
     for (i, w) in fresh {
         let receipt = answers
             .get(&(w.action_id, w.phone.clone()))
@@ -515,16 +482,11 @@ async fn ingest_round<'a>(
     Ok(())
 }
 
-/// Tries to start a group of calls, in two round trips. First every wanted step's data is
-/// claimed atomically. Then, in one script: a call missing any data gives its claims back
-/// (it is told which step to wait for); the others are recorded with the steps they fell
-/// back on, and data that landed for those steps since the call started is late for it.
-pub async fn start_calls(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
-    calls: &[&CallAttempt],
-    last: bool,
-) -> Result<Vec<Attempted>, sqlx::Error> {
+/// Tries to start a group of calls. First every wanted step's data is claimed atomically.
+/// Then a call missing any data gives its claims back (it is told which step to wait for);
+/// the others are recorded with the steps they fell back on, and data that landed for those
+/// steps since the call started is late for it.
+pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Result<Vec<Attempted>> {
     if calls.is_empty() {
         return Ok(Vec::new());
     }
@@ -541,7 +503,7 @@ pub async fn start_calls(
     // (action, caller) -> (claiming call, context id, fields)
     let mut claimed: HashMap<(i64, String), (String, i64, String)> = HashMap::new();
     for chunk in chunks(wanted.len()) {
-        let sql = tx.sql(format!(
+        let mut claim = Statement::new(format!(
             "UPDATE contexts SET call_id = wanted.column3
                FROM (VALUES {}) AS wanted
               WHERE contexts.action_id = wanted.column1 AND contexts.phone = wanted.column2
@@ -550,12 +512,17 @@ pub async fn start_calls(
                        contexts.fields",
             values(chunk.slots, 3)
         ));
-        let mut q = sqlx::query_as::<_, (i64, String, String, i64, String)>(&sql);
         for (action, caller, call) in &wanted[chunk.rows.clone()] {
-            q = q.bind(*action).bind(*caller).bind(*call);
+            claim
+                .arg(Arg::Int(*action))
+                .arg(Arg::Text(caller))
+                .arg(Arg::Text(call));
         }
-        q = pad!(q, chunk.padding(3));
-        for (action, phone, call, id, fields) in q.bind(now).fetch_all(&mut *conn).await? {
+        claim.nulls(chunk.padding(3));
+        claim.arg(Arg::Int(now));
+        for (action, phone, call, id, fields) in claim.rows(conn, |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })? {
             claimed.insert((action, phone), (call, id, fields));
         }
     }
@@ -607,57 +574,56 @@ pub async fn start_calls(
         })
         .collect();
 
-    let mut script = Script::default();
     for chunk in chunks(given_back.len()) {
-        script.statement(&format!(
+        let mut back = Statement::new(format!(
             "UPDATE contexts SET call_id = NULL FROM (VALUES {}) AS back
               WHERE contexts.id = back.column1 AND contexts.call_id = back.column2",
             values(chunk.slots, 2)
         ));
         for (id, call) in &given_back[chunk.rows.clone()] {
-            script.arg(Arg::Int(*id)).arg(Arg::Text(call));
+            back.arg(Arg::Int(*id)).arg(Arg::Text(call));
         }
-        script.nulls(chunk.padding(2));
+        back.nulls(chunk.padding(2));
+        back.run(conn)?;
     }
     for chunk in chunks(started.len()) {
-        script.statement(&tx.sql(format!(
+        let mut insert = Statement::new(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
                                 variables, trace, status, outcome)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
             values(chunk.slots, 11)
-        )));
+        ));
         for (c, r) in &started[chunk.rows.clone()] {
-            script
+            insert
                 .arg(Arg::Text(&c.public_id))
                 .arg(Arg::Int(c.agent_id))
                 .arg(Arg::Text(&c.caller))
-                .arg(Arg::OptText(c.called.as_deref()))
+                .arg(Arg::opt_text(c.called.as_deref()))
                 .arg(Arg::Int(c.started_at))
                 .arg(Arg::Int(r.waited_ms))
                 .arg(Arg::Text(r.source))
                 .arg(Arg::Text(&r.variables))
                 .arg(Arg::Text(&r.trace))
                 .arg(Arg::Text(r.status))
-                .arg(Arg::OptText(r.outcome.as_deref()));
+                .arg(Arg::opt_text(r.outcome.as_deref()));
         }
-        script.nulls(chunk.padding(11));
+        insert.nulls(chunk.padding(11));
+        insert.run(conn)?;
     }
     for chunk in chunks(fell_back.len()) {
         let rows = values(chunk.slots, 4);
+        let these = &fell_back[chunk.rows.clone()];
         // The steps each call fell back on, so that data landing soon after is late for it.
-        script.statement(&format!(
+        let mut remember = Statement::new(format!(
             "INSERT INTO call_fallbacks (call_id, action_id, phone, at)
              SELECT (SELECT id FROM calls WHERE public_id = v.column1), v.column2, v.column3, ?
                FROM (VALUES {rows}) v WHERE v.column1 IS NOT NULL"
         ));
-        script.arg(Arg::Int(now));
-        push_fallbacks(
-            &mut script,
-            &fell_back[chunk.rows.clone()],
-            chunk.padding(4),
-        );
+        remember.arg(Arg::Int(now));
+        push_fallbacks(&mut remember, these, chunk.padding(4));
+        remember.run(conn)?;
         // Data that landed while (or since) the call gave up on it arrived late for it.
-        script.statement(&format!(
+        let mut late = Statement::new(format!(
             "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{{}}'), c.fields),
                               late_at = ?
                FROM (VALUES {rows}) v
@@ -665,44 +631,31 @@ pub async fn start_calls(
                               AND c.call_id IS NULL AND c.updated_at >= v.column4
               WHERE calls.public_id = v.column1"
         ));
-        script.arg(Arg::Int(now));
-        push_fallbacks(
-            &mut script,
-            &fell_back[chunk.rows.clone()],
-            chunk.padding(4),
-        );
-        script.statement(&format!(
+        late.arg(Arg::Int(now));
+        push_fallbacks(&mut late, these, chunk.padding(4));
+        late.run(conn)?;
+        let mut delivered = Statement::new(format!(
             "UPDATE deliveries SET outcome = 'late', call_id = v.column1
                FROM (VALUES {rows}) v
                JOIN contexts c ON c.action_id = v.column2 AND c.phone = v.column3
                               AND c.call_id IS NULL AND c.updated_at >= v.column4
               WHERE deliveries.context_id = c.id AND deliveries.outcome = 'cached'"
         ));
-        push_fallbacks(
-            &mut script,
-            &fell_back[chunk.rows.clone()],
-            chunk.padding(4),
-        );
-    }
-    if !script.sql.is_empty() {
-        if last {
-            tx.commit_in(&mut script.sql);
-        }
-        script.rows::<(i64,)>(conn).await?;
+        push_fallbacks(&mut delivered, these, chunk.padding(4));
+        delivered.run(conn)?;
     }
     Ok(outcomes)
 }
 
 /// (call, action, caller, call start) rows of `fell_back`, then `padding` NULLs.
-fn push_fallbacks<'a>(script: &mut Script<'a>, rows: &[(&'a CallAttempt, i64)], padding: usize) {
+fn push_fallbacks<'a>(q: &mut Statement<'a>, rows: &[(&'a CallAttempt, i64)], padding: usize) {
     for (c, action) in rows {
-        script
-            .arg(Arg::Text(&c.public_id))
+        q.arg(Arg::Text(&c.public_id))
             .arg(Arg::Int(*action))
             .arg(Arg::Text(&c.caller))
             .arg(Arg::Int(c.started_at));
     }
-    script.nulls(padding);
+    q.nulls(padding);
 }
 
 #[cfg(test)]

@@ -21,11 +21,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::ConnectOptions;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection};
 
 /// Milliseconds since the Unix epoch: the unit of every time column.
 pub fn now_ms() -> i64 {
@@ -105,17 +104,27 @@ impl Db {
         })
     }
 
-    /// A dedicated connection for the group-commit writer. It never checkpoints the WAL
-    /// itself (a checkpoint's fsync would stall every request waiting on the group):
-    /// [`Db::checkpoint`] does, from another connection.
-    pub async fn writer_connection(&self) -> anyhow::Result<SqliteConnection> {
-        let options = (*self.options)
-            .clone()
-            .pragma("wal_autocheckpoint", "0")
-            // 4 MiB of page cache: SQLite walks the writer's cache at the end of every
-            // commit, so a larger one (24 MiB was tried) costs more than its hits save.
-            .pragma("cache_size", "-4096");
-        Ok(SqliteConnection::connect_with(&options).await?)
+    /// A dedicated connection for the group-commit writer, reached through SQLite's C API
+    /// from the writer's own thread. It never checkpoints the WAL itself (a checkpoint's
+    /// fsync would stall every request waiting on the group): [`Db::checkpoint`] does,
+    /// from another connection.
+    pub fn writer_connection(&self) -> anyhow::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(self.options.get_filename())?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Each group size of each statement is prepared once (see `batch`).
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             -- In WAL mode a commit survives a crash of the process (not of the machine).
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 0;
+             -- 4 MiB of page cache: SQLite walks the writer's cache at the end of every
+             -- commit, so a larger one (24 MiB was tried) costs more than its hits save.
+             PRAGMA cache_size = -4096;",
+        )?;
+        Ok(conn)
     }
 
     /// Copies committed pages from the WAL into the database file without blocking the

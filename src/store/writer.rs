@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::batch::{self, DeliveryRow, Tx};
+use super::batch::{self, DeliveryRow};
 use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests committed in one transaction.
@@ -180,9 +180,9 @@ enum Done {
 /// Why a group was not committed.
 enum GroupError {
     /// One command's statement failed: the others may succeed on their own.
-    Statement(sqlx::Error),
+    Statement(rusqlite::Error),
     /// The transaction itself could not begin or commit: retrying would fail the same way.
-    Transaction(sqlx::Error),
+    Transaction(rusqlite::Error),
 }
 
 impl std::fmt::Display for GroupError {
@@ -200,13 +200,26 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on a thread of its own. Its round trips to SQLite then never wait
-    /// behind request handlers for a turn on the server's threads: each group commits as
-    /// soon as SQLite allows. The returned handle finishes when every `Writer` is dropped
-    /// and the queue is drained.
-    pub fn spawn(conn: SqliteConnection, wakeups: Arc<dyn Wakeups>) -> (Self, JoinHandle<()>) {
+    /// Starts the writer on a thread of its own, which owns the connection: a group never
+    /// waits behind request handlers for a turn on the server's threads, nor hands each
+    /// statement to another thread. The returned handle finishes when every `Writer` is
+    /// dropped and the queue is drained.
+    pub fn spawn(conn: Connection, wakeups: Arc<dyn Wakeups>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(conn, rx, wakeups));
+        let (finished, done) = oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("precall-writer".into())
+            .spawn(move || {
+                run(conn, rx, wakeups);
+                let _ = finished.send(());
+            });
+        if let Err(e) = spawned {
+            // Without its thread the writer answers every request with an error.
+            tracing::error!(error = %e, "the writer's thread did not start");
+        }
+        let task = tokio::spawn(async move {
+            let _ = done.await;
+        });
         (Self { tx }, task)
     }
 
@@ -237,15 +250,18 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Command>,
-    wakeups: Arc<dyn Wakeups>,
-) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, wakeups: Arc<dyn Wakeups>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
         let group_started = Instant::now();
-        let results: Vec<Result<Done, WriteError>> = match execute_group(&mut conn, &batch).await {
+        let results: Vec<Result<Done, WriteError>> = match execute_group(&conn, &batch) {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(GroupError::Transaction(e)) => {
                 tracing::error!(error = %e, size = batch.len(), "group not committed");
@@ -256,19 +272,17 @@ async fn run(
             }
             Err(GroupError::Statement(e)) => {
                 tracing::warn!(error = %e, size = batch.len(), "group commit failed; retrying one by one");
-                let mut results = Vec::with_capacity(batch.len());
-                for cmd in &batch {
-                    results.push(
-                        execute_group(&mut conn, std::slice::from_ref(cmd))
-                            .await
+                batch
+                    .iter()
+                    .map(|cmd| {
+                        execute_group(&conn, std::slice::from_ref(cmd))
                             .map(|mut d| d.pop().expect("one result per command"))
                             .map_err(|e| {
                                 tracing::error!(error = %e, "write failed");
                                 WriteError(e.to_string())
-                            }),
-                    );
-                }
-                results
+                            })
+                    })
+                    .collect()
             }
         };
         let took = group_started.elapsed();
@@ -283,7 +297,7 @@ async fn run(
             answer(cmd, result, wakeups.as_ref());
         }
     }
-    let _ = sqlx::query("PRAGMA optimize").execute(&mut conn).await;
+    let _ = conn.execute_batch("PRAGMA optimize");
 }
 
 fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups) {
@@ -319,22 +333,18 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
 }
 
 /// Runs the commands in one transaction; all of them are committed or none.
-async fn execute_group(
-    conn: &mut SqliteConnection,
-    cmds: &[Command],
-) -> Result<Vec<Done>, GroupError> {
-    let mut tx = Tx::default();
-    let done = match run_group(conn, &mut tx, cmds).await {
+fn execute_group(conn: &Connection, cmds: &[Command]) -> Result<Vec<Done>, GroupError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(GroupError::Transaction)?;
+    let done = match run_group(conn, cmds) {
         Ok(done) => done,
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let _ = conn.execute_batch("ROLLBACK");
             return Err(classify(e));
         }
     };
-    if tx.needs_commit()
-        && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
-    {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
         return Err(GroupError::Transaction(e));
     }
     Ok(done)
@@ -342,15 +352,13 @@ async fn execute_group(
 
 /// Errors of the database as a whole (locked, full, read-only, failing) would fail every
 /// request again: they are not retried one by one.
-fn classify(e: sqlx::Error) -> GroupError {
+fn classify(e: rusqlite::Error) -> GroupError {
     let whole = match &e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            let primary = c.parse::<i32>().unwrap_or(0) & 0xff;
-            // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
-            // SQLITE_FULL, SQLITE_CANTOPEN
-            matches!(primary, 5 | 6 | 8 | 10 | 11 | 13 | 14)
-        }),
-        sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
+        // SQLITE_FULL, SQLITE_CANTOPEN
+        rusqlite::Error::SqliteFailure(f, _) => {
+            matches!(f.extended_code & 0xff, 5 | 6 | 8 | 10 | 11 | 13 | 14)
+        }
         _ => false,
     };
     if whole {
@@ -361,11 +369,7 @@ fn classify(e: sqlx::Error) -> GroupError {
 }
 
 /// The group's statements: webhooks first, then every delivery at once, then calls.
-async fn run_group(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
-    cmds: &[Command],
-) -> Result<Vec<Done>, sqlx::Error> {
+fn run_group(conn: &Connection, cmds: &[Command]) -> rusqlite::Result<Vec<Done>> {
     let ingests: Vec<&IngestWrite> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -380,12 +384,7 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let has = |f: fn(&Command) -> bool| cmds.iter().any(f);
-    let has_calls = has(|c| matches!(c, Command::StartCall(..)));
-    let has_sweeps = has(|c| matches!(c, Command::Sweep(..)));
-    let mut ingested = batch::ingest(conn, tx, &ingests, refused, !has_calls && !has_sweeps)
-        .await?
-        .into_iter();
+    let mut ingested = batch::ingest(conn, &ingests, refused)?.into_iter();
     let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -393,9 +392,7 @@ async fn run_group(
             _ => None,
         })
         .collect();
-    let mut started = batch::start_calls(conn, tx, &calls, !has_sweeps)
-        .await?
-        .into_iter();
+    let mut started = batch::start_calls(conn, &calls)?.into_iter();
 
     let mut done = Vec::with_capacity(cmds.len());
     for c in cmds {
@@ -406,39 +403,27 @@ async fn run_group(
             }
             Command::Refusal(..) => Done::Refusal,
             Command::StartCall(..) => Done::StartCall(started.next().expect("one per call")),
-            Command::Sweep(now, _) => Done::Sweep(sweep(conn, tx, *now).await?),
+            Command::Sweep(now, _) => Done::Sweep(sweep(conn, *now)?),
         });
     }
     Ok(done)
 }
 
-async fn sweep(
-    conn: &mut SqliteConnection,
-    tx: &mut Tx,
-    now: i64,
-) -> Result<SweepReport, sqlx::Error> {
+fn sweep(conn: &Connection, now: i64) -> rusqlite::Result<SweepReport> {
     // A trigger marks the deliveries of unused contexts as expired.
-    let sql = tx.sql(
-        "DELETE FROM contexts WHERE id IN (SELECT id FROM contexts WHERE expires_at <= ? LIMIT ?)"
-            .into(),
-    );
-    let expired = sqlx::query(&sql)
-        .bind(now)
-        .bind(SWEEP_LIMIT)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    let forgotten = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE (action_id, key) IN
-            (SELECT action_id, key FROM idempotency_keys WHERE created_at <= ? LIMIT ?)",
-    )
-    .bind(now - IDEMPOTENCY_WINDOW_MS)
-    .bind(SWEEP_LIMIT)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let expired = conn
+        .prepare_cached(
+            "DELETE FROM contexts WHERE id IN (SELECT id FROM contexts WHERE expires_at <= ? LIMIT ?)",
+        )?
+        .execute((now, SWEEP_LIMIT))?;
+    let forgotten = conn
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE (action_id, key) IN
+                (SELECT action_id, key FROM idempotency_keys WHERE created_at <= ? LIMIT ?)",
+        )?
+        .execute((now - IDEMPOTENCY_WINDOW_MS, SWEEP_LIMIT))?;
     Ok(SweepReport {
-        expired_contexts: expired,
-        forgotten_idempotency_keys: forgotten,
+        expired_contexts: expired as u64,
+        forgotten_idempotency_keys: forgotten as u64,
     })
 }

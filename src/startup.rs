@@ -193,8 +193,11 @@ async fn listen(addr: &str) -> anyhow::Result<TcpListener> {
     ))
 }
 
-/// How often the WAL is checkpointed into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(2000);
+/// How often the WAL is checkpointed into the database file. Often, so that each checkpoint
+/// is small: a checkpoint's burst of writes and its fsync hold up the writer's next commits
+/// (under load, checkpoints every 2 s put the open-loop ingest p99 at 15-22 ms, every 10 s
+/// at 54 ms, every 250 ms at 7 ms).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Checkpoints the WAL in the background, off the writer's path.
 fn spawn_checkpointer(db: Db) -> JoinHandle<()> {

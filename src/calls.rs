@@ -99,8 +99,10 @@ pub struct CallView {
     pub precall: Box<RawValue>,
     /// The greeting as rendered (none when a pre-call action routed or refused the call).
     pub greeting: Option<String>,
-    /// The steps of this turn (on start and input) or of the whole call (when read back).
-    pub steps: Vec<Step>,
+    /// The steps of this turn (on start and input) or of the whole call (when read back),
+    /// as a JSON list of [`Step`].
+    #[schema(value_type = Vec<Step>)]
+    pub steps: Box<RawValue>,
     /// What the caller must answer next; `null` once the call has ended.
     pub question: Option<Question>,
     /// `active` while a question waits for its answer, else `ended`.
@@ -279,7 +281,7 @@ struct CallContext {
 impl CallContext {
     fn record(&self, claimed: &[Option<Claimed>]) -> CallRecord {
         let mut context = Map::new();
-        let mut trace = Trace::default();
+        let mut precall = Vec::with_capacity(claimed.len());
         for (((step, state), wait), data) in self
             .runtime
             .steps
@@ -298,7 +300,7 @@ impl CallContext {
                 (_, Some(_)) if wait.woken => "arrived",
                 (_, Some(_)) => "cached",
             };
-            trace.precall.push(PrecallStep {
+            precall.push(PrecallStep {
                 action_id: step.action_id,
                 action: step.name.clone(),
                 kind: "webhook".into(),
@@ -313,9 +315,9 @@ impl CallContext {
         } else {
             "fallback"
         };
-        let (variables, _) = resolve(
+        let variables = resolve(
             &self.runtime.schema,
-            &context,
+            context,
             [
                 ("caller_phone", Value::String(self.caller.clone())),
                 (
@@ -332,14 +334,18 @@ impl CallContext {
             .iter()
             .find(|s| s.kind == "greeting")
             .and_then(|s| s.said.clone());
-        trace.greeting = greeting.clone();
-        trace.question = question.clone();
-        trace.transfer = transfer.clone();
-        trace.steps = run.steps;
         let waited_ms = self.started.elapsed().as_millis() as i64;
         // Each part is serialised once: stored as is, and embedded in the answer.
-        let variables = serde_json::to_string(&variables).expect("variables serialise");
-        let precall = serde_json::to_string(&trace.precall).expect("trace serialises");
+        let precall = to_raw(&precall);
+        let steps = to_raw(&run.steps);
+        let trace = serde_json::to_string(&StoredTrace {
+            precall: &precall,
+            steps: &steps,
+            greeting: greeting.as_deref(),
+            question: question.as_ref(),
+            transfer: transfer.as_ref(),
+        })
+        .expect("trace serialises");
         let view = CallView {
             call_id: self.call_id.clone(),
             agent_id: self.runtime.agent.public_id.clone(),
@@ -348,38 +354,80 @@ impl CallContext {
             started_at: rfc3339(self.started_at),
             source: source.into(),
             waited_ms,
-            variables: raw(variables.clone()),
-            precall: raw(precall),
+            variables: to_raw(&variables),
+            precall,
             greeting,
-            steps: trace.steps.clone(),
+            steps,
             question,
             status: status.into(),
-            outcome: outcome.clone(),
+            outcome,
             transfer,
             late_context: None,
         };
+        let response = serde_json::to_string(&view).expect("call serialises");
         CallRecord {
             source,
             waited_ms,
-            variables,
-            trace: serde_json::to_string(&trace).expect("trace serialises"),
+            variables: Box::<str>::from(view.variables).into(),
+            trace,
             status,
-            outcome,
-            response: serde_json::to_string(&view).expect("call serialises"),
+            outcome: view.outcome,
+            response,
         }
     }
 }
 
-/// JSON text this process produced, to embed as is.
+/// [`Trace`] as written, from parts already serialised.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredTrace<'a> {
+    precall: &'a RawValue,
+    steps: &'a RawValue,
+    greeting: Option<&'a str>,
+    question: Option<&'a Question>,
+    transfer: Option<&'a Transfer>,
+}
+
+/// `value` serialised, to embed as is.
+fn to_raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("serialises to JSON")
+}
+
+/// JSON text this process stored, to embed as is.
 fn raw(json: String) -> Box<RawValue> {
     RawValue::from_string(json)
         .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
+/// A stored trace, its lists kept as JSON text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TraceRead {
+    #[serde(default = "empty_list")]
+    precall: Box<RawValue>,
+    #[serde(default = "empty_list")]
+    steps: Box<RawValue>,
+    #[serde(default)]
+    greeting: Option<String>,
+    #[serde(default)]
+    question: Option<Question>,
+    #[serde(default)]
+    transfer: Option<Transfer>,
+}
+
+fn empty_list() -> Box<RawValue> {
+    RawValue::from_string("[]".into()).expect("[] is JSON")
+}
+
 /// A stored call as the API shows it, with every step it took.
 pub fn view_of(row: stored_calls::CallRow) -> CallView {
-    let trace: Trace = serde_json::from_str(&row.trace).unwrap_or_default();
-    let precall = serde_json::to_string(&trace.precall).unwrap_or_else(|_| "[]".into());
+    let trace: TraceRead = serde_json::from_str(&row.trace).unwrap_or_else(|_| TraceRead {
+        precall: empty_list(),
+        steps: empty_list(),
+        greeting: None,
+        question: None,
+        transfer: None,
+    });
     let late_context = match (row.late_fields, row.late_at) {
         (Some(fields), Some(at)) => Some(LateContext {
             received_at: rfc3339(at),
@@ -396,7 +444,7 @@ pub fn view_of(row: stored_calls::CallRow) -> CallView {
         source: row.source,
         waited_ms: row.waited_ms,
         variables: raw(row.variables),
-        precall: raw(precall),
+        precall: trace.precall,
         greeting: trace.greeting,
         steps: trace.steps,
         question: trace.question,
@@ -544,6 +592,6 @@ pub async fn answer(
         outcome,
         ..row
     });
-    view.steps = run.steps;
+    view.steps = to_raw(&run.steps);
     Ok(view)
 }

@@ -226,52 +226,31 @@ pub struct VariableDef {
     pub default: Option<Value>,
 }
 
-/// Why a resolved variable has its value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueSource {
-    Webhook,
-    Default,
-    System,
-}
-
-/// A call's variables: webhook fields where present, else schema defaults, plus system variables.
+/// A call's variables: webhook fields where present (coerced to the schema's types), else
+/// schema defaults, plus system variables. The context's values are moved, not copied.
 pub fn resolve(
     schema: &[VariableDef],
-    context: &Map<String, Value>,
+    mut context: Map<String, Value>,
     system: [(&str, Value); 3],
-) -> (Map<String, Value>, Vec<(String, ValueSource)>) {
+) -> Map<String, Value> {
     let mut vars = Map::new();
-    let mut sources = Vec::new();
     for def in schema {
         let from_context = context
-            .get(def.name.as_str())
+            .remove(def.name.as_str())
             .filter(|v| !v.is_null())
-            .and_then(|v| def.ty.coerce(v).ok());
-        match from_context {
-            Some(v) => {
-                vars.insert(def.name.to_string(), v);
-                sources.push((def.name.to_string(), ValueSource::Webhook));
-            }
-            None => {
-                let v = def.default.clone().unwrap_or(Value::Null);
-                vars.insert(def.name.to_string(), v);
-                sources.push((def.name.to_string(), ValueSource::Default));
-            }
-        }
+            .and_then(|v| def.ty.coerce(&v).ok());
+        let value = from_context.unwrap_or_else(|| def.default.clone().unwrap_or(Value::Null));
+        vars.insert(def.name.to_string(), value);
     }
     for (name, value) in context {
-        if value.is_null() || vars.contains_key(name) {
-            continue;
+        if !value.is_null() {
+            vars.insert(name, value);
         }
-        vars.insert(name.clone(), value.clone());
-        sources.push((name.clone(), ValueSource::Webhook));
     }
     for (name, value) in system {
         vars.insert(name.to_owned(), value);
-        sources.push((name.to_owned(), ValueSource::System));
     }
-    (vars, sources)
+    vars
 }
 
 /// A variable's value as the APIs carry it: a string, number, boolean, `null`, or a list of
@@ -439,9 +418,9 @@ mod tests {
             },
         ];
         let context = json!({"priority": "high", "extra": [1, 2], "gone": null});
-        let (vars, sources) = resolve(
+        let vars = resolve(
             &schema,
-            context.as_object().unwrap(),
+            context.as_object().unwrap().clone(),
             [
                 ("caller_phone", json!("+12125551234")),
                 ("called_number", Value::Null),
@@ -453,7 +432,15 @@ mod tests {
         assert_eq!(vars["extra"], json!([1, 2]));
         assert!(!vars.contains_key("gone"));
         assert_eq!(vars["caller_phone"], json!("+12125551234"));
-        assert!(sources.contains(&("risk_score".into(), ValueSource::Default)));
-        assert!(sources.contains(&("priority".into(), ValueSource::Webhook)));
+        let wrong_type = resolve(
+            &schema,
+            json!({"risk_score": "high"}).as_object().unwrap().clone(),
+            [
+                ("caller_phone", Value::Null),
+                ("called_number", Value::Null),
+                ("call_id", json!("c")),
+            ],
+        );
+        assert_eq!(wrong_type["risk_score"], json!(0), "a value of the wrong type falls back");
     }
 }

@@ -553,7 +553,7 @@ pub async fn answer(
     if !problems.is_empty() {
         return Err(ApiProblem::with_errors(ProblemKind::ValidationFailed, problems).into());
     }
-    let mut run = runtime.program.resume(&question, &mut variables);
+    let mut run = runtime.program.resume(&question, &variables);
     let answered = Step {
         kind: "answer".into(),
         flow_id: Some(question.flow_id),

@@ -443,12 +443,11 @@ impl Program {
         let Some(block) = flow.entry else {
             return self.fail(steps, &format!("the flow {:?} has no entry", flow.name));
         };
-        let mut vars = vars.clone();
-        self.run(flow.id, Some(block), &mut vars, steps)
+        self.run(flow.id, Some(block), vars, steps)
     }
 
     /// Continues a call that was asked `question`, once `vars` hold the answer.
-    pub fn resume(&self, question: &Question, vars: &mut Map<String, Value>) -> Run {
+    pub fn resume(&self, question: &Question, vars: &Map<String, Value>) -> Run {
         let block = self
             .flows
             .get(&question.flow_id)
@@ -478,7 +477,7 @@ impl Program {
         &self,
         mut flow_id: i64,
         mut at: Option<i64>,
-        vars: &mut Map<String, Value>,
+        vars: &Map<String, Value>,
         mut steps: Vec<Step>,
     ) -> Run {
         let budget = steps.len() + MAX_STEPS;
@@ -962,7 +961,7 @@ mod tests {
         assert_eq!(q.variable, "reason");
         assert_eq!(q.prompt, "How can I help, there?");
         v.insert("reason".into(), json!("billing"));
-        let next = p.resume(&q, &mut v);
+        let next = p.resume(&q, &v);
         let said: Vec<_> = next
             .steps
             .iter()

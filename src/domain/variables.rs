@@ -441,6 +441,10 @@ mod tests {
                 ("call_id", json!("c")),
             ],
         );
-        assert_eq!(wrong_type["risk_score"], json!(0), "a value of the wrong type falls back");
+        assert_eq!(
+            wrong_type["risk_score"],
+            json!(0),
+            "a value of the wrong type falls back"
+        );
     }
 }

@@ -530,38 +530,45 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
     let mut outcomes = Vec::with_capacity(calls.len());
     let mut given_back: Vec<(i64, &str)> = Vec::new();
     let mut started: Vec<(&CallAttempt, CallRecord)> = Vec::new();
+    let mut key = (0, String::new());
     for c in calls {
-        let mine = |action: i64| {
-            claimed
-                .get(&(action, c.caller.clone()))
-                .filter(|(call, _, _)| *call == c.public_id)
-        };
+        // What this call claimed at each step (another call may have claimed the same
+        // caller's data first).
+        let mine: Vec<Option<(i64, String)>> = c
+            .steps
+            .iter()
+            .map(|s| {
+                key.0 = s.action_id;
+                key.1.clear();
+                key.1.push_str(&c.caller);
+                match claimed.get_mut(&key) {
+                    Some((call, id, fields)) if *call == c.public_id => {
+                        Some((*id, std::mem::take(fields)))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         let missing = c
             .steps
             .iter()
-            .position(|s| s.state == StepState::Wanted && mine(s.action_id).is_none());
+            .zip(&mine)
+            .position(|(s, m)| s.state == StepState::Wanted && m.is_none());
         if let Some(step) = missing {
             given_back.extend(
-                c.steps
-                    .iter()
-                    .filter_map(|s| mine(s.action_id))
-                    .map(|(_, id, _)| (*id, c.public_id.as_str())),
+                mine.iter()
+                    .flatten()
+                    .map(|(id, _)| (*id, c.public_id.as_str())),
             );
             outcomes.push(Attempted::Missing(step));
             continue;
         }
-        let data: Vec<Option<Claimed>> = c
-            .steps
-            .iter()
-            .map(|s| {
-                mine(s.action_id).map(|(_, id, fields)| Claimed {
-                    context_id: *id,
-                    fields: fields.clone(),
-                })
-            })
+        let data: Vec<Option<Claimed>> = mine
+            .into_iter()
+            .map(|m| m.map(|(context_id, fields)| Claimed { context_id, fields }))
             .collect();
-        let record = (c.finish)(&data);
-        outcomes.push(Attempted::Started(record.response.clone()));
+        let mut record = (c.finish)(&data);
+        outcomes.push(Attempted::Started(std::mem::take(&mut record.response)));
         started.push((c, record));
     }
     let fell_back: Vec<(&CallAttempt, i64)> = started

@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
 use crate::http::rate::IngestLimits;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 use crate::serve::ReadTimeouts;
 use crate::store::writer::Writer;
 use crate::store::{Db, now_ms};
@@ -39,7 +39,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let state = AppState {
+        let state = AppState::new(Shared {
             catalog: Catalog::new(db.clone()),
             db,
             writer,
@@ -52,7 +52,7 @@ impl Application {
             body_limit: settings.body_limit,
             session_ttl: settings.session_ttl,
             ingest_limits: Arc::new(IngestLimits::new(settings.rates)),
-        };
+        });
         Ok(Self {
             listener,
             state,

@@ -23,9 +23,27 @@ use crate::store::Db;
 use crate::store::writer::Writer;
 use crate::wakeups::Wakeups;
 
-/// Shared by every handler.
+/// Shared by every handler. Cloning it (which every extractor that reads the state does)
+/// is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers share: the store, the caches and the server's settings.
+pub struct Shared {
     pub db: Db,
     /// Configuration cached for the hot paths.
     pub catalog: Catalog,

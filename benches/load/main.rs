@@ -322,11 +322,13 @@ async fn run(o: Options) -> anyhow::Result<()> {
     });
 
     if o.runs("ingest") {
-        // 2. Ingest at its maximum, against a baseline measured just before it.
-        let near = nearby_baseline(&baseline, &o, &echo).await;
+        // 2. Ingest at its maximum, against baselines measured just before and after it.
+        let before = nearby_baseline(&baseline, &o, &echo).await;
         let cpu0 = precall.cpu_time();
         let ingest = ingest_at_max(&o, precall.addr, &main_agent, INGEST).await;
         let cpu_us = per_request_us(precall.cpu_time() - cpu0, ingest.all_ok);
+        let after = nearby_baseline(&baseline, &o, &echo).await;
+        let near = (before + after) / 2.0;
         account(&ingest, &mut acked, &mut sent, &mut refused);
         ingest_rps = ingest.rps();
         let r = ingest_rps / near;
@@ -336,7 +338,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("{r:.3} of baseline ({} conns)", ingest.connections),
             target: "≥ 0.25".into(),
             pass: Some(r >= 0.25 && ingest.errors == 0),
-            extra: json!({ "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near }),
+            extra: json!({ "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near,
+                           "baseline_rps_before": before, "baseline_rps_after": after }),
             stats: Some(ingest),
         });
     }
@@ -414,7 +417,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         )
         .await;
         account(&preload, &mut acked, &mut sent, &mut refused);
-        let near = nearby_baseline(&baseline, &o, &echo).await;
+        let before = nearby_baseline(&baseline, &o, &echo).await;
         let cpu0 = precall.cpu_time();
         // Each level takes its callers from the preloaded ones after the last level's.
         let used = std::sync::atomic::AtomicU64::new(0);
@@ -443,6 +446,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
         })
         .await;
         let cpu_us = per_request_us(precall.cpu_time() - cpu0, call_start.all_ok);
+        let after = nearby_baseline(&baseline, &o, &echo).await;
+        let near = (before + after) / 2.0;
         let wrong = call_start
             .kept
             .iter()
@@ -456,7 +461,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("{r:.3} of baseline ({} conns)", call_start.connections),
             target: "≥ 0.25".into(),
             pass: Some(r >= 0.25 && call_start.errors == 0 && wrong == 0),
-            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near }),
+            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near,
+                           "baseline_rps_before": before, "baseline_rps_after": after }),
             stats: Some(call_start),
         });
     }
@@ -677,8 +683,9 @@ async fn open_viewer(server: &Server, agent: &Agent) -> anyhow::Result<Viewer> {
     Ok(Viewer { task, events })
 }
 
-/// The baseline's throughput measured again, right before a scenario: the machine's speed
-/// drifts during a run, so each ratio is taken against its neighbour.
+/// The baseline's throughput measured again, next to a scenario: the machine's speed drifts
+/// during a run, so each throughput ratio is taken against the mean of the baselines
+/// measured right before and right after it.
 async fn nearby_baseline(baseline: &Server, o: &Options, echo: &Make) -> f64 {
     let d = (o.duration / 2).max(Duration::from_secs(2));
     let s = best_of(&o.levels, |conns, _| {

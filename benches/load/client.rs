@@ -86,8 +86,8 @@ pub struct Stats {
     pub refused: u64,
     pub errors: u64,
     pub elapsed: Duration,
-    /// Bodies of good answers, when the scenario keeps them.
-    pub kept: Vec<(u64, Bytes)>,
+    /// The numbers of good answers, with what the scenario keeps of each (see [`Keep`]).
+    pub kept: Vec<(u64, Kept)>,
     /// Concurrency this was measured at (closed loop).
     pub connections: usize,
     /// Good answers over every level measured (see `best_of`).
@@ -134,6 +134,55 @@ impl Stats {
 
 type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
+/// What a scenario keeps of each good answer.
+///
+/// Bodies are never held: a kept `Bytes` pins the connection's whole read buffer, so
+/// holding hundreds of thousands of them made the generator allocate (and the kernel
+/// zero) a fresh buffer for almost every answer, CPU taken from the server under test.
+#[derive(Clone, Copy)]
+pub enum Keep {
+    /// Only counts.
+    Nothing,
+    /// The request's number (a webhook whose 202 must leave a readable context).
+    Number,
+    /// The number and the call's id and source, read as the answer arrives.
+    Call,
+}
+
+/// What was kept of one good answer.
+#[derive(Default)]
+pub struct Kept {
+    /// The call's id (`Keep::Call`).
+    pub call_id: Option<String>,
+    /// Whether the call's variables came from its webhook (`"source":"webhook"`).
+    pub from_webhook: bool,
+}
+
+impl Kept {
+    /// Reads a call's answer: `callId` and `source` are top-level string fields, so the
+    /// first occurrence of each key is theirs (nested objects come after them).
+    pub fn call(body: &[u8]) -> Self {
+        Self {
+            call_id: string_field(body, b"callId").map(str::to_owned),
+            from_webhook: string_field(body, b"source") == Some("webhook"),
+        }
+    }
+}
+
+/// The value of the first `"key":"value"` in `body` (values here hold no escapes).
+pub fn string_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let mut pattern = Vec::with_capacity(key.len() + 4);
+    pattern.extend_from_slice(b"\"");
+    pattern.extend_from_slice(key);
+    pattern.extend_from_slice(b"\":\"");
+    let start = body
+        .windows(pattern.len())
+        .position(|w| w == pattern.as_slice())?
+        + pattern.len();
+    let len = body[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[start..start + len]).ok()
+}
+
 /// How each connection paces its requests.
 #[derive(Clone, Copy)]
 pub enum Pace {
@@ -145,7 +194,7 @@ pub enum Pace {
 }
 
 /// Runs `conns` connections for `duration` (or until `limit` requests), numbering requests
-/// from `first`. `expect` is the status of a good answer; `keep` keeps good bodies.
+/// from `first`. `expect` is the status of a good answer; `keep` says what is kept of it.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive(
     addr: SocketAddr,
@@ -155,7 +204,7 @@ pub async fn drive(
     first: u64,
     pace: Pace,
     expect: StatusCode,
-    keep: bool,
+    keep: Keep,
     make: MakeRequest,
 ) -> Stats {
     let next = Arc::new(AtomicU64::new(0));
@@ -193,8 +242,10 @@ pub async fn drive(
                         stats.record(due.elapsed());
                         if status == expect {
                             stats.ok += 1;
-                            if keep {
-                                stats.kept.push((i, body));
+                            match keep {
+                                Keep::Nothing => {}
+                                Keep::Number => stats.kept.push((i, Kept::default())),
+                                Keep::Call => stats.kept.push((i, Kept::call(&body))),
                             }
                         } else {
                             stats.refused += 1;

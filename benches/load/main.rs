@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use client::{Conn, H2Conn, Pace, Stats, drive, post};
-use server::{Server, cli};
+use client::{Conn, H2Conn, Keep, Pace, Stats, drive, post, string_field};
+use server::{Server, cli, process_cpu};
 
 struct Options {
     duration: Duration,
@@ -275,7 +275,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         0,
         Pace::Closed,
         StatusCode::OK,
-        false,
+        Keep::Nothing,
         echo.clone(),
     )
     .await;
@@ -287,14 +287,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
         WARMUP,
         Pace::Closed,
         StatusCode::ACCEPTED,
-        true,
+        Keep::Number,
         ingest_request(&main_agent),
     )
     .await;
     account(&warm, &mut acked, &mut sent, &mut refused);
 
     // 1. Baseline.
-    let cpu0 = baseline.cpu_time();
+    let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
     let base = best_of(&o.levels, |conns, _| {
         drive(
             baseline.addr,
@@ -304,29 +304,31 @@ async fn run(o: Options) -> anyhow::Result<()> {
             0,
             Pace::Closed,
             StatusCode::OK,
-            false,
+            Keep::Nothing,
             echo.clone(),
         )
     })
     .await;
     let base_rps = base.rps();
     let cpu_us = per_request_us(baseline.cpu_time() - cpu0, base.all_ok);
+    let gen_us = per_request_us(own_cpu() - gen0, base.all_ok);
     rows.push(Row {
         name: "baseline: axum echo (closed loop)".into(),
         ratio: Some(1.0),
         figure: format!("{base_rps:.0} req/s ({} conns)", base.connections),
         target: String::new(),
         pass: None,
-        extra: json!({ "server_cpu_us_per_request": cpu_us }),
+        extra: json!({ "server_cpu_us_per_request": cpu_us, "generator_cpu_us_per_request": gen_us }),
         stats: Some(base),
     });
 
     if o.runs("ingest") {
         // 2. Ingest at its maximum, against baselines measured just before and after it.
         let before = nearby_baseline(&baseline, &o, &echo).await;
-        let cpu0 = precall.cpu_time();
+        let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
         let ingest = ingest_at_max(&o, precall.addr, &main_agent, INGEST).await;
         let cpu_us = per_request_us(precall.cpu_time() - cpu0, ingest.all_ok);
+        let gen_us = per_request_us(own_cpu() - gen0, ingest.all_ok);
         let after = nearby_baseline(&baseline, &o, &echo).await;
         let near = (before + after) / 2.0;
         account(&ingest, &mut acked, &mut sent, &mut refused);
@@ -338,7 +340,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("{r:.3} of baseline ({} conns)", ingest.connections),
             target: "≥ 0.25".into(),
             pass: Some(r >= 0.25 && ingest.errors == 0),
-            extra: json!({ "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near,
+            extra: json!({ "server_cpu_us_per_request": cpu_us, "generator_cpu_us_per_request": gen_us,
+                           "nearby_baseline_rps": near,
                            "baseline_rps_before": before, "baseline_rps_after": after }),
             stats: Some(ingest),
         });
@@ -380,7 +383,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             OPEN_LOOP,
             Pace::Open { rate },
             StatusCode::ACCEPTED,
-            true,
+            Keep::Number,
             ingest_request(&main_agent),
         )
         .await;
@@ -412,13 +415,13 @@ async fn run(o: Options) -> anyhow::Result<()> {
             PRELOAD,
             Pace::Closed,
             StatusCode::ACCEPTED,
-            true,
+            Keep::Number,
             ingest_request(&main_agent),
         )
         .await;
         account(&preload, &mut acked, &mut sent, &mut refused);
         let before = nearby_baseline(&baseline, &o, &echo).await;
-        let cpu0 = precall.cpu_time();
+        let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
         // Each level takes its callers from the preloaded ones after the last level's.
         let used = std::sync::atomic::AtomicU64::new(0);
         let call_start = best_of(&o.levels, |conns, _| {
@@ -433,7 +436,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
                     PRELOAD + first,
                     Pace::Closed,
                     StatusCode::CREATED,
-                    true,
+                    Keep::Call,
                     call_request(agent),
                 )
                 .await;
@@ -446,14 +449,20 @@ async fn run(o: Options) -> anyhow::Result<()> {
         })
         .await;
         let cpu_us = per_request_us(precall.cpu_time() - cpu0, call_start.all_ok);
+        let gen_us = per_request_us(own_cpu() - gen0, call_start.all_ok);
         let after = nearby_baseline(&baseline, &o, &echo).await;
         let near = (before + after) / 2.0;
         let wrong = call_start
             .kept
             .iter()
-            .filter(|(_, b)| !contains(b, br#""source":"webhook""#))
+            .filter(|(_, k)| !k.from_webhook)
             .count();
-        calls.extend(call_start.kept.iter().filter_map(|(_, b)| call_id(b)));
+        calls.extend(
+            call_start
+                .kept
+                .iter()
+                .filter_map(|(_, k)| k.call_id.clone()),
+        );
         let r = call_start.rps() / near;
         rows.push(Row {
             name: "call start, context cached (closed loop)".into(),
@@ -461,7 +470,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("{r:.3} of baseline ({} conns)", call_start.connections),
             target: "≥ 0.25".into(),
             pass: Some(r >= 0.25 && call_start.errors == 0 && wrong == 0),
-            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us, "nearby_baseline_rps": near,
+            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us,
+                           "generator_cpu_us_per_request": gen_us, "nearby_baseline_rps": near,
                            "baseline_rps_before": before, "baseline_rps_after": after }),
             stats: Some(call_start),
         });
@@ -580,10 +590,12 @@ async fn run(o: Options) -> anyhow::Result<()> {
     print_table(&rows);
     for r in &rows {
         if let Some(us) = r.extra.get("server_cpu_us_per_request") {
+            let generator = r.extra["generator_cpu_us_per_request"].as_f64();
             println!(
-                "{:<42} server CPU {:.1} µs per request",
+                "{:<42} server CPU {:.1} µs per request, load generator {:.1} µs",
                 r.name,
-                us.as_f64().unwrap_or(0.0)
+                us.as_f64().unwrap_or(0.0),
+                generator.unwrap_or(0.0)
             );
         }
     }
@@ -697,7 +709,7 @@ async fn nearby_baseline(baseline: &Server, o: &Options, echo: &Make) -> f64 {
             0,
             Pace::Closed,
             StatusCode::OK,
-            false,
+            Keep::Nothing,
             echo.clone(),
         )
     })
@@ -724,7 +736,7 @@ async fn ingest_at_max(
             first + level as u64 * LEVEL_SPAN,
             Pace::Closed,
             StatusCode::ACCEPTED,
-            true,
+            Keep::Number,
             ingest_request(agent),
         )
     })
@@ -758,6 +770,11 @@ where
     best
 }
 
+/// The benchmark's own CPU time: the load generator shares the machine with the servers.
+fn own_cpu() -> Duration {
+    process_cpu(std::process::id())
+}
+
 fn per_request_us(cpu: Duration, requests: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
 }
@@ -773,8 +790,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn call_id(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    v["callId"].as_str().map(str::to_owned)
+    string_field(body, b"callId").map(str::to_owned)
 }
 
 /// `n` calls in `lanes` parallel lanes: each call is sent, given 5 ms to park, then its
@@ -971,7 +987,7 @@ async fn parked_calls(
         0,
         Pace::Closed,
         StatusCode::ACCEPTED,
-        true,
+        Keep::Number,
         make,
     )
     .await;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::catalog::AgentRuntime;
 use crate::domain::ids::CallId;
 use crate::domain::payload::Problem;
+use crate::domain::phone::PhoneNumber;
 use crate::domain::runtime::{Question, Run, Step, Stop, Transfer};
 use crate::domain::variables::resolve;
 use crate::error::{ApiProblem, AppError, ProblemKind};
@@ -169,10 +170,24 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         ));
     }
     let region = agent.region();
-    let caller = app
-        .phones
-        .parse(&req.from, region)
-        .map_err(|e| invalid("from", format!("from: {e}")))?;
+    let normalise_caller = |from: &str| {
+        app.phones
+            .parse(from, region)
+            .map(PhoneNumber::into_string)
+            .map_err(|e| invalid("from", format!("from: {e}")))
+    };
+    let steps = &runtime.steps;
+    // A caller sent in the stored numbers' shape is looked up as sent: if that finds the
+    // data, the text was already normal (see `PhoneNumber::looks_normal`), and the call
+    // is spared libphonenumber. Otherwise the number is normalised before the call waits
+    // or falls back, and looked up again if normalising changed it.
+    let mut caller_checked =
+        !(PhoneNumber::looks_normal(&req.from) && steps.iter().any(|s| s.enabled));
+    let mut caller = if caller_checked {
+        normalise_caller(&req.from)?
+    } else {
+        req.from
+    };
     let called = req
         .to
         .as_deref()
@@ -184,7 +199,6 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         .transpose()?;
 
     let call_id = CallId::generate_at(started_at);
-    let steps = &runtime.steps;
     let mut states: Vec<StepState> = steps
         .iter()
         .map(|s| {
@@ -201,7 +215,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         let context = CallContext {
             runtime: runtime.clone(),
             call_id: call_id.to_string(),
-            caller: caller.to_string(),
+            caller: caller.clone(),
             called: called.as_ref().map(ToString::to_string),
             started,
             started_at,
@@ -211,7 +225,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         let attempt = CallAttempt {
             public_id: call_id.to_string(),
             agent_id: agent.id,
-            caller: caller.to_string(),
+            caller: caller.clone(),
             called: called.as_ref().map(ToString::to_string),
             started_at,
             steps: steps
@@ -233,6 +247,14 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
             }
             Attempted::Missing(i) => i,
         };
+        if !caller_checked {
+            caller_checked = true;
+            let normal = normalise_caller(&caller)?;
+            if normal != caller {
+                caller = normal;
+                continue;
+            }
+        }
         let deadline =
             started + Duration::from_millis(steps[missing].fallback_wait_ms.max(0) as u64);
         if Instant::now() >= deadline {
@@ -244,7 +266,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
             _ => {
                 let key = WakeKey {
                     action_id: steps[missing].action_id,
-                    phone: caller.to_string(),
+                    phone: caller.clone(),
                 };
                 subscription = Some((missing, app.wakeups.subscribe(key)));
                 continue;

@@ -104,6 +104,17 @@ impl PhoneNumber {
         ))
     }
 
+    /// Whether `input` has the shape every stored number has: `+` and 7 to 15 digits, with
+    /// nothing around them. Such text may still not be normal (`+4402079460018` is
+    /// `+442079460018`), but normalising a stored number gives it back, so text that
+    /// equals a stored number is normal: a call can look its caller up under the text as
+    /// sent and normalise only if nothing is found.
+    pub fn looks_normal(input: &str) -> bool {
+        input.strip_prefix('+').is_some_and(|digits| {
+            (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+        })
+    }
+
     /// A number already in the store: it was normalised when it was written.
     pub fn from_stored(s: String) -> Self {
         Self(s)
@@ -219,6 +230,33 @@ mod tests {
         for s in ["+1 (212) 555-1234", "+1234567890", "+44 20 7946 0018"] {
             let once = e164(s);
             assert_eq!(e164(&once), once);
+        }
+    }
+
+    #[test]
+    fn every_normal_number_looks_normal() {
+        for s in [
+            "+1 (212) 555-1234",
+            "+1234567890",
+            "+44 020 7946 0018",
+            "020 7946 0018",
+            "+39 06 698 8 1234",
+            "+999 1234567",
+        ] {
+            let gb = Region::parse("GB").unwrap();
+            let normal = PhoneNumber::parse(s, gb).unwrap().into_string();
+            assert!(PhoneNumber::looks_normal(&normal), "{s} -> {normal}");
+        }
+        for not in [
+            "",
+            "+",
+            "+123456",
+            "+1234567890123456",
+            " +12125551234",
+            "+1 212",
+            "12125551234",
+        ] {
+            assert!(!PhoneNumber::looks_normal(not), "{not:?}");
         }
     }
 

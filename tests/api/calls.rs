@@ -389,3 +389,48 @@ async fn answers_to_undeclared_variables_are_refused_in_shapes_a_webhook_could_n
     let call: Value = res.json().await.unwrap();
     assert_eq!(call["variables"]["extra"], json!(["a", 1, null]));
 }
+
+#[tokio::test]
+async fn a_caller_sent_in_international_form_with_a_trunk_zero_finds_its_data() {
+    let app = spawn_app().await;
+    let setup = app.setup(300);
+    let mut payload = example_payload(&setup.agent_id);
+    payload["phoneNumber"] = json!("+44 20 7946 0018");
+    assert_eq!(app.ingest(&setup, &payload).await.status(), 202);
+
+    // Shaped like a stored number, but not normal: the trunk zero must go.
+    let call = app.start_call_json(&setup, "+4402079460018").await;
+    assert_eq!(call["source"], "webhook");
+    assert_eq!(call["precall"][0]["outcome"], "cached");
+    assert_eq!(call["from"], "+442079460018");
+    assert_eq!(call["variables"]["caller_phone"], "+442079460018");
+    assert_eq!(call["variables"]["customer_name"], "Jane Doe");
+}
+
+#[tokio::test]
+async fn a_caller_in_stored_form_is_normalised_when_no_data_waits_for_it() {
+    let app = spawn_app().await;
+    let setup = app.setup(200);
+    let call = app.start_call_json(&setup, "+4402079460018").await;
+    assert_eq!(call["source"], "fallback");
+    assert_eq!(call["from"], "+442079460018");
+    assert_eq!(call["variables"]["caller_phone"], "+442079460018");
+}
+
+#[tokio::test]
+async fn a_caller_in_stored_form_to_an_agent_without_webhooks_is_normalised() {
+    let app = spawn_app().await;
+    let agent_id = app.create_agent("US");
+    let token = app.create_token(&agent_id);
+    let res = app
+        .client
+        .post(format!("{}/api/v1/calls", app.address))
+        .bearer_auth(&token)
+        .json(&json!({"agentId": agent_id, "from": "+4402079460018"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let call: Value = res.json().await.unwrap();
+    assert_eq!(call["from"], "+442079460018");
+}

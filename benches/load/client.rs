@@ -123,6 +123,11 @@ impl Stats {
         self.kept.extend(other.kept);
     }
 
+    /// Good answers per second; `None` for a latency scenario, which times no run.
+    pub fn throughput(&self) -> Option<f64> {
+        (!self.elapsed.is_zero()).then(|| self.rps())
+    }
+
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -105,6 +105,7 @@ pub enum Command {
     Deliveries {
         #[arg(long)]
         agent: String,
+        /// How many to show, newest first (at most 1 000 000: enough to audit a load test).
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]

@@ -301,7 +301,6 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Command>, wakeups: Arc<dyn Wakeu
             answer(cmd, result, wakeups.as_ref());
         }
     }
-    let _ = conn.execute_batch("PRAGMA optimize");
 }
 
 /// Takes what is queued, up to a group's size.

@@ -145,6 +145,43 @@ async fn the_binary_creates_its_database_in_the_working_directory_and_stops_grac
 }
 
 #[tokio::test]
+async fn a_stopped_server_leaves_no_planner_statistics_behind() {
+    // Statistics gathered while the tables were nearly empty once made SQLite scan every
+    // cached context for each delivery the Test viewer showed; plans follow the indexes.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server(dir.path()).await;
+    let setup = setup_in(dir.path(), &address, 100);
+    let res = reqwest::Client::new()
+        .post(&setup.url)
+        .header("X-Authorization", &setup.key)
+        .json(&json!({"agentId": setup.agent_id, "phoneNumber": "+12125551234", "plan": "gold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the deadline")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert!(kept.is_empty(), "statistics kept: {kept:?}");
+    let contexts: i64 = sqlx::query_scalar("SELECT count(*) FROM contexts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(contexts, 1, "the webhook's data is there");
+}
+
+#[tokio::test]
 async fn every_acknowledged_webhook_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, address) = start_server(dir.path()).await;

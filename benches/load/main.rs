@@ -211,7 +211,8 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         let (rps, p50, p99, p999, errors) = match &r.stats {
             Some(s) => (
-                s.throughput().map_or_else(String::new, |r| format!("{r:.0}")),
+                s.throughput()
+                    .map_or_else(String::new, |r| format!("{r:.0}")),
                 format!("{:.2}", s.ms(0.5)),
                 format!("{:.2}", s.ms(0.99)),
                 format!("{:.2}", s.ms(0.999)),

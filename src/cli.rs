@@ -179,7 +179,8 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
         }
         Command::Deliveries { agent, limit, json } => {
             let agent = find_agent(db, &agent).await?;
-            let rows = deliveries::recent_for_agent(db, agent.id, limit.clamp(1, 1_000_000)).await?;
+            let rows =
+                deliveries::recent_for_agent(db, agent.id, limit.clamp(1, 1_000_000)).await?;
             let out = Value::Array(rows.iter().map(|d| d.to_json()).collect());
             print(json, &out, || {
                 rows.iter()

@@ -408,11 +408,15 @@ async fn run(o: Options) -> anyhow::Result<()> {
     }
 
     if o.runs("open") {
-        // 3. Ingest p99 at half its maximum, open loop.
+        // 3. Ingest p99 at half its maximum, open loop. Over HTTP/1.1 a connection carries
+        // one request at a time, so the generator opens as many as the largest closed-loop
+        // level: enough that a request falls due with a connection free to send it, rather
+        // than queueing in the generator behind a slow answer to another.
         let rate = (ingest_rps / 2.0).max(1.0);
+        let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
         let open = drive(
             precall.addr,
-            o.connections,
+            open_conns,
             o.duration,
             None,
             OPEN_LOOP,
@@ -432,6 +436,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             pass: Some(p99 <= 10.0 && open.errors == 0),
             extra: json!({
                 "offered_rate": rate,
+                "connections": open_conns,
                 "generator_send_delay_p99_ms": open.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
             }),
             stats: Some(open),

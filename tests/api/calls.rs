@@ -210,14 +210,7 @@ async fn a_call_to_an_agent_without_webhooks_starts_at_once_from_defaults() {
     let agent_id = app.create_agent("US");
     let token = app.create_token(&agent_id);
     app.declare(&agent_id, "priority", "string", Some("normal"));
-    let res = app
-        .client
-        .post(format!("{}/api/v1/calls", app.address))
-        .bearer_auth(&token)
-        .json(&json!({"agentId": agent_id, "from": "+12125551234"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.start_call_as(&token, &agent_id, "+12125551234").await;
     assert_eq!(res.status(), 201);
     let call: Value = res.json().await.unwrap();
     assert_eq!(call["source"], "fallback");
@@ -422,14 +415,7 @@ async fn a_caller_in_stored_form_to_an_agent_without_webhooks_is_normalised() {
     let app = spawn_app().await;
     let agent_id = app.create_agent("US");
     let token = app.create_token(&agent_id);
-    let res = app
-        .client
-        .post(format!("{}/api/v1/calls", app.address))
-        .bearer_auth(&token)
-        .json(&json!({"agentId": agent_id, "from": "+4402079460018"}))
-        .send()
-        .await
-        .unwrap();
+    let res = app.start_call_as(&token, &agent_id, "+4402079460018").await;
     assert_eq!(res.status(), 201);
     let call: Value = res.json().await.unwrap();
     assert_eq!(call["from"], "+442079460018");

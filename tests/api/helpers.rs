@@ -187,6 +187,17 @@ impl TestApp {
             .expect("call request")
     }
 
+    /// Starts a call for `agent_id` with a runtime `token`, without a called number.
+    pub async fn start_call_as(&self, token: &str, agent_id: &str, from: &str) -> Response {
+        self.client
+            .post(format!("{}/api/v1/calls", self.address))
+            .bearer_auth(token)
+            .json(&json!({ "agentId": agent_id, "from": from }))
+            .send()
+            .await
+            .expect("call request")
+    }
+
     pub async fn start_call_json(&self, setup: &Setup, from: &str) -> Value {
         let res = self.start_call(setup, from).await;
         assert_eq!(res.status(), 201, "call start failed");

@@ -47,6 +47,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PRECALL_SWEEP_INTERVAL_SECS", default_value_t = 30)]
     pub sweep_interval_secs: u64,
 
+    /// Size in MiB the write-ahead log may reach under steady writes before the writer
+    /// copies the rest of it into the database itself, so that it starts over. A larger
+    /// log holds up ingest less often (each time for 1-3 ms under load) and uses more disk.
+    #[arg(long, env = "PRECALL_WAL_RESTART_MIB", default_value_t = 256)]
+    pub wal_restart_mib: u64,
+
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PRECALL_SHUTDOWN_GRACE_SECS", default_value_t = 15)]
     pub shutdown_grace_secs: u64,
@@ -233,6 +239,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub body_limit: usize,
     pub sweep_interval: Duration,
+    /// Bytes of write-ahead log past which the writer makes it start over.
+    pub wal_restart_bytes: u64,
     pub shutdown_grace: Duration,
     /// How long an admin's session lasts.
     pub session_ttl: Duration,
@@ -250,6 +258,7 @@ impl Settings {
             public_url: cli.public_url.clone(),
             body_limit: cli.serve.body_limit,
             sweep_interval: Duration::from_secs(cli.serve.sweep_interval_secs.max(1)),
+            wal_restart_bytes: cli.serve.wal_restart_mib.clamp(1, 1 << 20) << 20,
             shutdown_grace: Duration::from_secs(cli.serve.shutdown_grace_secs),
             session_ttl: Duration::from_secs(cli.serve.session_ttl_secs),
             header_timeout: Duration::from_secs(cli.serve.header_timeout_secs.max(1)),
@@ -270,6 +279,7 @@ impl Settings {
             public_url: None,
             body_limit: 64 * 1024,
             sweep_interval: Duration::from_secs(30),
+            wal_restart_bytes: 256 << 20,
             shutdown_grace: Duration::from_secs(5),
             session_ttl: Duration::from_secs(12 * 3600),
             header_timeout: Duration::from_secs(10),

@@ -78,7 +78,10 @@ impl Server {
             .current_dir(dir)
             .env_remove("PRECALL_DATABASE_URL")
             .env_remove("PRECALL_PUBLIC_URL")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or("warn".into()),
+            )
             .env(
                 "TOKIO_WORKER_THREADS",
                 std::env::var("SERVER_THREADS").unwrap_or("2".into()),

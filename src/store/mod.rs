@@ -68,6 +68,9 @@ pub struct Db {
     options: Arc<SqliteConnectOptions>,
 }
 
+/// SQLite's page size: the default, which the database keeps.
+const PAGE_SIZE: u64 = 4096;
+
 /// How long a connection waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -107,8 +110,9 @@ impl Db {
     /// A dedicated connection for the group-commit writer, reached through SQLite's C API
     /// from the writer's own thread. It never checkpoints the WAL itself (a checkpoint's
     /// fsync would stall every request waiting on the group): [`Db::checkpoint`] does,
-    /// from another connection.
-    pub fn writer_connection(&self) -> anyhow::Result<rusqlite::Connection> {
+    /// from another connection. After the WAL starts over, a file grown past `wal_limit`
+    /// bytes is cut back to it.
+    pub fn writer_connection(&self, wal_limit: u64) -> anyhow::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(self.options.get_filename())?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Each group size of each statement is prepared once (see `batch`).
@@ -124,16 +128,18 @@ impl Db {
              -- commit, so a larger one (24 MiB was tried) costs more than its hits save.
              PRAGMA cache_size = -4096;",
         )?;
+        conn.pragma_update(None, "journal_size_limit", i64::try_from(wal_limit)?)?;
         Ok(conn)
     }
 
     /// Copies committed pages from the WAL into the database file without blocking the
-    /// writer or readers (a PASSIVE checkpoint).
-    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.write)
-            .await
-            .map(|_| ())
+    /// writer or readers (a PASSIVE checkpoint). Returns the bytes of pages the WAL holds.
+    pub async fn checkpoint(&self) -> Result<u64, sqlx::Error> {
+        let (_busy, frames, _copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.write)
+                .await?;
+        Ok(u64::try_from(frames).unwrap_or(0) * PAGE_SIZE)
     }
 
     /// `SELECT 1` on a read connection: is the database reachable?

@@ -182,6 +182,62 @@ async fn a_stopped_server_leaves_no_planner_statistics_behind() {
 }
 
 #[tokio::test]
+async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
+    // Under steady writes the background checkpoint never copies the whole log (commits
+    // land while it runs), so the log could never start over and grew for as long as the
+    // webhooks kept coming. Past --wal-restart-mib the writer copies the rest itself.
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, address) = start_server_with(dir.path(), |c| {
+        c.args(["--wal-restart-mib", "1"]);
+    })
+    .await;
+    let setup = setup_in(dir.path(), &address, 0);
+    let wal = dir.path().join("precall.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+
+    let client = reqwest::Client::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    // 8 000 webhooks from 16 senders: a log that never starts over reaches about 100 MiB.
+    let senders = async {
+        join_all((0..16).map(|s| {
+            let (client, setup) = (&client, &setup);
+            async move {
+                for i in 0..500 {
+                    let res = client
+                        .post(&setup.url)
+                        .header("X-Authorization", &setup.key)
+                        .json(&json!({
+                            "agentId": setup.agent_id,
+                            "phoneNumber": format!("+1212{:07}", s * 100_000 + i),
+                            "note": "x".repeat(200),
+                        }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 202);
+                }
+            }
+        }))
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let watch = async {
+        let mut largest = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            largest = largest.max(wal_size());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        largest
+    };
+    let ((), largest) = tokio::join!(senders, watch);
+    assert!(
+        largest < 32 << 20,
+        "the log reached {} MiB for 8 000 webhooks",
+        largest >> 20
+    );
+}
+
+#[tokio::test]
 async fn every_acknowledged_webhook_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, address) = start_server(dir.path()).await;

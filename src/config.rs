@@ -49,7 +49,7 @@ pub struct ServeArgs {
 
     /// Size in MiB the write-ahead log may reach under steady writes before the writer
     /// copies the rest of it into the database itself, so that it starts over. A larger
-    /// log holds up ingest less often (each time for 1-3 ms under load) and uses more disk.
+    /// log holds up ingest less often (each time for a few milliseconds) and uses more disk.
     #[arg(long, env = "PRECALL_WAL_RESTART_MIB", default_value_t = 256)]
     pub wal_restart_mib: u64,
 

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -203,16 +203,19 @@ async fn listen(addr: &str) -> anyhow::Result<TcpListener> {
 /// at 54 ms, every 250 ms at 7 ms).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Background checkpoints run back to back before the writer copies the rest of the WAL.
-const CATCH_UP_PASSES: usize = 2;
+/// Most background checkpoints run back to back before the writer copies the rest of the
+/// WAL; they stop at the first that copies all it saw in less than [`QUICK_PASS`].
+const CATCH_UP_PASSES: usize = 6;
+const QUICK_PASS: Duration = Duration::from_millis(5);
 
 /// Checkpoints the WAL in the background, off the writer's path; when the WAL has grown
 /// past `restart_bytes`, asks the writer to copy the rest (see [`Writer::catch_up_wal`]).
 ///
 /// The writer's checkpoint holds up its queue. Right after one background pass it took
 /// 4-11 ms (past 32 MiB, every 750 ms under load: its backlogs put the open-loop ingest p99
-/// over 10 ms) or 17-46 ms (past 256 MiB). After [`CATCH_UP_PASSES`] more passes it takes
-/// 1-3 ms, every few seconds under load past 256 MiB (the default).
+/// over 10 ms) or 17-46 ms (past 256 MiB). After more passes (see [`CATCH_UP_PASSES`]) it
+/// mostly takes 0-10 ms (up to ~40 ms when the disk is slow), every few seconds under load
+/// past 256 MiB (the default).
 fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
@@ -220,16 +223,25 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
         loop {
             tick.tick().await;
             match db.checkpoint().await {
-                Ok(wal) if wal > restart_bytes => {
+                Ok(wal) if wal.size > restart_bytes => {
                     // Each pass copies what was committed during the one before, which
-                    // took less time: the writer is left with a few milliseconds' worth.
+                    // took less time: once a pass is quick and copied all it saw, the
+                    // writer is left with a few milliseconds' worth. Else (readers held
+                    // it back) the writer is not asked this time.
                     for _ in 0..CATCH_UP_PASSES {
-                        if let Err(e) = db.checkpoint().await {
-                            tracing::warn!(error = %e, "checkpoint failed");
-                            break;
+                        let pass = Instant::now();
+                        match db.checkpoint().await {
+                            Ok(wal) if wal.left == 0 && pass.elapsed() < QUICK_PASS => {
+                                writer.catch_up_wal();
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "checkpoint failed");
+                                break;
+                            }
                         }
                     }
-                    writer.catch_up_wal();
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "checkpoint failed"),

@@ -68,6 +68,15 @@ pub struct Db {
     options: Arc<SqliteConnectOptions>,
 }
 
+/// The WAL after a checkpoint, in bytes of pages.
+#[derive(Debug, Clone, Copy)]
+pub struct WalState {
+    /// Pages the WAL holds.
+    pub size: u64,
+    /// Pages the checkpoint could not copy because a reader still used an older snapshot.
+    pub left: u64,
+}
+
 /// SQLite's page size: the default, which the database keeps.
 const PAGE_SIZE: u64 = 4096;
 
@@ -133,13 +142,17 @@ impl Db {
     }
 
     /// Copies committed pages from the WAL into the database file without blocking the
-    /// writer or readers (a PASSIVE checkpoint). Returns the bytes of pages the WAL holds.
-    pub async fn checkpoint(&self) -> Result<u64, sqlx::Error> {
-        let (_busy, frames, _copied): (i64, i64, i64) =
+    /// writer or readers (a PASSIVE checkpoint).
+    pub async fn checkpoint(&self) -> Result<WalState, sqlx::Error> {
+        let (_busy, frames, copied): (i64, i64, i64) =
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&self.write)
                 .await?;
-        Ok(u64::try_from(frames).unwrap_or(0) * PAGE_SIZE)
+        let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * PAGE_SIZE;
+        Ok(WalState {
+            size: bytes(frames),
+            left: bytes(frames - copied),
+        })
     }
 
     /// `SELECT 1` on a read connection: is the database reachable?

@@ -117,10 +117,11 @@ impl Db {
     }
 
     /// A dedicated connection for the group-commit writer, reached through SQLite's C API
-    /// from the writer's own thread. It never checkpoints the WAL itself (a checkpoint's
-    /// fsync would stall every request waiting on the group): [`Db::checkpoint`] does,
-    /// from another connection. After the WAL starts over, a file grown past `wal_limit`
-    /// bytes is cut back to it.
+    /// from the writer's own thread. It does not checkpoint the WAL on its own (a
+    /// checkpoint's fsync would stall every request waiting on the group): [`Db::checkpoint`]
+    /// does, from another connection, and the writer only copies what that left when asked
+    /// (see `Writer::catch_up_wal`). After the WAL starts over, a file grown past
+    /// `wal_limit` bytes is cut back to it.
     pub fn writer_connection(&self, wal_limit: u64) -> anyhow::Result<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(self.options.get_filename())?;
         conn.busy_timeout(BUSY_TIMEOUT)?;

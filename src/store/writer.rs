@@ -330,13 +330,14 @@ fn run(
 /// A PASSIVE checkpoint from the writer's connection, between groups.
 fn checkpoint(conn: &Connection) {
     let started = Instant::now();
+    // The WAL's frames, and how many of them are now in the database file.
     let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(2)?))
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
     });
     match copied {
-        Ok((busy, frames)) => tracing::debug!(
-            busy,
-            frames,
+        Ok((wal_frames, copied_frames)) => tracing::debug!(
+            wal_frames,
+            copied_frames,
             took_ms = started.elapsed().as_millis() as u64,
             "writer caught up the WAL"
         ),

@@ -92,6 +92,9 @@ pub struct Stats {
     pub connections: usize,
     /// Good answers over every level measured (see `best_of`).
     pub all_ok: u64,
+    /// Open loop: each answered request as (due, latency, generator's lateness), in µs,
+    /// `due` counted from the start.
+    pub trace: Vec<(u32, u32, u32)>,
 }
 
 impl Stats {
@@ -106,6 +109,7 @@ impl Stats {
             kept: Vec::new(),
             connections: 0,
             all_ok: 0,
+            trace: Vec::new(),
         }
     }
 
@@ -121,6 +125,7 @@ impl Stats {
         self.refused += other.refused;
         self.errors += other.errors;
         self.kept.extend(other.kept);
+        self.trace.extend(other.trace);
     }
 
     /// Good answers per second; `None` for a latency scenario, which times no run.
@@ -212,15 +217,19 @@ pub async fn drive(
     keep: Keep,
     make: MakeRequest,
 ) -> Stats {
+    // Every connection is open before the clock starts: a sender keeps its connections,
+    // and in the open loop the first requests would otherwise be charged for the handshakes
+    // of hundreds of connections opening at once (half of the first 50 ms over 10 ms).
+    let opened = futures_util::future::join_all((0..conns).map(|_| Conn::open(addr))).await;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = Vec::with_capacity(conns);
-    for _ in 0..conns {
+    for conn in opened {
         let (next, make) = (next.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::new();
-            let Ok(mut conn) = Conn::open(addr).await else {
+            let Ok(mut conn) = conn else {
                 stats.errors += 1;
                 return stats;
             };
@@ -236,15 +245,24 @@ pub async fn drive(
                 if due >= end {
                     break;
                 }
+                let mut late = 0;
                 if let Pace::Open { .. } = pace {
                     tokio::time::sleep_until(due.into()).await;
-                    let late = (due.elapsed().as_micros() as u64).clamp(1, 60_000_000);
+                    late = (due.elapsed().as_micros() as u64).clamp(1, 60_000_000);
                     stats.send_delay.record(late).expect("in range");
                 }
                 let i = first + n;
                 match conn.send(make(i)).await {
                     Ok((status, body)) => {
-                        stats.record(due.elapsed());
+                        let latency = due.elapsed();
+                        stats.record(latency);
+                        if let Pace::Open { .. } = pace {
+                            stats.trace.push((
+                                due.duration_since(start).as_micros() as u32,
+                                latency.as_micros() as u32,
+                                late as u32,
+                            ));
+                        }
                         if status == expect {
                             stats.ok += 1;
                             match keep {

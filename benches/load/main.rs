@@ -8,7 +8,8 @@
 //! Options (after `--`): `--duration <secs>` per throughput scenario (default 5),
 //! `--connections <n,m,…>`: the concurrency levels at which each throughput is measured,
 //! the best of them counting, for the baseline and the server alike (default 64,256);
-//! `--parked <n>` (default 10000); `--only <scenario,…>`.
+//! `--parked <n>` (default 10000); `--only <scenario,…>`; `--open-trace <file>`: the open
+//! loop's requests, one line each (due µs from its start, latency µs, generator's lateness µs).
 
 mod client;
 mod server;
@@ -36,6 +37,9 @@ struct Options {
     /// Scenarios to run (`ingest`, `viewer`, `open`, `calls`, `wake`, `fallback`, `parked`);
     /// all if empty.
     only: Vec<String>,
+    /// Where to write the open loop's requests, one line each: when it was due (µs from
+    /// the start), its latency and how late the generator sent it (µs).
+    open_trace: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -65,6 +69,11 @@ impl Options {
                 .and_then(|i| args.get(i + 1))
                 .map(|v| v.split(',').map(str::to_owned).collect())
                 .unwrap_or_default(),
+            open_trace: args
+                .iter()
+                .position(|a| a == "--open-trace")
+                .and_then(|i| args.get(i + 1))
+                .map(Into::into),
         }
     }
 
@@ -414,6 +423,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // than queueing in the generator behind a slow answer to another.
         let rate = (ingest_rps / 2.0).max(1.0);
         let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
+        if o.open_trace.is_some() {
+            eprintln!("open loop: {rate:.0} req/s over {open_conns} connections");
+        }
+        let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
         let open = drive(
             precall.addr,
             open_conns,
@@ -427,6 +440,22 @@ async fn run(o: Options) -> anyhow::Result<()> {
         )
         .await;
         account(&open, &mut acked, &mut sent, &mut refused);
+        if let Some(path) = &o.open_trace {
+            let mut trace = open.trace.clone();
+            trace.sort_unstable();
+            // The first line: when the open loop started, in µs since the Unix epoch, to
+            // line the trace up with the server's log.
+            let started = std::time::SystemTime::now() - open.elapsed;
+            let started = started.duration_since(std::time::UNIX_EPOCH)?.as_micros();
+            let text: String = std::iter::once(format!("# started {started}\n"))
+                .chain(
+                    trace
+                        .iter()
+                        .map(|(due, latency, late)| format!("{due} {latency} {late}\n")),
+                )
+                .collect();
+            std::fs::write(path, text)?;
+        }
         let p99 = open.ms(0.99);
         rows.push(Row {
             name: format!("ingest: p99 at {rate:.0} req/s (open loop)"),
@@ -438,6 +467,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 "offered_rate": rate,
                 "connections": open_conns,
                 "generator_send_delay_p99_ms": open.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
+                "server_cpu_us_per_request": per_request_us(precall.cpu_time() - cpu0, open.ok),
+                "generator_cpu_us_per_request": per_request_us(own_cpu() - gen0, open.ok),
             }),
             stats: Some(open),
         });

@@ -65,9 +65,13 @@ impl Server {
         // shared by both the generator keeps its schedule and what is measured is the
         // server (both servers alike, so ratios stay fair).
         // SAFETY: setpriority is async-signal-safe and touches no memory of ours.
+        let nice = std::env::var("SERVER_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SERVER_NICE);
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::setpriority(libc::PRIO_PROCESS, 0, SERVER_NICE) != 0 {
+            cmd.pre_exec(move || {
+                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

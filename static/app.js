@@ -105,24 +105,46 @@ function renderDelivery(template, d, saveUrl, csrf) {
   return item;
 }
 
+/** Entries the Test viewer keeps on the page. */
+const VIEWER_MAX = 200;
+
 function startViewer() {
   const viewer = document.getElementById("viewer");
   if (!viewer || !window.EventSource) return;
   const template = document.getElementById("delivery-template");
   const empty = document.getElementById("viewer-empty");
   const live = document.getElementById("live");
-  const seen = new Set();
+  // Deliveries come oldest first with rising ids; a reconnect may send some again.
+  let lastId = 0;
   const source = new EventSource(viewer.dataset.events);
   source.onopen = () => { live.textContent = "Listening"; live.className = "live on"; };
   source.onerror = () => { live.textContent = "Reconnecting…"; live.className = "live"; };
-  source.addEventListener("delivery", (event) => {
-    const d = JSON.parse(event.data);
-    if (seen.has(d.id)) return;
-    seen.add(d.id);
-    const item = renderDelivery(template, d, viewer.dataset.save, viewer.dataset.csrf);
+  const shown = (item) => {
     viewer.prepend(item);
     if (empty) empty.hidden = true;
+    // The page keeps the latest entries; every delivery stays on the Deliveries page.
+    while (viewer.children.length > VIEWER_MAX) viewer.lastElementChild.remove();
+  };
+  source.addEventListener("delivery", (event) => {
+    const d = JSON.parse(event.data);
+    if (d.id <= lastId) return;
+    lastId = d.id;
+    shown(renderDelivery(template, d, viewer.dataset.save, viewer.dataset.csrf));
     announce((d.accepted ? "Accepted" : "Refused") + " request received");
+  });
+  // Under a flood the server sends the newest requests and says how many it left out.
+  source.addEventListener("skipped", (event) => {
+    const count = JSON.parse(event.data).count;
+    const item = document.createElement("li");
+    item.className = "skipped";
+    const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
+    item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here. "));
+    const link = document.createElement("a");
+    link.href = viewer.dataset.all;
+    link.textContent = "See all deliveries";
+    item.appendChild(link);
+    shown(item);
+    announce(more + " not listed");
   });
 
   const sample = document.getElementById("sample-form");

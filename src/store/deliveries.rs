@@ -45,16 +45,41 @@ pub async fn recent(db: &Db, action_id: i64, limit: i64) -> Result<Vec<DeliveryR
     .await
 }
 
-/// The action's deliveries recorded after `last_id`, oldest first (for live viewers).
-pub async fn after(db: &Db, action_id: i64, last_id: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE d.action_id = ?2 AND d.id > ?3 ORDER BY d.id LIMIT 100"
+/// What a live viewer shows next: the newest `limit` of the action's deliveries recorded
+/// after `last_id`, oldest first, and how many older ones after `last_id` it leaves out.
+///
+/// Under a flood a viewer cannot show every request; it keeps up with the newest instead of
+/// falling further behind, and says how many it skipped.
+pub async fn newest_after(
+    db: &Db,
+    action_id: i64,
+    last_id: i64,
+    limit: i64,
+) -> Result<(Vec<DeliveryRow>, i64), sqlx::Error> {
+    let mut rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
+        "{SELECT} WHERE d.action_id = ?2 AND d.id > ?3 ORDER BY d.id DESC LIMIT ?4"
     ))
     .bind(super::now_ms())
     .bind(action_id)
     .bind(last_id)
+    .bind(limit)
     .fetch_all(&db.read)
-    .await
+    .await?;
+    rows.reverse();
+    let skipped = match rows.first() {
+        Some(oldest) if rows.len() as i64 == limit => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM deliveries WHERE action_id = ?1 AND id > ?2 AND id < ?3",
+            )
+            .bind(action_id)
+            .bind(last_id)
+            .bind(oldest.id)
+            .fetch_one(&db.read)
+            .await?
+        }
+        _ => 0,
+    };
+    Ok((rows, skipped))
 }
 
 /// The most recent deliveries to any of the agent's webhooks, newest first.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, Response, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
@@ -440,6 +440,133 @@ async fn the_live_viewer_stops_when_its_session_signs_out() {
     })
     .await;
     assert!(ended.is_ok(), "the stream went on after sign-out");
+}
+
+/// The events of an SSE body: (event name, data) for each complete block that has a name.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
+    complete
+        .split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            };
+            Some((
+                field("event:")?,
+                serde_json::from_str(&field("data:")?).unwrap(),
+            ))
+        })
+        .collect()
+}
+
+/// Reads an SSE body until `done` holds for the events so far (or 10 s pass).
+async fn read_events(
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if done(&sse_events(&text)) {
+                break;
+            }
+        }
+    })
+    .await;
+    let events = sse_events(&text);
+    assert!(
+        read.is_ok(),
+        "the stream did not bring what was awaited: {events:?}"
+    );
+    events
+}
+
+#[tokio::test]
+async fn a_viewer_behind_a_flood_gets_the_newest_deliveries_and_a_count_of_the_rest() {
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let agent = admin.create_agent("Line").await;
+    let configure = admin.create_webhook(&agent).await;
+    let action: String = configure
+        .split("/actions/")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let page = admin.page(&configure).await;
+    let key: String = page[page.find("pcwk_").unwrap()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let url_at = page.find(&format!("{}/webhooks/", app.address)).unwrap();
+    let url: String = page[url_at..]
+        .chars()
+        .take_while(|c| *c != '<' && *c != '\'' && *c != '"')
+        .collect();
+    let send = |i: u32| {
+        let (client, url, key, agent) =
+            (app.client.clone(), url.clone(), key.clone(), agent.clone());
+        async move {
+            let res = client
+                .post(&url)
+                .header("X-Authorization", &key)
+                .json(
+                    &json!({ "agentId": agent, "phoneNumber": format!("+1212555{:04}", 1000 + i) }),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+        }
+    };
+    // 250 requests, one after another, while no viewer is open.
+    for i in 0..250 {
+        send(i).await;
+    }
+
+    // A browser reconnecting after having seen none of them (`Last-Event-ID: 0`).
+    let res = admin
+        .client
+        .get(format!(
+            "{}/admin/agents/{agent}/actions/{action}/events",
+            admin.base
+        ))
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.bytes_stream();
+    let events = read_events(&mut body, |e| {
+        e.iter().filter(|(name, _)| name == "delivery").count() >= 100
+    })
+    .await;
+    // First how many are left out, then the newest 100, oldest first.
+    assert_eq!(events[0].0, "skipped", "{events:?}");
+    assert_eq!(events[0].1["count"], 150);
+    let phones: Vec<&str> = events[1..]
+        .iter()
+        .map(|(name, d)| {
+            assert_eq!(name, "delivery");
+            d["phoneNumber"].as_str().unwrap()
+        })
+        .collect();
+    let newest: Vec<String> = (150..250)
+        .map(|i| format!("+1212555{:04}", 1000 + i))
+        .collect();
+    assert_eq!(phones, newest);
+
+    // Once caught up, a new request comes on its own, with nothing skipped.
+    send(250).await;
+    let more = read_events(&mut body, |e| !e.is_empty()).await;
+    assert_eq!(more.len(), 1, "{more:?}");
+    assert_eq!(more[0].0, "delivery");
+    assert_eq!(more[0].1["phoneNumber"], "+12125551250");
 }
 
 #[tokio::test]

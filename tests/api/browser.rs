@@ -581,3 +581,129 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
     full_shot(&b, "18-call-routed", 1280).await;
     b.client.clone().close().await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    sign_up(&b, &app).await;
+    b.fill("#agent-name", "Flood line").await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    let agent_id = b.text("#agent-id").await;
+    b.client
+        .goto(&format!(
+            "{}/admin/agents/{agent_id}/actions/new",
+            app.address
+        ))
+        .await
+        .unwrap();
+    b.fill("#name", "CRM webhook").await;
+    b.click("form button.primary").await;
+    let url = b.text("#webhook-url").await;
+    let key = b.text("#api-key").await;
+    b.click(".wizard > .actions a.primary").await;
+    b.until("the viewer to listen", |s| s.contains(">Listening<"))
+        .await;
+
+    // 3 000 requests from 50 senders at once: many more than the viewer lists per look.
+    const SENDERS: u32 = 50;
+    const EACH: u32 = 60;
+    futures::future::join_all((0..SENDERS).map(|s| {
+        let (client, url, key, agent) = (app.client.clone(), url.clone(), key.clone(), agent_id.clone());
+        async move {
+            for i in 0..EACH {
+                let res = client
+                    .post(&url)
+                    .header("X-Authorization", &key)
+                    .json(&json!({ "agentId": agent, "phoneNumber": format!("+1212{:07}", 1_000_000 + s * EACH + i) }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 202);
+            }
+        }
+    }))
+    .await;
+    // The last delivery recorded, as the Deliveries page lists it (newest first).
+    let newest = b
+        .client
+        .execute(
+            r"return fetch(document.getElementById('viewer').dataset.all)
+                 .then(r => r.text())
+                 .then(t => (t.match(/\+1212\d{7}/) || [''])[0]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let newest = newest.as_str().unwrap().to_owned();
+    assert!(
+        newest.starts_with("+1212"),
+        "the Deliveries page lists {newest:?}"
+    );
+
+    // The viewer catches up: the newest request on top, a note for those it left out, and
+    // no more entries than it keeps.
+    let count = "return [document.querySelector('#viewer > li')?.textContent || '',
+                         document.querySelectorAll('#viewer > li').length,
+                         [...document.querySelectorAll('#viewer > li.skipped')].map(li => li.textContent)];";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let state = b.client.execute(count, vec![]).await.unwrap();
+        if state[0].as_str().unwrap_or_default().contains(&newest) {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the viewer did not catch up: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(state[1].as_u64().unwrap() <= 200, "{state}");
+    let notes = state[2].as_array().unwrap();
+    assert!(!notes.is_empty(), "no note of skipped requests: {state}");
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .contains("arrived too fast to list here"),
+        "{state}"
+    );
+    let link = b
+        .client
+        .execute(
+            "return document.querySelector('#viewer > li.skipped a').getAttribute('href');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        link,
+        json!(format!(
+            "/admin/agents/{agent_id}/actions/{}/deliveries",
+            action_of(&b).await
+        ))
+    );
+    b.client
+        .execute(
+            "document.querySelector('#viewer > li.skipped').scrollIntoView({block: 'center'});",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.shot("12-viewer-flood").await;
+    b.client.clone().close().await.unwrap();
+}
+
+/// The action id in the current page's address (`…/actions/{id}/…`).
+async fn action_of(b: &Browser) -> String {
+    let url = b.client.current_url().await.unwrap();
+    url.path()
+        .split("/actions/")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
@@ -581,23 +582,49 @@ const VIEWER_POLL: Duration = Duration::from_millis(250);
 const SESSION_CHECK_EVERY: u32 = 8;
 /// Deliveries a viewer starts with.
 const VIEWER_BACKLOG: i64 = 20;
+/// Most deliveries a viewer is sent at once. When more came in since its last look, it
+/// gets the newest of them and a count of the rest: under a flood it keeps up with what
+/// arrives now instead of falling further behind.
+const VIEWER_BATCH: i64 = 100;
 
 /// The Test viewer's stream: the latest deliveries, then each new one as it is recorded.
 /// It reads the deliveries table (off the ingest path: publishing costs senders nothing)
 /// and stays open as long as the page does.
+///
+/// A browser that reconnects sends the id of the last delivery it saw (`Last-Event-ID`)
+/// and is sent what came after it. Deliveries left out under a flood are announced by a
+/// `skipped` event with their count; every delivery is still on the Deliveries page.
 async fn events(
     State(app): State<AppState>,
     admin: Admin,
     Path((id, action_id)): Path<(String, i64)>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
     let a = agent(&app, &id).await?;
     let x = action_of(&app, &a, action_id).await?;
-    let mut backlog = deliveries::recent(&app.db, x.id, VIEWER_BACKLOG).await?;
-    backlog.reverse();
-    let last = backlog.last().map_or(0, |d| d.id);
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0);
+    let (first, skipped, last) = match resume {
+        Some(after) => {
+            let (rows, skipped) =
+                deliveries::newest_after(&app.db, x.id, after, VIEWER_BATCH).await?;
+            let last = rows.last().map_or(after, |d| d.id);
+            (rows, skipped, last)
+        }
+        None => {
+            let mut backlog = deliveries::recent(&app.db, x.id, VIEWER_BACKLOG).await?;
+            backlog.reverse();
+            let last = backlog.last().map_or(0, |d| d.id);
+            (backlog, 0, last)
+        }
+    };
     // A first comment at once, so that the browser sees the stream open before any delivery.
     let initial: Vec<Event> = std::iter::once(Event::default().comment("listening"))
-        .chain(backlog.iter().map(to_event))
+        .chain(skipped_event(skipped))
+        .chain(first.iter().map(to_event))
         .collect();
     let db = app.db.clone();
     let session = admin.session_id;
@@ -615,11 +642,15 @@ async fn events(
                     {
                         return None;
                     }
-                    match deliveries::after(&db, action, last).await {
-                        Ok(rows) if !rows.is_empty() => {
+                    match deliveries::newest_after(&db, action, last, VIEWER_BATCH).await {
+                        Ok((rows, skipped)) if !rows.is_empty() => {
                             let next = rows.last().map_or(last, |d| d.id);
                             let events: Vec<Result<Event, std::convert::Infallible>> =
-                                rows.iter().map(to_event).map(Ok).collect();
+                                skipped_event(skipped)
+                                    .into_iter()
+                                    .chain(rows.iter().map(to_event))
+                                    .map(Ok)
+                                    .collect();
                             return Some((stream::iter(events), (db, action, next, polls)));
                         }
                         Ok(_) => continue,
@@ -637,6 +668,15 @@ async fn events(
 }
 
 use futures_util::StreamExt;
+
+/// How many deliveries the viewer leaves out before the ones that follow, if any.
+fn skipped_event(count: i64) -> Option<Event> {
+    (count > 0).then(|| {
+        Event::default()
+            .event("skipped")
+            .data(json!({ "count": count }).to_string())
+    })
+}
 
 fn to_event(d: &DeliveryRow) -> Event {
     Event::default()

@@ -35,12 +35,24 @@ const SELECT: &str = "
 
 /// The action's most recent deliveries, newest first.
 pub async fn recent(db: &Db, action_id: i64, limit: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    older_than(db, action_id, i64::MAX, limit).await
+}
+
+/// The action's deliveries recorded before delivery `before_id`, newest first: a page of
+/// the history.
+pub async fn older_than(
+    db: &Db,
+    action_id: i64,
+    before_id: i64,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "{SELECT} WHERE d.action_id = ?2 ORDER BY d.id DESC LIMIT ?3"
+        "{SELECT} WHERE d.action_id = ?2 AND d.id < ?4 ORDER BY d.id DESC LIMIT ?3"
     ))
     .bind(super::now_ms())
     .bind(action_id)
     .bind(limit)
+    .bind(before_id)
     .fetch_all(&db.read)
     .await
 }

@@ -411,16 +411,8 @@ async fn renaming_or_deleting_what_does_not_exist_is_a_404() {
 async fn the_live_viewer_stops_when_its_session_signs_out() {
     use futures_util::StreamExt;
     let app = spawn_app().await;
-    let admin = Console::set_up(&app).await;
-    let agent = admin.create_agent("Line").await;
-    let wizard = admin.create_webhook(&agent).await;
-    let action: String = wizard
-        .split("/actions/")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let hook = Webhook::new(&app).await;
+    let (admin, agent, action) = (&hook.admin, &hook.agent, &hook.action);
     let res = admin
         .get(&format!("/admin/agents/{agent}/actions/{action}/events"))
         .await;
@@ -485,45 +477,69 @@ async fn read_events(
     events
 }
 
+/// A signed-in console with an agent and a webhook made through the wizard: the agent's
+/// id, the action's id, and a sender that posts a webhook for the number `+1212555` and
+/// four digits (1000 + i), expecting its 202.
+struct Webhook {
+    admin: Console,
+    agent: String,
+    action: String,
+    url: String,
+    key: String,
+    client: Client,
+}
+
+impl Webhook {
+    async fn new(app: &TestApp) -> Self {
+        let admin = Console::set_up(app).await;
+        let agent = admin.create_agent("Line").await;
+        let configure = admin.create_webhook(&agent).await;
+        let action: String = configure
+            .split("/actions/")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let page = admin.page(&configure).await;
+        let key: String = page[page.find("pcwk_").unwrap()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let url_at = page.find(&format!("{}/webhooks/", app.address)).unwrap();
+        let url: String = page[url_at..]
+            .chars()
+            .take_while(|c| *c != '<' && *c != '\'' && *c != '"')
+            .collect();
+        Self {
+            admin,
+            agent,
+            action,
+            url,
+            key,
+            client: app.client.clone(),
+        }
+    }
+
+    async fn send(&self, i: u32) {
+        let res = self
+            .client
+            .post(&self.url)
+            .header("X-Authorization", &self.key)
+            .json(&json!({ "agentId": self.agent, "phoneNumber": format!("+1212555{:04}", 1000 + i) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+}
+
 #[tokio::test]
 async fn a_viewer_behind_a_flood_gets_the_newest_deliveries_and_a_count_of_the_rest() {
     let app = spawn_app().await;
-    let admin = Console::set_up(&app).await;
-    let agent = admin.create_agent("Line").await;
-    let configure = admin.create_webhook(&agent).await;
-    let action: String = configure
-        .split("/actions/")
-        .nth(1)
-        .unwrap()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let page = admin.page(&configure).await;
-    let key: String = page[page.find("pcwk_").unwrap()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    let url_at = page.find(&format!("{}/webhooks/", app.address)).unwrap();
-    let url: String = page[url_at..]
-        .chars()
-        .take_while(|c| *c != '<' && *c != '\'' && *c != '"')
-        .collect();
-    let send = |i: u32| {
-        let (client, url, key, agent) =
-            (app.client.clone(), url.clone(), key.clone(), agent.clone());
-        async move {
-            let res = client
-                .post(&url)
-                .header("X-Authorization", &key)
-                .json(
-                    &json!({ "agentId": agent, "phoneNumber": format!("+1212555{:04}", 1000 + i) }),
-                )
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::ACCEPTED);
-        }
-    };
+    let hook = Webhook::new(&app).await;
+    let (admin, agent, action) = (&hook.admin, &hook.agent, &hook.action);
+    let send = |i: u32| hook.send(i);
     // 250 requests, one after another, while no viewer is open.
     for i in 0..250 {
         send(i).await;
@@ -567,6 +583,43 @@ async fn a_viewer_behind_a_flood_gets_the_newest_deliveries_and_a_count_of_the_r
     assert_eq!(more.len(), 1, "{more:?}");
     assert_eq!(more[0].0, "delivery");
     assert_eq!(more[0].1["phoneNumber"], "+12125551250");
+}
+
+#[tokio::test]
+async fn the_deliveries_page_pages_back_through_every_request() {
+    let app = spawn_app().await;
+    let hook = Webhook::new(&app).await;
+    for i in 0..205 {
+        hook.send(i).await;
+    }
+    let path = format!(
+        "/admin/agents/{}/actions/{}/deliveries",
+        hook.agent, hook.action
+    );
+    let first = hook.admin.page(&path).await;
+    // The newest 200, newest first, and a link to the rest.
+    assert!(first.contains("+12125551204") && first.contains("+12125551005"));
+    assert!(!first.contains("+12125551004"));
+    assert!(first.find("+12125551204").unwrap() < first.find("+12125551005").unwrap());
+    let at = first.find("?before=").expect("a link to older deliveries");
+    let before: String = first[at + "?before=".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(first.contains(r#"rel="next">Older deliveries"#));
+
+    let older = hook.admin.page(&format!("{path}?before={before}")).await;
+    for i in 1000..1005 {
+        assert!(
+            older.contains(&format!("+1212555{i}")),
+            "{i} on the second page"
+        );
+    }
+    assert!(!older.contains("+12125551005") && !older.contains("Older deliveries"));
+    assert!(older.contains("Show the latest"));
+
+    let bad = hook.admin.get(&format!("{path}?before=yesterday")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -693,6 +693,21 @@ async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
         .await
         .unwrap();
     b.shot("12-viewer-flood").await;
+
+    // The note's link leads to every delivery, a page at a time.
+    b.click("#viewer > li.skipped a").await;
+    b.until("the Deliveries page", |s| s.contains("Older deliveries"))
+        .await;
+    assert!(
+        overflow(&b).await <= 0,
+        "the Deliveries page scrolls sideways"
+    );
+    b.click("a[rel=next]").await;
+    let older = b
+        .until("the next page", |s| s.contains("Show the latest"))
+        .await;
+    assert!(older.contains("+1212"), "older deliveries are listed");
+    b.shot("13-deliveries-older").await;
     b.client.clone().close().await.unwrap();
 }
 

@@ -811,17 +811,35 @@ struct DeliveriesPage {
     action_id: i64,
     name: String,
     deliveries: Vec<DeliveryView>,
+    /// Whether this is a later page (older deliveries).
+    paged: bool,
+    /// The `before` of the next page, when there are older deliveries.
+    older: Option<i64>,
+}
+
+/// Deliveries on one page of a webhook's history.
+const DELIVERIES_PAGE: i64 = 200;
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    /// Show the deliveries recorded before this one (the next page).
+    before: Option<i64>,
 }
 
 async fn deliveries_page(
     State(app): State<AppState>,
     admin: Admin,
     Path((id, action_id)): Path<(String, i64)>,
+    Query(q): Query<DeliveriesQuery>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let x = action_of(&app, &a, action_id).await?;
     let flash = app.flash.take(admin.session_id);
-    let rows = deliveries::recent(&app.db, x.id, 200).await?;
+    let before = q.before.unwrap_or(i64::MAX);
+    let mut rows = deliveries::older_than(&app.db, x.id, before, DELIVERIES_PAGE + 1).await?;
+    let more = rows.len() as i64 > DELIVERIES_PAGE;
+    rows.truncate(DELIVERIES_PAGE as usize);
+    let older = rows.last().filter(|_| more).map(|d| d.id);
     let deliveries = rows
         .iter()
         .map(|d| {
@@ -858,6 +876,8 @@ async fn deliveries_page(
         action_id: x.id,
         name: x.name,
         deliveries,
+        paged: q.before.is_some(),
+        older,
     }))
 }
 

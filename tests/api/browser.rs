@@ -143,6 +143,27 @@ async fn sign_up(b: &Browser, app: &TestApp) {
     b.css("#agent-name").await;
 }
 
+/// Signs up, makes an agent named `agent` and a webhook named `webhook` through the
+/// wizard's Setup step; returns the agent's id, with the browser on the Configure step.
+async fn new_webhook(b: &Browser, app: &TestApp, agent: &str, webhook: &str) -> String {
+    sign_up(b, app).await;
+    b.fill("#agent-name", agent).await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    let agent_id = b.text("#agent-id").await;
+    b.client
+        .goto(&format!(
+            "{}/admin/agents/{agent_id}/actions/new",
+            app.address
+        ))
+        .await
+        .unwrap();
+    b.fill("#name", webhook).await;
+    b.click("form button.primary").await;
+    b.css("#webhook-url").await;
+    agent_id
+}
+
 /// Runs the copied cURL command (the browser's text, as an admin would paste it). Async:
 /// the server under test runs on this test's runtime.
 async fn run_curl(command: &str) -> (u16, Value) {
@@ -396,22 +417,8 @@ async fn unlabelled(b: &Browser) -> Value {
 async fn an_admin_simulates_calls_with_early_and_late_webhook_data_and_reads_their_history() {
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
-    sign_up(&b, &app).await;
-    b.fill("#agent-name", "Support line").await;
-    b.click("form[action='/admin/agents'] button[type=submit]")
-        .await;
-    let agent_id = b.text("#agent-id").await;
     // A webhook with the default time wait before fallback: 2000 ms.
-    b.client
-        .goto(&format!(
-            "{}/admin/agents/{agent_id}/actions/new",
-            app.address
-        ))
-        .await
-        .unwrap();
-    b.fill("#name", "CRM").await;
-    b.click("form button.primary").await;
-    b.css("#webhook-url").await;
+    let agent_id = new_webhook(&b, &app, "Support line", "CRM").await;
     b.client
         .goto(&format!("{}/admin/agents/{agent_id}", app.address))
         .await
@@ -587,20 +594,7 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
 async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
-    sign_up(&b, &app).await;
-    b.fill("#agent-name", "Flood line").await;
-    b.click("form[action='/admin/agents'] button[type=submit]")
-        .await;
-    let agent_id = b.text("#agent-id").await;
-    b.client
-        .goto(&format!(
-            "{}/admin/agents/{agent_id}/actions/new",
-            app.address
-        ))
-        .await
-        .unwrap();
-    b.fill("#name", "CRM webhook").await;
-    b.click("form button.primary").await;
+    let agent_id = new_webhook(&b, &app, "Flood line", "CRM webhook").await;
     let url = b.text("#webhook-url").await;
     let key = b.text("#api-key").await;
     b.click(".wizard > .actions a.primary").await;

@@ -23,7 +23,11 @@ const MAX_BATCH: usize = 256;
 /// the same whatever its size, so under load larger groups leave more of the machine to the
 /// request handlers.
 const GATHER: usize = 32;
-const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+/// Long enough for a burst that arrives together to be read by the request threads and
+/// committed as one group rather than two or three: at moderate load each commit rewrites
+/// the tail pages of every table and index, so fewer commits mean less log to write and
+/// checkpoint (docs/performance.md has the measurements against 100 and 500 µs).
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(300);
 /// A group commit slower than this is logged.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.

@@ -284,6 +284,7 @@ async fn process(a: &mut Attempt, bytes: bytes::Bytes) -> Result<Response, Refus
         action_id: a.target.action_id,
         agent_id: a.target.agent_id,
         phone: valid.phone.into_string(),
+        field_names: crate::store::batch::field_names(&valid.fields),
         fields: serde_json::Value::Object(valid.fields).to_string(),
         ttl_ms: a.target.ttl_secs * 1000,
         idempotency: a.idempotency_key.clone().map(|key| Idempotency {

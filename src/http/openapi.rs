@@ -230,8 +230,8 @@ impl PartialSchema for IngestBody {
 
 impl ToSchema for IngestBody {}
 
-/// What an accepted webhook request answers: built in SQL by the store
-/// (`store::batch::receipt_sql`) so that a replay returns the first answer byte for byte.
+/// What an accepted webhook request answers: built by the store (`store::batch::receipt`)
+/// and kept, so that a replay returns the first answer byte for byte.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct IngestReceipt {

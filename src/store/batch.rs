@@ -60,7 +60,7 @@ fn values(rows: usize, cols: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-/// One row of `deliveries`, as the group knows it (the context and lateness are found by SQL).
+/// One row of `deliveries`.
 pub struct DeliveryRow<'a> {
     action_id: i64,
     received_at: i64,
@@ -72,6 +72,10 @@ pub struct DeliveryRow<'a> {
     body_excerpt: Option<&'a str>,
     idempotency_key: Option<&'a str>,
     latency_us: i64,
+    /// The context a cached webhook went into.
+    context_id: Option<i64>,
+    /// The call a late webhook's data was for (its public id).
+    late_call: Option<String>,
 }
 
 fn micros_since(started: std::time::Instant) -> i64 {
@@ -91,6 +95,8 @@ impl<'a> DeliveryRow<'a> {
             body_excerpt: None,
             idempotency_key: w.idempotency.as_ref().map(|i| i.key.as_str()),
             latency_us: micros_since(w.started),
+            context_id: None,
+            late_call: None,
         }
     }
 
@@ -107,6 +113,8 @@ impl<'a> DeliveryRow<'a> {
             body_excerpt: d.body_excerpt.as_deref(),
             idempotency_key: d.idempotency_key.as_deref(),
             latency_us: micros_since(d.started),
+            context_id: None,
+            late_call: None,
         }
     }
 }
@@ -117,16 +125,43 @@ pub struct IngestDone {
     pub wake: Option<WakeKey>,
 }
 
-/// The 202 answer for the context row `t`: its caller, the field names now cached (sorted,
-/// nulls left out) and its expiry. Built by SQLite, so the same text can be stored for
-/// idempotent replays in the same round trip.
-fn receipt_sql(t: &str) -> String {
+/// The 202 answer: the caller, the names of the fields now cached (`field_names`, a JSON
+/// array, sorted, nulls left out) and the expiry (`2026-11-27T10:00:00.000Z`). Stored as is
+/// for idempotent replays, so a replay returns the first answer byte for byte.
+fn receipt(phone: &str, field_names: &str, expires_at: i64) -> String {
+    let phone = serde_json::to_string(phone).expect("a string serialises");
     format!(
-        "json_object('status', 'accepted', 'phoneNumber', {t}phone,
-                     'fields', json((SELECT json_group_array(key) FROM
-                         (SELECT key FROM json_each({t}fields) WHERE type != 'null' ORDER BY key))),
-                     'expiresAt', strftime('%Y-%m-%dT%H:%M:%fZ', {t}expires_at / 1000.0, 'unixepoch'))"
+        r#"{{"status":"accepted","phoneNumber":{phone},"fields":{field_names},"expiresAt":"{}"}}"#,
+        timestamp_ms(expires_at)
     )
+}
+
+/// Milliseconds since the epoch as UTC with three decimals, always.
+fn timestamp_ms(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// The sorted names of a JSON object's fields that are not null, as a JSON array.
+pub fn field_names(fields: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut names: Vec<&str> = fields
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    names.sort_unstable();
+    serde_json::to_string(&names).expect("strings serialise")
 }
 
 /// A value to bind.
@@ -304,7 +339,8 @@ fn ingest_round<'a>(
     } else {
         HashMap::new()
     };
-    let mut fresh: Vec<(usize, &IngestWrite)> = Vec::with_capacity(round.len());
+    // Webhooks to cache: position in the group, the request, its delivery's position.
+    let mut fresh: Vec<(usize, &IngestWrite, usize)> = Vec::with_capacity(round.len());
     for &(i, w) in round {
         match (seen.remove(&i), &w.idempotency) {
             (Some((hash, response)), Some(k)) if hash == k.body_hash => {
@@ -328,18 +364,23 @@ fn ingest_round<'a>(
                 });
             }
             _ => {
+                fresh.push((i, w, deliveries.len()));
                 deliveries.push(DeliveryRow {
                     fields: Some(&w.fields),
                     ..DeliveryRow::for_webhook(w, 202, "cached")
                 });
-                fresh.push((i, w));
             }
         }
     }
 
-    // 1. Cache: a new context, or later values merged into the caller's unused one; the
-    //    answer comes back for each.
-    let mut answers: HashMap<(i64, String), String> = HashMap::with_capacity(fresh.len());
+    // 1. Cache: a new context, or later values merged into the caller's unused one. Each
+    //    row comes back with its id and fields, from which its answer is built.
+    let by_caller: HashMap<(i64, &str), usize> = fresh
+        .iter()
+        .enumerate()
+        .map(|(at, (_, w, _))| ((w.action_id, w.phone.as_str()), at))
+        .collect();
+    let mut receipts: Vec<Option<String>> = vec![None; fresh.len()];
     for chunk in chunks(fresh.len()) {
         let mut upsert = Statement::new(format!(
             "INSERT INTO contexts (action_id, phone, fields, expires_at, received_at, updated_at)
@@ -352,12 +393,11 @@ fn ingest_round<'a>(
                                THEN excluded.received_at ELSE contexts.received_at END,
                  updated_at = excluded.updated_at,
                  expires_at = excluded.expires_at
-             RETURNING action_id, phone, {}",
-            values(chunk.slots, 4),
-            receipt_sql("")
+             RETURNING action_id, phone, id, fields, expires_at",
+            values(chunk.slots, 4)
         ));
         upsert.arg(Arg::Int(now)).arg(Arg::Int(now));
-        for (_, w) in &fresh[chunk.rows.clone()] {
+        for (_, w, _) in &fresh[chunk.rows.clone()] {
             upsert
                 .arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&w.phone))
@@ -365,60 +405,85 @@ fn ingest_round<'a>(
                 .arg(Arg::Int(now + w.ttl_ms));
         }
         upsert.nulls(chunk.padding(4));
-        for (action, phone, receipt) in
-            upsert.rows(conn, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        {
-            answers.insert((action, phone), receipt);
+        for (at, context_id, receipt) in upsert.rows(conn, |r| {
+            let caller = (r.get::<_, i64>(0)?, r.get_ref(1)?.as_str()?);
+            let at = *by_caller
+                .get(&caller)
+                .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            let (_, w, _) = fresh[at];
+            let stored = r.get_ref(3)?.as_str()?;
+            // The request's own fields, unless they were merged into earlier ones.
+            let names = if stored == w.fields {
+                std::borrow::Cow::Borrowed(w.field_names.as_str())
+            } else {
+                std::borrow::Cow::Owned(
+                    serde_json::from_str(stored)
+                        .map(|merged| field_names(&merged))
+                        .unwrap_or_else(|_| "[]".into()),
+                )
+            };
+            Ok((
+                at,
+                r.get::<_, i64>(2)?,
+                receipt(&w.phone, &names, r.get(4)?),
+            ))
+        })? {
+            deliveries[fresh[at].2].context_id = Some(context_id);
+            receipts[at] = Some(receipt);
         }
 
         // 2. Data for a caller whose call fell back on this action just before is late for
         //    that call: recorded against it (and still cached for the caller's next call).
+        //    Usually no call fell back, and this finds nothing.
         let mut late = Statement::new(format!(
-            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{{}}'), landed.fields),
-                              late_at = ?
-               FROM (SELECT v.column3 AS fields,
+            "SELECT landed.pos, k.id, k.public_id
+               FROM (SELECT v.column1 AS pos,
                             (SELECT f.call_id FROM call_fallbacks f
-                              WHERE f.action_id = v.column1 AND f.phone = v.column2 AND f.at >= ?
+                              WHERE f.action_id = v.column2 AND f.phone = v.column3 AND f.at >= ?
                               ORDER BY f.at DESC LIMIT 1) AS call_row
                        FROM (VALUES {}) v WHERE v.column1 IS NOT NULL) AS landed
-              WHERE calls.id = landed.call_row",
+               JOIN calls k ON k.id = landed.call_row",
             values(chunk.slots, 3)
         ));
-        late.arg(Arg::Int(now)).arg(Arg::Int(now - LATE_WINDOW_MS));
-        for (_, w) in &fresh[chunk.rows.clone()] {
-            late.arg(Arg::Int(w.action_id))
-                .arg(Arg::Text(&w.phone))
-                .arg(Arg::Text(&w.fields));
+        late.arg(Arg::Int(now - LATE_WINDOW_MS));
+        for (at, (_, w, _)) in fresh
+            .iter()
+            .enumerate()
+            .skip(chunk.rows.start)
+            .take(chunk.rows.len())
+        {
+            late.arg(Arg::Int(at as i64))
+                .arg(Arg::Int(w.action_id))
+                .arg(Arg::Text(&w.phone));
         }
         late.nulls(chunk.padding(3));
-        late.run(conn)?;
+        for (at, call_row, public_id) in late.rows(conn, |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+        })? {
+            let (_, w, delivery) = fresh[at as usize];
+            conn.prepare_cached(
+                "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?),
+                                  late_at = ?
+                  WHERE id = ?",
+            )?
+            .execute((&w.fields, now, call_row))?;
+            let d = &mut deliveries[delivery];
+            d.outcome = "late";
+            d.late_call = Some(public_id);
+        }
     }
 
-    // 3. Every delivery: cached ones name their context, and say `late` when a call fell
-    //    back on the action for this caller just before.
+    // 3. Every delivery: cached ones name their context, late ones their call.
     for chunk in chunks(deliveries.len()) {
         let mut insert = Statement::new(format!(
             "INSERT INTO deliveries (action_id, received_at, status, outcome, phone, fields,
                                      problems, body_excerpt, idempotency_key, latency_us,
                                      context_id, call_id)
-             SELECT column1, column2, column3,
-                    CASE WHEN late_call IS NOT NULL THEN 'late' ELSE column4 END,
-                    column5, column6, column7, column8, column9, column10,
-                    CASE WHEN column4 = 'cached' THEN
-                        (SELECT c.id FROM contexts c
-                          WHERE c.action_id = d.column1 AND c.phone = d.column5 AND c.call_id IS NULL)
-                    END,
-                    late_call
-               FROM (SELECT v.*,
-                            CASE WHEN v.column4 = 'cached' THEN
-                                (SELECT k.public_id FROM call_fallbacks f JOIN calls k ON k.id = f.call_id
-                                  WHERE f.action_id = v.column1 AND f.phone = v.column5 AND f.at >= ?
-                                  ORDER BY f.at DESC LIMIT 1)
-                            END AS late_call
-                       FROM (VALUES {}) v WHERE v.column1 IS NOT NULL) AS d",
-            values(chunk.slots, 10)
+             SELECT column1, column2, column3, column4, column5, column6, column7, column8,
+                    column9, column10, column11, column12
+               FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            values(chunk.slots, 12)
         ));
-        insert.arg(Arg::Int(now - LATE_WINDOW_MS));
         for d in &deliveries[chunk.rows.clone()] {
             insert
                 .arg(Arg::Int(d.action_id))
@@ -430,47 +495,43 @@ fn ingest_round<'a>(
                 .arg(Arg::opt_text(d.problems.as_deref()))
                 .arg(Arg::opt_text(d.body_excerpt))
                 .arg(Arg::opt_text(d.idempotency_key))
-                .arg(Arg::Int(d.latency_us));
+                .arg(Arg::Int(d.latency_us))
+                .arg(d.context_id.map_or(Arg::Null, Arg::Int))
+                .arg(Arg::opt_text(d.late_call.as_deref()));
         }
-        insert.nulls(chunk.padding(10));
+        insert.nulls(chunk.padding(12));
         insert.run(conn)?;
     }
 
-    // 4. Idempotency keys remember the answer, as built by the upsert.
-    let keyed: Vec<&IngestWrite> = fresh
+    // 4. Idempotency keys remember the answer.
+    let keyed: Vec<(&IngestWrite, &str)> = fresh
         .iter()
-        .map(|(_, w)| *w)
-        .filter(|w| w.idempotency.is_some())
+        .zip(&receipts)
+        .filter_map(|((_, w, _), receipt)| Some((*w, receipt.as_deref()?)))
+        .filter(|(w, _)| w.idempotency.is_some())
         .collect();
     for chunk in chunks(keyed.len()) {
         let mut remember = Statement::new(format!(
             "INSERT OR REPLACE INTO idempotency_keys (action_id, key, body_hash, response, created_at)
-             SELECT v.column1, v.column2, v.column3,
-                    (SELECT {} FROM contexts c
-                      WHERE c.action_id = v.column1 AND c.phone = v.column4 AND c.call_id IS NULL),
-                    ?
-               FROM (VALUES {}) v WHERE v.column1 IS NOT NULL",
-            receipt_sql("c."),
+             SELECT column1, column2, column3, column4, ? FROM (VALUES {})
+              WHERE column1 IS NOT NULL",
             values(chunk.slots, 4)
         ));
         remember.arg(Arg::Int(now));
-        for w in &keyed[chunk.rows.clone()] {
+        for (w, receipt) in &keyed[chunk.rows.clone()] {
             let k = w.idempotency.as_ref().expect("keyed");
             remember
                 .arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&k.key))
                 .arg(Arg::Blob(&k.body_hash))
-                .arg(Arg::Text(&w.phone));
+                .arg(Arg::Text(receipt));
         }
         remember.nulls(chunk.padding(4));
         remember.run(conn)?;
     }
 
-    for (i, w) in fresh {
-        let receipt = answers
-            .get(&(w.action_id, w.phone.clone()))
-            .cloned()
-            .expect("every upserted row is returned");
+    for ((i, w, _), receipt) in fresh.into_iter().zip(receipts) {
+        let receipt = receipt.expect("every upserted row is returned");
         results[i] = Some(IngestDone {
             committed: IngestCommitted::Accepted(receipt),
             wake: Some(WakeKey {
@@ -668,6 +729,49 @@ fn push_fallbacks<'a>(q: &mut Statement<'a>, rows: &[(&'a CallAttempt, i64)], pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_times_read_as_sqlite_writes_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ? / 1000.0, 'unixepoch')")
+            .unwrap();
+        for ms in [
+            0,
+            5,
+            999,
+            1_000,
+            59_999,
+            86_399_999,
+            951_782_400_000, // 2000-02-29
+            1_795_780_800_123,
+            4_102_444_799_999, // 2099-12-31T23:59:59.999Z
+        ] {
+            let sqlite: String = stmt.query_row([ms], |r| r.get(0)).unwrap();
+            assert_eq!(timestamp_ms(ms), sqlite, "{ms}");
+        }
+    }
+
+    #[test]
+    fn a_receipt_names_the_fields_that_are_not_null_in_order() {
+        let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"zeta": 1, "alpha": "a", "gone": null, "nested": {"x": null}, "Émile": true}"#,
+        )
+        .unwrap();
+        let names = field_names(&fields);
+        assert_eq!(names, r#"["alpha","nested","zeta","Émile"]"#);
+        let receipt: serde_json::Value =
+            serde_json::from_str(&receipt("+12125551234", &names, 1_000)).unwrap();
+        assert_eq!(
+            receipt,
+            serde_json::json!({
+                "status": "accepted",
+                "phoneNumber": "+12125551234",
+                "fields": ["alpha", "nested", "zeta", "Émile"],
+                "expiresAt": "1970-01-01T00:00:01.000Z"
+            })
+        );
+    }
 
     #[test]
     fn chunks_cover_every_row_in_power_of_two_statements() {

@@ -52,6 +52,9 @@ pub struct IngestWrite {
     pub phone: String,
     /// The validated fields as a JSON object.
     pub fields: String,
+    /// The names of `fields` that are not null, sorted, as a JSON array
+    /// ([`super::batch::field_names`]).
+    pub field_names: String,
     pub ttl_ms: i64,
     pub idempotency: Option<Idempotency>,
     pub received_at: i64,

@@ -446,12 +446,8 @@ fn ingest_round<'a>(
             values(chunk.slots, 3)
         ));
         late.arg(Arg::Int(now - LATE_WINDOW_MS));
-        for (at, (_, w, _)) in fresh
-            .iter()
-            .enumerate()
-            .skip(chunk.rows.start)
-            .take(chunk.rows.len())
-        {
+        for at in chunk.rows.clone() {
+            let (_, w, _) = fresh[at];
             late.arg(Arg::Int(at as i64))
                 .arg(Arg::Int(w.action_id))
                 .arg(Arg::Text(&w.phone));

@@ -111,6 +111,17 @@ impl Browser {
         self.css(selector).await.text().await.unwrap()
     }
 
+    /// Scrolls the first element matching `selector` to the middle of the window.
+    pub async fn scroll_to(&self, selector: &str) {
+        self.client
+            .execute(
+                "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+                vec![selector.into()],
+            )
+            .await
+            .unwrap();
+    }
+
     pub async fn shot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
@@ -309,13 +320,7 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
     let script = b.text("#curl").await;
     assert!(script.contains(&secret) && script.contains("webhook-signature"));
     assert!(b.text("#python-sample").await.contains(&secret));
-    b.client
-        .execute(
-            "document.getElementById('signing').scrollIntoView();",
-            vec![],
-        )
-        .await
-        .unwrap();
+    b.scroll_to("#signing").await;
     b.shot("07b-configure-signed").await;
     let (status, body) = run_curl(&format!("export PRECALL_API_KEY='{key}'\n{script}")).await;
     assert_eq!(status, 202, "{body}");
@@ -679,13 +684,7 @@ async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
             action_of(&b).await
         ))
     );
-    b.client
-        .execute(
-            "document.querySelector('#viewer > li.skipped').scrollIntoView({block: 'center'});",
-            vec![],
-        )
-        .await
-        .unwrap();
+    b.scroll_to("#viewer > li.skipped").await;
     b.shot("12-viewer-flood").await;
 
     // The note's link leads to every delivery, a page at a time.

@@ -227,7 +227,7 @@ pub async fn drive(
     let start = Instant::now();
     let end = start + duration;
     let permits = match pace {
-        Pace::Open { rate } => Some(pacer(start, end, rate)),
+        Pace::Open { rate } => Some(pacer(start, end, rate, conns)),
         Pace::Closed => None,
     };
     let mut tasks = Vec::with_capacity(conns);
@@ -237,7 +237,7 @@ pub async fn drive(
             let mut stats = Stats::new();
             let Ok(mut conn) = conn else {
                 stats.errors += 1;
-                return stats;
+                return (stats, None);
             };
             loop {
                 // Open loop: a permit for each request that has fallen due. The number is
@@ -291,19 +291,27 @@ pub async fn drive(
                         stats.errors += 1;
                         match Conn::open(addr).await {
                             Ok(c) => conn = c,
-                            Err(_) => break,
+                            Err(_) => return (stats, None),
                         }
                     }
                 }
             }
-            stats
+            // The connection is kept until every task is done: closing it now would make
+            // the server handle a wave of closes while other requests are still in flight.
+            (stats, Some(conn))
         }));
     }
+    let finished = futures_util::future::join_all(tasks).await;
+    let elapsed = start.elapsed();
+    // Merged once all answers are in, so that merging takes no CPU from the last requests.
     let mut total = Stats::new();
-    for t in tasks {
-        total.merge(t.await.expect("load task"));
+    let mut conns = Vec::with_capacity(finished.len());
+    for (stats, conn) in finished.into_iter().map(|t| t.expect("load task")) {
+        total.merge(stats);
+        conns.extend(conn);
     }
-    total.elapsed = start.elapsed();
+    drop(conns);
+    total.elapsed = elapsed;
     total
 }
 
@@ -316,14 +324,17 @@ fn batch_of(n: u64, rate: f64) -> u64 {
 }
 
 /// Releases each batch's requests at its time, from a thread of its own on the kernel's
-/// high-resolution timer, and closes the semaphore at `end`.
+/// high-resolution timer; after the last batch, one more permit for each of the `senders`,
+/// which each then draw a request due at or after `end` and stop. (Closing the semaphore
+/// instead would refuse permits already released but not yet taken: requests due in the
+/// last batch that no sender was free to take would never be sent, nor counted.)
 ///
 /// Tokio's timers fire on a 1 ms wheel and its park rounds up again, so requests each
 /// due at their own instant within a millisecond left together, up to 1-2 ms after it:
 /// 0.9 ms late at the median, lateness the open loop charged to the server. The server
 /// saw millisecond batches all the same; now the schedule says so, and the batches leave
 /// within ~0.2 ms of their time (the generator's lateness is still charged).
-fn pacer(start: Instant, end: Instant, rate: f64) -> Arc<tokio::sync::Semaphore> {
+fn pacer(start: Instant, end: Instant, rate: f64, senders: usize) -> Arc<tokio::sync::Semaphore> {
     let permits = Arc::new(tokio::sync::Semaphore::new(0));
     let released = permits.clone();
     std::thread::Builder::new()
@@ -335,7 +346,7 @@ fn pacer(start: Instant, end: Instant, rate: f64) -> Arc<tokio::sync::Semaphore>
             for batch in 0u32.. {
                 let at = start + BATCH * batch;
                 if at >= end {
-                    released.close();
+                    released.add_permits(senders);
                     return;
                 }
                 let now = Instant::now();

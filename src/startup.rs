@@ -157,7 +157,10 @@ fn spawn_sweeper(writer: Writer, interval: Duration) -> JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match writer.sweep(now_ms()).await {
+            let started = Instant::now();
+            let swept = writer.sweep(now_ms()).await;
+            tracing::debug!(took_us = started.elapsed().as_micros() as u64, "sweep");
+            match swept {
                 Ok(r) if r.expired_contexts + r.forgotten_idempotency_keys > 0 => {
                     tracing::info!(
                         expired_contexts = r.expired_contexts,
@@ -228,9 +231,18 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
                     // took less time: once a pass is quick and copied all it saw, the
                     // writer is left with a few milliseconds' worth. Else (readers held
                     // it back) the writer is not asked this time.
+                    tracing::debug!(wal_bytes = wal.size, "the WAL is past its limit");
                     for _ in 0..CATCH_UP_PASSES {
                         let pass = Instant::now();
-                        match db.checkpoint().await {
+                        let copied = db.checkpoint().await;
+                        if let Ok(wal) = &copied {
+                            tracing::debug!(
+                                left_bytes = wal.left,
+                                took_us = pass.elapsed().as_micros() as u64,
+                                "catch-up pass"
+                            );
+                        }
+                        match copied {
                             Ok(wal) if wal.left == 0 && pass.elapsed() < QUICK_PASS => {
                                 writer.catch_up_wal();
                                 break;

@@ -66,8 +66,6 @@ pub struct Db {
     pub read: SqlitePool,
     pub write: SqlitePool,
     options: Arc<SqliteConnectOptions>,
-    /// The database's page size in bytes (a WAL frame holds one page).
-    page_size: u64,
 }
 
 /// The WAL after a checkpoint, in bytes of pages.
@@ -79,15 +77,8 @@ pub struct WalState {
     pub left: u64,
 }
 
-/// The page size of a new database, in bytes (SQLite's default is 4096).
-///
-/// Every group commit rewrites the last page of each table and index it appends to, and the
-/// WAL holds whole pages: with 4 KiB pages a webhook cost ~4 KiB of WAL at half of the
-/// maximum rate (groups of ~16), several times its rows. All of it is copied again by the
-/// checkpoint and written back by the kernel, whose bursts of work every 250 ms came before
-/// most of the open loop's slow stretches. Smaller pages write less of what did not change
-/// (docs/performance.md has the measurements).
-const NEW_PAGE_SIZE: u32 = 1024;
+/// SQLite's page size: the default, which the database keeps.
+const PAGE_SIZE: u64 = 4096;
 
 /// How long a connection waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,8 +94,6 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory")
-            // Only a new database takes it: an existing one keeps the size it was made with.
-            .page_size(NEW_PAGE_SIZE)
             .disable_statement_logging();
 
         let write = SqlitePoolOptions::new()
@@ -113,9 +102,6 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
-        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&write)
-            .await?;
 
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2) as u32;
         let read = SqlitePoolOptions::new()
@@ -127,7 +113,6 @@ impl Db {
             read,
             write,
             options: Arc::new(options),
-            page_size: u64::try_from(page_size).unwrap_or(4096),
         })
     }
 
@@ -164,7 +149,7 @@ impl Db {
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&self.write)
                 .await?;
-        let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * self.page_size;
+        let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * PAGE_SIZE;
         Ok(WalState {
             size: bytes(frames),
             left: bytes(frames - copied),

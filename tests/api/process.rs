@@ -181,54 +181,6 @@ async fn a_stopped_server_leaves_no_planner_statistics_behind() {
     assert_eq!(contexts, 1, "the webhook's data is there");
 }
 
-/// The page size the database file at `dir/precall.db` was made with.
-async fn page_size_in(dir: &Path) -> i64 {
-    let url = format!("sqlite://{}", dir.join("precall.db").display());
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&db)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_new_database_is_made_with_1_kib_pages_and_an_existing_one_keeps_its_own() {
-    // Small pages keep each group commit's log small (docs/performance.md); a database
-    // made before that, with SQLite's 4 KiB default, must go on working as it is.
-    let fresh = tempfile::tempdir().unwrap();
-    let (_fresh_server, _) = start_server(fresh.path()).await;
-    assert_eq!(page_size_in(fresh.path()).await, 1024);
-
-    let older = tempfile::tempdir().unwrap();
-    {
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            older.path().join("precall.db").display()
-        );
-        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("PRAGMA page_size = 4096")
-            .execute(&db)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE made_before (x)")
-            .execute(&db)
-            .await
-            .unwrap();
-        db.close().await;
-    }
-    let (_older_server, address) = start_server(older.path()).await;
-    let setup = setup_in(older.path(), &address, 0);
-    let res = reqwest::Client::new()
-        .post(&setup.url)
-        .header("X-Authorization", &setup.key)
-        .json(&json!({"agentId": setup.agent_id, "phoneNumber": "+12125551234", "plan": "gold"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    assert_eq!(page_size_in(older.path()).await, 4096);
-}
-
 #[tokio::test]
 async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
     // Under steady writes the background checkpoint never copies the whole log (commits

@@ -9,7 +9,9 @@
 //! `--connections <n,m,…>`: the concurrency levels at which each throughput is measured,
 //! the best of them counting, for the baseline and the server alike (default 64,256);
 //! `--parked <n>` (default 10000); `--only <scenario,…>`; `--open-trace <file>`: the open
-//! loop's requests, one line each (due µs from its start, latency µs, generator's lateness µs).
+//! loop's requests, one line each (due µs from its start, latency µs, generator's lateness µs);
+//! `--open-rate <req/s>`: the open loop at this rate instead of half the measured maximum,
+//! to compare two builds at the same load (its row then has no target).
 
 mod client;
 mod server;

@@ -19,9 +19,11 @@ use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests committed in one transaction.
 const MAX_BATCH: usize = 256;
-/// A group smaller than this waits [`GATHER_WAIT`] once for more requests: a commit costs
-/// the same whatever its size, so under load larger groups leave more of the machine to the
-/// request handlers.
+/// A group smaller than this waits [`GATHER_WAIT`] once for more requests, unless a call is
+/// in it: a commit costs the same whatever its size, so under load larger groups leave more
+/// of the machine to the request handlers. A caller is on the line while their call
+/// starts (or is woken by its webhook), so a group with a call commits at once, taking
+/// along whatever webhooks are queued; a webhook's sender only waits for its 202.
 const GATHER: usize = 32;
 /// Long enough that at moderate load a group gathers what arrives over a millisecond: each
 /// commit rewrites the tail pages of every table and index it touches whatever its size, so
@@ -185,6 +187,12 @@ enum Command {
     Sweep(i64, Reply<SweepReport>),
 }
 
+impl Command {
+    fn is_call(&self) -> bool {
+        matches!(self, Self::StartCall(..))
+    }
+}
+
 enum Done {
     Ingest(IngestCommitted, Option<WakeKey>),
     Refusal,
@@ -290,7 +298,7 @@ fn run(
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         drain(&mut rx, &mut batch);
-        if batch.len() < GATHER {
+        if batch.len() < GATHER && !batch.iter().any(Command::is_call) {
             std::thread::sleep(GATHER_WAIT);
             drain(&mut rx, &mut batch);
         }

@@ -443,6 +443,39 @@ async fn run(o: Options) -> anyhow::Result<()> {
             }),
             stats: Some(open),
         });
+
+        // 3a. The echo baseline under the same open loop: how long this machine itself
+        // keeps requests waiting at that rate (its own stalls, the generator's lateness),
+        // with no handler to speak of. No target; it says how much of the p99 above the
+        // machine would have charged to any server that moment.
+        let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
+        let echo_open = drive(
+            baseline.addr,
+            open_conns,
+            o.duration,
+            None,
+            0,
+            Pace::Open { rate },
+            StatusCode::OK,
+            Keep::Nothing,
+            echo.clone(),
+        )
+        .await;
+        rows.push(Row {
+            name: format!("baseline: echo at {rate:.0} req/s (open loop)"),
+            ratio: None,
+            figure: format!("p99 {:.2} ms", echo_open.ms(0.99)),
+            target: String::new(),
+            pass: None,
+            extra: json!({
+                "offered_rate": rate,
+                "connections": open_conns,
+                "generator_send_delay_p99_ms": echo_open.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
+                "server_cpu_us_per_request": per_request_us(baseline.cpu_time() - cpu0, echo_open.ok),
+                "generator_cpu_us_per_request": per_request_us(own_cpu() - gen0, echo_open.ok),
+            }),
+            stats: Some(echo_open),
+        });
     }
 
     if o.runs("viewer") {

@@ -88,7 +88,7 @@ pub struct Stats {
     pub elapsed: Duration,
     /// The numbers of good answers, with what the scenario keeps of each (see [`Keep`]).
     pub kept: Vec<(u64, Kept)>,
-    /// Concurrency this was measured at (closed loop).
+    /// Connections this was measured over.
     pub connections: usize,
     /// Good answers over every level measured (see `best_of`).
     pub all_ok: u64,
@@ -342,6 +342,7 @@ pub async fn drive(
     let elapsed = start.elapsed();
     // Merged once all answers are in, so that merging takes no CPU from the last requests.
     let mut total = Stats::new();
+    total.connections = conns;
     let mut conns = Vec::with_capacity(finished.len());
     for (stats, conn) in finished.into_iter().map(|t| t.expect("load task")) {
         total.absorb(stats);

@@ -434,13 +434,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("p99 {p99:.2} ms"),
             target,
             pass,
-            extra: json!({
-                "offered_rate": rate,
-                "connections": open_conns,
-                "generator_send_delay_p99_ms": open.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
-                "server_cpu_us_per_request": per_request_us(precall.cpu_time() - cpu0, open.ok),
-                "generator_cpu_us_per_request": per_request_us(own_cpu() - gen0, open.ok),
-            }),
+            extra: open_loop_extra(&open, rate, precall.cpu_time() - cpu0, own_cpu() - gen0),
             stats: Some(open),
         });
 
@@ -467,13 +461,12 @@ async fn run(o: Options) -> anyhow::Result<()> {
             figure: format!("p99 {:.2} ms", echo_open.ms(0.99)),
             target: String::new(),
             pass: None,
-            extra: json!({
-                "offered_rate": rate,
-                "connections": open_conns,
-                "generator_send_delay_p99_ms": echo_open.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
-                "server_cpu_us_per_request": per_request_us(baseline.cpu_time() - cpu0, echo_open.ok),
-                "generator_cpu_us_per_request": per_request_us(own_cpu() - gen0, echo_open.ok),
-            }),
+            extra: open_loop_extra(
+                &echo_open,
+                rate,
+                baseline.cpu_time() - cpu0,
+                own_cpu() - gen0,
+            ),
             stats: Some(echo_open),
         });
     }
@@ -887,7 +880,6 @@ where
     let (mut all_ok, mut kept, mut refused, mut errors) = (0, Vec::new(), 0, 0);
     for (level, &conns) in levels.iter().enumerate() {
         let mut s = run(conns, level).await;
-        s.connections = conns;
         all_ok += s.ok;
         refused += s.refused;
         errors += s.errors;
@@ -912,6 +904,18 @@ fn own_cpu() -> Duration {
 
 fn per_request_us(cpu: Duration, requests: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
+}
+
+/// The report's extra figures for an open-loop row, given the server's and the generator's
+/// CPU time over it.
+fn open_loop_extra(s: &Stats, rate: f64, server_cpu: Duration, generator_cpu: Duration) -> Value {
+    json!({
+        "offered_rate": rate,
+        "connections": s.connections,
+        "generator_send_delay_p99_ms": s.send_delay.value_at_quantile(0.99) as f64 / 1000.0,
+        "server_cpu_us_per_request": per_request_us(server_cpu, s.ok),
+        "generator_cpu_us_per_request": per_request_us(generator_cpu, s.ok),
+    })
 }
 
 fn account(s: &Stats, acked: &mut HashSet<u64>, sent: &mut u64, refused: &mut u64) {

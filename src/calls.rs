@@ -483,6 +483,8 @@ pub async fn find(
     token_agent: i64,
     public_id: &str,
 ) -> Result<Option<CallView>, AppError> {
+    // Late data for the call may be acknowledged and not yet committed.
+    app.writer.settle().await?;
     Ok(stored_calls::find(&app.db, public_id)
         .await?
         .filter(|row| row.agent_id == token_agent)

@@ -15,6 +15,7 @@ use crate::domain::phone::PhoneNumber;
 use crate::http::rate::IngestLimits;
 use crate::http::{self, AppState, Shared};
 use crate::serve::ReadTimeouts;
+use crate::store::journal::Journal;
 use crate::store::writer::Writer;
 use crate::store::{Db, now_ms};
 use crate::wakeups::{InProcessWakeups, Wakeups};
@@ -32,10 +33,32 @@ impl Application {
         let db = Db::open(&settings.database_url).await?;
         PhoneNumber::warm_up();
         let wakeups: Arc<dyn Wakeups> = Arc::new(InProcessWakeups::new());
+        let journal = match db.journal_path() {
+            // Opened even when commits are not deferred, to apply what an earlier run left.
+            Some(path) => {
+                match Journal::open(&path) {
+                    Ok(journal) => Some(journal),
+                    // Another server on this database holds it; this one commits every
+                    // group before answering it.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tracing::warn!(error = %e, "no ingest journal; committing every group");
+                        None
+                    }
+                    // It may hold acknowledged webhooks: do not start without them.
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("opening the ingest journal {}", path.display())));
+                    }
+                }
+            }
+            _ => None,
+        };
         let (writer, writer_task) = Writer::spawn(
             db.writer_connection(settings.wal_restart_bytes.saturating_mul(2))?,
+            journal,
+            settings.pacing,
             wakeups.clone(),
-        );
+        )?;
         let listener = listen(&settings.bind).await?;
         let addr = listener.local_addr()?;
         let public_url = settings

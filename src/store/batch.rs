@@ -247,8 +247,8 @@ pub fn ingest<'a>(
     conn: &Connection,
     items: &[&'a IngestWrite],
     refused: Vec<DeliveryRow<'a>>,
+    now: i64,
 ) -> rusqlite::Result<Vec<IngestDone>> {
-    let now = now_ms();
     let mut results: Vec<Option<IngestDone>> = items.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..items.len()).collect();
     let mut refused = Some(refused);

@@ -13,13 +13,16 @@ pub mod calls;
 pub mod contexts;
 pub mod deliveries;
 pub mod flows;
+pub mod journal;
 pub mod tokens;
 pub mod variables;
 pub mod writer;
 
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
@@ -83,6 +86,38 @@ const PAGE_SIZE: u64 = 4096;
 /// How long a connection waits for SQLite's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// When a configuration write last found the database locked, in µs since [`clock`] began
+/// (0: never). The writer may hold a transaction open for some milliseconds: seeing this, it
+/// commits at once and stays out of the way until the write is in.
+static CONFIG_WRITE_BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Whether a configuration write of this process is waiting for the write lock now.
+pub fn config_writer_waiting() -> bool {
+    let blocked = CONFIG_WRITE_BLOCKED.load(Ordering::Relaxed);
+    blocked != 0 && clock().saturating_sub(blocked) < 2_000
+}
+
+/// The configuration connection's busy handler: SQLite's own (`busy_timeout`) sleeps ever
+/// longer between tries, and would seldom try in the short moment between two of the
+/// writer's transactions. This one tries every millisecond, up to [`BUSY_TIMEOUT`], and
+/// tells the writer that it waits.
+unsafe extern "C" fn config_write_busy(
+    _: *mut std::ffi::c_void,
+    tries: std::ffi::c_int,
+) -> std::ffi::c_int {
+    CONFIG_WRITE_BLOCKED.store(clock().max(1), Ordering::Relaxed);
+    if u128::try_from(tries).unwrap_or(0) >= BUSY_TIMEOUT.as_millis() {
+        return 0;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    1
+}
+
 impl Db {
     /// Opens (creating if missing) and migrates the database at `url`.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
@@ -99,6 +134,21 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let mut handle = conn.lock_handle().await?;
+                    // SAFETY: the connection is locked, so nothing else uses it meanwhile, and
+                    // the handler only touches a static and sleeps.
+                    unsafe {
+                        rusqlite::ffi::sqlite3_busy_handler(
+                            handle.as_raw_handle().as_ptr(),
+                            Some(config_write_busy),
+                            std::ptr::null_mut(),
+                        );
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
@@ -140,6 +190,19 @@ impl Db {
         )?;
         conn.pragma_update(None, "journal_size_limit", i64::try_from(wal_limit)?)?;
         Ok(conn)
+    }
+
+    /// Where the writer's ingest journal lives: beside the database file (none for a
+    /// database in memory).
+    pub fn journal_path(&self) -> Option<PathBuf> {
+        let file = self.options.get_filename();
+        let name = file.to_str()?;
+        if name.is_empty() || name.contains(":memory:") || name.starts_with("file:") {
+            return None;
+        }
+        let mut path = file.as_os_str().to_owned();
+        path.push("-ingest");
+        Some(PathBuf::from(path))
     }
 
     /// Copies committed pages from the WAL into the database file without blocking the

@@ -1,29 +1,37 @@
 //! The one task that writes the hot path: ingest, refusals, calls and sweeping.
 //!
-//! Requests queue here and are committed in groups: many in one transaction, each
-//! answered only after its commit, so a 202 means the data is on disk (WAL, synchronous
-//! NORMAL: it survives the process being killed). After the commit, waiting calls are
-//! woken. If a group fails, each request in it is retried alone, so one bad request
-//! cannot fail its neighbours.
+//! Requests queue here and run in groups, in one transaction. A group with a call, a
+//! refusal or a sweep in it is committed before it is answered, so its answer means the
+//! data is on disk (WAL, synchronous NORMAL: it survives the process being killed). A group
+//! of webhooks alone is answered once it is appended to the [ingest journal](super::journal),
+//! which is as durable; its transaction stays open for the next groups and commits within
+//! [`Pacing::commit_every`], or as soon as no request has come for [`Pacing::commit_idle`],
+//! a configuration write waits for the database, or anything must read it (see
+//! [`Writer::settle`]). Waiting calls are woken once their data is durable. If a group
+//! fails, each request in it is retried alone, so one bad request cannot fail its
+//! neighbours.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::batch::{self, DeliveryRow};
+use super::journal::{self, Journal, Record};
+use super::{config_writer_waiting, now_ms};
 use crate::wakeups::{WakeKey, Wakeups};
 
-/// Most requests committed in one transaction.
+/// Most requests run as one group.
 const MAX_BATCH: usize = 256;
-/// A group smaller than this waits [`GATHER_WAIT`] once for more requests, unless a call is
-/// in it: a commit costs the same whatever its size, so under load larger groups leave more
-/// of the machine to the request handlers. A caller is on the line while their call
-/// starts (or is woken by its webhook), so a group with a call commits at once, taking
-/// along whatever webhooks are queued; a webhook's sender only waits for its 202.
+/// Without a journal, a group smaller than this waits [`GATHER_WAIT`] once for more
+/// requests, unless a call is in it: a commit costs the same whatever its size, so under
+/// load larger groups leave more of the machine to the request handlers. A caller is on the
+/// line while their call starts (or is woken by its webhook), so a group with a call commits
+/// at once, taking along whatever webhooks are queued; a webhook's sender only waits for
+/// its 202. With a journal, groups do not wait: commits are already few.
 const GATHER: usize = 32;
 /// Long enough that at moderate load a group gathers what arrives over a millisecond: each
 /// commit rewrites the tail pages of every table and index it touches whatever its size, so
@@ -40,6 +48,28 @@ const QUEUE: usize = 8192;
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Most rows one sweep removes, so that sweeping never holds the lock for long.
 const SWEEP_LIMIT: i64 = 5_000;
+/// Longest the writer stays out of the database, after committing early, while a
+/// configuration write waits for it.
+const YIELD_MAX: Duration = Duration::from_millis(20);
+
+/// When the writer commits webhooks that it has acknowledged from its journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Longest an open transaction holds acknowledged webhooks. Zero: no journal, and every
+    /// group is committed before it is answered.
+    pub commit_every: Duration,
+    /// An open transaction commits once no request has come for this long.
+    pub commit_idle: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            commit_every: Duration::from_millis(50),
+            commit_idle: Duration::from_millis(2),
+        }
+    }
+}
 
 /// The store could not take the write; nothing of it was kept.
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +215,20 @@ enum Command {
     Refusal(NewDelivery, Reply<()>),
     StartCall(CallAttempt, Reply<Attempted>),
     Sweep(i64, Reply<SweepReport>),
+    /// Commit what is acknowledged, so that readers see it.
+    Settle(Reply<()>),
 }
 
 impl Command {
     fn is_call(&self) -> bool {
         matches!(self, Self::StartCall(..))
+    }
+
+    fn ingest(&self) -> Option<&IngestWrite> {
+        match self {
+            Self::Ingest(w, _) => Some(w),
+            _ => None,
+        }
     }
 }
 
@@ -198,6 +237,7 @@ enum Done {
     Refusal,
     StartCall(Attempted),
     Sweep(SweepReport),
+    Settle,
 }
 
 /// Why a group was not committed.
@@ -221,22 +261,41 @@ impl std::fmt::Display for GroupError {
 pub struct Writer {
     tx: mpsc::Sender<Command>,
     catch_up: Arc<AtomicBool>,
+    /// Set while the writer holds acknowledged webhooks that are not committed yet.
+    holding: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Starts the writer on a thread of its own, which owns the connection: a group never
     /// waits behind request handlers for a turn on the server's threads, nor hands each
-    /// statement to another thread. The returned handle finishes when every `Writer` is
-    /// dropped and the queue is drained.
-    pub fn spawn(conn: Connection, wakeups: Arc<dyn Wakeups>) -> (Self, JoinHandle<()>) {
+    /// statement to another thread. With a `journal`, first applies what it holds that the
+    /// database does not (webhooks acknowledged before a crash). The returned handle
+    /// finishes when every `Writer` is dropped and the queue is drained.
+    pub fn spawn(
+        conn: Connection,
+        mut journal: Option<Journal>,
+        pacing: Pacing,
+        wakeups: Arc<dyn Wakeups>,
+    ) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        if let Some(j) = journal.as_mut() {
+            let applied = replay(&conn, j)?;
+            if applied > 0 {
+                tracing::info!(webhooks = applied, "applied the ingest journal");
+            }
+        }
+        if pacing.commit_every.is_zero() {
+            journal = None;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let (finished, done) = oneshot::channel::<()>();
         let catch_up = Arc::new(AtomicBool::new(false));
         let asked = catch_up.clone();
+        let holding = Arc::new(AtomicBool::new(false));
+        let held = holding.clone();
         let spawned = std::thread::Builder::new()
             .name("precall-writer".into())
             .spawn(move || {
-                run(conn, rx, wakeups, &asked);
+                run(conn, rx, wakeups, &asked, journal, pacing, held);
                 let _ = finished.send(());
             });
         if let Err(e) = spawned {
@@ -246,7 +305,14 @@ impl Writer {
         let task = tokio::spawn(async move {
             let _ = done.await;
         });
-        (Self { tx, catch_up }, task)
+        Ok((
+            Self {
+                tx,
+                catch_up,
+                holding,
+            },
+            task,
+        ))
     }
 
     /// Asks the writer to checkpoint what is left of the WAL itself, after its current
@@ -286,6 +352,16 @@ impl Writer {
     pub async fn sweep(&self, now: i64) -> Result<SweepReport, WriteError> {
         self.submit(|r| Command::Sweep(now, r)).await
     }
+
+    /// Commits every webhook acknowledged so far, so that what is read next includes them.
+    /// Reads of what ingest writes (deliveries, late data on calls) call this first; it
+    /// returns at once when nothing is held.
+    pub async fn settle(&self) -> Result<(), WriteError> {
+        if !self.holding.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.submit(Command::Settle).await
+    }
 }
 
 fn run(
@@ -293,55 +369,401 @@ fn run(
     mut rx: mpsc::Receiver<Command>,
     wakeups: Arc<dyn Wakeups>,
     catch_up: &AtomicBool,
+    journal: Option<Journal>,
+    pacing: Pacing,
+    holding: Arc<AtomicBool>,
 ) {
+    // Only to wait for the queue with a deadline.
+    let clock = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "the writer could not start its clock");
+            return;
+        }
+    };
+    let mut w = Groups {
+        conn: &conn,
+        journal,
+        pacing,
+        open: None,
+        behind: false,
+        holding,
+    };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_group = Instant::now();
+    loop {
+        let first = match w.open {
+            None => clock.block_on(rx.recv()),
+            Some(since) => {
+                let due = (last_group + pacing.commit_idle).min(since + pacing.commit_every);
+                // Wake at least every millisecond to see whether a configuration write waits.
+                let wait = due
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(1));
+                match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        if config_writer_waiting() {
+                            w.let_config_writer_in();
+                        } else if Instant::now() >= due {
+                            w.commit_logged();
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         drain(&mut rx, &mut batch);
-        if batch.len() < GATHER && !batch.iter().any(Command::is_call) {
+        if w.journal.is_none() && batch.len() < GATHER && !batch.iter().any(Command::is_call) {
             std::thread::sleep(GATHER_WAIT);
             drain(&mut rx, &mut batch);
         }
         let group_started = Instant::now();
-        let results: Vec<Result<Done, WriteError>> = match execute_group(&conn, &batch) {
-            Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(GroupError::Transaction(e)) => {
-                tracing::error!(error = %e, size = batch.len(), "group not committed");
-                batch
-                    .iter()
-                    .map(|_| Err(WriteError(e.to_string())))
-                    .collect()
-            }
-            Err(GroupError::Statement(e)) => {
-                tracing::warn!(error = %e, size = batch.len(), "group commit failed; retrying one by one");
-                batch
-                    .iter()
-                    .map(|cmd| {
-                        execute_group(&conn, std::slice::from_ref(cmd))
-                            .map(|mut d| d.pop().expect("one result per command"))
-                            .map_err(|e| {
-                                tracing::error!(error = %e, "write failed");
-                                WriteError(e.to_string())
-                            })
-                    })
-                    .collect()
-            }
-        };
+        let results = w.run(&batch);
         let took = group_started.elapsed();
         if took > SLOW_GROUP {
             tracing::warn!(
                 size = batch.len(),
                 took_ms = took.as_millis() as u64,
-                "slow group commit"
+                "slow group"
             );
         }
         for (cmd, result) in batch.drain(..).zip(results) {
             answer(cmd, result, wakeups.as_ref());
         }
+        last_group = Instant::now();
+        if w.open.is_some() && config_writer_waiting() {
+            w.let_config_writer_in();
+        }
         if catch_up.swap(false, Ordering::Relaxed) {
+            w.commit_logged();
             checkpoint(&conn);
         }
     }
+    w.commit_logged();
+}
+
+/// The writer's transaction and journal.
+struct Groups<'c> {
+    conn: &'c Connection,
+    journal: Option<Journal>,
+    pacing: Pacing,
+    /// When the open transaction began; `None` when none is open.
+    open: Option<Instant>,
+    /// A transaction was lost with acknowledged webhooks in it: the journal holds them, and
+    /// nothing else is written before they are applied again.
+    behind: bool,
+    /// Shared with [`Writer::settle`]: the open transaction holds acknowledged webhooks.
+    holding: Arc<AtomicBool>,
+}
+
+impl Groups<'_> {
+    /// Runs one group in the open transaction (beginning one if needed), then either
+    /// journals it, leaving the transaction open, or commits.
+    fn run(&mut self, cmds: &[Command]) -> Vec<Result<Done, WriteError>> {
+        let fail_all = |e: &dyn std::fmt::Display| -> Vec<Result<Done, WriteError>> {
+            cmds.iter()
+                .map(|_| Err(WriteError(e.to_string())))
+                .collect()
+        };
+        if self.behind
+            && let Err(e) = self.reapply()
+        {
+            return fail_all(&e);
+        }
+        if self.open.is_none() {
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, size = cmds.len(), "group not run");
+                return fail_all(&e);
+            }
+            self.open = Some(Instant::now());
+        }
+        let now = now_ms();
+        let (results, journaled) = match self.statements(cmds, now) {
+            Ok(ran) => ran,
+            Err(e) => {
+                tracing::error!(error = %e, size = cmds.len(), "transaction lost");
+                self.abandon();
+                return fail_all(&e);
+            }
+        };
+        let defer = self.journal.as_ref().is_some_and(|j| !j.is_broken())
+            && cmds.iter().all(|c| c.ingest().is_some())
+            && self
+                .open
+                .is_some_and(|since| since.elapsed() < self.pacing.commit_every);
+        if defer {
+            let groups: Vec<Vec<Record<'_>>> = journaled
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|&i| cmds[i].ingest())
+                        .map(|w| Record::of(w, micros_since(w.started)))
+                        .collect()
+                })
+                .collect();
+            let appended = match (groups.is_empty(), self.journal.as_mut()) {
+                (false, Some(j)) => j.append(now, &groups),
+                _ => Ok(()),
+            };
+            let kept = appended
+                .map_err(anyhow::Error::from)
+                .and_then(|()| release(self.conn, "grp").map_err(anyhow::Error::from));
+            match kept {
+                Ok(()) => {
+                    if !groups.is_empty() {
+                        self.holding.store(true, Ordering::Release);
+                    }
+                    return results;
+                }
+                Err(e) => {
+                    // Not acknowledged: undo the group, and commit what is.
+                    tracing::error!(error = %e, "the ingest journal did not take a group");
+                    let _ = rollback_to(self.conn, "grp");
+                    let _ = release(self.conn, "grp");
+                    self.commit_logged();
+                    return fail_all(&e);
+                }
+            }
+        }
+        if let Err(e) = release(self.conn, "grp").and_then(|()| self.commit()) {
+            tracing::error!(error = %e, size = cmds.len(), "group not committed");
+            return fail_all(&e);
+        }
+        results
+    }
+
+    /// The group's statements inside savepoint `grp`, which is left open. If the group
+    /// fails, each command is retried alone. `Err` only when the transaction as a whole
+    /// failed. With the results, the commands whose webhooks were kept, as they ran: the
+    /// whole group's at once, or one by one.
+    #[allow(clippy::type_complexity)]
+    fn statements(
+        &self,
+        cmds: &[Command],
+        now: i64,
+    ) -> rusqlite::Result<(Vec<Result<Done, WriteError>>, Vec<Vec<usize>>)> {
+        let conn = self.conn;
+        savepoint(conn, "grp")?;
+        let e = match run_group(conn, cmds, now) {
+            Ok(done) => {
+                let ingests: Vec<usize> = (0..cmds.len())
+                    .filter(|&i| cmds[i].ingest().is_some())
+                    .collect();
+                let journaled = if ingests.is_empty() {
+                    vec![]
+                } else {
+                    vec![ingests]
+                };
+                return Ok((done.into_iter().map(Ok).collect(), journaled));
+            }
+            Err(e) => match classify(e) {
+                GroupError::Transaction(e) => return Err(e),
+                GroupError::Statement(e) => e,
+            },
+        };
+        tracing::warn!(error = %e, size = cmds.len(), "group failed; retrying one by one");
+        rollback_to(conn, "grp")?;
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut journaled = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            savepoint(conn, "one")?;
+            match run_group(conn, std::slice::from_ref(cmd), now) {
+                Ok(mut done) => {
+                    release(conn, "one")?;
+                    if cmd.ingest().is_some() {
+                        journaled.push(vec![i]);
+                    }
+                    results.push(Ok(done.pop().expect("one result per command")));
+                }
+                Err(e) => match classify(e) {
+                    GroupError::Transaction(e) => return Err(e),
+                    GroupError::Statement(e) => {
+                        tracing::error!(error = %e, "write failed");
+                        rollback_to(conn, "one")?;
+                        release(conn, "one")?;
+                        results.push(Err(WriteError(e.to_string())));
+                    }
+                },
+            }
+        }
+        Ok((results, journaled))
+    }
+
+    /// Commits the open transaction, recording the last journal entry it holds, and empties
+    /// the journal.
+    fn commit(&mut self) -> rusqlite::Result<()> {
+        if self.open.is_none() {
+            return Ok(());
+        }
+        let journaled = self
+            .journal
+            .as_ref()
+            .filter(|j| !j.is_empty())
+            .map(Journal::last_seq);
+        let committed = journaled
+            .map_or(Ok(0), |seq| {
+                self.conn
+                    .prepare_cached("UPDATE ingest_journal SET applied_seq = ?")?
+                    .execute([seq])
+            })
+            .and_then(|_| self.conn.execute_batch("COMMIT"));
+        if let Err(e) = committed {
+            self.abandon();
+            return Err(e);
+        }
+        self.open = None;
+        self.holding.store(false, Ordering::Release);
+        if let (Some(_), Some(j)) = (journaled, self.journal.as_mut())
+            && let Err(e) = j.clear()
+        {
+            // Harmless: what it holds is applied, and replay skips it.
+            tracing::warn!(error = %e, "the ingest journal could not be emptied");
+        }
+        Ok(())
+    }
+
+    /// A configuration write waits for the database: commits, and stays out of its way
+    /// until it is in (or for [`YIELD_MAX`] at most).
+    fn let_config_writer_in(&mut self) {
+        self.commit_logged();
+        let since = Instant::now();
+        while config_writer_waiting() && since.elapsed() < YIELD_MAX {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn commit_logged(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::error!(error = %e, "commit failed");
+        }
+    }
+
+    /// Rolls the open transaction back. Acknowledged webhooks it held are still in the
+    /// journal: they are applied again now, or before anything else is written.
+    fn abandon(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.open = None;
+        self.holding.store(false, Ordering::Release);
+        if self.journal.as_ref().is_some_and(|j| !j.is_empty()) {
+            self.behind = true;
+            if let Err(e) = self.reapply() {
+                tracing::error!(error = %e, "acknowledged webhooks wait in the ingest journal");
+            }
+        }
+    }
+
+    fn reapply(&mut self) -> anyhow::Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            replay(self.conn, j)?;
+        }
+        self.behind = false;
+        Ok(())
+    }
+}
+
+fn micros_since(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
+}
+
+fn savepoint(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!("SAVEPOINT {name}"))?
+        .execute([])
+        .map(drop)
+}
+
+fn release(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!("RELEASE {name}"))?
+        .execute([])
+        .map(drop)
+}
+
+fn rollback_to(conn: &Connection, name: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!("ROLLBACK TO {name}"))?
+        .execute([])
+        .map(drop)
+}
+
+/// Applies, in one transaction, the journal's entries that the database does not hold
+/// yet, and empties the journal. An entry that can no longer be applied (its webhook was
+/// deleted since) is skipped, as its data would have been deleted with it. Returns how
+/// many webhooks were applied.
+pub fn replay(conn: &Connection, journal: &mut Journal) -> anyhow::Result<usize> {
+    let bytes = journal.contents()?;
+    let entries = journal::frames(&bytes);
+    let applied: i64 =
+        conn.query_row("SELECT applied_seq FROM ingest_journal", [], |r| r.get(0))?;
+    let last = entries.iter().map(|e| e.seq).fold(applied, i64::max);
+    journal.continue_after(last);
+    let pending: Vec<&journal::Entry<'_>> = entries.iter().filter(|e| e.seq > applied).collect();
+    if pending.is_empty() {
+        if !journal.is_empty() {
+            journal.clear()?;
+        }
+        return Ok(0);
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let replayed = replay_entries(conn, &pending).and_then(|n| {
+        conn.execute("UPDATE ingest_journal SET applied_seq = ?", [last])?;
+        conn.execute_batch("COMMIT")?;
+        Ok(n)
+    });
+    match replayed {
+        Ok(n) => {
+            if let Err(e) = journal.clear() {
+                tracing::warn!(error = %e, "the ingest journal could not be emptied");
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e.into())
+        }
+    }
+}
+
+fn replay_entries(conn: &Connection, entries: &[&journal::Entry<'_>]) -> rusqlite::Result<usize> {
+    let mut applied = 0;
+    for entry in entries {
+        let writes: Vec<IngestWrite> = entry.writes.iter().map(Record::to_write).collect();
+        let all: Vec<&IngestWrite> = writes.iter().collect();
+        savepoint(conn, "entry")?;
+        match batch::ingest(conn, &all, Vec::new(), entry.now) {
+            Ok(done) => {
+                release(conn, "entry")?;
+                applied += done.len();
+                continue;
+            }
+            Err(e) => match classify(e) {
+                GroupError::Transaction(e) => return Err(e),
+                GroupError::Statement(_) => rollback_to(conn, "entry")?,
+            },
+        }
+        for w in &all {
+            savepoint(conn, "one")?;
+            match batch::ingest(conn, std::slice::from_ref(w), Vec::new(), entry.now) {
+                Ok(_) => {
+                    release(conn, "one")?;
+                    applied += 1;
+                }
+                Err(e) => match classify(e) {
+                    GroupError::Transaction(e) => return Err(e),
+                    GroupError::Statement(e) => {
+                        tracing::warn!(error = %e, seq = entry.seq, "a journaled webhook could not be applied");
+                        rollback_to(conn, "one")?;
+                        release(conn, "one")?;
+                    }
+                },
+            }
+        }
+        release(conn, "entry")?;
+    }
+    Ok(applied)
 }
 
 /// A PASSIVE checkpoint from the writer's connection, between groups.
@@ -389,6 +811,9 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
         (Command::Sweep(_, reply), Ok(Done::Sweep(report))) => {
             let _ = reply.send(Ok(report));
         }
+        (Command::Settle(reply), Ok(Done::Settle)) => {
+            let _ = reply.send(Ok(()));
+        }
         (cmd, result) => {
             let err = match result {
                 Err(e) => e,
@@ -399,27 +824,10 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
                 Command::Refusal(_, r) => drop(r.send(Err(err))),
                 Command::StartCall(_, r) => drop(r.send(Err(err))),
                 Command::Sweep(_, r) => drop(r.send(Err(err))),
+                Command::Settle(r) => drop(r.send(Err(err))),
             }
         }
     }
-}
-
-/// Runs the commands in one transaction; all of them are committed or none.
-fn execute_group(conn: &Connection, cmds: &[Command]) -> Result<Vec<Done>, GroupError> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(GroupError::Transaction)?;
-    let done = match run_group(conn, cmds) {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(classify(e));
-        }
-    };
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(GroupError::Transaction(e));
-    }
-    Ok(done)
 }
 
 /// Errors of the database as a whole (locked, full, read-only, failing) would fail every
@@ -441,7 +849,7 @@ fn classify(e: rusqlite::Error) -> GroupError {
 }
 
 /// The group's statements: webhooks first, then every delivery at once, then calls.
-fn run_group(conn: &Connection, cmds: &[Command]) -> rusqlite::Result<Vec<Done>> {
+fn run_group(conn: &Connection, cmds: &[Command], now: i64) -> rusqlite::Result<Vec<Done>> {
     let ingests: Vec<&IngestWrite> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -456,7 +864,7 @@ fn run_group(conn: &Connection, cmds: &[Command]) -> rusqlite::Result<Vec<Done>>
             _ => None,
         })
         .collect();
-    let mut ingested = batch::ingest(conn, &ingests, refused)?.into_iter();
+    let mut ingested = batch::ingest(conn, &ingests, refused, now)?.into_iter();
     let calls: Vec<&CallAttempt> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -475,7 +883,8 @@ fn run_group(conn: &Connection, cmds: &[Command]) -> rusqlite::Result<Vec<Done>>
             }
             Command::Refusal(..) => Done::Refusal,
             Command::StartCall(..) => Done::StartCall(started.next().expect("one per call")),
-            Command::Sweep(now, _) => Done::Sweep(sweep(conn, *now)?),
+            Command::Sweep(at, _) => Done::Sweep(sweep(conn, *at)?),
+            Command::Settle(_) => Done::Settle,
         });
     }
     Ok(done)

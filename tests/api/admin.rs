@@ -534,6 +534,68 @@ impl Webhook {
     }
 }
 
+/// A writer that keeps acknowledged webhooks in its journal for ten minutes before it
+/// commits them, unless something must read them or write beside them.
+fn commit_rarely(settings: &mut precall::config::Settings) {
+    settings.pacing = precall::store::writer::Pacing {
+        commit_every: Duration::from_secs(600),
+        commit_idle: Duration::from_secs(600),
+    };
+}
+
+#[tokio::test]
+async fn webhooks_awaiting_their_commit_leave_room_for_admin_changes_and_show_as_delivered() {
+    let app = spawn_app_with(commit_rarely).await;
+    let hook = Webhook::new(&app).await;
+    for i in 0..3 {
+        hook.send(i).await;
+    }
+    // The writer holds the three in an open transaction: an admin change still goes in
+    // (it would wait for the database's lock, and fail after five seconds, otherwise).
+    let second = hook.admin.create_agent("Second line").await;
+    let agents = hook.admin.page("/admin/agents").await;
+    assert!(agents.contains("Second line") && agents.contains(&second));
+    hook.send(3).await;
+
+    // Every acknowledged webhook is on the Deliveries page and in the Test viewer's backlog.
+    let page = hook
+        .admin
+        .page(&format!(
+            "/admin/agents/{}/actions/{}/deliveries",
+            hook.agent, hook.action
+        ))
+        .await;
+    for i in 0..4 {
+        assert!(page.contains(&format!("+1212555{}", 1000 + i)), "{i}");
+    }
+    hook.send(4).await;
+    let res = hook
+        .admin
+        .client
+        .get(format!(
+            "{}/admin/agents/{}/actions/{}/events",
+            hook.admin.base, hook.agent, hook.action
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut body = res.bytes_stream();
+    let events = read_events(&mut body, |e| {
+        e.iter().filter(|(name, _)| name == "delivery").count() >= 5
+    })
+    .await;
+    let phones: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, d)| d["phoneNumber"].as_str())
+        .collect();
+    assert_eq!(
+        phones,
+        (1000..1005)
+            .map(|i| format!("+1212555{i}"))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn a_viewer_behind_a_flood_gets_the_newest_deliveries_and_a_count_of_the_rest() {
     let app = spawn_app().await;

@@ -299,6 +299,75 @@ async fn everything_acknowledged_under_load_survives_kill_9() {
     assert_eq!(calls_found, calls.len(), "acknowledged calls lost");
 }
 
+#[tokio::test]
+async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = start_server(dir.path()).await;
+    let setup = setup_in(dir.path(), &address, 0);
+    signal(&child, "-TERM");
+    child.wait().await.unwrap();
+
+    // A writer that holds acknowledged webhooks for ten minutes before committing them.
+    let (mut child, address) = start_server_with(dir.path(), |command| {
+        command
+            .env("PRECALL_COMMIT_EVERY_MS", "600000")
+            .env("PRECALL_COMMIT_IDLE_MS", "600000");
+    })
+    .await;
+    let setup = Setup {
+        url: setup
+            .url
+            .replace(setup.url.split("/webhooks/").next().unwrap(), &address),
+        ..setup
+    };
+    let client = reqwest::Client::new();
+    let phones: Vec<String> = (0..40).map(|n| phone(Kind::Webhook, n)).collect();
+    for (n, phone) in phones.iter().enumerate() {
+        let res = client
+            .post(&setup.url)
+            .header("X-Authorization", &setup.key)
+            .json(&json!({"agentId": setup.agent_id, "phoneNumber": phone,
+                          "n": n, "marker": format!("sent-{n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    let journal = dir.path().join("precall.db-ingest");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "the acknowledged webhooks wait in the journal"
+    );
+    signal(&child, "-KILL");
+    child.wait().await.unwrap();
+
+    // Restarted twice: the journal is applied at the first start, and not again.
+    let (mut child, _) = start_server(dir.path()).await;
+    signal(&child, "-TERM");
+    child.wait().await.unwrap();
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    let (_child, address) = start_server(dir.path()).await;
+    let delivered = cli_in(
+        dir.path(),
+        &address,
+        &["deliveries", "--agent", &setup.agent_id, "--limit", "1000"],
+    );
+    let delivered: Vec<&str> = delivered
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == 202)
+        .filter_map(|d| d["phoneNumber"].as_str())
+        .collect();
+    assert_eq!(delivered.len(), phones.len(), "{delivered:?}");
+    for (n, phone) in phones.iter().enumerate() {
+        let call = call_from(&client, &address, &setup, phone).await;
+        assert_eq!(call["source"], "webhook", "{phone}: {call}");
+        assert_eq!(call["variables"]["n"], json!(n));
+        assert_eq!(call["variables"]["marker"], json!(format!("sent-{n}")));
+    }
+}
+
 /// Posts a webhook for `phone` carrying `n` and a few KiB of text, so that the database
 /// grows quickly.
 async fn post_bulky(

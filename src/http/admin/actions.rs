@@ -607,6 +607,7 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|id| *id >= 0);
+    app.writer.settle().await?;
     let (first, skipped, last) = match resume {
         Some(after) => {
             let (rows, skipped) =
@@ -627,11 +628,12 @@ async fn events(
         .chain(first.iter().map(to_event))
         .collect();
     let db = app.db.clone();
+    let writer = app.writer.clone();
     let session = admin.session_id;
     let stream = stream::iter(initial.into_iter().map(Ok)).chain(
-        stream::unfold(
-            (db, x.id, last, 0u32),
-            move |(db, action, last, polls)| async move {
+        stream::unfold((db, x.id, last, 0u32), move |(db, action, last, polls)| {
+            let writer = writer.clone();
+            async move {
                 let mut polls = polls;
                 loop {
                     tokio::time::sleep(VIEWER_POLL).await;
@@ -641,6 +643,9 @@ async fn events(
                         && !matches!(admins::session_alive(&db, session).await, Ok(true))
                     {
                         return None;
+                    }
+                    if let Err(e) = writer.settle().await {
+                        tracing::warn!(error = %e, "viewer could not settle the writer");
                     }
                     match deliveries::newest_after(&db, action, last, VIEWER_BATCH).await {
                         Ok((rows, skipped)) if !rows.is_empty() => {
@@ -660,8 +665,8 @@ async fn events(
                         }
                     }
                 }
-            },
-        )
+            }
+        })
         .flatten(),
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
@@ -836,6 +841,8 @@ async fn deliveries_page(
     let x = action_of(&app, &a, action_id).await?;
     let flash = app.flash.take(admin.session_id);
     let before = q.before.unwrap_or(i64::MAX);
+    // Webhooks acknowledged a moment ago may not be committed yet.
+    app.writer.settle().await?;
     let mut rows = deliveries::older_than(&app.db, x.id, before, DELIVERIES_PAGE + 1).await?;
     let more = rows.len() as i64 > DELIVERIES_PAGE;
     rows.truncate(DELIVERIES_PAGE as usize);

@@ -128,6 +128,7 @@ async fn history(
     let a = agent(&app, &id).await?;
     let flash = app.flash.take(admin.session_id);
     let filter = q.filter();
+    app.writer.settle().await?;
     let mut rows = stored::list(&app.db, a.id, &filter, PAGE_SIZE + 1).await?;
     let more = rows.len() as i64 > PAGE_SIZE;
     rows.truncate(PAGE_SIZE as usize);
@@ -280,6 +281,7 @@ struct CallPage {
 
 /// The agent's call with this id, or a 404 page (also for another agent's call).
 async fn call_of(app: &AppState, a: &Agent, public_id: &str) -> Result<CallRow, HtmlError> {
+    app.writer.settle().await?;
     stored::find(&app.db, public_id)
         .await?
         .filter(|c| c.agent_id == a.id)

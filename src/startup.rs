@@ -97,6 +97,12 @@ impl Application {
         &self.state.public_url
     }
 
+    /// A handle on the writer, for instance to [settle](Writer::settle) it before another
+    /// process reads the database.
+    pub fn writer(&self) -> Writer {
+        self.state.writer.clone()
+    }
+
     /// When no admin exists yet: a one-time link that creates the first one. Each call
     /// makes a new token (the previous link stops working).
     pub async fn first_run_link(&self) -> anyhow::Result<Option<String>> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use precall::config::Settings;
 use precall::startup::Application;
+use precall::store::writer::Writer;
 use reqwest::Response;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -20,6 +21,7 @@ pub struct TestApp {
     pub setup_link: Option<String>,
     pub database_url: String,
     pub client: reqwest::Client,
+    writer: Writer,
     stop: Option<oneshot::Sender<()>>,
     _dir: TempDir,
 }
@@ -53,6 +55,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings).await.expect("server builds");
     let address = format!("http://{}", app.local_addr());
     let setup_link = app.first_run_link().await.expect("setup link");
+    let writer = app.writer();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -65,6 +68,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
+        writer,
         stop: Some(stop),
         _dir: dir,
     }
@@ -161,6 +165,9 @@ impl TestApp {
     }
 
     pub fn deliveries(&self, agent_id: &str) -> Vec<Value> {
+        // The CLI is another process: it reads what is committed, and the last webhooks may
+        // still wait in the ingest journal for their commit.
+        futures::executor::block_on(self.writer.settle()).expect("writer settles");
         self.cli_json(&["deliveries", "--agent", agent_id])
             .as_array()
             .unwrap()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -597,7 +597,12 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver"]
 async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
-    let app = spawn_app().await;
+    // A flood well past the default rate limits (they have tests of their own).
+    let app = spawn_app_with(|s| {
+        s.rates.per_action = 0;
+        s.rates.per_source = 0;
+    })
+    .await;
     let b = Browser::start(1280, 900).await;
     let agent_id = new_webhook(&b, &app, "Flood line", "CRM webhook").await;
     let url = b.text("#webhook-url").await;

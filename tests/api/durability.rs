@@ -145,8 +145,8 @@ impl Load {
     }
 }
 
-/// Phones with an accepted (202) delivery in the agent's history.
-fn accepted_deliveries(dir: &Path, address: &str, setup: &Setup) -> HashSet<String> {
+/// The phone of each accepted (202) delivery in the agent's history, newest first.
+fn accepted_deliveries(dir: &Path, address: &str, setup: &Setup) -> Vec<String> {
     let list = cli_in(
         dir,
         address,
@@ -164,6 +164,25 @@ fn accepted_deliveries(dir: &Path, address: &str, setup: &Setup) -> HashSet<Stri
         .filter(|d| d["status"] == 202)
         .filter_map(|d| d["phoneNumber"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// A server set up in `dir` (an agent whose webhook waits 0 ms) and stopped again.
+async fn set_up_and_stop(dir: &Path) -> Setup {
+    let (mut child, address) = start_server(dir).await;
+    let setup = setup_in(dir, &address, 0);
+    signal(&child, "-TERM");
+    child.wait().await.unwrap();
+    setup
+}
+
+/// `setup` with its webhook URL on the server now at `address`.
+fn served_at(setup: Setup, address: &str) -> Setup {
+    Setup {
+        url: setup
+            .url
+            .replace(setup.url.split("/webhooks/").next().unwrap(), address),
+        ..setup
+    }
 }
 
 /// Starts a call from `phone` (the agent's wait is 0 or data is already there).
@@ -209,7 +228,9 @@ async fn everything_acknowledged_under_load_survives_kill_9() {
 
     let (_child, address) = start_server(dir.path()).await;
     let client = reqwest::Client::new();
-    let delivered = accepted_deliveries(dir.path(), &address, &setup);
+    let delivered: HashSet<String> = accepted_deliveries(dir.path(), &address, &setup)
+        .into_iter()
+        .collect();
 
     let acked = |kinds: &[Kind], status: u16| -> Vec<Sent> {
         sent.iter()
@@ -302,10 +323,7 @@ async fn everything_acknowledged_under_load_survives_kill_9() {
 #[tokio::test]
 async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, address) = start_server(dir.path()).await;
-    let setup = setup_in(dir.path(), &address, 0);
-    signal(&child, "-TERM");
-    child.wait().await.unwrap();
+    let setup = set_up_and_stop(dir.path()).await;
 
     // A writer that holds acknowledged webhooks for ten minutes before committing them.
     let (mut child, address) = start_server_with(dir.path(), |command| {
@@ -314,12 +332,7 @@ async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applie
             .env("PRECALL_COMMIT_IDLE_MS", "600000");
     })
     .await;
-    let setup = Setup {
-        url: setup
-            .url
-            .replace(setup.url.split("/webhooks/").next().unwrap(), &address),
-        ..setup
-    };
+    let setup = served_at(setup, &address);
     let client = reqwest::Client::new();
     let phones: Vec<String> = (0..40).map(|n| phone(Kind::Webhook, n)).collect();
     for (n, phone) in phones.iter().enumerate() {
@@ -347,19 +360,12 @@ async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applie
     child.wait().await.unwrap();
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
     let (_child, address) = start_server(dir.path()).await;
-    let delivered = cli_in(
-        dir.path(),
-        &address,
-        &["deliveries", "--agent", &setup.agent_id, "--limit", "1000"],
+    let mut delivered = accepted_deliveries(dir.path(), &address, &setup);
+    delivered.sort();
+    assert_eq!(
+        delivered, phones,
+        "each acknowledged webhook delivered once"
     );
-    let delivered: Vec<&str> = delivered
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["status"] == 202)
-        .filter_map(|d| d["phoneNumber"].as_str())
-        .collect();
-    assert_eq!(delivered.len(), phones.len(), "{delivered:?}");
     for (n, phone) in phones.iter().enumerate() {
         let call = call_from(&client, &address, &setup, phone).await;
         assert_eq!(call["source"], "webhook", "{phone}: {call}");
@@ -421,10 +427,7 @@ fn limit_file_size(pid: libc::pid_t, bytes: libc::rlim_t) {
 async fn a_full_disk_is_answered_503_keeps_nothing_unacknowledged_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     // Set up with no limit, and stop: the write-ahead log is folded into the database file.
-    let (mut child, address) = start_server(dir.path()).await;
-    let setup = setup_in(dir.path(), &address, 0);
-    signal(&child, "-TERM");
-    child.wait().await.unwrap();
+    let setup = set_up_and_stop(dir.path()).await;
     let db_size = std::fs::metadata(dir.path().join("precall.db"))
         .unwrap()
         .len();
@@ -452,12 +455,7 @@ async fn a_full_disk_is_answered_503_keeps_nothing_unacknowledged_and_recovers()
     })
     .await;
     let pid = child.id().unwrap() as libc::pid_t;
-    let setup = Setup {
-        url: setup
-            .url
-            .replace(setup.url.split("/webhooks/").next().unwrap(), &address),
-        ..setup
-    };
+    let setup = served_at(setup, &address);
     let client = reqwest::Client::new();
 
     let mut answered: Vec<(String, usize, u16)> = Vec::new();

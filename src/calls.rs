@@ -516,6 +516,7 @@ pub async fn answer(
             format!("no call {public_id:?} for this agent"),
         )
     };
+    app.writer.settle().await?;
     let row = stored_calls::find(&app.db, public_id)
         .await?
         .filter(|row| row.agent_id == token_agent)

@@ -188,6 +188,20 @@ impl Journal {
         self.broken
     }
 
+    /// Where the journal ends now, to [retract](Journal::retract) what is appended after.
+    pub fn mark(&self) -> u64 {
+        self.len
+    }
+
+    /// Cuts the journal back to `len` (a [mark](Journal::mark)): what was appended since
+    /// was not acknowledged. The sequence numbers given since are not given again.
+    pub fn retract(&mut self, len: u64) {
+        if self.file.set_len(len).is_err() {
+            self.broken = true;
+        }
+        self.len = len;
+    }
+
     /// Appends one entry per group of `writes` (all run with the clock `now`), with one
     /// `write`. On failure nothing of it stays in the file (or, if the file cannot be cut
     /// back, the journal takes no more until it is cleared).
@@ -216,6 +230,9 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
+                // Whatever part of it reached the file is numbered up to `seq`, which the
+                // next commit records as applied, so that replay skips it.
+                self.last_seq = seq;
                 if self.file.set_len(self.len).is_err() {
                     self.broken = true;
                 }
@@ -224,9 +241,13 @@ impl Journal {
         }
     }
 
-    /// Empties the file, once the database holds every entry.
+    /// Empties the file, once the database holds every entry. Until it succeeds, nothing
+    /// more is appended (it could land after a torn frame, where replay stops reading).
     pub fn clear(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
+        if let Err(e) = self.file.set_len(0) {
+            self.broken = true;
+            return Err(e);
+        }
         self.len = 0;
         self.broken = false;
         Ok(())
@@ -340,6 +361,28 @@ mod tests {
         let _first = Journal::open(&path).unwrap();
         let err = Journal::open(&path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_retracted_entry_is_gone_and_its_number_is_not_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j")).unwrap();
+        let (a, b) = (write(1), write(2));
+        j.append(5, &[vec![Record::of(&a, 1)]]).unwrap();
+        let mark = j.mark();
+        j.append(6, &[vec![Record::of(&b, 1)]]).unwrap();
+        j.retract(mark);
+        let kept: Vec<i64> = frames(&j.contents().unwrap())
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(kept, [1]);
+        j.append(7, &[vec![Record::of(&b, 1)]]).unwrap();
+        let kept: Vec<i64> = frames(&j.contents().unwrap())
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(kept, [1, 3]);
     }
 
     #[test]

@@ -396,6 +396,20 @@ fn run(
     let mut last_group = Instant::now();
     loop {
         let first = match w.open {
+            // Acknowledged webhooks wait in the journal: try again every 100 ms.
+            None if w.behind => {
+                match clock.block_on(async {
+                    tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                }) {
+                    Ok(cmd) => cmd,
+                    Err(_) => {
+                        if let Err(e) = w.reapply() {
+                            tracing::error!(error = %e, "acknowledged webhooks wait in the ingest journal");
+                        }
+                        continue;
+                    }
+                }
+            }
             None => clock.block_on(rx.recv()),
             Some(since) => {
                 let due = (last_group + pacing.commit_idle).min(since + pacing.commit_every);
@@ -437,7 +451,7 @@ fn run(
             answer(cmd, result, wakeups.as_ref());
         }
         last_group = Instant::now();
-        if w.open.is_some() && config_writer_waiting() {
+        if config_writer_waiting() {
             w.let_config_writer_in();
         }
         if catch_up.swap(false, Ordering::Relaxed) {
@@ -507,31 +521,38 @@ impl Groups<'_> {
                         .collect()
                 })
                 .collect();
-            let appended = match (groups.is_empty(), self.journal.as_mut()) {
-                (false, Some(j)) => j.append(now, &groups),
-                _ => Ok(()),
+            let Some(journal) = self.journal.as_mut() else {
+                unreachable!("deferred only with a journal")
             };
-            let kept = appended
-                .map_err(anyhow::Error::from)
-                .and_then(|()| release(self.conn, "grp").map_err(anyhow::Error::from));
-            match kept {
-                Ok(()) => {
-                    if !groups.is_empty() {
-                        self.holding.store(true, Ordering::Release);
-                    }
-                    return results;
+            let mark = journal.mark();
+            if let Err(e) = journal.append(now, &groups) {
+                // Not acknowledged: undo the group, and commit what is.
+                tracing::error!(error = %e, "the ingest journal did not take a group");
+                match rollback_to(self.conn, "grp").and_then(|()| release(self.conn, "grp")) {
+                    Ok(()) => self.commit_logged(),
+                    Err(_) => self.abandon(),
                 }
-                Err(e) => {
-                    // Not acknowledged: undo the group, and commit what is.
-                    tracing::error!(error = %e, "the ingest journal did not take a group");
-                    let _ = rollback_to(self.conn, "grp");
-                    let _ = release(self.conn, "grp");
-                    self.commit_logged();
-                    return fail_all(&e);
-                }
+                return fail_all(&e);
             }
+            if let Err(e) = release(self.conn, "grp") {
+                tracing::error!(error = %e, "group not kept");
+                if let Some(j) = self.journal.as_mut() {
+                    j.retract(mark);
+                }
+                self.abandon();
+                return fail_all(&e);
+            }
+            if !groups.is_empty() {
+                self.holding.store(true, Ordering::Release);
+            }
+            return results;
         }
-        if let Err(e) = release(self.conn, "grp").and_then(|()| self.commit()) {
+        if let Err(e) = release(self.conn, "grp") {
+            tracing::error!(error = %e, size = cmds.len(), "group not kept");
+            self.abandon();
+            return fail_all(&e);
+        }
+        if let Err(e) = self.commit() {
             tracing::error!(error = %e, size = cmds.len(), "group not committed");
             return fail_all(&e);
         }
@@ -601,10 +622,12 @@ impl Groups<'_> {
         if self.open.is_none() {
             return Ok(());
         }
+        // A journal that failed an append may hold frames of unacknowledged webhooks: they
+        // are numbered up to `last_seq` too, so replay skips them once this commits.
         let journaled = self
             .journal
             .as_ref()
-            .filter(|j| !j.is_empty())
+            .filter(|j| !j.is_empty() || j.is_broken())
             .map(Journal::last_seq);
         let committed = journaled
             .map_or(Ok(0), |seq| {
@@ -649,12 +672,14 @@ impl Groups<'_> {
     fn abandon(&mut self) {
         let _ = self.conn.execute_batch("ROLLBACK");
         self.open = None;
-        self.holding.store(false, Ordering::Release);
         if self.journal.as_ref().is_some_and(|j| !j.is_empty()) {
+            // `holding` stays set: readers wait for the journal to be applied again.
             self.behind = true;
             if let Err(e) = self.reapply() {
                 tracing::error!(error = %e, "acknowledged webhooks wait in the ingest journal");
             }
+        } else {
+            self.holding.store(false, Ordering::Release);
         }
     }
 
@@ -663,6 +688,7 @@ impl Groups<'_> {
             replay(self.conn, j)?;
         }
         self.behind = false;
+        self.holding.store(false, Ordering::Release);
         Ok(())
     }
 }
@@ -739,10 +765,8 @@ fn replay_entries(conn: &Connection, entries: &[&journal::Entry<'_>]) -> rusqlit
                 applied += done.len();
                 continue;
             }
-            Err(e) => match classify(e) {
-                GroupError::Transaction(e) => return Err(e),
-                GroupError::Statement(_) => rollback_to(conn, "entry")?,
-            },
+            Err(e) if violates_a_constraint(&e) => rollback_to(conn, "entry")?,
+            Err(e) => return Err(e),
         }
         for w in &all {
             savepoint(conn, "one")?;
@@ -751,14 +775,12 @@ fn replay_entries(conn: &Connection, entries: &[&journal::Entry<'_>]) -> rusqlit
                     release(conn, "one")?;
                     applied += 1;
                 }
-                Err(e) => match classify(e) {
-                    GroupError::Transaction(e) => return Err(e),
-                    GroupError::Statement(e) => {
-                        tracing::warn!(error = %e, seq = entry.seq, "a journaled webhook could not be applied");
-                        rollback_to(conn, "one")?;
-                        release(conn, "one")?;
-                    }
-                },
+                Err(e) if violates_a_constraint(&e) => {
+                    tracing::warn!(error = %e, seq = entry.seq, "a journaled webhook could not be applied");
+                    rollback_to(conn, "one")?;
+                    release(conn, "one")?;
+                }
+                Err(e) => return Err(e),
             }
         }
         release(conn, "entry")?;
@@ -846,6 +868,12 @@ fn classify(e: rusqlite::Error) -> GroupError {
     } else {
         GroupError::Statement(e)
     }
+}
+
+/// SQLITE_CONSTRAINT: the statement can never succeed (a journaled webhook's action was
+/// deleted since); any other error may pass on a later try.
+fn violates_a_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code & 0xff == 19)
 }
 
 /// The group's statements: webhooks first, then every delivery at once, then calls.

@@ -248,14 +248,6 @@ enum GroupError {
     Transaction(rusqlite::Error),
 }
 
-impl std::fmt::Display for GroupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Statement(e) | Self::Transaction(e) => e.fmt(f),
-        }
-    }
-}
-
 /// A handle on the writer task. Cloning is cheap.
 #[derive(Clone)]
 pub struct Writer {
@@ -511,7 +503,7 @@ impl Groups<'_> {
             && self
                 .open
                 .is_some_and(|since| since.elapsed() < self.pacing.commit_every);
-        if defer {
+        if defer && let Some(journal) = self.journal.as_mut() {
             let groups: Vec<Vec<Record<'_>>> = journaled
                 .iter()
                 .map(|g| {
@@ -521,9 +513,6 @@ impl Groups<'_> {
                         .collect()
                 })
                 .collect();
-            let Some(journal) = self.journal.as_mut() else {
-                unreachable!("deferred only with a journal")
-            };
             let mark = journal.mark();
             if let Err(e) = journal.append(now, &groups) {
                 // Not acknowledged: undo the group, and commit what is.

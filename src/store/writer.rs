@@ -651,8 +651,13 @@ impl Groups<'_> {
     }
 
     fn commit_logged(&mut self) {
+        let started = Instant::now();
         if let Err(e) = self.commit() {
             tracing::error!(error = %e, "commit failed");
+        }
+        let took = started.elapsed();
+        if took > SLOW_GROUP {
+            tracing::warn!(took_ms = took.as_millis() as u64, "slow commit");
         }
     }
 

@@ -36,8 +36,8 @@ struct Options {
     parked: usize,
     /// Park calls over HTTP/1.1 (a connection each) instead of HTTP/2.
     parked_http1: bool,
-    /// Scenarios to run (`ingest`, `viewer`, `open`, `calls`, `wake`, `fallback`, `parked`);
-    /// all if empty.
+    /// Scenarios to run (`ingest`, `open`, `echo-open`, `viewer`, `calls`, `wake`, `fallback`,
+    /// `parked`); all if empty.
     only: Vec<String>,
     /// Where to write the open loop's requests, one line each: when it was due (µs from
     /// the start), its latency and how late the generator sent it (µs).
@@ -468,6 +468,42 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 own_cpu() - gen0,
             ),
             stats: Some(echo_open),
+        });
+    }
+
+    if o.runs("echo-open") {
+        // 3c. The echo baseline at half of its own maximum, open loop: the load the ingest
+        // open loop is asked to bear, relative to what the server can do, put on a server
+        // with nothing to do. No target; it says whether this machine and the generator
+        // themselves keep a p99 of 10 ms at that share of their capacity in this run.
+        let rate = (base_rps / 2.0).max(1.0);
+        let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
+        let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
+        let echo_half = drive(
+            baseline.addr,
+            open_conns,
+            o.duration,
+            None,
+            0,
+            Pace::Open { rate },
+            StatusCode::OK,
+            Keep::Nothing,
+            echo.clone(),
+        )
+        .await;
+        rows.push(Row {
+            name: format!("baseline: echo at half its maximum, {rate:.0} req/s (open loop)"),
+            ratio: None,
+            figure: format!("p99 {:.2} ms", echo_half.ms(0.99)),
+            target: String::new(),
+            pass: None,
+            extra: open_loop_extra(
+                &echo_half,
+                rate,
+                baseline.cpu_time() - cpu0,
+                own_cpu() - gen0,
+            ),
+            stats: Some(echo_half),
         });
     }
 

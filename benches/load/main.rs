@@ -442,73 +442,41 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // keeps requests waiting at that rate (its own stalls, the generator's lateness),
         // with no handler to speak of. No target; it says how much of the p99 above the
         // machine would have charged to any server that moment.
-        let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
-        let echo_open = drive(
-            baseline.addr,
-            open_conns,
-            o.duration,
-            None,
-            0,
-            Pace::Open { rate },
-            StatusCode::OK,
-            Keep::Nothing,
-            echo.clone(),
-        )
-        .await;
-        rows.push(Row {
-            name: format!("baseline: echo at {rate:.0} req/s (open loop)"),
-            ratio: None,
-            figure: format!("p99 {:.2} ms", echo_open.ms(0.99)),
-            target: String::new(),
-            pass: None,
-            extra: open_loop_extra(
-                &echo_open,
+        rows.push(
+            echo_open_loop(
+                &baseline,
+                &echo,
                 rate,
-                baseline.cpu_time() - cpu0,
-                own_cpu() - gen0,
-            ),
-            stats: Some(echo_open),
-        });
+                open_conns,
+                o.duration,
+                format!("baseline: echo at {rate:.0} req/s (open loop)"),
+            )
+            .await,
+        );
     }
 
     if o.runs("echo-open") {
-        // 3c. The echo baseline at half of its own maximum, open loop: the load the ingest
+        // 3b. The echo baseline at half of its own maximum, open loop: the load the ingest
         // open loop is asked to bear, relative to what the server can do, put on a server
         // with nothing to do. No target; it says whether this machine and the generator
         // themselves keep a p99 of 10 ms at that share of their capacity in this run.
         let rate = (base_rps / 2.0).max(1.0);
         let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
-        let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
-        let echo_half = drive(
-            baseline.addr,
-            open_conns,
-            o.duration,
-            None,
-            0,
-            Pace::Open { rate },
-            StatusCode::OK,
-            Keep::Nothing,
-            echo.clone(),
-        )
-        .await;
-        rows.push(Row {
-            name: format!("baseline: echo at half its maximum, {rate:.0} req/s (open loop)"),
-            ratio: None,
-            figure: format!("p99 {:.2} ms", echo_half.ms(0.99)),
-            target: String::new(),
-            pass: None,
-            extra: open_loop_extra(
-                &echo_half,
+        rows.push(
+            echo_open_loop(
+                &baseline,
+                &echo,
                 rate,
-                baseline.cpu_time() - cpu0,
-                own_cpu() - gen0,
-            ),
-            stats: Some(echo_half),
-        });
+                open_conns,
+                o.duration,
+                format!("baseline: echo at half its maximum, {rate:.0} req/s (open loop)"),
+            )
+            .await,
+        );
     }
 
     if o.runs("viewer") {
-        // 3b. Ingest with the console's Test viewer open against ingest without it, in
+        // 3c. Ingest with the console's Test viewer open against ingest without it, in
         // alternating segments at one concurrency: the machine's speed moves by more than
         // the 10 % measured here within a minute, and alternating spreads that over both.
         let session = admin_session(&precall).await?;
@@ -940,6 +908,39 @@ fn own_cpu() -> Duration {
 
 fn per_request_us(cpu: Duration, requests: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
+}
+
+/// The echo baseline under the open loop at `rate`: a row without a target.
+async fn echo_open_loop(
+    baseline: &Server,
+    echo: &Make,
+    rate: f64,
+    conns: usize,
+    duration: Duration,
+    name: String,
+) -> Row {
+    let (cpu0, gen0) = (baseline.cpu_time(), own_cpu());
+    let s = drive(
+        baseline.addr,
+        conns,
+        duration,
+        None,
+        0,
+        Pace::Open { rate },
+        StatusCode::OK,
+        Keep::Nothing,
+        echo.clone(),
+    )
+    .await;
+    Row {
+        name,
+        ratio: None,
+        figure: format!("p99 {:.2} ms", s.ms(0.99)),
+        target: String::new(),
+        pass: None,
+        extra: open_loop_extra(&s, rate, baseline.cpu_time() - cpu0, own_cpu() - gen0),
+        stats: Some(s),
+    }
 }
 
 /// The report's extra figures for an open-loop row, given the server's and the generator's

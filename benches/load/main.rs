@@ -368,6 +368,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
         });
     }
 
+    // The open loops send over as many connections as the largest closed-loop level.
+    let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
     if o.runs("open") {
         // 3. Ingest p99 at half its maximum, open loop, right after the maximum was measured:
         // this machine's speed drifts by 10-25 % within a minute, and half of a maximum
@@ -380,7 +382,6 @@ async fn run(o: Options) -> anyhow::Result<()> {
         let rate = o
             .open_rate
             .map_or((ingest_rps / 2.0).max(1.0), |r| r.max(1) as f64);
-        let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
         if o.open_trace.is_some() {
             eprintln!("open loop: {rate:.0} req/s over {open_conns} connections");
         }
@@ -461,7 +462,6 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // with nothing to do. No target; it says whether this machine and the generator
         // themselves keep a p99 of 10 ms at that share of their capacity in this run.
         let rate = (base_rps / 2.0).max(1.0);
-        let open_conns = o.levels.iter().copied().max().unwrap_or(o.connections);
         rows.push(
             echo_open_loop(
                 &baseline,

@@ -1,4 +1,4 @@
-//! The machine's own stalls, seen by a thread that nothing in this machine can delay.
+//! The machine's own stalls, seen by a thread at real-time priority.
 //!
 //! These machines are virtual and shared: the host sometimes stops the whole virtual
 //! machine, both vCPUs at once, for tens of milliseconds, without counting it as steal time.

@@ -482,10 +482,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         };
         let mut extra = open_loop_extra(&open, rate, cpu, gen_cpu, &stalls);
         extra["earlier_attempts"] = json!(attempts);
-        let mut figure = format!("p99 {p99:.2} ms");
-        if let Some(stop) = disturbing(&stalls) {
-            figure += &format!(" (machine stopped {:.1} ms)", ms(stop));
-        }
+        let mut figure = open_figure(&open, &stalls);
         if !attempts.is_empty() {
             figure += &format!(" (attempt {})", attempts.len() + 1);
         }
@@ -978,6 +975,18 @@ fn disturbing(stalls: &[Duration]) -> Option<Duration> {
     stalls.first().copied().filter(|s| *s >= DISTURBING)
 }
 
+/// An open loop's figure: its p99, and the machine's stop if one was long enough to matter.
+fn open_figure(s: &Stats, stalls: &[Duration]) -> String {
+    match disturbing(stalls) {
+        Some(stop) => format!(
+            "p99 {:.2} ms (machine stopped {:.1} ms)",
+            s.ms(0.99),
+            ms(stop)
+        ),
+        None => format!("p99 {:.2} ms", s.ms(0.99)),
+    }
+}
+
 fn stalls_ms(stalls: &[Duration]) -> Vec<f64> {
     stalls.iter().map(|s| ms(*s)).collect()
 }
@@ -1011,14 +1020,7 @@ async fn echo_open_loop(
     .await;
     let (cpu, gen_cpu) = (baseline.cpu_time() - cpu0, own_cpu() - gen0);
     let stalls = probe.during(&s);
-    let figure = match disturbing(&stalls) {
-        Some(stop) => format!(
-            "p99 {:.2} ms (machine stopped {:.1} ms)",
-            s.ms(0.99),
-            ms(stop)
-        ),
-        None => format!("p99 {:.2} ms", s.ms(0.99)),
-    };
+    let figure = open_figure(&s, &stalls);
     Row {
         name,
         ratio: None,

@@ -16,7 +16,7 @@ use crate::client::Stats;
 
 /// How long the probe sleeps between looks.
 const TICK: Duration = Duration::from_millis(1);
-/// Lateness recorded as a stall.
+/// Lateness beyond this is recorded as a stall.
 const RECORDED: Duration = Duration::from_millis(2);
 
 /// A running probe.

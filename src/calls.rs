@@ -209,7 +209,8 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
             }
         })
         .collect();
-    let mut waits = vec![Wait::default(); steps.len()];
+    // When each step's wait ran out, counted from the call's start.
+    let mut gave_up: Vec<Option<Duration>> = vec![None; steps.len()];
     let mut subscription: Option<(usize, Subscription)> = None;
     loop {
         let context = CallContext {
@@ -220,7 +221,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
             started,
             started_at,
             states: states.clone(),
-            waits: waits.clone(),
+            gave_up: gave_up.clone(),
         };
         let attempt = CallAttempt {
             public_id: call_id.to_string(),
@@ -259,6 +260,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
             started + Duration::from_millis(steps[missing].fallback_wait_ms.max(0) as u64);
         if Instant::now() >= deadline {
             states[missing] = StepState::GaveUp;
+            gave_up[missing] = Some(started.elapsed());
             continue;
         }
         let subscription_for_it = match subscription.take() {
@@ -272,20 +274,14 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
                 continue;
             }
         };
-        let waiting = Instant::now();
-        match tokio::time::timeout_at(deadline.into(), subscription_for_it.woken()).await {
-            Ok(()) => waits[missing].woken = true,
-            Err(_) => states[missing] = StepState::GaveUp,
+        if tokio::time::timeout_at(deadline.into(), subscription_for_it.woken())
+            .await
+            .is_err()
+        {
+            states[missing] = StepState::GaveUp;
+            gave_up[missing] = Some(started.elapsed());
         }
-        waits[missing].waited += waiting.elapsed();
     }
-}
-
-/// How long a call waited on one step, and whether a webhook woke it.
-#[derive(Debug, Clone, Copy, Default)]
-struct Wait {
-    waited: Duration,
-    woken: bool,
 }
 
 /// What an attempt needs to build the call's record from the claimed data.
@@ -297,37 +293,46 @@ struct CallContext {
     started: Instant,
     started_at: i64,
     states: Vec<StepState>,
-    waits: Vec<Wait>,
+    gave_up: Vec<Option<Duration>>,
 }
 
 impl CallContext {
     fn record(&self, claimed: &[Option<Claimed>]) -> CallRecord {
         let mut context = Map::new();
         let mut precall = Vec::with_capacity(claimed.len());
-        for (((step, state), wait), data) in self
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        for (((step, state), gave_up), data) in self
             .runtime
             .steps
             .iter()
             .zip(&self.states)
-            .zip(&self.waits)
+            .zip(&self.gave_up)
             .zip(claimed)
         {
             let fields: Map<String, Value> = data
                 .as_ref()
                 .and_then(|d| serde_json::from_str(&d.fields).ok())
                 .unwrap_or_default();
-            let outcome = match (state, data) {
-                (StepState::Disabled, _) => "disabled",
-                (_, None) => "fallback",
-                (_, Some(_)) if wait.woken => "arrived",
-                (_, Some(_)) => "cached",
+            // Every wait is counted from the call's start: the call waits for all its
+            // steps at once, not one after another.
+            let (outcome, waited_ms) = match (state, data) {
+                (StepState::Disabled, _) => ("disabled", 0),
+                (_, None) => (
+                    "fallback",
+                    gave_up.map_or(elapsed_ms, |d| d.as_millis() as u64),
+                ),
+                (_, Some(d)) if d.received_at >= self.started_at => (
+                    "arrived",
+                    ((d.received_at - self.started_at) as u64).min(elapsed_ms),
+                ),
+                (_, Some(_)) => ("cached", 0),
             };
             precall.push(PrecallStep {
                 action_id: step.action_id,
                 action: step.name.clone(),
                 kind: "webhook".into(),
                 outcome: outcome.into(),
-                waited_ms: wait.waited.as_millis() as u64,
+                waited_ms,
                 fields: fields.keys().cloned().collect(),
             });
             context.extend(fields);

@@ -83,10 +83,10 @@ impl Conditions {
     }
 
     /// Whether they hold for `vars`, and why, in words (`risk_score is 92, greater than 80`).
-    /// No conditions hold always.
+    /// No conditions never hold: an unfinished case or End Call must not catch every call.
     pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
         if self.list.is_empty() {
-            return (true, "no conditions".into());
+            return (false, "it has no conditions yet".into());
         }
         let results: Vec<(bool, String)> = self.list.iter().map(|c| c.check(vars)).collect();
         let hold = if self.any {
@@ -113,23 +113,33 @@ fn text_eq(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim()) || a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
+/// A value as a number: a JSON number, or text that is a finite decimal number (`92`,
+/// `-2.5`, `1e3`, `+7`). `inf`, `NaN` and `Infinity` are text, not numbers.
 fn number_of(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::String(s) => {
+            let t = s.trim();
+            let t = t.strip_prefix('+').unwrap_or(t);
+            serde_json::from_str::<serde_json::Number>(t)
+                .ok()?
+                .as_f64()
+                .filter(|f| f.is_finite())
+        }
         _ => None,
     }
 }
 
-/// Typed equality: numbers by value, booleans by value, text without regard to case.
+/// Typed equality: numbers by value, booleans by value, text without regard to case. A list
+/// equals a value when one of its items does (as `contains` says for lists).
 fn equal(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
+        (Value::Array(items), _) => items.iter().any(|i| equal(i, expected)),
         (_, Value::Number(_)) => number_of(actual)
             .zip(number_of(expected))
             .is_some_and(|(a, b)| a == b),
         (Value::Bool(a), Value::Bool(b)) => a == b,
         (Value::String(a), Value::Bool(b)) => text_eq(a, &b.to_string()),
-        (Value::Array(items), _) => items.iter().any(|i| equal(i, expected)),
         (a, Value::String(b)) => spoken(a).is_some_and(|a| text_eq(&a, b)),
         _ => false,
     }
@@ -197,6 +207,14 @@ impl Condition {
         };
         match (self.op, declared) {
             (Op::Exists | Op::NotExists, _) => Ok(()),
+            (Op::Equals | Op::NotEquals, Some(VarType::List)) => Err(format!(
+                "{} is a list: use contains to look for an item",
+                self.variable
+            )),
+            (Op::Contains, Some(t @ (VarType::Number | VarType::Boolean))) => Err(format!(
+                "{} is a {t}: contains looks into text and lists; use equals",
+                self.variable
+            )),
             (Op::GreaterThan | Op::LessThan, Some(t)) if t != VarType::Number => {
                 mismatch("a number (greater/less than compare numbers)")
             }
@@ -251,6 +269,50 @@ mod tests {
         assert!(cond("missing", "not_exists", Value::Null).check(&v).0);
         assert!(cond("missing", "not_equals", json!("x")).check(&v).0);
         assert!(!cond("missing", "greater_than", json!(1)).check(&v).0);
+    }
+
+    #[test]
+    fn only_finite_decimal_text_is_a_number() {
+        let v = vars(
+            json!({"a": "inf", "b": "Infinity", "c": "NaN", "d": " 92 ", "e": "-1e3", "f": "+7"}),
+        );
+        for name in ["a", "b", "c"] {
+            assert!(!cond(name, "greater_than", json!(80)).check(&v).0, "{name}");
+            assert!(!cond(name, "less_than", json!(80)).check(&v).0, "{name}");
+        }
+        assert!(cond("d", "greater_than", json!(80)).check(&v).0);
+        assert!(cond("e", "less_than", json!(0)).check(&v).0);
+        assert!(cond("f", "equals", json!(7)).check(&v).0);
+    }
+
+    #[test]
+    fn a_list_equals_a_value_when_one_of_its_items_does() {
+        let v = vars(json!({"n": [5, 6], "t": ["new", "VIP"]}));
+        assert!(cond("n", "equals", json!(5)).check(&v).0);
+        assert!(cond("t", "equals", json!("vip")).check(&v).0);
+        assert!(!cond("n", "equals", json!(7)).check(&v).0);
+        assert!(cond("n", "not_equals", json!(7)).check(&v).0);
+    }
+
+    #[test]
+    fn equals_on_a_declared_list_and_contains_on_a_number_are_refused() {
+        let e = cond("tags", "equals", json!("vip"))
+            .check_types(Some(VarType::List))
+            .unwrap_err();
+        assert!(e.contains("contains"), "{e}");
+        assert!(
+            cond("risk", "contains", json!(8))
+                .check_types(Some(VarType::Number))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn blank_text_has_no_value() {
+        let v = vars(json!({"name": "   ", "tags": ["", " "]}));
+        assert!(!cond("name", "exists", Value::Null).check(&v).0);
+        assert!(cond("name", "not_exists", Value::Null).check(&v).0);
+        assert!(!cond("tags", "exists", Value::Null).check(&v).0);
     }
 
     #[test]

@@ -240,6 +240,24 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The action's name, as the admin gave it.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Filter { name, .. } | Self::EndCall { name, .. } | Self::Broken { name, .. } => {
+                name
+            }
+        }
+    }
+
+    /// The pre-call action's id.
+    pub fn action_id(&self) -> i64 {
+        match self {
+            Self::Filter { action_id, .. }
+            | Self::EndCall { action_id, .. }
+            | Self::Broken { action_id, .. } => *action_id,
+        }
+    }
+
     /// Reads a pre-call action's settings: `filter` (`cases` with a target `flow`) or
     /// `end_call` (`join`, `conditions`, `message`, `outcome`).
     pub fn compile(action_id: i64, name: String, kind: &str, config: &Value) -> Self {
@@ -370,42 +388,58 @@ pub fn has_value(vars: &Map<String, Value>, name: &str) -> bool {
 }
 
 impl Program {
-    /// Applies the pre-call rules in order to `vars`, then runs the chosen flow.
-    /// The returned steps start with the rules that applied.
+    /// Runs every pre-call rule in order, then the chosen flow. An End Call whose conditions
+    /// hold ends the call, wherever it stands; a Filter's route is taken only once every rule
+    /// has run and none ended the call (the first Filter that matched chooses), so that no
+    /// End Call can be bypassed by its position. Unfinished rules are skipped, never run.
+    /// The returned steps start with one step per rule, saying what it did and why.
     pub fn start(&self, vars: &Map<String, Value>) -> Run {
         let mut steps = Vec::new();
-        let mut entry = self.first_flow;
+        let mut route: Option<(String, i64)> = None;
         for rule in &self.rules {
+            let kind = match rule {
+                Rule::Filter { .. } => "precall_filter",
+                Rule::EndCall { .. } => "precall_end_call",
+                Rule::Broken { .. } => "precall_error",
+            };
+            let mut step = Step {
+                kind: kind.into(),
+                flow: Some(rule.name().to_owned()),
+                ..Step::default()
+            };
+            if let Some(why) = self.unfinished(rule) {
+                step.skipped = Some(true);
+                step.why = Some(format!("skipped, because {why}"));
+                steps.push(step);
+                continue;
+            }
             match rule {
                 Rule::Filter { name, cases, .. } => {
                     let chosen = cases.iter().enumerate().find_map(|(i, c)| {
                         let (hold, why) = c.when.check(vars);
                         hold.then(|| (c.label(i), why, c.next))
                     });
-                    match chosen {
-                        Some((case, why, flow)) => {
-                            steps.push(Step {
-                                kind: "precall_filter".into(),
-                                flow: Some(name.clone()),
-                                case: Some(case),
-                                why: Some(why),
-                                flow_id: flow,
-                                ..Step::default()
-                            });
-                            entry = flow;
-                            break;
+                    match (chosen, &route) {
+                        (Some((case, why, Some(flow))), None) => {
+                            step.case = Some(case);
+                            step.why = Some(why);
+                            step.flow_id = Some(flow);
+                            route = Some((name.clone(), flow));
                         }
-                        None => steps.push(Step {
-                            kind: "precall_filter".into(),
-                            flow: Some(name.clone()),
-                            case: Some("Continue".into()),
-                            why: Some("no case held".into()),
-                            ..Step::default()
-                        }),
+                        (Some((case, why, _)), Some((earlier, _))) => {
+                            step.case = Some(case);
+                            step.why = Some(format!(
+                                "{why}; not taken: {earlier:?} already chose the route"
+                            ));
+                        }
+                        (_, _) => {
+                            step.case = Some("Continue".into());
+                            step.why = Some("no case held".into());
+                        }
                     }
+                    steps.push(step);
                 }
                 Rule::EndCall {
-                    name,
                     when,
                     message,
                     outcome,
@@ -413,13 +447,9 @@ impl Program {
                 } => {
                     let (hold, why) = when.check(vars);
                     if hold {
-                        steps.push(Step {
-                            kind: "precall_end_call".into(),
-                            flow: Some(name.clone()),
-                            said: Some(message.render(vars)).filter(|s| !s.is_empty()),
-                            why: Some(why),
-                            ..Step::default()
-                        });
+                        step.said = Some(message.render(vars)).filter(|s| !s.trim().is_empty());
+                        step.why = Some(why);
+                        steps.push(step);
                         return Run {
                             steps,
                             stop: Stop::Ended {
@@ -428,15 +458,14 @@ impl Program {
                             },
                         };
                     }
+                    step.case = Some("Continue".into());
+                    step.why = Some(why);
+                    steps.push(step);
                 }
-                Rule::Broken { name, reason, .. } => steps.push(Step {
-                    kind: "precall_error".into(),
-                    flow: Some(name.clone()),
-                    why: Some(format!("skipped: {reason}")),
-                    ..Step::default()
-                }),
+                Rule::Broken { .. } => unreachable!("a broken rule is unfinished"),
             }
         }
+        let entry = route.map(|(_, flow)| flow).or(self.first_flow);
         let Some(flow) = entry.and_then(|f| self.flows.get(&f)) else {
             return self.fail(steps, "the agent has no First Flow to run");
         };
@@ -444,6 +473,33 @@ impl Program {
             return self.fail(steps, &format!("the flow {:?} has no entry", flow.name));
         };
         self.run(flow.id, Some(block), vars, steps)
+    }
+
+    /// Why a pre-call rule cannot run yet (it is skipped), if it cannot: an End Call with
+    /// no conditions would refuse every call, a Filter case with none would route every
+    /// call, and a case must lead to an existing flow.
+    pub fn unfinished(&self, rule: &Rule) -> Option<String> {
+        match rule {
+            Rule::Broken { reason, .. } => Some(format!("its settings cannot be read: {reason}")),
+            Rule::EndCall { when, .. } if when.list.is_empty() => {
+                Some("it has no conditions yet".into())
+            }
+            Rule::EndCall { .. } => None,
+            Rule::Filter { cases, .. } if cases.is_empty() => Some("it has no cases yet".into()),
+            Rule::Filter { cases, .. } => cases.iter().enumerate().find_map(|(i, c)| {
+                if c.when.list.is_empty() {
+                    Some(format!("{} has no conditions yet", c.label(i)))
+                } else {
+                    match c.next {
+                        None => Some(format!("{} leads to no flow yet", c.label(i))),
+                        Some(f) if !self.flows.contains_key(&f) => {
+                            Some(format!("the flow {} leads to is gone", c.label(i)))
+                        }
+                        Some(_) => None,
+                    }
+                }
+            }),
+        }
     }
 
     /// Continues a call that was asked `question`, once `vars` hold the answer.
@@ -683,6 +739,7 @@ pub fn check_program(program: &Program, known: &Known) -> Vec<String> {
             problems.push(format!("{}: {p}", flow.name));
         }
     }
+    problems.extend(check_transfer_cycles(program));
     for rule in &program.rules {
         problems.extend(check_rule(rule, known));
     }
@@ -712,7 +769,13 @@ pub fn check_rule(rule: &Rule, known: &Known) -> Vec<String> {
     let mut problems = Vec::new();
     match rule {
         Rule::Filter { cases, .. } => {
+            if cases.is_empty() {
+                problems.push("add a case: a Filter without cases does nothing".into());
+            }
             for (i, case) in cases.iter().enumerate() {
+                if case.when.list.is_empty() {
+                    problems.push(format!("{}: add at least one condition", case.label(i)));
+                }
                 check_conditions(&case.label(i), &case.when, known, &mut problems);
             }
             for (i, case) in cases.iter().enumerate() {
@@ -728,6 +791,13 @@ pub fn check_rule(rule: &Rule, known: &Known) -> Vec<String> {
             }
         }
         Rule::EndCall { when, message, .. } => {
+            if when.list.is_empty() {
+                problems.push(
+                    "add at least one condition: an End Call without conditions would refuse \
+                     every call (to refuse every call on purpose, use caller_phone exists)"
+                        .into(),
+                );
+            }
             check_conditions("Conditions", when, known, &mut problems);
             for name in message.variables() {
                 if !known.variables.contains_key(name) {
@@ -770,6 +840,12 @@ pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
         }
         Block::Filter { cases, .. } => {
             for (i, case) in cases.iter().enumerate() {
+                if case.when.list.is_empty() {
+                    problems.push(format!(
+                        "{}: add at least one condition (until then it never holds)",
+                        case.label(i)
+                    ));
+                }
                 check_conditions(&case.label(i), &case.when, known, &mut problems);
             }
         }
@@ -789,6 +865,63 @@ pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
         },
         Block::Broken { reason, .. } => problems.push(reason.clone()),
         _ => {}
+    }
+    problems
+}
+
+/// Finds Transfer Flow blocks that lead round from flow to flow back to where they started:
+/// a call would go round for ever (a Collect on the way is asked once, then skipped), so
+/// such a cycle is refused. Names the flows in order, once per cycle.
+pub fn check_transfer_cycles(program: &Program) -> Vec<String> {
+    let mut ids: Vec<i64> = program.flows.keys().copied().collect();
+    ids.sort();
+    let targets = |id: i64| -> Vec<i64> {
+        let mut to: Vec<i64> = program.flows[&id]
+            .blocks
+            .values()
+            .filter_map(|b| match b {
+                Block::TransferFlow { flow: Some(f) } if program.flows.contains_key(f) => Some(*f),
+                _ => None,
+            })
+            .collect();
+        to.sort();
+        to.dedup();
+        to
+    };
+    let name = |id: i64| format!("{:?}", program.flows[&id].name);
+    let mut problems = Vec::new();
+    let mut done: HashSet<i64> = HashSet::new();
+    for &root in &ids {
+        if done.contains(&root) {
+            continue;
+        }
+        // Depth-first, with the path kept to name a cycle when one closes.
+        let mut path: Vec<(i64, Vec<i64>)> = vec![(root, targets(root))];
+        let mut on_path: HashSet<i64> = HashSet::from([root]);
+        while let Some((id, next)) = path.last_mut() {
+            let id = *id;
+            match next.pop() {
+                Some(to) if on_path.contains(&to) => {
+                    let start = path.iter().position(|(f, _)| *f == to).unwrap_or(0);
+                    let names: Vec<String> = path[start..].iter().map(|(f, _)| name(*f)).collect();
+                    problems.push(format!(
+                        "Transfer Flow goes round in a cycle: {} → {}; a call would never end",
+                        names.join(" → "),
+                        name(to)
+                    ));
+                }
+                Some(to) if !done.contains(&to) => {
+                    on_path.insert(to);
+                    path.push((to, targets(to)));
+                }
+                Some(_) => {}
+                None => {
+                    done.insert(id);
+                    on_path.remove(&id);
+                    path.pop();
+                }
+            }
+        }
     }
     problems
 }
@@ -1008,11 +1141,77 @@ mod tests {
         assert_eq!(refused.steps.len(), 1);
         assert!(matches!(refused.stop, Stop::Ended { ref outcome, .. } if outcome == "blocked"));
         let routed = p.start(&vars(json!({"blocked": false, "risk_score": 95})));
-        assert_eq!(routed.steps[0].case.as_deref(), Some("Risky"));
-        assert_eq!(routed.steps[1].flow.as_deref(), Some("Wrap-up"));
+        assert_eq!(routed.steps[0].case.as_deref(), Some("Continue"));
+        assert_eq!(routed.steps[1].case.as_deref(), Some("Risky"));
+        assert_eq!(routed.steps[2].flow.as_deref(), Some("Wrap-up"));
         let normal = p.start(&vars(json!({"risk_score": 10, "priority": "high"})));
-        assert_eq!(normal.steps[0].case.as_deref(), Some("Continue"));
-        assert_eq!(normal.steps[1].kind, "greeting");
+        assert_eq!(normal.steps[1].case.as_deref(), Some("Continue"));
+        assert_eq!(normal.steps[2].kind, "greeting");
+    }
+
+    #[test]
+    fn a_routing_filter_above_an_end_call_cannot_bypass_it() {
+        let mut p = program();
+        p.rules = vec![
+            Rule::compile(
+                8,
+                "Risk".into(),
+                "filter",
+                &json!({"cases": [{"name": "Risky", "join": "or", "conditions": [
+                    {"variable": "risk", "op": "greater_than", "value": 80}], "flow": 2}]}),
+            ),
+            Rule::compile(
+                7,
+                "Blocked".into(),
+                "end_call",
+                &json!({"join": "and", "conditions": [{"variable": "blocked", "op": "equals", "value": true}],
+                        "message": "Goodbye.", "outcome": "blocked"}),
+            ),
+        ];
+        let run = p.start(&vars(json!({"risk": 95, "blocked": true})));
+        assert!(matches!(run.stop, Stop::Ended { ref outcome, .. } if outcome == "blocked"));
+        assert_eq!(run.steps.len(), 2, "{:?}", run.steps);
+        assert_eq!(run.steps[0].case.as_deref(), Some("Risky"));
+        assert_eq!(run.steps[1].kind, "precall_end_call");
+        let routed = p.start(&vars(json!({"risk": 95, "blocked": false})));
+        assert_eq!(routed.steps[1].case.as_deref(), Some("Continue"));
+        assert_eq!(routed.steps[2].kind, "start");
+    }
+
+    #[test]
+    fn unfinished_precall_actions_are_skipped_and_say_why() {
+        let mut p = program();
+        p.rules = vec![
+            Rule::compile(
+                7,
+                "End Call".into(),
+                "end_call",
+                &json!({"join": "and", "conditions": []}),
+            ),
+            Rule::compile(
+                8,
+                "Filter".into(),
+                "filter",
+                &json!({"cases": [{"name": "", "join": "and", "conditions": [], "flow": null}]}),
+            ),
+            Rule::compile(
+                9,
+                "Gone".into(),
+                "filter",
+                &json!({"cases": [{"name": "", "join": "and", "conditions": [
+                    {"variable": "risk", "op": "exists"}], "flow": 99}]}),
+            ),
+        ];
+        let run = p.start(&vars(json!({"risk": 1, "priority": "high"})));
+        for step in &run.steps[..3] {
+            assert_eq!(step.skipped, Some(true), "{step:?}");
+            assert!(
+                step.why.as_deref().unwrap().starts_with("skipped, because"),
+                "{step:?}"
+            );
+        }
+        assert_eq!(run.steps[3].kind, "greeting");
+        assert!(matches!(run.stop, Stop::Ended { ref outcome, .. } if outcome == "transferred"));
     }
 
     #[test]
@@ -1049,6 +1248,42 @@ mod tests {
                 .unwrap()
                 .contains("loop")
         );
+    }
+
+    #[test]
+    fn transfer_flow_cycles_across_flows_are_found_once_with_their_flows_named() {
+        let flow = |id: i64, name: &str, to: Option<i64>| {
+            let mut blocks = vec![(
+                id * 10,
+                "start".to_owned(),
+                json!({"message": "", "next": id * 10 + 1}),
+            )];
+            blocks.push((id * 10 + 1, "transfer_flow".to_owned(), json!({"flow": to})));
+            Flow::compile(id, name.into(), &blocks)
+        };
+        let p = Program {
+            first_flow: Some(1),
+            flows: [
+                (1, flow(1, "A", Some(2))),
+                (2, flow(2, "B", Some(3))),
+                (3, flow(3, "C", Some(1))),
+                (4, flow(4, "D", Some(1))),
+            ]
+            .into(),
+            rules: Vec::new(),
+        };
+        let problems = check_transfer_cycles(&p);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(r#""A" → "B" → "C" → "A""#),
+            "{problems:?}"
+        );
+        let acyclic = Program {
+            first_flow: Some(1),
+            flows: [(1, flow(1, "A", Some(2))), (2, flow(2, "B", None))].into(),
+            rules: Vec::new(),
+        };
+        assert!(check_transfer_cycles(&acyclic).is_empty());
     }
 
     fn numbers(flow: &Flow) -> HashMap<i64, usize> {

@@ -87,18 +87,14 @@ impl Template {
 pub fn spoken(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
+        Value::String(s) if s.trim().is_empty() => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) if items.is_empty() => None,
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .filter_map(spoken)
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
+        Value::Array(items) => {
+            let said: Vec<String> = items.iter().filter_map(spoken).collect();
+            (!said.is_empty()).then(|| said.join(", "))
+        }
         Value::Object(_) => None,
     }
 }

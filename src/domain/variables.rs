@@ -107,6 +107,9 @@ impl VarType {
                 describe_value(value)
             )
         };
+        // One rule for every way a value reaches a variable (webhook, answer, default):
+        // numbers must be finite and exact, whatever the declared type.
+        check_numbers(value)?;
         match (self, value) {
             (_, Value::Null) => Ok(Value::Null),
             (Self::String, Value::String(_)) => Ok(value.clone()),
@@ -163,15 +166,28 @@ pub fn describe_value(value: &Value) -> String {
     }
 }
 
-/// Checks the shape of a value for a variable no schema declares: the rule webhook fields
-/// follow (a string, number within ±(2^53 − 1), boolean, null, or a list of those), so that
-/// every way into a call's variables keeps the same shapes.
-pub fn check_undeclared(value: &Value) -> Result<(), String> {
-    let scalar = |v: &Value| match v {
+/// Refuses a number, or a list holding one, outside ±(2^53 − 1): such a number cannot be
+/// kept exactly (`1e300`, `9007199254740993`, `12345678901234567890`).
+fn check_numbers(value: &Value) -> Result<(), String> {
+    let out_of_range = |v: &Value| match v {
         Value::Number(n) if !number_within_limits(n) => Err(format!(
             "{} is outside ±9007199254740991, which cannot be kept exactly",
             describe_value(v)
         )),
+        _ => Ok(()),
+    };
+    match value {
+        Value::Array(items) => items.iter().try_for_each(out_of_range),
+        v => out_of_range(v),
+    }
+}
+
+/// Checks the shape of a value for a variable no schema declares: the rule webhook fields
+/// follow (a string, number within ±(2^53 − 1), boolean, null, or a list of those), so that
+/// every way into a call's variables keeps the same shapes.
+pub fn check_undeclared(value: &Value) -> Result<(), String> {
+    check_numbers(value)?;
+    let scalar = |v: &Value| match v {
         Value::Array(_) => {
             Err("a list inside a list; list items must be strings, numbers or booleans".into())
         }
@@ -237,13 +253,13 @@ pub fn resolve(
     for def in schema {
         let from_context = context
             .remove(def.name.as_str())
-            .filter(|v| !v.is_null())
+            .filter(|v| !is_blank(v))
             .and_then(|v| def.ty.coerce(&v).ok());
         let value = from_context.unwrap_or_else(|| def.default.clone().unwrap_or(Value::Null));
         vars.insert(def.name.to_string(), value);
     }
     for (name, value) in context {
-        if !value.is_null() {
+        if !is_blank(&value) {
             vars.insert(name, value);
         }
     }
@@ -251,6 +267,16 @@ pub fn resolve(
         vars.insert(name.to_owned(), value);
     }
     vars
+}
+
+/// `null`, or text with nothing but white space: no value. A default applies instead, a
+/// Collect asks, `exists` does not hold, a template says its fallback.
+pub fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
 }
 
 /// A variable's value as the APIs carry it: a string, number, boolean, `null`, or a list of

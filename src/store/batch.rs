@@ -553,12 +553,14 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         .flat_map(|c| {
             c.steps
                 .iter()
-                .filter(|s| s.state == StepState::Wanted)
+                // A step whose wait ran out still takes data that landed while the call
+                // waited for another step: the call has not started its flow yet.
+                .filter(|s| s.state != StepState::Disabled)
                 .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
         })
         .collect();
-    // (action, caller) -> (claiming call, context id, fields)
-    let mut claimed: HashMap<(i64, String), (String, i64, String)> = HashMap::new();
+    // (action, caller) -> (claiming call, context id, fields, first received)
+    let mut claimed: HashMap<(i64, String), (String, i64, String, i64)> = HashMap::new();
     for chunk in chunks(wanted.len()) {
         let mut claim = Statement::new(format!(
             "UPDATE contexts SET call_id = wanted.column3
@@ -566,7 +568,7 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
               WHERE contexts.action_id = wanted.column1 AND contexts.phone = wanted.column2
                 AND contexts.call_id IS NULL AND contexts.expires_at > ?
              RETURNING contexts.action_id, contexts.phone, contexts.call_id, contexts.id,
-                       contexts.fields",
+                       contexts.fields, contexts.received_at",
             values(chunk.slots, 3)
         ));
         for (action, caller, call) in &wanted[chunk.rows.clone()] {
@@ -577,21 +579,29 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         }
         claim.nulls(chunk.padding(3));
         claim.arg(Arg::Int(now));
-        for (action, phone, call, id, fields) in claim.rows(conn, |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        for (action, phone, call, id, fields, received_at) in claim.rows(conn, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })? {
-            claimed.insert((action, phone), (call, id, fields));
+            claimed.insert((action, phone), (call, id, fields, received_at));
         }
     }
 
     let mut outcomes = Vec::with_capacity(calls.len());
     let mut given_back: Vec<(i64, &str)> = Vec::new();
     let mut started: Vec<(&CallAttempt, CallRecord)> = Vec::new();
+    let mut fell_back: Vec<(&CallAttempt, i64)> = Vec::new();
     let mut key = (0, String::new());
     for c in calls {
         // What this call claimed at each step (another call may have claimed the same
         // caller's data first).
-        let mine: Vec<Option<(i64, String)>> = c
+        let mine: Vec<Option<Claimed>> = c
             .steps
             .iter()
             .map(|s| {
@@ -599,8 +609,12 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
                 key.1.clear();
                 key.1.push_str(&c.caller);
                 match claimed.get_mut(&key) {
-                    Some((call, id, fields)) if *call == c.public_id => {
-                        Some((*id, std::mem::take(fields)))
+                    Some((call, id, fields, received_at)) if *call == c.public_id => {
+                        Some(Claimed {
+                            context_id: *id,
+                            fields: std::mem::take(fields),
+                            received_at: *received_at,
+                        })
                     }
                     _ => None,
                 }
@@ -615,28 +629,23 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
             given_back.extend(
                 mine.iter()
                     .flatten()
-                    .map(|(id, _)| (*id, c.public_id.as_str())),
+                    .map(|m| (m.context_id, c.public_id.as_str())),
             );
             outcomes.push(Attempted::Missing(step));
             continue;
         }
-        let data: Vec<Option<Claimed>> = mine
-            .into_iter()
-            .map(|m| m.map(|(context_id, fields)| Claimed { context_id, fields }))
-            .collect();
-        let mut record = (c.finish)(&data);
+        // The steps it fell back on: no data, even after waiting.
+        fell_back.extend(
+            c.steps
+                .iter()
+                .zip(&mine)
+                .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
+                .map(|(s, _)| (*c, s.action_id)),
+        );
+        let mut record = (c.finish)(&mine);
         outcomes.push(Attempted::Started(std::mem::take(&mut record.response)));
         started.push((c, record));
     }
-    let fell_back: Vec<(&CallAttempt, i64)> = started
-        .iter()
-        .flat_map(|(c, _)| {
-            c.steps
-                .iter()
-                .filter(|s| s.state == StepState::GaveUp)
-                .map(move |s| (*c, s.action_id))
-        })
-        .collect();
 
     for chunk in chunks(given_back.len()) {
         let mut back = Statement::new(format!(

@@ -161,7 +161,8 @@ pub struct StepAttempt {
 pub enum StepState {
     /// Its data is wanted: the attempt fails if it is not there.
     Wanted,
-    /// Its wait ran out: the call goes on without it (and data landing soon is late).
+    /// Its wait ran out: the call no longer waits for it, but takes its data if it landed
+    /// while the call waited for another step (data landing after the call starts is late).
     GaveUp,
     /// The action is disabled.
     Disabled,
@@ -172,6 +173,9 @@ pub enum StepState {
 pub struct Claimed {
     pub context_id: i64,
     pub fields: String,
+    /// When the caller's data first arrived (Unix ms): before the call started, it was
+    /// cached; after, the call waited for it.
+    pub received_at: i64,
 }
 
 /// Builds a call's record from what each step claimed.

@@ -10,7 +10,12 @@ const WAIT_MS: &str = "300";
 
 /// The demo agent, created with the binary's own `demo` command.
 async fn demo(app: &TestApp) -> (Setup, Vec<Value>) {
-    let out = app.cli_json(&["demo", "--wait-ms", WAIT_MS]);
+    demo_waiting(app, WAIT_MS).await
+}
+
+/// The demo agent, its webhook waiting `wait_ms`.
+pub async fn demo_waiting(app: &TestApp, wait_ms: &str) -> (Setup, Vec<Value>) {
+    let out = app.cli_json(&["demo", "--wait-ms", wait_ms]);
     let text = |k: &str| out[k].as_str().unwrap().to_owned();
     let setup = Setup {
         agent_id: text("agentId"),

@@ -14,6 +14,7 @@ mod ingest;
 mod ingest_refusals;
 mod key_rotation;
 mod openapi;
+mod precall_semantics;
 mod process;
 mod properties;
 mod rate_limits;

@@ -111,6 +111,8 @@ struct ActionView {
     kind: String,
     name: String,
     enabled: bool,
+    /// Something is left to fill in: calls skip it until then.
+    unfinished: bool,
     first: bool,
     last: bool,
 }
@@ -260,20 +262,33 @@ async fn editor(
     } else {
         Vec::new()
     };
+    let (mut problems, rule_problems) = flow_problems(&app, &a, f.id, &number).await?;
     let n = action_rows.len();
     let actions = action_rows
         .into_iter()
         .enumerate()
-        .map(|(i, x)| ActionView {
-            id: x.id,
-            kind: x.kind,
-            name: x.name,
-            enabled: x.enabled.unwrap_or(true),
-            first: i == 0,
-            last: i + 1 == n,
+        .map(|(i, x)| {
+            let unfinished = rule_problems.iter().find(|(id, _)| *id == x.id);
+            if let Some((_, found)) = unfinished {
+                for p in found {
+                    problems.push(format!(
+                        "Pre-call {} {:?}: {p}",
+                        rule_label(&x.kind),
+                        x.name
+                    ));
+                }
+            }
+            ActionView {
+                id: x.id,
+                unfinished: unfinished.is_some(),
+                kind: x.kind,
+                name: x.name,
+                enabled: x.enabled.unwrap_or(true),
+                first: i == 0,
+                last: i + 1 == n,
+            }
         })
         .collect();
-    let problems = flow_problems(&app, &a, f.id, &number).await?;
     Ok(render(EditorPage {
         problems,
         page: Page::new(&admin, format!("{} · {}", f.name, a.name), &flash),
@@ -374,17 +389,36 @@ async fn delete(
     }
 }
 
+fn rule_label(kind: &str) -> &'static str {
+    match kind {
+        "filter" => "Filter",
+        "end_call" => "End Call",
+        _ => "Webhook",
+    }
+}
+
 /// What is wrong with the flow as stored: each block's settings (blocks not filled in yet,
-/// variables since deleted) and its connections.
+/// variables since deleted), its connections and Transfer Flow cycles through it; for the
+/// First Flow, also what each unfinished pre-call Filter and End Call lacks, by action.
 async fn flow_problems(
     app: &AppState,
     a: &Agent,
     flow_id: i64,
     number: &HashMap<i64, usize>,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<(Vec<String>, Vec<(i64, Vec<String>)>), sqlx::Error> {
     let (program, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |_| {}).await?;
+    let rules = if a.first_flow_id == Some(flow_id) {
+        program
+            .rules
+            .iter()
+            .map(|r| (r.action_id(), runtime::check_rule(r, &known)))
+            .filter(|(_, p)| !p.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let Some(flow) = program.flows.get(&flow_id) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), rules));
     };
     let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
     ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
@@ -397,7 +431,13 @@ async fn flow_problems(
         }
     }
     problems.extend(runtime::check_connections(flow, number));
-    Ok(problems)
+    let name = format!("{:?}", flow.name);
+    problems.extend(
+        runtime::check_transfer_cycles(&program)
+            .into_iter()
+            .filter(|p| p.contains(&name)),
+    );
+    Ok((problems, rules))
 }
 
 /// The Transfer Flow blocks and pre-call Filters that lead to `flow_id`, named.
@@ -610,6 +650,7 @@ async fn check_change(
             .collect();
         problems.extend(runtime::check_connections(flow, &number));
     }
+    problems.extend(runtime::check_transfer_cycles(&program));
     Ok(problems)
 }
 

@@ -159,7 +159,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
     let runtime = app.catalog.agent(&req.agent_id).await?.ok_or_else(|| {
         AppError::problem(
             ProblemKind::NotFound,
-            format!("no agent {:?}", req.agent_id),
+            format!("no agent {:?}", crate::domain::ids::excerpt(&req.agent_id)),
         )
     })?;
     let agent = &runtime.agent;
@@ -518,7 +518,10 @@ pub async fn answer(
     let not_found = || {
         AppError::problem(
             ProblemKind::NotFound,
-            format!("no call {public_id:?} for this agent"),
+            format!(
+                "no call {:?} for this agent",
+                crate::domain::ids::excerpt(public_id)
+            ),
         )
     };
     app.writer.settle().await?;

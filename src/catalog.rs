@@ -23,8 +23,10 @@ use crate::store::actions::{self, ActiveKey, WebhookStep};
 use crate::store::agents::{self, Agent};
 use crate::store::{Db, flows, tokens, variables};
 
-/// How often the catalog looks for configuration changes made by other processes.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the catalog looks for configuration changes made by other processes (one
+/// read of one row). A change is applied, and recorded as applied (see
+/// [`crate::store::servers`]), within this time.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What ingest needs to know about a webhook URL.
 #[derive(Debug)]
@@ -137,6 +139,8 @@ pub struct Catalog {
     /// Bumped by every invalidation, so that a load that raced one is not cached.
     generation: Arc<AtomicU64>,
     seen_version: Arc<AtomicI64>,
+    /// This server's row in `servers`, where the versions it applied are recorded.
+    server: Arc<AtomicI64>,
     loading_webhooks: Arc<Inflight<WebhookTarget>>,
     loading_agents: Arc<Inflight<AgentRuntime>>,
 }
@@ -174,6 +178,7 @@ impl Catalog {
             entries: Arc::default(),
             generation: Arc::default(),
             seen_version: Arc::new(AtomicI64::new(i64::MIN)),
+            server: Arc::new(AtomicI64::new(0)),
             loading_webhooks: Arc::default(),
             loading_agents: Arc::default(),
         }
@@ -192,6 +197,28 @@ impl Catalog {
         if self.generation.load(Ordering::Acquire) == loaded_in {
             put(&mut entries);
         }
+    }
+
+    /// The webhook at `slug` if it is in the cache (no lookup).
+    pub fn cached_webhook(&self, slug: &str) -> Option<Arc<WebhookTarget>> {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .webhooks
+            .get(slug)
+            .cloned()
+    }
+
+    /// The agent a runtime token speaks for, if the token is in the cache (no lookup).
+    pub fn cached_token_agent(&self, presented: &str) -> Option<i64> {
+        let hash = SecretHash::of(presented);
+        let key: [u8; 32] = hash.as_bytes().try_into().expect("32 bytes");
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .tokens
+            .get(&key)
+            .copied()
     }
 
     /// The webhook at `slug`, if there is one.
@@ -289,14 +316,25 @@ impl Catalog {
         Ok(agent)
     }
 
-    /// Checks `config_version` once; drops the cache if another process changed something.
+    /// Records that this catalog belongs to the server registered as `id` in `servers`,
+    /// which has applied `version`.
+    pub fn registered_as(&self, id: i64, version: i64) {
+        self.server.store(id, Ordering::Release);
+        self.seen_version.store(version, Ordering::Release);
+    }
+
+    /// Checks `config_version` once; drops the cache if another process changed something,
+    /// and records the version as applied.
     pub async fn check_for_changes(&self) -> Result<(), sqlx::Error> {
-        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version")
-            .fetch_one(&self.db.read)
-            .await?;
-        let seen = self.seen_version.swap(version, Ordering::AcqRel);
+        let version = crate::store::servers::config_version(&self.db).await?;
+        let seen = self.seen_version.load(Ordering::Acquire);
         if seen != version {
             self.invalidate();
+            let server = self.server.load(Ordering::Acquire);
+            if server != 0 {
+                crate::store::servers::applied(&self.db, server, version).await?;
+            }
+            self.seen_version.store(version, Ordering::Release);
         }
         Ok(())
     }

@@ -9,15 +9,42 @@ use crate::domain::variables::{VarType, VariableName};
 use crate::store::actions::{self, NewWebhook, WebhookChanges};
 use crate::store::agents::{self, Agent};
 use crate::store::variables::{self, NewVariable};
-use crate::store::{Db, StoreError, deliveries, now_ms, rfc3339, tokens};
+use crate::store::{Db, StoreError, deliveries, now_ms, rfc3339, servers, tokens};
 
 /// Runs one administrative command against the database at `database_url`.
 pub async fn run(command: Command, database_url: &str, public_url: &str) -> anyhow::Result<()> {
     let db = Db::open(database_url).await?;
+    let before = servers::config_version(&db).await?;
     let result = dispatch(command, &db, public_url.trim_end_matches('/')).await;
+    if result.is_ok() {
+        await_servers(&db, before).await?;
+    }
     db.close().await;
     result
 }
+
+/// After a configuration change, waits until every running server obeys it, so that what
+/// the command said is true when it returns (a key it revoked opens nothing any more).
+async fn await_servers(db: &Db, before: i64) -> anyhow::Result<()> {
+    let version = servers::config_version(db).await?;
+    if version == before {
+        return Ok(());
+    }
+    let behind = servers::await_applied(db, version, APPLY_PATIENCE).await?;
+    for server in behind {
+        eprintln!(
+            "warning: the server with process id {} has not applied this change after {} s; \
+             it applies changes within {} ms of reading them, once it can read the database",
+            server.pid,
+            APPLY_PATIENCE.as_secs(),
+            crate::catalog::WATCH_INTERVAL.as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// How long a configuration command waits for the running servers to apply its change.
+const APPLY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result<()> {
     match command {

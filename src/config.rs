@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// Seconds' worth of requests a sender may send at once above its rate.
     #[arg(long, env = "PRECALL_RATE_BURST_SECS", default_value_t = 2)]
     pub rate_burst_secs: u32,
+
+    /// Requests a second one IP address may send with an unknown webhook URL or runtime
+    /// token (each costs a lookup; 429 beyond, before looking); 0 for no limit.
+    #[arg(long, env = "PRECALL_RATE_FAILED_LOOKUPS", default_value_t = 50)]
+    pub rate_failed_lookups: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +288,7 @@ impl Settings {
             rates: crate::http::rate::Rates {
                 per_action: cli.serve.rate_per_action,
                 per_source: cli.serve.rate_per_source,
+                failed_lookups: cli.serve.rate_failed_lookups,
                 burst_secs: cli.serve.rate_burst_secs.max(1),
             },
         }
@@ -305,6 +311,7 @@ impl Settings {
             rates: crate::http::rate::Rates {
                 per_action: 1000,
                 per_source: 2000,
+                failed_lookups: 50,
                 burst_secs: 2,
             },
         }

@@ -17,12 +17,16 @@ pub enum ProblemKind {
     Unauthorized,
     Forbidden,
     NotFound,
+    /// The path exists, but not for this method (`Allow` lists the methods it takes).
+    MethodNotAllowed,
     ActionDisabled,
     PayloadTooLarge,
     /// A request that did not arrive within the header or body timeout.
     RequestTimeout,
     /// A webhook's or a sender address's request rate is used up.
     RateLimited,
+    /// The request's headers are over the server's limit.
+    HeadersTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
     IdempotencyKeyReused,
@@ -33,16 +37,18 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 15] = [
+    pub const ALL: [ProblemKind; 17] = [
         Self::MalformedJson,
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::ActionDisabled,
         Self::PayloadTooLarge,
         Self::RequestTimeout,
         Self::RateLimited,
+        Self::HeadersTooLarge,
         Self::UnsupportedMediaType,
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
@@ -57,6 +63,8 @@ impl ProblemKind {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ActionDisabled | Self::CallConflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -75,6 +83,8 @@ impl ProblemKind {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::ActionDisabled => "action-disabled",
             Self::PayloadTooLarge => "payload-too-large",
             Self::RequestTimeout => "request-timeout",
@@ -95,6 +105,8 @@ impl ProblemKind {
             Self::Unauthorized => "Missing or wrong credentials",
             Self::Forbidden => "Not allowed with these credentials",
             Self::NotFound => "Nothing here",
+            Self::MethodNotAllowed => "This method is not allowed here",
+            Self::HeadersTooLarge => "The request's headers are too large",
             Self::ActionDisabled => "This webhook is disabled",
             Self::PayloadTooLarge => "The body is too large",
             Self::RequestTimeout => "The request took too long to arrive",
@@ -120,6 +132,12 @@ impl ProblemKind {
             }
             Self::Forbidden => "Use a runtime token made for this agent.",
             Self::NotFound => "Check the URL: copy it again from the webhook's Configure step.",
+            Self::MethodNotAllowed => {
+                "Use one of the methods the Allow header lists: webhooks take POST, a call is read with GET."
+            }
+            Self::HeadersTooLarge => {
+                "Send fewer or shorter headers: the server takes a limited size of headers in all, and nothing of this request was kept."
+            }
             Self::ActionDisabled => "An admin has disabled this webhook; enable it in the console.",
             Self::PayloadTooLarge => "Send only what the agent needs: the body limit is 64 KiB.",
             Self::RequestTimeout => {
@@ -156,6 +174,8 @@ pub struct ApiProblem {
     pub kind: ProblemKind,
     pub detail: String,
     pub errors: Vec<Problem>,
+    /// Seconds for `Retry-After`, when the client should wait that long.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiProblem {
@@ -164,7 +184,14 @@ impl ApiProblem {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn with_errors(kind: ProblemKind, errors: Vec<Problem>) -> Self {
@@ -176,6 +203,7 @@ impl ApiProblem {
             kind,
             detail,
             errors,
+            retry_after: None,
         }
     }
 
@@ -218,6 +246,9 @@ impl IntoResponse for ApiProblem {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

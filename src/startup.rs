@@ -65,8 +65,13 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let catalog = Catalog::new(db.clone());
+        let version = crate::store::servers::config_version(&db).await?;
+        let server = crate::store::servers::register(&db, version).await?;
+        catalog.registered_as(server, version);
         let state = AppState::new(Shared {
-            catalog: Catalog::new(db.clone()),
+            catalog,
+            server,
             db,
             writer,
             wakeups,
@@ -131,6 +136,7 @@ impl Application {
             settings,
         } = self;
         let db = state.db.clone();
+        let state_server = state.server;
         let sweeper = spawn_sweeper(state.writer.clone(), settings.sweep_interval);
         let watcher = state.catalog.spawn_watcher();
         let checkpointer =
@@ -174,6 +180,9 @@ impl Application {
             Duration::from_secs(10)
         };
         let _ = tokio::time::timeout(drain, writer_task).await;
+        if let Err(e) = crate::store::servers::leave(&db, state_server).await {
+            tracing::warn!(error = %e, "could not remove this server from the servers table");
+        }
         db.close().await;
         Ok(())
     }

@@ -43,6 +43,14 @@ impl Problem {
         }
     }
 
+    /// A problem at a pointer already written; the whole body when it is empty.
+    pub fn at_pointer(pointer: String, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(pointer).filter(|p| !p.is_empty()),
+            detail: detail.into(),
+        }
+    }
+
     pub fn body(detail: impl Into<String>) -> Self {
         Self {
             pointer: None,

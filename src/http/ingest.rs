@@ -32,7 +32,11 @@ use crate::store::now_ms;
 use crate::store::writer::{Idempotency, IngestCommitted, IngestWrite, NewDelivery};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/webhooks/{slug}", post(receive))
+    Router::new()
+        .route("/webhooks/{slug}", post(receive))
+        .layer(axum::middleware::map_response(
+            super::fallback::api_problems,
+        ))
 }
 
 /// The URL a sender posts to for the webhook action with `slug`.
@@ -42,12 +46,7 @@ pub fn url(public_url: &str, slug: &str) -> String {
 
 /// The key as sent: `X-Authorization: <key>` or `Authorization: Bearer <key>`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    fn bearer(v: &str) -> Option<&str> {
-        let v = v.trim();
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .map(str::trim)
-    }
+    use crate::auth::bearer;
     if let Some(v) = headers.get("x-authorization").and_then(|v| v.to_str().ok()) {
         return Some(bearer(v).unwrap_or(v.trim())).filter(|k| !k.is_empty());
     }
@@ -183,9 +182,25 @@ async fn receive(
 ) -> Response {
     let started = Instant::now();
     let received_at = now_ms();
-    let target = match app.catalog.webhook(&slug).await {
+    // An address that keeps posting to URLs that do not exist is refused before the lookup.
+    let source = peer.as_ref().map(|Extension(ConnectInfo(p))| p.ip());
+    let cached = app.catalog.cached_webhook(&slug);
+    if cached.is_none()
+        && let Some(ip) = source
+        && let Err(exceeded) = app.ingest_limits.lookup(ip)
+    {
+        return crate::http::api::rate_limited(exceeded).into_response();
+    }
+    let found = match cached {
+        Some(t) => Ok(Some(t)),
+        None => app.catalog.webhook(&slug).await,
+    };
+    let target = match found {
         Ok(Some(t)) => t,
         Ok(None) => {
+            if let Some(ip) = source {
+                app.ingest_limits.lookup_failed(ip);
+            }
             return ApiProblem::new(ProblemKind::NotFound, "no webhook at this URL")
                 .into_response();
         }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod body;
+pub mod fallback;
 pub mod health;
 pub mod ingest;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub db: Db,
     /// Configuration cached for the hot paths.
     pub catalog: Catalog,
+    /// This server's row in the `servers` table.
+    pub server: i64,
     pub writer: Writer,
     pub wakeups: Arc<dyn Wakeups>,
     /// Phone number normalisation, with recent answers remembered.
@@ -76,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(admin::router())
         .merge(assets::router())
+        .fallback(fallback::no_route)
         .with_state(state)
 }
 

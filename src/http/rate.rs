@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub struct Rates {
     pub per_action: u32,
     pub per_source: u32,
+    /// Requests a second from one address that name an unknown webhook URL or runtime token:
+    /// each costs a lookup, so beyond this the address is refused before looking.
+    pub failed_lookups: u32,
     /// A bucket holds this many seconds' worth of requests: the burst a sender may send at once.
     pub burst_secs: u32,
 }
@@ -30,6 +33,8 @@ pub struct Exceeded {
 pub enum Limit {
     Action,
     Source,
+    /// Unknown URLs or tokens from one address.
+    Lookups,
 }
 
 impl Exceeded {
@@ -42,6 +47,7 @@ impl Exceeded {
         let whose = match self.limit {
             Limit::Action => "this webhook's limit",
             Limit::Source => "the limit for your address",
+            Limit::Lookups => "the limit for unknown webhook URLs and tokens from your address",
         };
         format!(
             "{whose} of {} requests a second is used up; retry after {} s; nothing was stored",
@@ -56,6 +62,7 @@ impl Exceeded {
 pub struct IngestLimits {
     per_action: Buckets<i64>,
     per_source: Buckets<IpAddr>,
+    failed_lookups: Buckets<IpAddr>,
 }
 
 impl IngestLimits {
@@ -63,7 +70,25 @@ impl IngestLimits {
         Self {
             per_action: Buckets::new(rates.per_action, rates.burst_secs),
             per_source: Buckets::new(rates.per_source, rates.burst_secs),
+            failed_lookups: Buckets::new(rates.failed_lookups, rates.burst_secs),
         }
+    }
+
+    /// Whether the address may still have an unknown URL or token looked up: checked before
+    /// the lookup, and used up only by lookups that find nothing ([`Self::lookup_failed`]).
+    pub fn lookup(&self, ip: IpAddr) -> Result<(), Exceeded> {
+        self.failed_lookups
+            .peek(ip, Instant::now())
+            .map_err(|retry_after| Exceeded {
+                limit: Limit::Lookups,
+                per_sec: self.failed_lookups.rate,
+                retry_after,
+            })
+    }
+
+    /// A lookup from `ip` found nothing.
+    pub fn lookup_failed(&self, ip: IpAddr) {
+        let _ = self.failed_lookups.take(ip, Instant::now());
     }
 
     /// Takes one request from the source's bucket: checked before the key, so that a flood
@@ -126,6 +151,24 @@ impl<K: Hash + Eq> Buckets<K> {
         }
     }
 
+    /// Whether a token is there, without taking it.
+    fn peek(&self, key: K, now: Instant) -> Result<(), Duration> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.rate);
+        let map = self.map.lock().expect("rate lock");
+        let Some(bucket) = map.buckets.get(&key) else {
+            return Ok(());
+        };
+        let tokens = bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate;
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / rate))
+        }
+    }
+
     /// One token, or how long until one is there.
     fn take(&self, key: K, now: Instant) -> Result<(), Duration> {
         if self.rate == 0 {
@@ -171,6 +214,16 @@ mod tests {
         assert!(b.take(2, t0).is_ok(), "another key has its own bucket");
         assert!(b.take(1, t0 + Duration::from_millis(100)).is_ok());
         assert!(b.take(1, t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let b = Buckets::new(1, 1);
+        let t0 = Instant::now();
+        assert!(b.peek(1, t0).is_ok());
+        assert!(b.peek(1, t0).is_ok());
+        b.take(1, t0).unwrap();
+        assert!(b.peek(1, t0).is_err());
     }
 
     #[test]

@@ -47,19 +47,34 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Starts a server on its own runtime, in a thread of its own, as a server process would
+/// run: a test that blocks (running the CLI, say) does not stop the server meanwhile.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = format!("sqlite://{}", dir.path().join("precall.db").display());
     let mut settings = Settings::for_tests(&database_url);
     configure(&mut settings);
-    let app = Application::build(settings).await.expect("server builds");
-    let address = format!("http://{}", app.local_addr());
-    let setup_link = app.first_run_link().await.expect("setup link");
-    let writer = app.writer();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (ready, built) = oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        runtime.block_on(async move {
+            let app = Application::build(settings).await.expect("server builds");
+            let address = format!("http://{}", app.local_addr());
+            let setup_link = app.first_run_link().await.expect("setup link");
+            let _ = ready.send((address, setup_link, app.writer()));
+            app.run_until_stopped(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+    });
+    let (address, setup_link, writer) = built.await.expect("the server started");
     TestApp {
         address,
         setup_link,

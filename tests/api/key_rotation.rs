@@ -104,6 +104,36 @@ async fn rotating_without_a_grace_period_stops_the_old_key_at_once() {
 }
 
 #[tokio::test]
+async fn when_a_key_command_returns_the_server_already_obeys_it() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let mut key = s.key.clone();
+    for round in 0..10 {
+        // The server has the webhook cached with the current key.
+        assert_eq!(
+            send(&app, &s.url, &key, &s.agent_id, "+12125550101").await,
+            202,
+            "round {round}"
+        );
+        let rotated = rotate(&app, &w.action_id, "0");
+        let new = rotated["apiKey"].as_str().unwrap().to_owned();
+        // No waiting: the command returned, so the old key is refused and the new one opens.
+        assert_eq!(
+            send(&app, &s.url, &key, &s.agent_id, "+12125550101").await,
+            401,
+            "round {round}: the revoked key still worked"
+        );
+        assert_eq!(
+            send(&app, &s.url, &new, &s.agent_id, "+12125550101").await,
+            202,
+            "round {round}: the new key did not work yet"
+        );
+        key = new;
+    }
+}
+
+#[tokio::test]
 async fn a_grace_period_outside_0_to_7_days_is_refused_and_changes_nothing() {
     let app = spawn_app().await;
     let w = webhook(&app);

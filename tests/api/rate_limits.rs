@@ -13,6 +13,7 @@ async fn spawn_limited(per_action: u32, per_source: u32) -> TestApp {
         s.rates = Rates {
             per_action,
             per_source,
+            failed_lookups: 0,
             burst_secs: 1,
         }
     })

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .merge(variables::router())
         .merge(calls::router())
         .merge(simulate::router())
+        .layer(axum::middleware::map_response(super::fallback::html_errors))
         .layer(axum::middleware::map_response(private))
 }
 
@@ -92,16 +93,20 @@ struct ErrorPage {
 impl IntoResponse for HtmlError {
     fn into_response(self) -> Response {
         let problem = self.0.into_problem();
-        let status = problem.kind.status();
-        let page = ErrorPage {
-            status: status.as_u16(),
-            title: problem.kind.title().to_owned(),
-            detail: problem.detail,
-        };
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
-        }
+        error_page(problem.kind.status(), problem.kind.title(), &problem.detail)
+    }
+}
+
+/// The console's error page, with `status`.
+pub fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        title: title.to_owned(),
+        detail: detail.to_owned(),
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response(),
     }
 }
 

@@ -100,7 +100,10 @@ async fn show(
         Some(call) => Ok(Json(call).into_response()),
         None => Err(AppError::problem(
             ProblemKind::NotFound,
-            format!("no call {id:?} for this agent"),
+            format!(
+                "no call {:?} for this agent",
+                crate::domain::ids::excerpt(&id)
+            ),
         )),
     }
 }

@@ -159,8 +159,9 @@ struct ConfigureStep {
     /// The signing secret, only right after it was made.
     signing_secret: Option<String>,
     signing_last_chars: String,
-    /// The same signed request in Python, when signatures are required.
+    /// The same request in Python and in Node.js.
     python: String,
+    node: String,
 }
 
 struct KeyView {
@@ -252,14 +253,78 @@ with urllib.request.urlopen(req) as res:
     )
 }
 
-fn curl(url: &str, key: &str, agent_id: &str) -> String {
+/// A plain request with `curl`; the key written in when known, else read from
+/// `$PRECALL_API_KEY` (in double quotes, so that the shell expands it).
+fn curl(url: &str, key: Option<&str>, agent_id: &str) -> String {
     let body = serde_json::to_string_pretty(&sample_body(agent_id)).expect("JSON");
+    let auth = key.map_or("\"X-Authorization: $PRECALL_API_KEY\"".to_owned(), |k| {
+        shell_quote(&format!("X-Authorization: {k}"))
+    });
     format!(
-        "curl -X POST {} \\\n  -H {} \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
+        "curl -X POST {} \\\n  -H {auth} \\\n  -H 'Content-Type: application/json' \\\n  -d {}",
         shell_quote(url),
-        shell_quote(&format!("X-Authorization: {key}")),
         shell_quote(&body)
     )
+}
+
+/// The same plain request in Python 3, standard library only.
+fn python(url: &str, key: Option<&str>, agent_id: &str) -> String {
+    let literal = |v: &str| serde_json::to_string(v).expect("JSON");
+    let key = key.map_or(r#"os.environ["PRECALL_API_KEY"]"#.to_owned(), literal);
+    let body = literal(&sample_body(agent_id).to_string());
+    let url = literal(url);
+    format!(
+        r#"import os, urllib.request
+
+body = {body}.encode()
+req = urllib.request.Request({url}, data=body, method="POST", headers={{
+    "X-Authorization": {key},
+    "Content-Type": "application/json",
+}})
+with urllib.request.urlopen(req) as res:
+    print(res.status, res.read().decode())"#
+    )
+}
+
+/// The request in Node.js (18 or newer: `fetch` is built in), plain or signed.
+fn node(url: &str, key: Option<&str>, secret: Option<Option<&str>>, agent_id: &str) -> String {
+    let literal = |v: &str| serde_json::to_string(v).expect("JSON");
+    let key = key.map_or("process.env.PRECALL_API_KEY".to_owned(), literal);
+    let body = literal(&sample_body(agent_id).to_string());
+    let url = literal(url);
+    match secret {
+        None => format!(
+            r#"const body = {body};
+fetch({url}, {{
+  method: "POST",
+  headers: {{ "X-Authorization": {key}, "Content-Type": "application/json" }},
+  body,
+}}).then(async (res) => console.log(res.status, await res.text()));"#
+        ),
+        Some(secret) => {
+            let secret = secret.map_or("process.env.PRECALL_SIGNING_SECRET".to_owned(), literal);
+            format!(
+                r#"const crypto = require("crypto");
+const secret = {secret};
+const body = {body};
+const id = `evt_${{crypto.randomUUID()}}`;
+const ts = Math.floor(Date.now() / 1000).toString();
+const hmacKey = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+const sig = crypto.createHmac("sha256", hmacKey).update(`${{id}}.${{ts}}.${{body}}`).digest("base64");
+fetch({url}, {{
+  method: "POST",
+  headers: {{
+    "X-Authorization": {key},
+    "Content-Type": "application/json",
+    "webhook-id": id,
+    "webhook-timestamp": ts,
+    "webhook-signature": `v1,${{sig}}`,
+  }},
+  body,
+}}).then(async (res) => console.log(res.status, await res.text()));"#
+            )
+        }
+    }
 }
 
 async fn configure_step(
@@ -274,19 +339,19 @@ async fn configure_step(
     let signing_secret = flash.secret_for("signing", x.id);
     let signing_required = x.signing_required.unwrap_or(false);
     let url = ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default());
-    let (curl, python) = if signing_required {
-        let (key, secret) = (key.as_deref(), signing_secret.as_deref());
+    let (shown_key, secret) = (key.as_deref(), signing_secret.as_deref());
+    let (curl, python, node) = if signing_required {
         (
-            signed_curl(&url, key, secret, &a.public_id),
-            signed_python(&url, key, secret, &a.public_id),
+            signed_curl(&url, shown_key, secret, &a.public_id),
+            signed_python(&url, shown_key, secret, &a.public_id),
+            node(&url, shown_key, Some(secret), &a.public_id),
         )
     } else {
-        let curl = curl(
-            &url,
-            key.as_deref().unwrap_or("$PRECALL_API_KEY"),
-            &a.public_id,
-        );
-        (curl, String::new())
+        (
+            curl(&url, shown_key, &a.public_id),
+            python(&url, shown_key, &a.public_id),
+            node(&url, shown_key, None, &a.public_id),
+        )
     };
     let keys = actions::valid_keys(&app.db, x.id)
         .await?
@@ -314,6 +379,7 @@ async fn configure_step(
         signing_secret,
         signing_last_chars: x.signing_last_chars.unwrap_or_default(),
         python,
+        node,
     }))
 }
 

@@ -549,3 +549,206 @@ async fn the_configure_steps_signed_samples_work_when_run() {
     let off = admin.page(&configure).await;
     assert!(!off.contains("openssl") && !off.contains("python-sample"));
 }
+
+/// The three headers of a request signed with `secret` as event `id` at `ts`, under the
+/// Standard Webhooks names (`"webhook"`) or Svix's (`"svix"`).
+fn signed_as(prefix: &str, secret: &str, id: &str, ts: i64, body: &Value) -> Vec<(String, String)> {
+    let sig = signature(secret, id, ts, body.to_string().as_bytes());
+    vec![
+        (format!("{prefix}-id"), id.to_owned()),
+        (format!("{prefix}-timestamp"), ts.to_string()),
+        (format!("{prefix}-signature"), sig),
+    ]
+}
+
+fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn svix_signed_requests_are_accepted_and_svix_id_is_their_idempotency_key() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let phone = "+12125551234";
+    let first_body = body(&s.agent_id, phone, "high");
+    let first = signed_as("svix", &secret, "msg_1", now_secs(), &first_body);
+    let res = post(&app, s, &as_refs(&first), &first_body).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let first_answer: Value = res.json().await.unwrap();
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "high");
+
+    let later_body = body(&s.agent_id, phone, "low");
+    let later = signed_as("svix", &secret, "msg_2", now_secs(), &later_body);
+    assert_eq!(
+        post(&app, s, &as_refs(&later), &later_body).await.status(),
+        202
+    );
+    // Svix retries a message with the same svix-id: the first answer, nothing changes.
+    let retried = post(&app, s, &as_refs(&first), &first_body).await;
+    assert_eq!(retried.status(), 202);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    assert_eq!(retried.json::<Value>().await.unwrap(), first_answer);
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "low");
+}
+
+#[tokio::test]
+async fn svix_id_deduplicates_like_an_idempotency_key_on_an_unsigned_webhook() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let b = body(&s.agent_id, "+12125551234", "high");
+    for _ in 0..2 {
+        let res = post(
+            &app,
+            s,
+            &[("svix-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W")],
+            &b,
+        )
+        .await;
+        assert_eq!(res.status(), 202);
+    }
+    let outcomes: Vec<_> = app
+        .deliveries(&s.agent_id)
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["replayed", "cached"]);
+    let res = post(&app, s, &[("svix-id", "msg 1")], &b).await;
+    let problem = assert_problem(res, 400, "bad-request").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("svix-id must be"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn badly_signed_svix_requests_get_401_naming_the_svix_header_and_cache_nothing() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let other_secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let victim = "+12125550100";
+    let b = body(&s.agent_id, victim, "high");
+    let now = now_secs();
+    let mut no_timestamp = signed_as("svix", &secret, "msg_x", now, &b);
+    no_timestamp.remove(1);
+    let cases = [
+        (
+            "body changed after signing",
+            signed_as(
+                "svix",
+                &secret,
+                "msg_x",
+                now,
+                &body(&s.agent_id, victim, "low"),
+            ),
+            "the svix-signature header does not match: sign \"{svix-id}.{svix-timestamp}.{body}\"",
+        ),
+        (
+            "signed by another secret",
+            signed_as("svix", &other_secret, "msg_x", now, &b),
+            "the svix-signature header does not match",
+        ),
+        (
+            // A minute past the tolerance, as above.
+            "signed 6 minutes ago",
+            signed_as("svix", &secret, "msg_x", now - 360, &b),
+            "refused as replays",
+        ),
+        (
+            "no timestamp",
+            no_timestamp,
+            "the svix-timestamp header is missing",
+        ),
+        (
+            "id with a space",
+            signed_as("svix", &secret, "msg x", now, &b),
+            "the svix-id header is malformed",
+        ),
+    ];
+    for (name, headers, says) in cases {
+        let res = post(&app, s, &as_refs(&headers), &b).await;
+        let problem = assert_problem(res, 401, "unauthorized").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+        assert!(!detail.contains("webhook-"), "{name}: {detail}");
+    }
+    let call = app.start_call_json(s, victim).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+#[tokio::test]
+async fn both_header_sets_whole_are_read_as_webhook_ones_and_a_mix_of_parts_is_refused() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let phone = "+12125550111";
+    let b = body(&s.agent_id, phone, "high");
+    let now = now_secs();
+    let standard = signed_as("webhook", &secret, "evt_std", now, &b);
+    let svix = signed_as("svix", &secret, "msg_svix", now, &b);
+    let wrong_svix = signed_as("svix", &secret, "msg_svix", now, &json!({}));
+    let wrong_standard = signed_as("webhook", &secret, "evt_std", now, &json!({}));
+
+    // The svix-* set signs something else: only the webhook-* one counts.
+    let res = post(
+        &app,
+        s,
+        &as_refs(&[standard.clone(), wrong_svix].concat()),
+        &b,
+    )
+    .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    // The webhook-* set is the one read, even when only the svix-* one would pass.
+    let res = post(
+        &app,
+        s,
+        &as_refs(&[wrong_standard, svix.clone()].concat()),
+        &b,
+    )
+    .await;
+    let problem = assert_problem(res, 401, "unauthorized").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the webhook-signature header does not match"),
+        "{problem}"
+    );
+    // The webhook-id was the idempotency key: the same event again is a replay.
+    let again = post(&app, s, &as_refs(&standard), &b).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
+    // Neither set whole, parts of both: refused, even though svix-id and webhook-id agree and
+    // the signature is right for them.
+    let other_phone = "+12125550112";
+    let b = body(&s.agent_id, other_phone, "high");
+    let svix = signed_as("svix", &secret, "msg_mixed", now, &b);
+    let mixed = [
+        ("webhook-id", "msg_mixed"),
+        ("svix-timestamp", svix[1].1.as_str()),
+        ("svix-signature", svix[2].1.as_str()),
+    ];
+    let res = post(&app, s, &mixed, &b).await;
+    let problem = assert_problem(res, 401, "unauthorized").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("mix webhook-* and svix-* names")
+            && detail.contains("svix-id, svix-timestamp and svix-signature"),
+        "{detail}"
+    );
+    let call = app.start_call_json(s, other_phone).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}

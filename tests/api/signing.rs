@@ -1,6 +1,7 @@
-//! Signed webhooks (Standard Webhooks): signatures checked over the raw body, replays and
-//! stale timestamps refused, `webhook-id` as the idempotency key, and the Configure step's
-//! signed samples run as a sender would run them.
+//! Signed webhooks (Standard Webhooks, and Svix's names for the same headers): signatures
+//! checked over the raw body, replays and stale timestamps refused, `webhook-id` or `svix-id`
+//! as the idempotency key, requests signed by the official svix and standardwebhooks
+//! libraries, and the Configure step's signed samples run as a sender would run them.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -751,4 +752,222 @@ async fn both_header_sets_whole_are_read_as_webhook_ones_and_a_mix_of_parts_is_r
     );
     let call = app.start_call_json(s, other_phone).await;
     assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+/// The virtualenv with the official `svix` and `standardwebhooks` Python libraries, which
+/// `.ci/run` installs under the target directory (`target/webhook-libs`).
+fn webhook_libs_python() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/api-… → target
+    let target = exe.ancestors().nth(3).unwrap();
+    let python = target.join("webhook-libs/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: install the svix and standardwebhooks libraries as .ci/run does",
+        python.display()
+    );
+    python
+}
+
+/// Runs `script` with the official libraries' Python; its standard output, or a panic with
+/// what it printed.
+async fn with_webhook_libs(script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(webhook_libs_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script}\n{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Signs with the libraries' own code: `svix.webhooks.Webhook(secret).sign(msg_id,
+/// timestamp, payload)` (https://github.com/svix/svix-webhooks/blob/main/python/svix/webhooks.py,
+/// https://docs.svix.com/receiving/verifying-payloads/how) and `standardwebhooks.Webhook(secret)
+/// .sign(msg_id, timestamp, data)` (https://github.com/standard-webhooks/standard-webhooks/blob/main/libraries/python/standardwebhooks/webhooks.py).
+/// Each line of standard input is `library secret id timestamp body`; each output line the
+/// signature header's value.
+const SIGN_WITH_LIBRARIES: &str = r#"
+import sys
+from datetime import datetime, timezone
+import standardwebhooks
+import svix.webhooks
+
+libraries = {"svix": svix.webhooks.Webhook, "standardwebhooks": standardwebhooks.Webhook}
+for line in sys.argv[1:]:
+    library, secret, msg_id, ts, body = line.split(" ", 4)
+    at = datetime.fromtimestamp(int(ts), tz=timezone.utc)
+    print(libraries[library](secret).sign(msg_id, at, body))
+"#;
+
+#[tokio::test]
+#[ignore = "needs the svix and standardwebhooks Python libraries, which .ci/run installs"]
+async fn requests_signed_by_the_official_svix_and_standard_webhooks_libraries_are_accepted() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let other_secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let phone = "+12125550123";
+    let b = body(&s.agent_id, phone, "high");
+    let raw = b.to_string();
+    let now = now_secs();
+    let stale = now - 360;
+    let requests = [
+        ("svix", secret.as_str(), "msg_svix", now),
+        ("standardwebhooks", &secret, "msg_standard", now),
+        ("svix", &other_secret, "msg_other", now),
+        ("standardwebhooks", &other_secret, "msg_other", now),
+        ("svix", &secret, "msg_stale", stale),
+        ("standardwebhooks", &secret, "msg_stale", stale),
+    ]
+    .map(|(library, secret, id, ts)| format!("{library} {secret} {id} {ts} {raw}"));
+    let args: Vec<&str> = requests.iter().map(String::as_str).collect();
+    let signatures = with_webhook_libs(SIGN_WITH_LIBRARIES, &args).await;
+    let sig: Vec<&str> = signatures.lines().collect();
+    assert_eq!(sig.len(), 6, "{signatures}");
+    let (now, stale) = (now.to_string(), stale.to_string());
+    // Each library's signature, under its library's header names.
+    let svix = |id, ts, sig| {
+        [
+            ("svix-id", id),
+            ("svix-timestamp", ts),
+            ("svix-signature", sig),
+        ]
+    };
+    let standard = |id, ts, sig| {
+        [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ]
+    };
+
+    for (name, headers) in [
+        ("svix", svix("msg_svix", &now, sig[0])),
+        ("standardwebhooks", standard("msg_standard", &now, sig[1])),
+    ] {
+        let res = post(&app, s, &headers, &b).await;
+        assert_eq!(res.status(), 202, "{name}: {}", res.text().await.unwrap());
+        // Sent again (a retry, or a captured request replayed within the window): the
+        // first answer, and nothing changes.
+        let again = post(&app, s, &headers, &b).await;
+        assert_eq!(again.status(), 202, "{name}");
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{name}");
+    }
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "high");
+
+    let victim = "+12125550124";
+    let tampered = body(&s.agent_id, victim, "high");
+    for (name, headers, sent, says) in [
+        (
+            "svix, body changed",
+            svix("msg_svix_2", &now, sig[0]),
+            &tampered,
+            "the svix-signature header does not match",
+        ),
+        (
+            "standardwebhooks, body changed",
+            standard("msg_standard_2", &now, sig[1]),
+            &tampered,
+            "the webhook-signature header does not match",
+        ),
+        (
+            "svix, another secret",
+            svix("msg_other", &now, sig[2]),
+            &b,
+            "the svix-signature header does not match",
+        ),
+        (
+            "standardwebhooks, another secret",
+            standard("msg_other", &now, sig[3]),
+            &b,
+            "the webhook-signature header does not match",
+        ),
+        (
+            "svix, signed 6 minutes ago",
+            svix("msg_stale", &stale, sig[4]),
+            &b,
+            "svix-timestamp is 36",
+        ),
+        (
+            "standardwebhooks, signed 6 minutes ago",
+            standard("msg_stale", &stale, sig[5]),
+            &b,
+            "webhook-timestamp is 36",
+        ),
+    ] {
+        let res = post(&app, s, &headers, sent).await;
+        let problem = assert_problem(res, 401, "unauthorized").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+    }
+    let call = app.start_call_json(s, victim).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+/// Verifies with both libraries' `verify` (under each one's header names) that argv's
+/// `secret id timestamp body signature` is a valid signed request, and that the same
+/// signature over another body is not.
+const VERIFY_WITH_LIBRARIES: &str = r#"
+import sys
+import standardwebhooks
+import svix.webhooks
+
+secret, msg_id, ts, body, sig = sys.argv[1:]
+checks = [
+    (svix.webhooks.Webhook, "svix"),
+    (standardwebhooks.Webhook, "webhook"),
+]
+for library, prefix in checks:
+    headers = {f"{prefix}-id": msg_id, f"{prefix}-timestamp": ts, f"{prefix}-signature": sig}
+    library(secret).verify(body, headers)
+    try:
+        library(secret).verify(body + " ", headers)
+    except standardwebhooks.WebhookVerificationError:
+        pass
+    else:
+        sys.exit(f"{library.__module__} accepted a changed body")
+print("verified")
+"#;
+
+#[tokio::test]
+#[ignore = "needs openssl and the svix and standardwebhooks Python libraries, which .ci/run installs"]
+async fn the_documented_shell_signature_verifies_with_the_official_libraries() {
+    // The contract's shell sender (docs/api.md, "Signed requests"), its signing lines as
+    // written: everything but the curl that sends.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let sample = &doc[doc.find("A shell sender:").expect("the shell sender")..];
+    let sample = &sample[sample.find("```sh\n").unwrap() + 6..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    let signing: Vec<&str> = sample
+        .lines()
+        .filter(|l| l.starts_with("hexkey=") || l.starts_with("sig="))
+        .collect();
+    assert_eq!(signing.len(), 2, "{sample}");
+    let script = format!("{}\nprintf 'v1,%s' \"$sig\"", signing.join("\n"));
+
+    let secret = format!("whsec_{}", STANDARD.encode([42u8; 32]));
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    let ts = now_secs().to_string();
+    let body = r#"{"agentId":"oJvfgs3Eg8DEMOGnQES7","phoneNumber":"+1 (212) 555-1234","customer_name":"Jane Doe"}"#;
+    let env = [
+        ("secret", secret.as_str()),
+        ("id", id),
+        ("ts", ts.as_str()),
+        ("body", body),
+    ];
+    let (ok, sig) = run("sh", &["-c", &script], &env).await;
+    assert!(ok && sig.starts_with("v1,"), "{script}\n{sig}");
+    assert_eq!(
+        sig,
+        signature(&secret, id, ts.parse().unwrap(), body.as_bytes())
+    );
+
+    let out = with_webhook_libs(VERIFY_WITH_LIBRARIES, &[&secret, id, &ts, body, &sig]).await;
+    assert_eq!(out.trim(), "verified");
 }

@@ -96,7 +96,7 @@ impl fmt::Debug for SigningSecret {
 }
 
 /// The names a sender gives the three headers: the specification's, or those of Svix (the
-/// most common sending service, whose scheme Standard Webhooks is) under its own prefix.
+/// most common sending service, whose scheme the specification took up) with its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeaderNames {
     #[default]

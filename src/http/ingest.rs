@@ -160,7 +160,7 @@ impl Attempt {
         ("svix-id" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
             description = "Svix's name for webhook-id (used when neither Idempotency-Key nor webhook-id \
                            is sent). A request's signature headers are read as one set: webhook-* when \
-                           all three are sent, else svix-*; parts of both sets is refused"),
+                           all three are sent, else svix-*; parts of both with neither whole are refused"),
         ("svix-timestamp" = Option<String>, Header, pattern = "^[0-9]+$",
             description = "Svix's name for webhook-timestamp"),
         ("svix-signature" = Option<String>, Header,

@@ -4,6 +4,10 @@
 //! the base64-decoded part of a `whsec_` secret, and sends `webhook-signature: v1,<base64>`
 //! (a space-separated list: key rotation on the sender's side may send several; any one
 //! that matches suffices). Unlike API keys, the secret must be kept as it is: HMAC needs it.
+//!
+//! Svix sends the same scheme as `svix-id`, `svix-timestamp` and `svix-signature`, and both
+//! the Standard Webhooks and the Svix libraries accept either set of names; so does Precall,
+//! reading a request's three headers as one set (see [`SignedHeaders::read`]).
 
 use std::fmt;
 
@@ -91,48 +95,142 @@ impl fmt::Debug for SigningSecret {
     }
 }
 
-/// The three headers of a signed request, as received.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SignedHeaders<'a> {
-    pub id: Option<&'a str>,
-    pub timestamp: Option<&'a str>,
-    pub signature: Option<&'a str>,
+/// The names a sender gives the three headers: the specification's, or those of Svix (the
+/// most common sending service, whose scheme the specification took up) with its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderNames {
+    #[default]
+    Standard,
+    Svix,
 }
 
-/// Why a signed request was refused; each message names the header at fault.
+impl HeaderNames {
+    /// In order of preference: of a request that carries both sets whole, the first is read.
+    pub const ALL: [HeaderNames; 2] = [HeaderNames::Standard, HeaderNames::Svix];
+
+    pub const fn id(self) -> &'static str {
+        match self {
+            HeaderNames::Standard => "webhook-id",
+            HeaderNames::Svix => "svix-id",
+        }
+    }
+
+    pub const fn timestamp(self) -> &'static str {
+        match self {
+            HeaderNames::Standard => "webhook-timestamp",
+            HeaderNames::Svix => "svix-timestamp",
+        }
+    }
+
+    pub const fn signature(self) -> &'static str {
+        match self {
+            HeaderNames::Standard => "webhook-signature",
+            HeaderNames::Svix => "svix-signature",
+        }
+    }
+}
+
+/// The three headers of a signed request, as received, all three under one set of names: a
+/// signature is never checked over an id and a timestamp taken from different sets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignedHeaders<'a> {
+    names: HeaderNames,
+    id: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    signature: Option<&'a str>,
+    /// Headers of both sets were sent and neither set is whole: which was meant is unclear.
+    mixed: bool,
+}
+
+impl<'a> SignedHeaders<'a> {
+    /// Reads the headers with `get` (a header's value by its lower-case name). The first set
+    /// of [`HeaderNames::ALL`] sent whole is read and the other set's headers are ignored;
+    /// when neither is whole, the one set some header of which was sent, so that a refusal
+    /// names what it lacks; parts of both sets and neither whole are refused as mixed.
+    pub fn read(get: impl Fn(&'static str) -> Option<&'a str>) -> Self {
+        let sets = HeaderNames::ALL.map(|names| Self {
+            names,
+            id: get(names.id()),
+            timestamp: get(names.timestamp()),
+            signature: get(names.signature()),
+            mixed: false,
+        });
+        if let Some(whole) = sets.iter().find(|s| s.is_whole()) {
+            return *whole;
+        }
+        let mut sent = sets.iter().filter(|s| s.any_sent());
+        match (sent.next(), sent.next()) {
+            (None, _) => sets[0],
+            (Some(one), None) => *one,
+            (Some(_), Some(_)) => Self {
+                mixed: true,
+                ..sets[0]
+            },
+        }
+    }
+
+    /// The names the request's headers were read under, to name them back to the sender.
+    pub fn names(&self) -> HeaderNames {
+        self.names
+    }
+
+    fn is_whole(&self) -> bool {
+        self.id.is_some() && self.timestamp.is_some() && self.signature.is_some()
+    }
+
+    fn any_sent(&self) -> bool {
+        self.id.is_some() || self.timestamp.is_some() || self.signature.is_some()
+    }
+}
+
+/// Why a signed request was refused; each message names the header at fault, under the name
+/// the sender used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    #[error(
+        "this webhook requires signed requests: the webhook-id header is missing (send webhook-id, webhook-timestamp and webhook-signature, or Svix's svix-id, svix-timestamp and svix-signature)"
+    )]
+    Unsigned,
     #[error("this webhook requires signed requests: the {0} header is missing")]
     Missing(&'static str),
+    #[error(
+        "the signature headers mix webhook-* and svix-* names and neither set is complete: send webhook-id, webhook-timestamp and webhook-signature, or svix-id, svix-timestamp and svix-signature"
+    )]
+    Mixed,
     #[error("the {0} header is malformed: {1}")]
     Malformed(&'static str, &'static str),
     #[error(
-        "webhook-timestamp is {0} seconds old; requests signed more than 300 seconds ago are refused as replays"
+        "{0} is {1} seconds old; requests signed more than 300 seconds ago are refused as replays"
     )]
-    Stale(i64),
+    Stale(&'static str, i64),
     #[error(
-        "webhook-timestamp is {0} seconds in the future; more than 300 seconds ahead is refused (check the sender's clock)"
+        "{0} is {1} seconds in the future; more than 300 seconds ahead is refused (check the sender's clock)"
     )]
-    Future(i64),
+    Future(&'static str, i64),
     #[error(
-        "the webhook-signature header does not match: sign \"{{webhook-id}}.{{webhook-timestamp}}.{{body}}\" with this webhook's signing secret"
+        "the {} header does not match: sign \"{{{}}}.{{{}}}.{{body}}\" with this webhook's signing secret",
+        .0.signature(), .0.id(), .0.timestamp()
     )]
-    Mismatch,
+    Mismatch(HeaderNames),
 }
 
 /// Checks what can be checked without the body: presence, form and the timestamp's age.
-/// Returns the `webhook-id`, which is also the request's idempotency key.
+/// Returns the event's id (`webhook-id` or `svix-id`), which is also the request's
+/// idempotency key.
 pub fn check_headers<'a>(h: &SignedHeaders<'a>, now_secs: i64) -> Result<&'a str, SignatureError> {
-    let id = h.id.ok_or(SignatureError::Missing("webhook-id"))?;
-    let timestamp = h
-        .timestamp
-        .ok_or(SignatureError::Missing("webhook-timestamp"))?;
-    let signature = h
-        .signature
-        .ok_or(SignatureError::Missing("webhook-signature"))?;
+    let n = h.names;
+    if h.mixed {
+        return Err(SignatureError::Mixed);
+    }
+    if !h.any_sent() {
+        return Err(SignatureError::Unsigned);
+    }
+    let id = h.id.ok_or(SignatureError::Missing(n.id()))?;
+    let timestamp = h.timestamp.ok_or(SignatureError::Missing(n.timestamp()))?;
+    let signature = h.signature.ok_or(SignatureError::Missing(n.signature()))?;
     if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(SignatureError::Malformed(
-            "webhook-id",
+            n.id(),
             "expected 1 to 255 visible ASCII characters",
         ));
     }
@@ -141,18 +239,18 @@ pub fn check_headers<'a>(h: &SignedHeaders<'a>, now_secs: i64) -> Result<&'a str
         .ok()
         .filter(|_| !timestamp.is_empty() && timestamp.bytes().all(|b| b.is_ascii_digit()))
         .ok_or(SignatureError::Malformed(
-            "webhook-timestamp",
+            n.timestamp(),
             "expected whole seconds since the Unix epoch",
         ))?;
     if now_secs - ts > TOLERANCE_SECS {
-        return Err(SignatureError::Stale(now_secs - ts));
+        return Err(SignatureError::Stale(n.timestamp(), now_secs - ts));
     }
     if ts - now_secs > TOLERANCE_SECS {
-        return Err(SignatureError::Future(ts - now_secs));
+        return Err(SignatureError::Future(n.timestamp(), ts - now_secs));
     }
     if candidates(signature).next().is_none() {
         return Err(SignatureError::Malformed(
-            "webhook-signature",
+            n.signature(),
             "expected a space-separated list of v1,<base64 HMAC-SHA256>",
         ));
     }
@@ -183,7 +281,7 @@ pub fn verify<'a>(
     if matched == 1 {
         Ok(id)
     } else {
-        Err(SignatureError::Mismatch)
+        Err(SignatureError::Mismatch(h.names))
     }
 }
 
@@ -194,11 +292,16 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn signed<'a>(id: &'a str, ts: &'a str, sig: &'a str) -> SignedHeaders<'a> {
-        SignedHeaders {
-            id: Some(id),
-            timestamp: Some(ts),
-            signature: Some(sig),
-        }
+        sent(&[
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ])
+    }
+
+    /// The headers of a request that sent these, as `SignedHeaders::read` reads them.
+    fn sent<'a>(headers: &[(&'static str, &'a str)]) -> SignedHeaders<'a> {
+        SignedHeaders::read(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
     }
 
     #[test]
@@ -233,20 +336,12 @@ mod tests {
         let sig = secret.sign("evt_1", NOW, b"{\"a\":1}");
         let ts = NOW.to_string();
         let h = signed("evt_1", &ts, &sig);
-        assert_eq!(
-            verify(&secret, &h, b"{\"a\":2}", NOW),
-            Err(SignatureError::Mismatch)
-        );
+        let mismatch = Err(SignatureError::Mismatch(HeaderNames::Standard));
+        assert_eq!(verify(&secret, &h, b"{\"a\":2}", NOW), mismatch);
         let other_id = signed("evt_2", &ts, &sig);
-        assert_eq!(
-            verify(&secret, &other_id, b"{\"a\":1}", NOW),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(&secret, &other_id, b"{\"a\":1}", NOW), mismatch);
         let other_secret = SigningSecret::generate();
-        assert_eq!(
-            verify(&other_secret, &h, b"{\"a\":1}", NOW),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(&other_secret, &h, b"{\"a\":1}", NOW), mismatch);
     }
 
     #[test]
@@ -263,15 +358,21 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_headers_are_named() {
-        let h = SignedHeaders {
-            id: Some("e"),
-            timestamp: None,
-            signature: Some("v1,x"),
-        };
+        let h = sent(&[("webhook-id", "e"), ("webhook-signature", "v1,x")]);
         assert_eq!(
             check_headers(&h, NOW),
             Err(SignatureError::Missing("webhook-timestamp"))
         );
+        let h = sent(&[("svix-id", "e"), ("svix-timestamp", "1")]);
+        assert_eq!(
+            check_headers(&h, NOW),
+            Err(SignatureError::Missing("svix-signature"))
+        );
+        assert_eq!(
+            check_headers(&sent(&[]), NOW),
+            Err(SignatureError::Unsigned)
+        );
+        assert!(SignatureError::Unsigned.to_string().contains("svix-id"));
         let now = NOW.to_string();
         for (h, header) in [
             (signed("e", "12.5", "v1,AAAA"), "webhook-timestamp"),
@@ -288,6 +389,100 @@ mod tests {
             );
             assert!(err.to_string().contains(header));
         }
+    }
+
+    #[test]
+    fn svix_names_carry_the_same_scheme_and_errors_use_them() {
+        // Svix's documented example: the specification's, under its own header names.
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let h = sent(&[
+            ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("svix-timestamp", "1614265330"),
+            (
+                "svix-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ]);
+        assert_eq!(h.names(), HeaderNames::Svix);
+        assert_eq!(
+            verify(&secret, &h, body, 1614265330),
+            Ok("msg_p5jXN8AQM9LWM0D4loKWxJek")
+        );
+        let err = verify(&secret, &h, b"{}", 1614265330).unwrap_err();
+        assert_eq!(err, SignatureError::Mismatch(HeaderNames::Svix));
+        assert!(
+            err.to_string()
+                .starts_with("the svix-signature header does not match: sign \"{svix-id}.{svix-timestamp}.{body}\""),
+            "{err}"
+        );
+        let err = verify(&secret, &h, body, 1614265330 + 301).unwrap_err();
+        assert_eq!(err, SignatureError::Stale("svix-timestamp", 301));
+        assert!(
+            err.to_string()
+                .starts_with("svix-timestamp is 301 seconds old")
+        );
+        let h = sent(&[
+            ("svix-id", "e x"),
+            ("svix-timestamp", "1"),
+            ("svix-signature", "v1,x"),
+        ]);
+        assert!(matches!(
+            check_headers(&h, 1),
+            Err(SignatureError::Malformed("svix-id", _))
+        ));
+    }
+
+    #[test]
+    fn both_sets_whole_read_the_webhook_names_and_a_mix_is_refused() {
+        let secret = SigningSecret::generate();
+        let ts = NOW.to_string();
+        let good = secret.sign("evt_std", NOW, b"");
+        let other = secret.sign("evt_svix", NOW, b"");
+        // Both whole: the webhook-* set, whatever the svix-* one says.
+        let both = sent(&[
+            ("svix-id", "evt_svix"),
+            ("svix-timestamp", &ts),
+            ("svix-signature", &other),
+            ("webhook-id", "evt_std"),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &good),
+        ]);
+        assert_eq!(both.names(), HeaderNames::Standard);
+        assert_eq!(verify(&secret, &both, b"", NOW), Ok("evt_std"));
+        let wrong_standard = sent(&[
+            ("svix-id", "evt_svix"),
+            ("svix-timestamp", &ts),
+            ("svix-signature", &other),
+            ("webhook-id", "evt_std"),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &other),
+        ]);
+        assert_eq!(
+            verify(&secret, &wrong_standard, b"", NOW),
+            Err(SignatureError::Mismatch(HeaderNames::Standard))
+        );
+        // One set whole: it is read, a stray header of the other is ignored.
+        let svix_whole = sent(&[
+            ("webhook-id", "evt_std"),
+            ("svix-id", "evt_svix"),
+            ("svix-timestamp", &ts),
+            ("svix-signature", &other),
+        ]);
+        assert_eq!(verify(&secret, &svix_whole, b"", NOW), Ok("evt_svix"));
+        // Neither whole, parts of both: never an id of one set with a signature of the other.
+        let mixed = sent(&[
+            ("webhook-id", "evt_svix"),
+            ("svix-timestamp", &ts),
+            ("svix-signature", &other),
+        ]);
+        let err = check_headers(&mixed, NOW).unwrap_err();
+        assert_eq!(err, SignatureError::Mixed);
+        assert!(err.to_string().contains("mix"), "{err}");
+        assert_eq!(
+            verify(&secret, &mixed, b"", NOW),
+            Err(SignatureError::Mixed)
+        );
     }
 
     #[test]

@@ -57,11 +57,12 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// `Idempotency-Key` or, as Standard Webhooks senders send it, `webhook-id`.
+/// `Idempotency-Key` or, as signing senders send it, `webhook-id` (Standard Webhooks) or
+/// `svix-id` (Svix), the first present in that order; an unusable one is named back.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiProblem> {
-    let Some(value) = headers
-        .get("idempotency-key")
-        .or_else(|| headers.get("webhook-id"))
+    let Some((name, value)) = ["Idempotency-Key", "webhook-id", "svix-id"]
+        .into_iter()
+        .find_map(|name| headers.get(name).map(|v| (name, v)))
     else {
         return Ok(None);
     };
@@ -71,20 +72,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiProblem> {
         }
         _ => Err(ApiProblem::new(
             ProblemKind::BadRequest,
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            format!("{name} must be 1 to 255 visible ASCII characters"),
         )),
     }
 }
 
-/// The Standard Webhooks headers; a value that is not visible ASCII reads as empty, so
-/// that it is refused as malformed rather than as missing.
+/// The signature headers, under the Standard Webhooks names or Svix's (one set per request:
+/// see `SignedHeaders::read`); a value that is not visible ASCII reads as empty, so that it
+/// is refused as malformed rather than as missing.
 fn signed_headers(headers: &HeaderMap) -> SignedHeaders<'_> {
-    let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
-    SignedHeaders {
-        id: get("webhook-id"),
-        timestamp: get("webhook-timestamp"),
-        signature: get("webhook-signature"),
-    }
+    SignedHeaders::read(|name| headers.get(name).map(|v| v.to_str().unwrap_or("")))
 }
 
 fn unsigned(e: SignatureError) -> Refusal {
@@ -151,7 +148,22 @@ impl Attempt {
             description = "Seen again on this webhook within 24 h: the first answer again, \
                            with `Idempotent-Replayed: true`, and nothing changes"),
         ("webhook-id" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
-            description = "Standard Webhooks' name for the Idempotency-Key (used when that is absent)"),
+            description = "Standard Webhooks' event id: the Idempotency-Key when that is absent; \
+                           on a webhook that requires signed requests, signed and always the key"),
+        ("webhook-timestamp" = Option<String>, Header, pattern = "^[0-9]+$",
+            description = "Signed requests: when the request was signed, in seconds since the Unix \
+                           epoch; more than 300 seconds away is refused"),
+        ("webhook-signature" = Option<String>, Header,
+            description = "Signed requests: `v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\">`, \
+                           several separated by spaces"),
+        ("svix-id" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Svix's name for webhook-id (used when neither Idempotency-Key nor webhook-id \
+                           is sent). A request's signature headers are read as one set: webhook-* when \
+                           all three are sent, else svix-*; parts of both with neither whole are refused"),
+        ("svix-timestamp" = Option<String>, Header, pattern = "^[0-9]+$",
+            description = "Svix's name for webhook-timestamp"),
+        ("svix-signature" = Option<String>, Header,
+            description = "Svix's name for webhook-signature"),
     ),
     request_body(content = crate::http::openapi::IngestBody, content_type = "application/json"),
     responses(

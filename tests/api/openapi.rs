@@ -60,7 +60,18 @@ async fn openapi_document_is_served_as_openapi_3_1_and_names_every_api_route() {
         .filter(|p| p["in"] == "header")
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(headers, ["Idempotency-Key", "webhook-id"]);
+    assert_eq!(
+        headers,
+        [
+            "Idempotency-Key",
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "svix-id",
+            "svix-timestamp",
+            "svix-signature"
+        ]
+    );
 
     let start = &doc["paths"]["/api/v1/calls"]["post"];
     assert_eq!(start["security"], json!([{ "runtimeToken": [] }]));

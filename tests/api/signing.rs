@@ -1,6 +1,7 @@
-//! Signed webhooks (Standard Webhooks): signatures checked over the raw body, replays and
-//! stale timestamps refused, `webhook-id` as the idempotency key, and the Configure step's
-//! signed samples run as a sender would run them.
+//! Signed webhooks (Standard Webhooks, and Svix's names for the same headers): signatures
+//! checked over the raw body, replays and stale timestamps refused, `webhook-id` or `svix-id`
+//! as the idempotency key, requests signed by the official svix and standardwebhooks
+//! libraries, and the Configure step's signed samples run as a sender would run them.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -548,4 +549,425 @@ async fn the_configure_steps_signed_samples_work_when_run() {
         .await;
     let off = admin.page(&configure).await;
     assert!(!off.contains("openssl") && !off.contains("python-sample"));
+}
+
+/// The three headers of a request signed with `secret` as event `id` at `ts`, under the
+/// Standard Webhooks names (`"webhook"`) or Svix's (`"svix"`).
+fn signed_as(prefix: &str, secret: &str, id: &str, ts: i64, body: &Value) -> Vec<(String, String)> {
+    let sig = signature(secret, id, ts, body.to_string().as_bytes());
+    vec![
+        (format!("{prefix}-id"), id.to_owned()),
+        (format!("{prefix}-timestamp"), ts.to_string()),
+        (format!("{prefix}-signature"), sig),
+    ]
+}
+
+fn as_refs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn svix_signed_requests_are_accepted_and_svix_id_is_their_idempotency_key() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let phone = "+12125551234";
+    let first_body = body(&s.agent_id, phone, "high");
+    let first = signed_as("svix", &secret, "msg_1", now_secs(), &first_body);
+    let res = post(&app, s, &as_refs(&first), &first_body).await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let first_answer: Value = res.json().await.unwrap();
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "high");
+
+    let later_body = body(&s.agent_id, phone, "low");
+    let later = signed_as("svix", &secret, "msg_2", now_secs(), &later_body);
+    assert_eq!(
+        post(&app, s, &as_refs(&later), &later_body).await.status(),
+        202
+    );
+    // Svix retries a message with the same svix-id: the first answer, nothing changes.
+    let retried = post(&app, s, &as_refs(&first), &first_body).await;
+    assert_eq!(retried.status(), 202);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    assert_eq!(retried.json::<Value>().await.unwrap(), first_answer);
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "low");
+}
+
+#[tokio::test]
+async fn svix_id_deduplicates_like_an_idempotency_key_on_an_unsigned_webhook() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let b = body(&s.agent_id, "+12125551234", "high");
+    for _ in 0..2 {
+        let res = post(
+            &app,
+            s,
+            &[("svix-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W")],
+            &b,
+        )
+        .await;
+        assert_eq!(res.status(), 202);
+    }
+    let outcomes: Vec<_> = app
+        .deliveries(&s.agent_id)
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["replayed", "cached"]);
+    let res = post(&app, s, &[("svix-id", "msg 1")], &b).await;
+    let problem = assert_problem(res, 400, "bad-request").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("svix-id must be"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn badly_signed_svix_requests_get_401_naming_the_svix_header_and_cache_nothing() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let other_secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let victim = "+12125550100";
+    let b = body(&s.agent_id, victim, "high");
+    let now = now_secs();
+    let mut no_timestamp = signed_as("svix", &secret, "msg_x", now, &b);
+    no_timestamp.remove(1);
+    let cases = [
+        (
+            "body changed after signing",
+            signed_as(
+                "svix",
+                &secret,
+                "msg_x",
+                now,
+                &body(&s.agent_id, victim, "low"),
+            ),
+            "the svix-signature header does not match: sign \"{svix-id}.{svix-timestamp}.{body}\"",
+        ),
+        (
+            "signed by another secret",
+            signed_as("svix", &other_secret, "msg_x", now, &b),
+            "the svix-signature header does not match",
+        ),
+        (
+            // A minute past the tolerance, as above.
+            "signed 6 minutes ago",
+            signed_as("svix", &secret, "msg_x", now - 360, &b),
+            "refused as replays",
+        ),
+        (
+            "no timestamp",
+            no_timestamp,
+            "the svix-timestamp header is missing",
+        ),
+        (
+            "id with a space",
+            signed_as("svix", &secret, "msg x", now, &b),
+            "the svix-id header is malformed",
+        ),
+    ];
+    for (name, headers, says) in cases {
+        let res = post(&app, s, &as_refs(&headers), &b).await;
+        let problem = assert_problem(res, 401, "unauthorized").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+        assert!(!detail.contains("webhook-"), "{name}: {detail}");
+    }
+    let call = app.start_call_json(s, victim).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+#[tokio::test]
+async fn both_header_sets_whole_are_read_as_webhook_ones_and_a_mix_of_parts_is_refused() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let phone = "+12125550111";
+    let b = body(&s.agent_id, phone, "high");
+    let now = now_secs();
+    let standard = signed_as("webhook", &secret, "evt_std", now, &b);
+    let svix = signed_as("svix", &secret, "msg_svix", now, &b);
+    let wrong_svix = signed_as("svix", &secret, "msg_svix", now, &json!({}));
+    let wrong_standard = signed_as("webhook", &secret, "evt_std", now, &json!({}));
+
+    // The svix-* set signs something else: only the webhook-* one counts.
+    let res = post(
+        &app,
+        s,
+        &as_refs(&[standard.clone(), wrong_svix].concat()),
+        &b,
+    )
+    .await;
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    // The webhook-* set is the one read, even when only the svix-* one would pass.
+    let res = post(
+        &app,
+        s,
+        &as_refs(&[wrong_standard, svix.clone()].concat()),
+        &b,
+    )
+    .await;
+    let problem = assert_problem(res, 401, "unauthorized").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the webhook-signature header does not match"),
+        "{problem}"
+    );
+    // The webhook-id was the idempotency key: the same event again is a replay.
+    let again = post(&app, s, &as_refs(&standard), &b).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
+    // Neither set whole, parts of both: refused, even though svix-id and webhook-id agree and
+    // the signature is right for them.
+    let other_phone = "+12125550112";
+    let b = body(&s.agent_id, other_phone, "high");
+    let svix = signed_as("svix", &secret, "msg_mixed", now, &b);
+    let mixed = [
+        ("webhook-id", "msg_mixed"),
+        ("svix-timestamp", svix[1].1.as_str()),
+        ("svix-signature", svix[2].1.as_str()),
+    ];
+    let res = post(&app, s, &mixed, &b).await;
+    let problem = assert_problem(res, 401, "unauthorized").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("mix webhook-* and svix-* names")
+            && detail.contains("svix-id, svix-timestamp and svix-signature"),
+        "{detail}"
+    );
+    let call = app.start_call_json(s, other_phone).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+/// The virtualenv with the official `svix` and `standardwebhooks` Python libraries, which
+/// `.ci/run` installs under the target directory (`target/webhook-libs`).
+fn webhook_libs_python() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/api-… → target
+    let target = exe.ancestors().nth(3).unwrap();
+    let python = target.join("webhook-libs/bin/python3");
+    assert!(
+        python.exists(),
+        "{} is missing: install the svix and standardwebhooks libraries as .ci/run does",
+        python.display()
+    );
+    python
+}
+
+/// Runs `script` with the official libraries' Python; its standard output, or a panic with
+/// what it printed.
+async fn with_webhook_libs(script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(webhook_libs_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script}\n{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Signs with the libraries' own code: `svix.webhooks.Webhook(secret).sign(msg_id,
+/// timestamp, payload)` (https://github.com/svix/svix-webhooks/blob/main/python/svix/webhooks.py,
+/// https://docs.svix.com/receiving/verifying-payloads/how) and `standardwebhooks.Webhook(secret)
+/// .sign(msg_id, timestamp, data)` (https://github.com/standard-webhooks/standard-webhooks/blob/main/libraries/python/standardwebhooks/webhooks.py).
+/// Each line of standard input is `library secret id timestamp body`; each output line the
+/// signature header's value.
+const SIGN_WITH_LIBRARIES: &str = r#"
+import sys
+from datetime import datetime, timezone
+import standardwebhooks
+import svix.webhooks
+
+libraries = {"svix": svix.webhooks.Webhook, "standardwebhooks": standardwebhooks.Webhook}
+for line in sys.argv[1:]:
+    library, secret, msg_id, ts, body = line.split(" ", 4)
+    at = datetime.fromtimestamp(int(ts), tz=timezone.utc)
+    print(libraries[library](secret).sign(msg_id, at, body))
+"#;
+
+#[tokio::test]
+#[ignore = "needs the svix and standardwebhooks Python libraries, which .ci/run installs"]
+async fn requests_signed_by_the_official_svix_and_standard_webhooks_libraries_are_accepted() {
+    let app = spawn_app().await;
+    let w = webhook(&app);
+    let s = &w.setup;
+    let secret = set_signing(&app, &w, true).await.unwrap();
+    let other_secret = format!("whsec_{}", STANDARD.encode([7u8; 32]));
+    let phone = "+12125550123";
+    let b = body(&s.agent_id, phone, "high");
+    let raw = b.to_string();
+    let now = now_secs();
+    let stale = now - 360;
+    let requests = [
+        ("svix", secret.as_str(), "msg_svix", now),
+        ("standardwebhooks", &secret, "msg_standard", now),
+        ("svix", &other_secret, "msg_other", now),
+        ("standardwebhooks", &other_secret, "msg_other", now),
+        ("svix", &secret, "msg_stale", stale),
+        ("standardwebhooks", &secret, "msg_stale", stale),
+    ]
+    .map(|(library, secret, id, ts)| format!("{library} {secret} {id} {ts} {raw}"));
+    let args: Vec<&str> = requests.iter().map(String::as_str).collect();
+    let signatures = with_webhook_libs(SIGN_WITH_LIBRARIES, &args).await;
+    let sig: Vec<&str> = signatures.lines().collect();
+    assert_eq!(sig.len(), 6, "{signatures}");
+    let (now, stale) = (now.to_string(), stale.to_string());
+    // Each library's signature, under its library's header names.
+    let svix = |id, ts, sig| {
+        [
+            ("svix-id", id),
+            ("svix-timestamp", ts),
+            ("svix-signature", sig),
+        ]
+    };
+    let standard = |id, ts, sig| {
+        [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ]
+    };
+
+    for (name, headers) in [
+        ("svix", svix("msg_svix", &now, sig[0])),
+        ("standardwebhooks", standard("msg_standard", &now, sig[1])),
+    ] {
+        let res = post(&app, s, &headers, &b).await;
+        assert_eq!(res.status(), 202, "{name}: {}", res.text().await.unwrap());
+        // Sent again (a retry, or a captured request replayed within the window): the
+        // first answer, and nothing changes.
+        let again = post(&app, s, &headers, &b).await;
+        assert_eq!(again.status(), 202, "{name}");
+        assert_eq!(again.headers()["idempotent-replayed"], "true", "{name}");
+    }
+    let call = app.start_call_json(s, phone).await;
+    assert_eq!(call["variables"]["priority"], "high");
+
+    let victim = "+12125550124";
+    let tampered = body(&s.agent_id, victim, "high");
+    for (name, headers, sent, says) in [
+        (
+            "svix, body changed",
+            svix("msg_svix_2", &now, sig[0]),
+            &tampered,
+            "the svix-signature header does not match",
+        ),
+        (
+            "standardwebhooks, body changed",
+            standard("msg_standard_2", &now, sig[1]),
+            &tampered,
+            "the webhook-signature header does not match",
+        ),
+        (
+            "svix, another secret",
+            svix("msg_other", &now, sig[2]),
+            &b,
+            "the svix-signature header does not match",
+        ),
+        (
+            "standardwebhooks, another secret",
+            standard("msg_other", &now, sig[3]),
+            &b,
+            "the webhook-signature header does not match",
+        ),
+        (
+            "svix, signed 6 minutes ago",
+            svix("msg_stale", &stale, sig[4]),
+            &b,
+            "svix-timestamp is 36",
+        ),
+        (
+            "standardwebhooks, signed 6 minutes ago",
+            standard("msg_stale", &stale, sig[5]),
+            &b,
+            "webhook-timestamp is 36",
+        ),
+    ] {
+        let res = post(&app, s, &headers, sent).await;
+        let problem = assert_problem(res, 401, "unauthorized").await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{name}: {detail}");
+    }
+    let call = app.start_call_json(s, victim).await;
+    assert_eq!(call["source"], "fallback", "nothing was cached");
+}
+
+/// Verifies with both libraries' `verify` (under each one's header names) that argv's
+/// `secret id timestamp body signature` is a valid signed request, and that the same
+/// signature over another body is not.
+const VERIFY_WITH_LIBRARIES: &str = r#"
+import sys
+import standardwebhooks
+import svix.webhooks
+
+secret, msg_id, ts, body, sig = sys.argv[1:]
+checks = [
+    (svix.webhooks.Webhook, "svix"),
+    (standardwebhooks.Webhook, "webhook"),
+]
+for library, prefix in checks:
+    headers = {f"{prefix}-id": msg_id, f"{prefix}-timestamp": ts, f"{prefix}-signature": sig}
+    library(secret).verify(body, headers)
+    try:
+        library(secret).verify(body + " ", headers)
+    except standardwebhooks.WebhookVerificationError:
+        pass
+    else:
+        sys.exit(f"{library.__module__} accepted a changed body")
+print("verified")
+"#;
+
+#[tokio::test]
+#[ignore = "needs openssl and the svix and standardwebhooks Python libraries, which .ci/run installs"]
+async fn the_documented_shell_signature_verifies_with_the_official_libraries() {
+    // The contract's shell sender (docs/api.md, "Signed requests"), its signing lines as
+    // written: everything but the curl that sends.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let sample = &doc[doc.find("A shell sender:").expect("the shell sender")..];
+    let sample = &sample[sample.find("```sh\n").unwrap() + 6..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    let signing: Vec<&str> = sample
+        .lines()
+        .filter(|l| l.starts_with("hexkey=") || l.starts_with("sig="))
+        .collect();
+    assert_eq!(signing.len(), 2, "{sample}");
+    let script = format!("{}\nprintf 'v1,%s' \"$sig\"", signing.join("\n"));
+
+    let secret = format!("whsec_{}", STANDARD.encode([42u8; 32]));
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    let ts = now_secs().to_string();
+    let body = r#"{"agentId":"oJvfgs3Eg8DEMOGnQES7","phoneNumber":"+1 (212) 555-1234","customer_name":"Jane Doe"}"#;
+    let env = [
+        ("secret", secret.as_str()),
+        ("id", id),
+        ("ts", ts.as_str()),
+        ("body", body),
+    ];
+    let (ok, sig) = run("sh", &["-c", &script], &env).await;
+    assert!(ok && sig.starts_with("v1,"), "{script}\n{sig}");
+    assert_eq!(
+        sig,
+        signature(&secret, id, ts.parse().unwrap(), body.as_bytes())
+    );
+
+    let out = with_webhook_libs(VERIFY_WITH_LIBRARIES, &[&secret, id, &ts, body, &sig]).await;
+    assert_eq!(out.trim(), "verified");
 }

@@ -20,6 +20,7 @@ mod process;
 mod properties;
 mod rate_limits;
 mod routing_errors;
+mod samples;
 mod signing;
 mod slow_clients;
 mod wakeups;

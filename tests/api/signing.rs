@@ -419,22 +419,55 @@ async fn a_new_signing_secret_replaces_the_old_one_at_once() {
 }
 
 /// The text of the `<pre id="{id}">` on a page, as a browser's copy button would copy it.
-fn pre_text(page: &str, id: &str) -> String {
+pub fn pre_text(page: &str, id: &str) -> String {
     let open = format!("id=\"{id}\"");
     let at = page.find(&open).unwrap_or_else(|| panic!("no #{id}"));
     let start = at + page[at..].find('>').unwrap() + 1;
     let end = start + page[start..].find("</pre>").unwrap();
-    page[start..end]
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&")
+    unescape(&page[start..end])
 }
 
-async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+/// Text of an HTML element: named and numeric character references decoded.
+pub fn unescape(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';').filter(|e| *e <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "amp" => Some('&'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = tokio::process::Command::new(program)
         .args(args)
         .envs(env.iter().copied())
@@ -513,6 +546,10 @@ async fn the_configure_steps_signed_samples_work_when_run() {
     assert!(out.contains(r#""status":"accepted""#), "{out}");
     let (ok, out) = run("python3", &["-c", &python], &env).await;
     assert!(ok && out.starts_with("202 "), "{python}\n{out}");
+    let node = pre_text(&page, "node-sample");
+    assert!(node.contains(&secret));
+    let (ok, out) = run("node", &["-e", &node], &env).await;
+    assert!(ok && out.starts_with("202 "), "{node}\n{out}");
 
     // Both reached the webhook, signed.
     let viewer = admin
@@ -548,7 +585,13 @@ async fn the_configure_steps_signed_samples_work_when_run() {
         )
         .await;
     let off = admin.page(&configure).await;
-    assert!(!off.contains("openssl") && !off.contains("python-sample"));
+    assert!(!pre_text(&off, "curl").contains("openssl"));
+    for sample in ["python-sample", "node-sample"] {
+        assert!(
+            !pre_text(&off, sample).contains("webhook-signature"),
+            "{sample}"
+        );
+    }
 }
 
 /// The three headers of a request signed with `secret` as event `id` at `ts`, under the

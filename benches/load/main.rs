@@ -395,9 +395,9 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // 3. Ingest p99 at half its maximum, open loop, right after the maximum was measured:
         // this machine's speed drifts by 10-25 % within a minute, and half of a maximum
         // measured in a fast spell is more than half of what it can do in a slow one (the
-        // viewer scenario used to run in between; docs/performance.md, runs 21-25). Over
-        // HTTP/1.1 a connection carries one request at a time, so the generator opens as many
-        // as the largest closed-loop level: enough that a request falls due with a
+        // viewer scenario used to run in between; bench-results/2026-11-28-runs-21-25.json).
+        // Over HTTP/1.1 a connection carries one request at a time, so the generator opens
+        // as many as the largest closed-loop level: enough that a request falls due with a
         // connection free to send it, rather than queueing in the generator behind a slow
         // answer to another.
         let rate = o

@@ -38,7 +38,8 @@ const GATHER: usize = 32;
 /// fewer, larger commits write less log for the kernel to write back and checkpoint. Under
 /// heavy load groups reach [`GATHER`] without waiting. Against 300 µs, at 13 000 webhooks/s
 /// in alternating runs, the open-loop p99 fell from 7.7-26.2 ms to 4.6-9.9 ms at the cost of
-/// ~0.6 ms at the median (docs/performance.md has this and the earlier 100 and 500 µs runs).
+/// ~0.6 ms at the median (bench-results/2026-11-27-to-2026-12-05-experiments.json has this
+/// and the earlier 100 and 500 µs runs).
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// A group commit slower than this is logged.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);

@@ -113,6 +113,8 @@ pub struct CallView {
     pub outcome: Option<String>,
     pub transfer: Option<Transfer>,
     pub late_context: Option<LateContext>,
+    /// The version of the agent's configuration the call runs.
+    pub version: Option<i64>,
 }
 
 /// Where a run left a call: its status, outcome, question and transfer.
@@ -226,6 +228,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         let attempt = CallAttempt {
             public_id: call_id.to_string(),
             agent_id: agent.id,
+            version: runtime.version,
             caller: caller.clone(),
             called: called.as_ref().map(ToString::to_string),
             started_at,
@@ -390,6 +393,7 @@ impl CallContext {
             outcome,
             transfer,
             late_context: None,
+            version: Some(self.runtime.version),
         };
         let response = serde_json::to_string(&view).expect("call serialises");
         CallRecord {
@@ -479,6 +483,7 @@ pub fn view_of(row: stored_calls::CallRow) -> CallView {
         outcome: row.outcome,
         transfer: trace.transfer,
         late_context,
+        version: row.version,
     }
 }
 
@@ -586,11 +591,17 @@ pub async fn answer(
     if !problems.is_empty() {
         return Err(ApiProblem::with_errors(ProblemKind::ValidationFailed, problems).into());
     }
-    let mut run = runtime.program.resume(&question, &variables);
+    // The call finishes on the version it started with.
+    let program = app
+        .catalog
+        .program(&runtime, row.version.unwrap_or(runtime.version))
+        .await?
+        .ok_or_else(not_found)?;
+    let mut run = program.resume(&question, &variables);
     let answered = Step {
         kind: "answer".into(),
-        flow_id: Some(question.flow_id),
-        block_id: Some(question.block_id),
+        flow_key: Some(question.flow_key.clone()),
+        block_key: Some(question.block_key.clone()),
         variable: Some(question.variable.clone()),
         answer: variables.get(&question.variable).cloned(),
         ..Step::default()

@@ -16,12 +16,14 @@ use tokio::sync::OnceCell;
 
 use crate::auth::keys::SecretHash;
 use crate::auth::signing::SigningSecret;
+use crate::domain::document::AgentDocument;
 use crate::domain::phone::Region;
-use crate::domain::runtime::{Flow, Known, Program, Rule};
+use crate::domain::runtime::Program;
 use crate::domain::variables::VariableDef;
-use crate::store::actions::{self, ActiveKey, WebhookStep};
+use crate::store::actions::{self, ActiveKey};
 use crate::store::agents::{self, Agent};
-use crate::store::{Db, flows, tokens, variables};
+use crate::store::documents::{self, webhook_settings};
+use crate::store::{Db, tokens};
 
 /// How often the catalog looks for configuration changes made by other processes (one
 /// read of one row). A change is applied, and recorded as applied (see
@@ -31,7 +33,10 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 /// What ingest needs to know about a webhook URL.
 #[derive(Debug)]
 pub struct WebhookTarget {
+    /// The endpoint's row: deliveries and cached data belong to it.
     pub action_id: i64,
+    /// The Webhook action's key in the agent's documents.
+    pub action_key: String,
     pub agent_id: i64,
     pub agent_public_id: String,
     pub region: Region,
@@ -41,6 +46,7 @@ pub struct WebhookTarget {
     pub keys: Vec<ActiveKey>,
     /// The secret requests must be signed with, when signing is required.
     pub signing: Option<SigningSecret>,
+    /// The published version's variable schema: what ingest checks fields against.
     pub schema: Arc<[VariableDef]>,
 }
 
@@ -54,69 +60,57 @@ impl WebhookTarget {
     }
 }
 
-/// What a call start needs to know about an agent.
+/// A Webhook action of the published version, as a call waits for it.
+#[derive(Debug, Clone)]
+pub struct WebhookStep {
+    /// The endpoint's row, where its data is cached.
+    pub action_id: i64,
+    pub key: String,
+    pub name: String,
+    pub fallback_wait_ms: i64,
+    pub enabled: bool,
+}
+
+/// What a call start needs to know about an agent: its published version, compiled.
 #[derive(Debug)]
 pub struct AgentRuntime {
     pub agent: Agent,
+    /// The version calls run now.
+    pub version: i64,
     pub steps: Vec<WebhookStep>,
     pub schema: Arc<[VariableDef]>,
     /// The pre-call rules and flows its calls run.
-    pub program: Program,
+    pub program: Arc<Program>,
 }
 
-/// The agent's program with `edit` (a change about to be saved) applied, and what its
-/// save-time checks know: the variables and flows of the agent as they would then be.
-pub async fn load_checked(
+/// What a call of `agent` runs when `doc` (version `version`) is published.
+async fn runtime_of(
     db: &Db,
-    agent_id: i64,
-    first_flow: Option<i64>,
-    edit: impl FnOnce(&mut Program),
-) -> Result<(Program, Known), sqlx::Error> {
-    let mut program = load_program(db, agent_id, first_flow).await?;
-    edit(&mut program);
-    let schema = variables::schema(db, agent_id).await?;
-    let known = Known::of(&schema, &program);
-    Ok((program, known))
-}
-
-/// Compiles the agent's pre-call rules and flows from the database.
-pub async fn load_program(
-    db: &Db,
-    agent_id: i64,
-    first_flow: Option<i64>,
-) -> Result<Program, sqlx::Error> {
-    let rows = flows::agent_blocks(db, agent_id).await?;
-    let mut program = Program {
-        first_flow,
-        ..Program::default()
-    };
-    let mut i = 0;
-    while i < rows.len() {
-        let (id, name) = (rows[i].flow_id, rows[i].flow_name.clone());
-        let mut blocks = Vec::new();
-        while i < rows.len() && rows[i].flow_id == id {
-            let r = &rows[i];
-            if let (Some(b), Some(kind)) = (r.block_id, &r.kind) {
-                let config = r
-                    .config
-                    .as_deref()
-                    .and_then(|c| serde_json::from_str(c).ok())
-                    .unwrap_or_default();
-                blocks.push((b, kind.clone(), config));
-            }
-            i += 1;
-        }
-        program.flows.insert(id, Flow::compile(id, name, &blocks));
-    }
-    program.rules = actions::rules(db, agent_id)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let config = serde_json::from_str(&r.config).unwrap_or_default();
-            Rule::compile(r.action_id, r.name, &r.kind, &config)
+    agent: Agent,
+    version: i64,
+    doc: &AgentDocument,
+) -> Result<AgentRuntime, sqlx::Error> {
+    let endpoints = documents::endpoints(db, agent.id).await?;
+    let steps = doc
+        .webhooks()
+        .filter_map(|(a, wait_ms, _, enabled)| {
+            let endpoint = endpoints.iter().find(|e| e.key == a.key)?;
+            Some(WebhookStep {
+                action_id: endpoint.id,
+                key: a.key.clone(),
+                name: a.name.clone(),
+                fallback_wait_ms: wait_ms,
+                enabled,
+            })
         })
         .collect();
-    Ok(program)
+    Ok(AgentRuntime {
+        agent,
+        version,
+        steps,
+        schema: doc.schema().into(),
+        program: Arc::new(doc.compile()),
+    })
 }
 
 /// Loads in progress, one per key and generation: concurrent misses for the same entry
@@ -129,6 +123,8 @@ struct Entries {
     webhooks: HashMap<String, Arc<WebhookTarget>>,
     agents: HashMap<String, Arc<AgentRuntime>>,
     tokens: HashMap<[u8; 32], i64>,
+    /// Earlier versions' programs, for calls that started before a publish.
+    programs: HashMap<(i64, i64), Arc<Program>>,
 }
 
 /// The cache. Cloning shares it.
@@ -237,6 +233,15 @@ impl Catalog {
             let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
                 return Ok(None);
             };
+            let published = documents::published(&self.db, row.agent_id).await?;
+            let draft = documents::draft(&self.db, row.agent_id).await?;
+            let Some((_, ttl_secs, enabled)) = webhook_settings(
+                &row.action_key,
+                published.as_ref().map(|v| &v.document),
+                draft.as_ref().map(|d| &d.document),
+            ) else {
+                return Ok(None);
+            };
             let keys = actions::active_keys(&self.db, row.action_id).await?;
             let signing = match (row.signing_required, row.signing_secret.as_deref()) {
                 (true, Some(text)) => Some(SigningSecret::parse(text).map_err(|e| {
@@ -244,16 +249,20 @@ impl Catalog {
                 })?),
                 _ => None,
             };
-            let schema: Arc<[VariableDef]> =
-                variables::schema(&self.db, row.agent_id).await?.into();
+            let schema: Arc<[VariableDef]> = published
+                .as_ref()
+                .map(|v| v.document.schema())
+                .unwrap_or_default()
+                .into();
             let target = Arc::new(WebhookTarget {
                 action_id: row.action_id,
+                action_key: row.action_key,
                 agent_id: row.agent_id,
                 region: Region::parse(&row.default_region)
                     .unwrap_or_else(|_| Region::parse("US").expect("US is a region")),
                 agent_public_id: row.agent_public_id,
-                enabled: row.enabled,
-                ttl_secs: row.ttl_secs,
+                enabled,
+                ttl_secs,
                 keys,
                 signing,
                 schema,
@@ -282,21 +291,42 @@ impl Catalog {
             let Some(agent) = agents::find_by_public_id(&self.db, public_id).await? else {
                 return Ok(None);
             };
-            let steps = actions::webhook_steps(&self.db, agent.id).await?;
-            let schema: Arc<[VariableDef]> = variables::schema(&self.db, agent.id).await?.into();
-            let program = load_program(&self.db, agent.id, agent.first_flow_id).await?;
-            let runtime = Arc::new(AgentRuntime {
-                agent,
-                steps,
-                schema,
-                program,
-            });
+            let (version, doc) = match documents::published(&self.db, agent.id).await? {
+                Some(v) => (v.meta.number, v.document),
+                None => (0, AgentDocument::new_agent()),
+            };
+            let runtime = Arc::new(runtime_of(&self.db, agent, version, &doc).await?);
             self.store(generation, |e| {
                 e.agents.insert(public_id.to_owned(), runtime.clone());
             });
             Ok(Some(runtime))
         })
         .await
+    }
+
+    /// The program of version `version` of the agent `runtime` runs: for a call that
+    /// started on an earlier version, which it finishes on.
+    pub async fn program(
+        &self,
+        runtime: &AgentRuntime,
+        version: i64,
+    ) -> Result<Option<Arc<Program>>, sqlx::Error> {
+        if version == runtime.version {
+            return Ok(Some(runtime.program.clone()));
+        }
+        let key = (runtime.agent.id, version);
+        if let Some(p) = self.entries.read().expect("catalog lock").programs.get(&key) {
+            return Ok(Some(p.clone()));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(v) = documents::version(&self.db, runtime.agent.id, version).await? else {
+            return Ok(None);
+        };
+        let program = Arc::new(v.document.compile());
+        self.store(generation, |e| {
+            e.programs.insert(key, program.clone());
+        });
+        Ok(Some(program))
     }
 
     /// The agent a presented runtime token speaks for. Unknown tokens are not cached.

@@ -102,22 +102,25 @@ pub struct ServeArgs {
 pub enum Command {
     /// Run the server (the default).
     Serve,
-    /// Manage agents.
+    /// Manage agents and their versioned configuration.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Manage pre-call actions.
+    /// Manage Webhook actions: add them to the draft, rotate their keys, require signatures.
     #[command(subcommand)]
     Action(ActionCommand),
-    /// Manage an agent's variable schema.
+    /// Manage an agent's variable schema (in its draft).
     #[command(subcommand)]
     Variable(VariableCommand),
     /// Manage runtime tokens for the call runtime.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Create an agent whose flows implement the four pre-call examples, with its webhook
-    /// URL, API key and a runtime token, and print how to try each example.
+    /// Manage admin API tokens for the management API.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(ApiTokenCommand),
+    /// Create one agent per pre-call example, imported from its document in `examples/`, with
+    /// its webhook URL, API key and a runtime token, and print how to try each.
     Demo {
-        /// The webhook's time wait before fallback, in milliseconds (0 to 10000).
+        /// The webhooks' time wait before fallback, in milliseconds (0 to 10000).
         #[arg(long, default_value_t = 2000)]
         wait_ms: i64,
         #[arg(long)]
@@ -137,7 +140,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Create an agent with a First Flow that greets callers.
+    /// Create an agent; its version 1, published, has a First Flow that greets callers.
     Create {
         #[arg(long)]
         name: String,
@@ -153,11 +156,76 @@ pub enum AgentCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print an agent's configuration as a JSON document: the published version (or the one
+    /// given, or the draft).
+    Export {
+        /// The agent's public id.
+        agent: String,
+        /// A published version's number.
+        #[arg(long, conflicts_with = "draft")]
+        version: Option<i64>,
+        /// The draft instead of a published version.
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Make a document (a file, or - for standard input) an agent's draft; with --new, a new
+    /// agent's. New Webhook actions get their URL and key at once (shown once).
+    Import {
+        /// The agent's public id (leave out with --new).
+        #[arg(required_unless_present = "new")]
+        agent: Option<String>,
+        /// The document's file.
+        #[arg(last = true, required = true)]
+        file: Option<String>,
+        /// Create a new agent with this name instead.
+        #[arg(long, value_name = "NAME", conflicts_with = "agent")]
+        new: Option<String>,
+        /// The new agent's phone region.
+        #[arg(long, default_value = "US", requires = "new")]
+        region: String,
+        /// Publish the imported draft.
+        #[arg(long)]
+        publish: bool,
+        /// The published version's message.
+        #[arg(long, default_value = "", requires = "publish")]
+        message: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish an agent's draft as its next version, once it passes every check.
+    Publish {
+        agent: String,
+        #[arg(long, default_value = "")]
+        message: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an agent's published versions, newest first.
+    Versions {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a published version's document the agent's draft again.
+    Restore {
+        agent: String,
+        version: i64,
+    },
+    /// Throw the draft's changes away: the draft becomes the published version again.
+    Discard { agent: String },
+    /// What the draft changes against the published version, in words, and what would stop
+    /// it from being published.
+    Diff {
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ActionCommand {
-    /// Add a Webhook pre-call action above the agent's First Flow; prints its URL and API key once.
+    /// Add a Webhook pre-call action to the draft; prints its URL and API key once. Its URL
+    /// works at once; calls wait for it once the draft is published (--publish does).
     CreateWebhook {
         /// The agent's public id.
         #[arg(long)]
@@ -170,14 +238,20 @@ pub enum ActionCommand {
         /// How long received data stays usable, in seconds.
         #[arg(long, default_value_t = 600)]
         ttl_secs: i64,
+        /// Publish the draft afterwards.
+        #[arg(long)]
+        publish: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Change a Webhook action's settings.
+    /// Change a Webhook action: its settings in the draft, or whether requests must be
+    /// signed (at once: signing belongs to its URL, not to a version).
     UpdateWebhook {
-        /// The action id printed when it was created.
         #[arg(long)]
-        id: i64,
+        agent: String,
+        /// The action's key, printed when it was created.
+        #[arg(long)]
+        action: String,
         #[arg(long)]
         enabled: Option<bool>,
         #[arg(long)]
@@ -191,15 +265,20 @@ pub enum ActionCommand {
         /// Replace the signing secret (printed once); the old one stops working at once.
         #[arg(long)]
         new_signing_secret: bool,
+        /// Publish the draft afterwards.
+        #[arg(long)]
+        publish: bool,
         #[arg(long)]
         json: bool,
     },
     /// Make a new API key for a Webhook action (printed once); the old key keeps working for
     /// the grace period, then stops.
     RotateKey {
-        /// The action id printed when it was created.
         #[arg(long)]
-        id: i64,
+        agent: String,
+        /// The action's key, printed when it was created.
+        #[arg(long)]
+        action: String,
         /// How long the old key keeps working, in seconds (0 to 604800; 0 stops it at once).
         #[arg(long, default_value_t = 0)]
         grace_secs: i64,
@@ -217,7 +296,7 @@ pub enum OnOff {
 
 #[derive(Debug, Subcommand)]
 pub enum VariableCommand {
-    /// Declare a variable (or change its declaration).
+    /// Declare a variable in the draft (or change its declaration).
     Set {
         #[arg(long)]
         agent: String,
@@ -231,6 +310,9 @@ pub enum VariableCommand {
         default: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Publish the draft afterwards.
+        #[arg(long)]
+        publish: bool,
     },
 }
 
@@ -244,6 +326,34 @@ pub enum TokenCommand {
         name: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Make an admin API token for the management API; prints it once. It can do what its
+    /// admin can do in the console (read-only: only read).
+    Create {
+        /// The admin it acts for (needed when there is more than one).
+        #[arg(long)]
+        admin: Option<String>,
+        #[arg(long)]
+        name: String,
+        /// Read only: GET requests.
+        #[arg(long)]
+        read_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List admin API tokens (never the tokens themselves).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin API token: it stops working at once.
+    Revoke {
+        /// The token's id, as `list` shows it.
+        id: i64,
     },
 }
 

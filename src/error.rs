@@ -32,12 +32,18 @@ pub enum ProblemKind {
     IdempotencyKeyReused,
     /// A call that has ended, or was continued by another answer.
     CallConflict,
+    /// `If-Match` names a draft revision that is no longer the current one.
+    PreconditionFailed,
+    /// A write to the draft without `If-Match`.
+    PreconditionRequired,
+    /// The draft does not pass the checks a publish runs.
+    PublishRefused,
     Unavailable,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 17] = [
+    pub const ALL: [ProblemKind; 20] = [
         Self::MalformedJson,
         Self::BadRequest,
         Self::Unauthorized,
@@ -53,6 +59,9 @@ impl ProblemKind {
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
         Self::CallConflict,
+        Self::PreconditionFailed,
+        Self::PreconditionRequired,
+        Self::PublishRefused,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -70,7 +79,11 @@ impl ProblemKind {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ValidationFailed | Self::IdempotencyKeyReused | Self::PublishRefused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +106,9 @@ impl ProblemKind {
             Self::ValidationFailed => "validation-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::CallConflict => "call-conflict",
+            Self::PreconditionFailed => "precondition-failed",
+            Self::PreconditionRequired => "precondition-required",
+            Self::PublishRefused => "publish-refused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -115,6 +131,9 @@ impl ProblemKind {
             Self::ValidationFailed => "The request has invalid fields",
             Self::IdempotencyKeyReused => "Idempotency key reused with a different body",
             Self::CallConflict => "The call cannot take this answer",
+            Self::PreconditionFailed => "The draft changed since you read it",
+            Self::PreconditionRequired => "Say which revision of the draft you change",
+            Self::PublishRefused => "The draft cannot be published yet",
             Self::Unavailable => "Temporarily unable to store the request",
             Self::Internal => "Internal error",
         }
@@ -155,6 +174,15 @@ impl ProblemKind {
             }
             Self::CallConflict => {
                 "Read the call again (GET /api/v1/calls/{id}): answer only its current question, and only while its status is active."
+            }
+            Self::PreconditionFailed => {
+                "Someone saved the draft after you read it. Read it again (GET, with its ETag), apply your change to it, and send it with If-Match set to the new ETag."
+            }
+            Self::PreconditionRequired => {
+                "Send If-Match with the ETag of the draft you read (GET …/draft), so that a change made meanwhile is not overwritten; If-Match: * overwrites whatever is there."
+            }
+            Self::PublishRefused => {
+                "Each entry of `errors` points into the draft (a JSON pointer) and says what to finish or fix; POST …/draft/validate lists them without publishing."
             }
             Self::Unavailable => {
                 "Retry after the number of seconds in Retry-After; nothing of this request was kept."
@@ -273,6 +301,9 @@ impl From<crate::store::StoreError> for AppError {
         match e {
             StoreError::Conflict(m) => Self::problem(ProblemKind::ValidationFailed, m),
             StoreError::NotFound(m) => Self::problem(ProblemKind::NotFound, m),
+            e @ StoreError::Stale { .. } => {
+                Self::problem(ProblemKind::PreconditionFailed, e.to_string())
+            }
             StoreError::Database(e) => Self::Database(e),
         }
     }

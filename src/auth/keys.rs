@@ -21,6 +21,8 @@ pub enum SecretKind {
     Session,
     /// The one-time link that creates the first admin.
     Setup,
+    /// Authenticates automation on the management API, for one admin.
+    ApiToken,
 }
 
 impl SecretKind {
@@ -30,6 +32,7 @@ impl SecretKind {
             Self::RuntimeToken => "pcrt_",
             Self::Session => "pcs_",
             Self::Setup => "pcsetup_",
+            Self::ApiToken => "pcat_",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pure types and rules: no I/O here, so everything can be unit-tested in place.
 
 pub mod conditions;
+pub mod document;
 pub mod flow;
 pub mod ids;
 pub mod payload;

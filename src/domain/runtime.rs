@@ -23,8 +23,8 @@ pub const MAX_STEPS: usize = 200;
 pub struct Case {
     pub name: String,
     pub when: Conditions,
-    /// A block of the same flow (Filter block) or a flow (pre-call Filter).
-    pub next: Option<i64>,
+    /// The key of a block of the same flow (Filter block) or of a flow (pre-call Filter).
+    pub next: Option<String>,
 }
 
 impl Case {
@@ -35,6 +35,11 @@ impl Case {
             self.name.clone()
         }
     }
+}
+
+/// A reference to a block or flow by its key (`null`: not connected).
+fn key_of(v: &Value) -> Option<String> {
+    v.as_str().filter(|k| !k.is_empty()).map(str::to_owned)
 }
 
 fn cases_from(config: &Value, target: &str) -> Result<Vec<Case>, String> {
@@ -48,7 +53,7 @@ fn cases_from(config: &Value, target: &str) -> Result<Vec<Case>, String> {
             Ok(Case {
                 name: c["name"].as_str().unwrap_or_default().to_owned(),
                 when: Conditions::from_config(c).map_err(|e| format!("case {}: {e}", i + 1))?,
-                next: c[target].as_i64(),
+                next: key_of(&c[target]),
             })
         })
         .collect()
@@ -60,16 +65,16 @@ pub enum Block {
     Say {
         kind: &'static str,
         message: Template,
-        next: Option<i64>,
+        next: Option<String>,
     },
     Collect {
         variable: String,
         prompt: Template,
-        next: Option<i64>,
+        next: Option<String>,
     },
     Filter {
         cases: Vec<Case>,
-        otherwise: Option<i64>,
+        otherwise: Option<String>,
     },
     TransferCall {
         destination: String,
@@ -77,7 +82,7 @@ pub enum Block {
         message: Template,
     },
     TransferFlow {
-        flow: Option<i64>,
+        flow: Option<String>,
     },
     EndCall {
         message: Template,
@@ -101,7 +106,7 @@ fn template(config: &Value, key: &str) -> Result<Template, String> {
 impl Block {
     /// Reads a block's stored settings.
     pub fn compile(kind: &str, config: &Value) -> Result<Self, String> {
-        let next = config["next"].as_i64();
+        let next = key_of(&config["next"]);
         Ok(match kind {
             "greeting" | "start" | "talk" => Self::Say {
                 kind: match kind {
@@ -119,7 +124,7 @@ impl Block {
             },
             "filter" => Self::Filter {
                 cases: cases_from(config, "next")?,
-                otherwise: config["else"].as_i64(),
+                otherwise: key_of(&config["else"]),
             },
             "transfer_call" => Self::TransferCall {
                 destination: text(config, "destination"),
@@ -127,7 +132,7 @@ impl Block {
                 message: template(config, "message")?,
             },
             "transfer_flow" => Self::TransferFlow {
-                flow: config["flow"].as_i64(),
+                flow: key_of(&config["flow"]),
             },
             "end_call" => Self::EndCall {
                 message: template(config, "message")?,
@@ -159,16 +164,17 @@ impl Block {
     }
 
     /// The blocks of the same flow this one leads to, with the output's label.
-    pub fn connections(&self) -> Vec<(String, i64)> {
+    pub fn connections(&self) -> Vec<(String, String)> {
         match self {
-            Self::Say { next, .. } | Self::Collect { next, .. } => {
-                next.map(|n| ("Next".to_owned(), n)).into_iter().collect()
-            }
+            Self::Say { next, .. } | Self::Collect { next, .. } => next
+                .iter()
+                .map(|n| ("Next".to_owned(), n.clone()))
+                .collect(),
             Self::Filter { cases, otherwise } => cases
                 .iter()
                 .enumerate()
-                .filter_map(|(i, c)| c.next.map(|n| (c.label(i), n)))
-                .chain(otherwise.map(|n| ("Else".to_owned(), n)))
+                .filter_map(|(i, c)| c.next.clone().map(|n| (c.label(i), n)))
+                .chain(otherwise.iter().map(|n| ("Else".to_owned(), n.clone())))
                 .collect(),
             _ => Vec::new(),
         }
@@ -189,28 +195,43 @@ impl Block {
 /// A flow ready to run.
 #[derive(Debug, Clone)]
 pub struct Flow {
-    pub id: i64,
+    pub key: String,
     pub name: String,
     /// The Greeting or Start block.
-    pub entry: Option<i64>,
-    pub blocks: HashMap<i64, Block>,
+    pub entry: Option<String>,
+    pub blocks: HashMap<String, Block>,
+    /// The blocks' keys in the flow's order: `#1` is the first.
+    pub order: Vec<String>,
 }
 
 impl Flow {
-    /// Compiles stored blocks `(id, kind, config)`, in position order.
-    pub fn compile(id: i64, name: String, blocks: &[(i64, String, Value)]) -> Self {
+    /// Compiles blocks `(key, kind, settings)`, in the flow's order; connections in the
+    /// settings name blocks (and Transfer Flow names a flow) by key.
+    pub fn compile(key: String, name: String, blocks: &[(String, String, Value)]) -> Self {
         let entry = blocks
             .iter()
             .find(|(_, kind, _)| kind == "greeting" || kind == "start")
-            .map(|b| b.0);
+            .map(|b| b.0.clone());
         Self {
-            id,
+            key,
             name,
             entry,
             blocks: blocks
                 .iter()
-                .map(|(b, kind, config)| (*b, Block::compile_or_broken(kind, config)))
+                .map(|(b, kind, config)| (b.clone(), Block::compile_or_broken(kind, config)))
                 .collect(),
+            order: blocks.iter().map(|b| b.0.clone()).collect(),
+        }
+    }
+
+    /// `#n Kind` of a block, as the editor numbers it.
+    pub fn label_of(&self, key: &str) -> String {
+        match (
+            self.order.iter().position(|k| k == key),
+            self.blocks.get(key),
+        ) {
+            (Some(n), Some(b)) => format!("#{} {}", n + 1, super::flow::label(b.kind())),
+            _ => format!("block {key:?}"),
         }
     }
 }
@@ -220,20 +241,20 @@ impl Flow {
 pub enum Rule {
     /// The first case that holds sends the call to its flow's Start; none: the Greeting.
     Filter {
-        action_id: i64,
+        action: String,
         name: String,
         cases: Vec<Case>,
     },
-    /// Ends the call before the greeting when its conditions hold (none: always).
+    /// Ends the call before the greeting when its conditions hold (none: unfinished).
     EndCall {
-        action_id: i64,
+        action: String,
         name: String,
         when: Conditions,
         message: Template,
         outcome: String,
     },
     Broken {
-        action_id: i64,
+        action: String,
         name: String,
         reason: String,
     },
@@ -249,27 +270,27 @@ impl Rule {
         }
     }
 
-    /// The pre-call action's id.
-    pub fn action_id(&self) -> i64 {
+    /// The pre-call action's key.
+    pub fn action(&self) -> &str {
         match self {
-            Self::Filter { action_id, .. }
-            | Self::EndCall { action_id, .. }
-            | Self::Broken { action_id, .. } => *action_id,
+            Self::Filter { action, .. }
+            | Self::EndCall { action, .. }
+            | Self::Broken { action, .. } => action,
         }
     }
 
     /// Reads a pre-call action's settings: `filter` (`cases` with a target `flow`) or
     /// `end_call` (`join`, `conditions`, `message`, `outcome`).
-    pub fn compile(action_id: i64, name: String, kind: &str, config: &Value) -> Self {
+    pub fn compile(action: String, name: String, kind: &str, config: &Value) -> Self {
         let rule = match kind {
             "filter" => cases_from(config, "flow").map(|cases| Self::Filter {
-                action_id,
+                action: action.clone(),
                 name: name.clone(),
                 cases,
             }),
             "end_call" => Conditions::from_config(config).and_then(|when| {
                 Ok(Self::EndCall {
-                    action_id,
+                    action: action.clone(),
                     name: name.clone(),
                     when,
                     message: template(config, "message")?,
@@ -281,7 +302,7 @@ impl Rule {
             other => Err(format!("unknown kind of pre-call action {other:?}")),
         };
         rule.unwrap_or_else(|reason| Self::Broken {
-            action_id,
+            action,
             name,
             reason,
         })
@@ -291,8 +312,8 @@ impl Rule {
 /// An agent's pre-call rules and flows.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
-    pub first_flow: Option<i64>,
-    pub flows: HashMap<i64, Flow>,
+    pub first_flow: Option<String>,
+    pub flows: HashMap<String, Flow>,
     pub rules: Vec<Rule>,
 }
 
@@ -305,12 +326,15 @@ pub struct Step {
     /// `answer` (an answer given through `/input`) or `error`.
     #[schema(examples("greeting"))]
     pub kind: String,
+    /// The flow's name, or the pre-call action's.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub flow: Option<String>,
+    /// The flow's key (for a pre-call Filter, the flow its route starts).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub flow_id: Option<i64>,
+    pub flow_key: Option<String>,
+    /// The block's key, for a block; the action's key, for a pre-call action.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub block_id: Option<i64>,
+    pub block_key: Option<String>,
     /// What the agent said.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub said: Option<String>,
@@ -339,8 +363,8 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Question {
-    pub flow_id: i64,
-    pub block_id: i64,
+    pub flow_key: String,
+    pub block_key: String,
     pub variable: String,
     pub prompt: String,
 }
@@ -395,7 +419,7 @@ impl Program {
     /// The returned steps start with one step per rule, saying what it did and why.
     pub fn start(&self, vars: &Map<String, Value>) -> Run {
         let mut steps = Vec::new();
-        let mut route: Option<(String, i64)> = None;
+        let mut route: Option<(String, String)> = None;
         for rule in &self.rules {
             let kind = match rule {
                 Rule::Filter { .. } => "precall_filter",
@@ -405,6 +429,7 @@ impl Program {
             let mut step = Step {
                 kind: kind.into(),
                 flow: Some(rule.name().to_owned()),
+                block_key: Some(rule.action().to_owned()),
                 ..Step::default()
             };
             if let Some(why) = self.unfinished(rule) {
@@ -417,13 +442,13 @@ impl Program {
                 Rule::Filter { name, cases, .. } => {
                     let chosen = cases.iter().enumerate().find_map(|(i, c)| {
                         let (hold, why) = c.when.check(vars);
-                        hold.then(|| (c.label(i), why, c.next))
+                        hold.then(|| (c.label(i), why, c.next.clone()))
                     });
                     match (chosen, &route) {
                         (Some((case, why, Some(flow))), None) => {
                             step.case = Some(case);
                             step.why = Some(why);
-                            step.flow_id = Some(flow);
+                            step.flow_key = Some(flow.clone());
                             route = Some((name.clone(), flow));
                         }
                         (Some((case, why, _)), Some((earlier, _))) => {
@@ -465,14 +490,14 @@ impl Program {
                 Rule::Broken { .. } => unreachable!("a broken rule is unfinished"),
             }
         }
-        let entry = route.map(|(_, flow)| flow).or(self.first_flow);
+        let entry = route.map(|(_, flow)| flow).or_else(|| self.first_flow.clone());
         let Some(flow) = entry.and_then(|f| self.flows.get(&f)) else {
             return self.fail(steps, "the agent has no First Flow to run");
         };
-        let Some(block) = flow.entry else {
+        let Some(block) = flow.entry.clone() else {
             return self.fail(steps, &format!("the flow {:?} has no entry", flow.name));
         };
-        self.run(flow.id, Some(block), vars, steps)
+        self.run(flow.key.clone(), Some(block), vars, steps)
     }
 
     /// Why a pre-call rule cannot run yet (it is skipped), if it cannot: an End Call with
@@ -492,7 +517,7 @@ impl Program {
                 } else {
                     match c.next {
                         None => Some(format!("{} leads to no flow yet", c.label(i))),
-                        Some(f) if !self.flows.contains_key(&f) => {
+                        Some(f) if !self.flows.contains_key(f) => {
                             Some(format!("the flow {} leads to is gone", c.label(i)))
                         }
                         Some(_) => None,
@@ -506,12 +531,12 @@ impl Program {
     pub fn resume(&self, question: &Question, vars: &Map<String, Value>) -> Run {
         let block = self
             .flows
-            .get(&question.flow_id)
-            .and_then(|f| f.blocks.get(&question.block_id));
+            .get(&question.flow_key)
+            .and_then(|f| f.blocks.get(&question.block_key));
         let Some(Block::Collect { next, .. }) = block else {
             return self.fail(Vec::new(), "the flow changed: the question's block is gone");
         };
-        self.run(question.flow_id, *next, vars, Vec::new())
+        self.run(question.flow_key.clone(), next.clone(), vars, Vec::new())
     }
 
     fn fail(&self, mut steps: Vec<Step>, why: &str) -> Run {
@@ -531,8 +556,8 @@ impl Program {
 
     fn run(
         &self,
-        mut flow_id: i64,
-        mut at: Option<i64>,
+        mut flow_key: String,
+        mut at: Option<String>,
         vars: &Map<String, Value>,
         mut steps: Vec<Step>,
     ) -> Run {
@@ -544,10 +569,10 @@ impl Program {
                     "stopped after 200 steps: the flows go round in a loop",
                 );
             }
-            let Some(flow) = self.flows.get(&flow_id) else {
+            let Some(flow) = self.flows.get(&flow_key) else {
                 return self.fail(steps, "a Transfer Flow leads to a flow that is gone");
             };
-            let Some(block_id) = at else {
+            let Some(block_key) = at.take() else {
                 return Run {
                     steps,
                     stop: Stop::Ended {
@@ -556,14 +581,14 @@ impl Program {
                     },
                 };
             };
-            let Some(block) = flow.blocks.get(&block_id) else {
+            let Some(block) = flow.blocks.get(&block_key) else {
                 return self.fail(steps, "a connection leads to a block that is gone");
             };
             let mut step = Step {
                 kind: block.kind().to_owned(),
                 flow: Some(flow.name.clone()),
-                flow_id: Some(flow.id),
-                block_id: Some(block_id),
+                flow_key: Some(flow.key.clone()),
+                block_key: Some(block_key.clone()),
                 ..Step::default()
             };
             let said = |t: &Template, vars: &Map<String, Value>| {
@@ -573,7 +598,7 @@ impl Program {
                 Block::Say { message, next, .. } => {
                     step.said = said(message, vars);
                     steps.push(step);
-                    at = *next;
+                    at = next.clone();
                 }
                 Block::Collect {
                     variable,
@@ -586,7 +611,7 @@ impl Program {
                         step.why = Some(format!("{variable} is already known"));
                         step.answer = vars.get(variable).cloned();
                         steps.push(step);
-                        at = *next;
+                        at = next.clone();
                         continue;
                     }
                     let prompt = prompt.render(vars);
@@ -595,8 +620,8 @@ impl Program {
                     return Run {
                         steps,
                         stop: Stop::Ask(Question {
-                            flow_id,
-                            block_id,
+                            flow_key: flow_key.clone(),
+                            block_key,
                             variable: variable.clone(),
                             prompt,
                         }),
@@ -605,7 +630,7 @@ impl Program {
                 Block::Filter { cases, otherwise } => {
                     let chosen = cases.iter().enumerate().find_map(|(i, c)| {
                         let (hold, why) = c.when.check(vars);
-                        hold.then(|| (c.label(i), why, c.next))
+                        hold.then(|| (c.label(i), why, c.next.clone()))
                     });
                     match chosen {
                         Some((case, why, next)) => {
@@ -620,7 +645,7 @@ impl Program {
                             } else {
                                 "no case held".into()
                             });
-                            at = *otherwise;
+                            at = otherwise.clone();
                         }
                     }
                     steps.push(step);
@@ -648,14 +673,14 @@ impl Program {
                     };
                 }
                 Block::TransferFlow { flow } => {
-                    let target = flow.and_then(|f| self.flows.get(&f));
+                    let target = flow.as_ref().and_then(|f| self.flows.get(f));
                     step.why = target.map(|t| format!("continues in {:?}", t.name));
                     steps.push(step);
                     let Some(target) = target else {
                         return self.fail(steps, "a Transfer Flow leads to no flow");
                     };
-                    flow_id = target.id;
-                    at = target.entry;
+                    flow_key = target.key.clone();
+                    at = target.entry.clone();
                 }
                 Block::EndCall { message, outcome } => {
                     step.said = said(message, vars);
@@ -682,8 +707,8 @@ pub struct Known {
     /// Declared variables with their types, system variables, and variables Collect blocks
     /// fill (typeless unless declared).
     pub variables: HashMap<String, Option<VarType>>,
-    /// The agent's flows.
-    pub flows: HashSet<i64>,
+    /// The agent's flows, by key.
+    pub flows: HashSet<String>,
 }
 
 impl Known {
@@ -691,7 +716,7 @@ impl Known {
     pub fn of(schema: &[VariableDef], program: &Program) -> Self {
         Self {
             variables: known_variables(schema, program),
-            flows: program.flows.keys().copied().collect(),
+            flows: program.flows.keys().cloned().collect(),
         }
     }
 }
@@ -719,29 +744,94 @@ fn known_variables(schema: &[VariableDef], program: &Program) -> HashMap<String,
     known
 }
 
-/// Every problem of a whole program: each flow's blocks and connections, and each rule.
-/// Block numbers are by id order within a flow.
-pub fn check_program(program: &Program, known: &Known) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut flows: Vec<&Flow> = program.flows.values().collect();
-    flows.sort_by_key(|f| f.id);
-    for flow in flows {
-        let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
-        ids.sort();
-        let number: HashMap<i64, usize> =
-            ids.iter().enumerate().map(|(i, b)| (*b, i + 1)).collect();
-        for id in &ids {
-            for p in check_block(&flow.blocks[id], known) {
-                problems.push(format!("{} #{}: {p}", flow.name, number[id]));
-            }
-        }
-        for p in check_connections(flow, &number) {
-            problems.push(format!("{}: {p}", flow.name));
+/// Where a problem of a program is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// The agent as a whole (no First Flow, say).
+    Agent,
+    /// A flow, by key.
+    Flow(String),
+    /// A block: its flow's key and its own.
+    Block(String, String),
+    /// A pre-call action, by key.
+    Rule(String),
+}
+
+/// One problem of a program, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub at: At,
+    pub detail: String,
+}
+
+impl Found {
+    /// The problem in words, naming what it concerns (`Main #2 Talk: …`).
+    pub fn describe(&self, program: &Program) -> String {
+        match &self.at {
+            At::Agent => self.detail.clone(),
+            At::Flow(f) => match program.flows.get(f) {
+                Some(flow) => format!("{}: {}", flow.name, self.detail),
+                None => self.detail.clone(),
+            },
+            At::Block(f, b) => match program.flows.get(f) {
+                Some(flow) => format!("{} {}: {}", flow.name, flow.label_of(b), self.detail),
+                None => self.detail.clone(),
+            },
+            At::Rule(r) => match program.rules.iter().find(|x| x.action() == r) {
+                Some(rule) => format!("Pre-call {:?}: {}", rule.name(), self.detail),
+                None => self.detail.clone(),
+            },
         }
     }
-    problems.extend(check_transfer_cycles(program));
+}
+
+/// Every problem of a whole program: a First Flow, each flow's blocks and connections,
+/// Transfer Flow cycles, and each pre-call rule. Flows come in `flow_order`.
+pub fn check_program(program: &Program, known: &Known, flow_order: &[String]) -> Vec<Found> {
+    let mut problems = Vec::new();
+    match &program.first_flow {
+        None => problems.push(Found {
+            at: At::Agent,
+            detail: "choose a First Flow: calls start there".into(),
+        }),
+        Some(f) if !program.flows.contains_key(f) => problems.push(Found {
+            at: At::Agent,
+            detail: format!("the First Flow {f:?} does not exist"),
+        }),
+        Some(_) => {}
+    }
+    for key in flow_order {
+        let Some(flow) = program.flows.get(key) else {
+            continue;
+        };
+        for b in &flow.order {
+            for detail in check_block(&flow.blocks[b], known) {
+                problems.push(Found {
+                    at: At::Block(flow.key.clone(), b.clone()),
+                    detail,
+                });
+            }
+        }
+        for (b, detail) in check_connections(flow) {
+            problems.push(Found {
+                at: At::Block(flow.key.clone(), b),
+                detail,
+            });
+        }
+    }
+    for (f, detail) in check_transfer_cycles(program, flow_order) {
+        problems.push(Found {
+            at: At::Flow(f),
+            detail,
+        });
+    }
     for rule in &program.rules {
-        problems.extend(check_rule(rule, known));
+        for detail in check_rule(rule, known) {
+            problems.push(Found {
+                at: At::Rule(rule.action().to_owned()),
+                detail,
+            });
+        }
     }
     problems
 }
@@ -779,11 +869,11 @@ pub fn check_rule(rule: &Rule, known: &Known) -> Vec<String> {
                 check_conditions(&case.label(i), &case.when, known, &mut problems);
             }
             for (i, case) in cases.iter().enumerate() {
-                match case.next {
+                match &case.next {
                     None => {
                         problems.push(format!("{}: choose the flow it leads to", case.label(i)))
                     }
-                    Some(f) if !known.flows.contains(&f) => {
+                    Some(f) if !known.flows.contains(f) => {
                         problems.push(format!("{}: the chosen flow does not exist", case.label(i)))
                     }
                     _ => {}
@@ -871,53 +961,57 @@ pub fn check_block(block: &Block, known: &Known) -> Vec<String> {
 
 /// Finds Transfer Flow blocks that lead round from flow to flow back to where they started:
 /// a call would go round for ever (a Collect on the way is asked once, then skipped), so
-/// such a cycle is refused. Names the flows in order, once per cycle.
-pub fn check_transfer_cycles(program: &Program) -> Vec<String> {
-    let mut ids: Vec<i64> = program.flows.keys().copied().collect();
-    ids.sort();
-    let targets = |id: i64| -> Vec<i64> {
-        let mut to: Vec<i64> = program.flows[&id]
-            .blocks
-            .values()
-            .filter_map(|b| match b {
-                Block::TransferFlow { flow: Some(f) } if program.flows.contains_key(f) => Some(*f),
-                _ => None,
-            })
-            .collect();
-        to.sort();
-        to.dedup();
+/// such a cycle is refused. Names the flows in order, once per cycle, at the cycle's first
+/// flow in `flow_order`.
+pub fn check_transfer_cycles(program: &Program, flow_order: &[String]) -> Vec<(String, String)> {
+    let targets = |key: &str| -> Vec<String> {
+        let flow = &program.flows[key];
+        let mut to: Vec<String> = Vec::new();
+        for b in &flow.order {
+            if let Block::TransferFlow { flow: Some(f) } = &flow.blocks[b]
+                && program.flows.contains_key(f)
+                && !to.contains(f)
+            {
+                to.push(f.clone());
+            }
+        }
+        to.reverse();
         to
     };
-    let name = |id: i64| format!("{:?}", program.flows[&id].name);
+    let name = |key: &str| format!("{:?}", program.flows[key].name);
     let mut problems = Vec::new();
-    let mut done: HashSet<i64> = HashSet::new();
-    for &root in &ids {
-        if done.contains(&root) {
+    let mut done: HashSet<String> = HashSet::new();
+    for root in flow_order.iter().filter(|k| program.flows.contains_key(*k)) {
+        if done.contains(root) {
             continue;
         }
         // Depth-first, with the path kept to name a cycle when one closes.
-        let mut path: Vec<(i64, Vec<i64>)> = vec![(root, targets(root))];
-        let mut on_path: HashSet<i64> = HashSet::from([root]);
-        while let Some((id, next)) = path.last_mut() {
-            let id = *id;
+        let mut path: Vec<(String, Vec<String>)> = vec![(root.clone(), targets(root))];
+        let mut on_path: HashSet<String> = HashSet::from([root.clone()]);
+        while let Some((key, next)) = path.last_mut() {
+            let key = key.clone();
             match next.pop() {
                 Some(to) if on_path.contains(&to) => {
                     let start = path.iter().position(|(f, _)| *f == to).unwrap_or(0);
-                    let names: Vec<String> = path[start..].iter().map(|(f, _)| name(*f)).collect();
-                    problems.push(format!(
-                        "Transfer Flow goes round in a cycle: {} → {}; a call would never end",
-                        names.join(" → "),
-                        name(to)
+                    let names: Vec<String> = path[start..].iter().map(|(f, _)| name(f)).collect();
+                    problems.push((
+                        to.clone(),
+                        format!(
+                            "Transfer Flow goes round in a cycle: {} → {}; a call would never end",
+                            names.join(" → "),
+                            name(&to)
+                        ),
                     ));
                 }
                 Some(to) if !done.contains(&to) => {
-                    on_path.insert(to);
-                    path.push((to, targets(to)));
+                    on_path.insert(to.clone());
+                    let next = targets(&to);
+                    path.push((to, next));
                 }
                 Some(_) => {}
                 None => {
-                    done.insert(id);
-                    on_path.remove(&id);
+                    on_path.remove(&key);
+                    done.insert(key);
                     path.pop();
                 }
             }
@@ -927,26 +1021,21 @@ pub fn check_transfer_cycles(program: &Program) -> Vec<String> {
 }
 
 /// Checks a flow's connections: each leads to a block of the same flow other than its entry,
-/// and no path goes round in a cycle.
-pub fn check_connections(flow: &Flow, number: &HashMap<i64, usize>) -> Vec<String> {
-    let name = |id: i64| match (number.get(&id), flow.blocks.get(&id)) {
-        (Some(n), Some(b)) => format!("#{n} {}", super::flow::label(b.kind())),
-        _ => format!("block {id}"),
-    };
+/// and no path goes round in a cycle. Each problem comes with the block it starts from.
+pub fn check_connections(flow: &Flow) -> Vec<(String, String)> {
+    let name = |key: &str| flow.label_of(key);
     let mut problems = Vec::new();
-    let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
-    ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
-    for &id in &ids {
-        for (label, to) in flow.blocks[&id].connections() {
+    for key in &flow.order {
+        for (label, to) in flow.blocks[key].connections() {
             if !flow.blocks.contains_key(&to) {
-                problems.push(format!(
-                    "{}'s {label} output leads to a block that is not in this flow",
-                    name(id)
+                problems.push((
+                    key.clone(),
+                    format!("its {label} output leads to a block that is not in this flow"),
                 ));
-            } else if Some(to) == flow.entry {
-                problems.push(format!(
-                    "{}'s {label} output leads back to the flow's entry, a cycle",
-                    name(id)
+            } else if Some(&to) == flow.entry.as_ref() {
+                problems.push((
+                    key.clone(),
+                    format!("its {label} output leads back to the flow's entry, a cycle"),
                 ));
             }
         }
@@ -958,38 +1047,44 @@ pub fn check_connections(flow: &Flow, number: &HashMap<i64, usize>) -> Vec<Strin
         Open,
         Done,
     }
-    let mut marks: HashMap<i64, Mark> = ids.iter().map(|&id| (id, Mark::New)).collect();
-    for &root in &ids {
-        if marks[&root] != Mark::New {
+    let mut marks: HashMap<&str, Mark> =
+        flow.order.iter().map(|k| (k.as_str(), Mark::New)).collect();
+    for root in &flow.order {
+        if marks[root.as_str()] != Mark::New {
             continue;
         }
-        let mut stack: Vec<(i64, usize)> = vec![(root, 0)];
+        let mut stack: Vec<(String, usize)> = vec![(root.clone(), 0)];
         marks.insert(root, Mark::Open);
-        while let Some((id, i)) = stack.last().copied() {
-            let outs: Vec<i64> = flow.blocks[&id]
+        while let Some((key, i)) = stack.last().cloned() {
+            let outs: Vec<String> = flow.blocks[&key]
                 .connections()
                 .into_iter()
                 .map(|c| c.1)
-                .filter(|to| flow.blocks.contains_key(to) && Some(*to) != flow.entry)
+                .filter(|to| flow.blocks.contains_key(to) && Some(to) != flow.entry.as_ref())
                 .collect();
-            if let Some(&to) = outs.get(i) {
+            if let Some(to) = outs.get(i) {
                 stack.last_mut().expect("not empty").1 += 1;
-                match marks[&to] {
+                let to_key = flow.order.iter().find(|k| *k == to).expect("in the flow");
+                match marks[to_key.as_str()] {
                     Mark::New => {
-                        marks.insert(to, Mark::Open);
-                        stack.push((to, 0));
+                        marks.insert(to_key, Mark::Open);
+                        stack.push((to.clone(), 0));
                     }
                     Mark::Open => {
-                        let start = stack.iter().position(|(b, _)| *b == to).unwrap_or(0);
+                        let start = stack.iter().position(|(b, _)| b == to).unwrap_or(0);
                         let path: Vec<String> =
-                            stack[start..].iter().map(|(b, _)| name(*b)).collect();
-                        problems.push(format!("a cycle: {} → {}", path.join(" → "), name(to)));
+                            stack[start..].iter().map(|(b, _)| name(b)).collect();
+                        problems.push((
+                            to.clone(),
+                            format!("a cycle: {} → {}", path.join(" → "), name(to)),
+                        ));
                         return problems;
                     }
                     Mark::Done => {}
                 }
             } else {
-                marks.insert(id, Mark::Done);
+                let done = flow.order.iter().find(|k| **k == key).expect("in the flow");
+                marks.insert(done, Mark::Done);
                 stack.pop();
             }
         }
@@ -1009,53 +1104,53 @@ mod tests {
     /// Greeting → Filter (VIP → transfer; else → Collect reason → End).
     fn program() -> Program {
         let main = Flow::compile(
-            1,
+            "main".into(),
             "Main".into(),
             &[
                 (
-                    10,
+                    "b10".into(),
                     "greeting".into(),
-                    json!({"message": "Hello {{name|there}}", "next": 11}),
+                    json!({"message": "Hello {{name|there}}", "next": "b11"}),
                 ),
                 (
-                    11,
+                    "b11".into(),
                     "filter".into(),
                     json!({"cases": [{"name": "VIP", "join": "and", "conditions": [
-                        {"variable": "priority", "op": "equals", "value": "high"}], "next": 12}],
-                        "else": 13}),
+                        {"variable": "priority", "op": "equals", "value": "high"}], "next": "b12"}],
+                        "else": "b13"}),
                 ),
                 (
-                    12,
+                    "b12".into(),
                     "transfer_call".into(),
                     json!({"destination": "+12125550100", "department": "", "message": "Connecting you now."}),
                 ),
                 (
-                    13,
+                    "b13".into(),
                     "collect".into(),
-                    json!({"variable": "reason", "prompt": "How can I help, {{name|there}}?", "next": 14}),
+                    json!({"variable": "reason", "prompt": "How can I help, {{name|there}}?", "next": "b14"}),
                 ),
-                (14, "transfer_flow".into(), json!({"flow": 2})),
+                ("b14".into(), "transfer_flow".into(), json!({"flow": "f2"})),
             ],
         );
         let other = Flow::compile(
-            2,
+            "f2".into(),
             "Wrap-up".into(),
             &[
                 (
-                    20,
+                    "b20".into(),
                     "start".into(),
-                    json!({"message": "About {{reason}}.", "next": 21}),
+                    json!({"message": "About {{reason}}.", "next": "b21"}),
                 ),
                 (
-                    21,
+                    "b21".into(),
                     "end_call".into(),
                     json!({"message": "Bye.", "outcome": "resolved"}),
                 ),
             ],
         );
         Program {
-            first_flow: Some(1),
-            flows: [(1, main), (2, other)].into(),
+            first_flow: Some("main".into()),
+            flows: [("main".into(), main), ("f2".into(), other)].into(),
             rules: Vec::new(),
         }
     }
@@ -1123,18 +1218,18 @@ mod tests {
         let mut p = program();
         p.rules = vec![
             Rule::compile(
-                7,
+                "r7".into(),
                 "Blocked".into(),
                 "end_call",
                 &json!({"join": "and", "conditions": [{"variable": "blocked", "op": "equals", "value": true}],
                         "message": "Goodbye.", "outcome": "blocked"}),
             ),
             Rule::compile(
-                8,
+                "r8".into(),
                 "Risk".into(),
                 "filter",
                 &json!({"cases": [{"name": "Risky", "join": "or", "conditions": [
-                    {"variable": "risk_score", "op": "greater_than", "value": 80}], "flow": 2}]}),
+                    {"variable": "risk_score", "op": "greater_than", "value": 80}], "flow": "f2"}]}),
             ),
         ];
         let refused = p.start(&vars(json!({"blocked": true})));
@@ -1154,14 +1249,14 @@ mod tests {
         let mut p = program();
         p.rules = vec![
             Rule::compile(
-                8,
+                "r8".into(),
                 "Risk".into(),
                 "filter",
                 &json!({"cases": [{"name": "Risky", "join": "or", "conditions": [
-                    {"variable": "risk", "op": "greater_than", "value": 80}], "flow": 2}]}),
+                    {"variable": "risk", "op": "greater_than", "value": 80}], "flow": "f2"}]}),
             ),
             Rule::compile(
-                7,
+                "r7".into(),
                 "Blocked".into(),
                 "end_call",
                 &json!({"join": "and", "conditions": [{"variable": "blocked", "op": "equals", "value": true}],
@@ -1183,13 +1278,13 @@ mod tests {
         let mut p = program();
         p.rules = vec![
             Rule::compile(
-                7,
+                "r7".into(),
                 "End Call".into(),
                 "end_call",
                 &json!({"join": "and", "conditions": []}),
             ),
             Rule::compile(
-                8,
+                "r8".into(),
                 "Filter".into(),
                 "filter",
                 &json!({"cases": [{"name": "", "join": "and", "conditions": [], "flow": null}]}),
@@ -1199,7 +1294,7 @@ mod tests {
                 "Gone".into(),
                 "filter",
                 &json!({"cases": [{"name": "", "join": "and", "conditions": [
-                    {"variable": "risk", "op": "exists"}], "flow": 99}]}),
+                    {"variable": "risk", "op": "exists"}], "flow": "f99"}]}),
             ),
         ];
         let run = p.start(&vars(json!({"risk": 1, "priority": "high"})));
@@ -1217,24 +1312,24 @@ mod tests {
     #[test]
     fn flows_that_loop_through_transfers_are_stopped() {
         let a = Flow::compile(
-            1,
+            "f1".into(),
             "A".into(),
             &[
-                (1, "greeting".into(), json!({"message": "", "next": 2})),
-                (2, "transfer_flow".into(), json!({"flow": 2})),
+                ("b1".into(), "greeting".into(), json!({"message": "", "next": "b2"})),
+                ("b2".into(), "transfer_flow".into(), json!({"flow": "f2"})),
             ],
         );
         let b = Flow::compile(
-            2,
+            "f2".into(),
             "B".into(),
             &[
-                (3, "start".into(), json!({"message": "", "next": 4})),
-                (4, "transfer_flow".into(), json!({"flow": 1})),
+                ("b3".into(), "start".into(), json!({"message": "", "next": "b4"})),
+                ("b4".into(), "transfer_flow".into(), json!({"flow": "f1"})),
             ],
         );
         let p = Program {
-            first_flow: Some(1),
-            flows: [(1, a), (2, b)].into(),
+            first_flow: Some("f1".into()),
+            flows: [("f1".into(), a), ("f2".into(), b)].into(),
             rules: Vec::new(),
         };
         let run = p.start(&Map::new());
@@ -1252,79 +1347,72 @@ mod tests {
 
     #[test]
     fn transfer_flow_cycles_across_flows_are_found_once_with_their_flows_named() {
-        let flow = |id: i64, name: &str, to: Option<i64>| {
-            let mut blocks = vec![(
-                id * 10,
-                "start".to_owned(),
-                json!({"message": "", "next": id * 10 + 1}),
-            )];
-            blocks.push((id * 10 + 1, "transfer_flow".to_owned(), json!({"flow": to})));
-            Flow::compile(id, name.into(), &blocks)
+        let flow = |key: &str, name: &str, to: Option<&str>| {
+            let blocks = vec![
+                ("s".to_owned(), "start".to_owned(), json!({"message": "", "next": "t"})),
+                ("t".to_owned(), "transfer_flow".to_owned(), json!({"flow": to})),
+            ];
+            (key.to_owned(), Flow::compile(key.into(), name.into(), &blocks))
         };
+        let order: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
         let p = Program {
-            first_flow: Some(1),
+            first_flow: Some("a".into()),
             flows: [
-                (1, flow(1, "A", Some(2))),
-                (2, flow(2, "B", Some(3))),
-                (3, flow(3, "C", Some(1))),
-                (4, flow(4, "D", Some(1))),
+                flow("a", "A", Some("b")),
+                flow("b", "B", Some("c")),
+                flow("c", "C", Some("a")),
+                flow("d", "D", Some("a")),
             ]
             .into(),
             rules: Vec::new(),
         };
-        let problems = check_transfer_cycles(&p);
+        let problems = check_transfer_cycles(&p, &order);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
-            problems[0].contains(r#""A" → "B" → "C" → "A""#),
+            problems[0].1.contains(r#""A" → "B" → "C" → "A""#),
             "{problems:?}"
         );
         let acyclic = Program {
-            first_flow: Some(1),
-            flows: [(1, flow(1, "A", Some(2))), (2, flow(2, "B", None))].into(),
+            first_flow: Some("a".into()),
+            flows: [flow("a", "A", Some("b")), flow("b", "B", None)].into(),
             rules: Vec::new(),
         };
-        assert!(check_transfer_cycles(&acyclic).is_empty());
-    }
-
-    fn numbers(flow: &Flow) -> HashMap<i64, usize> {
-        let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
-        ids.sort();
-        ids.into_iter()
-            .enumerate()
-            .map(|(i, id)| (id, i + 1))
-            .collect()
+        assert!(check_transfer_cycles(&acyclic, &order).is_empty());
     }
 
     #[test]
     fn cycles_and_dangling_connections_are_found() {
         let p = program();
-        let main = &p.flows[&1];
-        assert!(check_connections(main, &numbers(main)).is_empty());
+        let main = &p.flows["main"];
+        assert!(check_connections(main).is_empty());
 
         let cyclic = Flow::compile(
-            3,
+            "f3".into(),
             "C".into(),
             &[
-                (1, "start".into(), json!({"message": "", "next": 2})),
-                (2, "talk".into(), json!({"message": "a", "next": 3})),
-                (3, "talk".into(), json!({"message": "b", "next": 2})),
+                ("b1".into(), "start".into(), json!({"message": "", "next": "b2"})),
+                ("b2".into(), "talk".into(), json!({"message": "a", "next": "b3"})),
+                ("b3".into(), "talk".into(), json!({"message": "b", "next": "b2"})),
             ],
         );
-        let problems = check_connections(&cyclic, &numbers(&cyclic));
-        assert_eq!(problems, ["a cycle: #2 Talk → #3 Talk → #2 Talk"]);
+        let problems = check_connections(&cyclic);
+        assert_eq!(
+            problems,
+            [("b2".to_owned(), "a cycle: #2 Talk → #3 Talk → #2 Talk".to_owned())]
+        );
 
         let dangling = Flow::compile(
-            4,
+            "f4".into(),
             "D".into(),
             &[
-                (1, "start".into(), json!({"message": "", "next": 99})),
-                (2, "filter".into(), json!({"cases": [], "else": 1})),
+                ("b1".into(), "start".into(), json!({"message": "", "next": "b99"})),
+                ("b2".into(), "filter".into(), json!({"cases": [], "else": "b1"})),
             ],
         );
-        let problems = check_connections(&dangling, &numbers(&dangling));
+        let problems = check_connections(&dangling);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("not in this flow"));
-        assert!(problems[1].contains("back to the flow's entry"));
+        assert!(problems[0].1.contains("not in this flow"));
+        assert!(problems[1].1.contains("back to the flow's entry"));
     }
 
     #[test]
@@ -1336,7 +1424,7 @@ mod tests {
         .into();
         let known = Known {
             variables: declared,
-            flows: HashSet::from([1]),
+            flows: HashSet::from(["f1".to_owned()]),
         };
         let talk = Block::compile("talk", &json!({"message": "Hi {{nmae}}"})).unwrap();
         assert!(check_block(&talk, &known)[0].contains("{{nmae}}"));
@@ -1349,7 +1437,7 @@ mod tests {
         assert!(check_block(&filter, &known)[0].contains("needs a number"));
         let ok = Block::compile("talk", &json!({"message": "Hi {{name|there}}"})).unwrap();
         assert!(check_block(&ok, &known).is_empty());
-        let transfer = Block::compile("transfer_flow", &json!({"flow": 9})).unwrap();
+        let transfer = Block::compile("transfer_flow", &json!({"flow": "f9"})).unwrap();
         assert!(!check_block(&transfer, &known).is_empty());
     }
 }

@@ -1,13 +1,12 @@
-//! Agents, and the First Flow every new agent starts with.
+//! Agents: their names and phone regions; their behaviour is in their documents.
 
 use sqlx::FromRow;
 
 use super::{Db, StoreError, begin_write, now_ms};
+use super::documents::NewEndpoint;
+use crate::domain::document::AgentDocument;
 use crate::domain::ids::AgentId;
 use crate::domain::phone::Region;
-
-/// The message a new agent's greeting says until an admin changes it.
-pub const DEFAULT_GREETING: &str = "Hello! Thanks for calling. How can I help you today?";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct Agent {
@@ -15,7 +14,8 @@ pub struct Agent {
     pub public_id: String,
     pub name: String,
     pub default_region: String,
-    pub first_flow_id: Option<i64>,
+    /// The version calls run.
+    pub published_version: Option<i64>,
     pub created_at: i64,
 }
 
@@ -25,21 +25,32 @@ impl Agent {
     }
 }
 
-/// Creates an agent with one flow, set as its First Flow, whose Greeting says hello, so
-/// that pre-call actions can be added at once.
-pub async fn create(db: &Db, name: &str, region: Region) -> Result<Agent, StoreError> {
+fn check_name(name: &str) -> Result<&str, StoreError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(StoreError::Conflict(
             "an agent's name must be 1 to 100 characters".into(),
         ));
     }
+    Ok(name)
+}
+
+/// Creates an agent whose draft and version 1 (published) are `doc`: by default a First
+/// Flow that greets callers. Returns the endpoints made for the document's Webhook actions.
+pub async fn create(
+    db: &Db,
+    name: &str,
+    region: Region,
+    doc: Option<&AgentDocument>,
+    by: &str,
+) -> Result<(Agent, Vec<NewEndpoint>), StoreError> {
+    let name = check_name(name)?;
     let now = now_ms();
     let public_id = AgentId::generate();
     let mut tx = begin_write(db).await?;
     let agent: Agent = sqlx::query_as(
         "INSERT INTO agents (public_id, name, default_region, created_at) VALUES (?, ?, ?, ?)
-         RETURNING id, public_id, name, default_region, first_flow_id, created_at",
+         RETURNING id, public_id, name, default_region, published_version, created_at",
     )
     .bind(public_id.as_str())
     .bind(name)
@@ -47,35 +58,33 @@ pub async fn create(db: &Db, name: &str, region: Region) -> Result<Agent, StoreE
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    let flow_id: i64 = sqlx::query_scalar(
-        "INSERT INTO flows (agent_id, name, created_at) VALUES (?, 'Main flow', ?) RETURNING id",
-    )
-    .bind(agent.id)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE agents SET first_flow_id = ? WHERE id = ?")
-        .bind(flow_id)
-        .bind(agent.id)
+    let fresh = AgentDocument::new_agent();
+    let created = super::documents::start_agent(&mut tx, agent.id, doc.unwrap_or(&fresh), by).await?;
+    tx.commit().await?;
+    Ok((
+        Agent {
+            published_version: Some(1),
+            ..agent
+        },
+        created,
+    ))
+}
+
+/// Changes an agent's default phone region.
+pub async fn set_region(db: &Db, agent_id: i64, region: Region) -> Result<(), StoreError> {
+    let mut tx = begin_write(db).await?;
+    sqlx::query("UPDATE agents SET default_region = ? WHERE id = ?")
+        .bind(region.code())
+        .bind(agent_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO blocks (flow_id, position, kind, config) VALUES (?, 0, 'greeting', ?)",
-    )
-    .bind(flow_id)
-    .bind(serde_json::json!({ "message": DEFAULT_GREETING }).to_string())
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
-    Ok(Agent {
-        first_flow_id: Some(flow_id),
-        ..agent
-    })
+    Ok(())
 }
 
 pub async fn find_by_public_id(db: &Db, public_id: &str) -> Result<Option<Agent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, public_id, name, default_region, first_flow_id, created_at
+        "SELECT id, public_id, name, default_region, published_version, created_at
            FROM agents WHERE public_id = ?",
     )
     .bind(public_id)
@@ -85,7 +94,7 @@ pub async fn find_by_public_id(db: &Db, public_id: &str) -> Result<Option<Agent>
 
 pub async fn list(db: &Db) -> Result<Vec<Agent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, public_id, name, default_region, first_flow_id, created_at
+        "SELECT id, public_id, name, default_region, published_version, created_at
            FROM agents ORDER BY created_at, id",
     )
     .fetch_all(&db.read)
@@ -93,12 +102,7 @@ pub async fn list(db: &Db) -> Result<Vec<Agent>, sqlx::Error> {
 }
 
 pub async fn rename(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(StoreError::Conflict(
-            "an agent's name must be 1 to 100 characters".into(),
-        ));
-    }
+    let name = check_name(name)?;
     let mut tx = begin_write(db).await?;
     sqlx::query("UPDATE agents SET name = ? WHERE id = ?")
         .bind(name)

@@ -662,9 +662,9 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
     for chunk in chunks(started.len()) {
         let mut insert = Statement::new(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
-                                variables, trace, status, outcome)
+                                variables, trace, status, outcome, version)
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
-            values(chunk.slots, 11)
+            values(chunk.slots, 12)
         ));
         for (c, r) in &started[chunk.rows.clone()] {
             insert
@@ -678,9 +678,10 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
                 .arg(Arg::Text(&r.variables))
                 .arg(Arg::Text(&r.trace))
                 .arg(Arg::Text(r.status))
-                .arg(Arg::opt_text(r.outcome.as_deref()));
+                .arg(Arg::opt_text(r.outcome.as_deref()))
+                .arg(Arg::Int(c.version));
         }
-        insert.nulls(chunk.padding(11));
+        insert.nulls(chunk.padding(12));
         insert.run(conn)?;
     }
     for chunk in chunks(fell_back.len()) {

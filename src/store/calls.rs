@@ -21,13 +21,15 @@ pub struct CallRow {
     pub turns: i64,
     pub late_fields: Option<String>,
     pub late_at: Option<i64>,
+    /// The version of the agent's configuration it ran (none before versions).
+    pub version: Option<i64>,
 }
 
 pub async fn find(db: &Db, public_id: &str) -> Result<Option<CallRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.public_id, c.agent_id, g.public_id AS agent_public_id, c.caller, c.called,
                 c.started_at, c.waited_ms, c.source, c.variables, c.trace, c.status,
-                c.outcome, c.turns, c.late_fields, c.late_at
+                c.outcome, c.turns, c.late_fields, c.late_at, c.version
            FROM calls c JOIN agents g ON g.id = c.agent_id
           WHERE c.public_id = ?",
     )

@@ -6,17 +6,17 @@
 //! `BEGIN IMMEDIATE`, so a read-then-write never fails with SQLITE_BUSY.
 
 pub mod actions;
+pub mod api_tokens;
 pub mod admins;
 pub mod agents;
 pub mod batch;
 pub mod calls;
 pub mod contexts;
 pub mod deliveries;
-pub mod flows;
+pub mod documents;
 pub mod journal;
 pub mod servers;
 pub mod tokens;
-pub mod variables;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -54,6 +54,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The draft changed since the writer read it: nothing was saved.
+    #[error("the draft changed since it was read (it is at revision {current}); nothing was saved")]
+    Stale { current: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -153,6 +156,12 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
+        let db_for_upgrade = Self {
+            read: write.clone(),
+            write: write.clone(),
+            options: Arc::new(options.clone()),
+        };
+        documents::upgrade(&db_for_upgrade).await?;
 
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2) as u32;
         let read = SqlitePoolOptions::new()

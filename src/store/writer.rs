@@ -133,6 +133,8 @@ pub struct NewDelivery {
 pub struct CallAttempt {
     pub public_id: String,
     pub agent_id: i64,
+    /// The version of the agent's configuration it runs.
+    pub version: i64,
     pub caller: String,
     pub called: Option<String>,
     pub started_at: i64,

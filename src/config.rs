@@ -91,6 +91,17 @@ pub struct ServeArgs {
     /// Seconds' worth of requests a sender may send at once above its rate.
     #[arg(long, env = "PRECALL_RATE_BURST_SECS", default_value_t = 2)]
     pub rate_burst_secs: u32,
+
+    /// Days deliveries are kept (and the per-minute counts of requests refused without a
+    /// valid key); older ones are swept.
+    #[arg(long, env = "PRECALL_DELIVERY_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub delivery_retention_days: u64,
+
+    /// Days calls are kept, with their traces; older ones are swept.
+    #[arg(long, env = "PRECALL_CALL_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub call_retention_days: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,7 +272,13 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Ingest rates per webhook and per source address.
     pub rates: crate::http::rate::Rates,
+    /// How long deliveries and refusal counts are kept.
+    pub delivery_retention: Duration,
+    /// How long calls are kept.
+    pub call_retention: Duration,
 }
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Settings {
     pub fn from_cli(cli: &Cli) -> Self {
@@ -285,6 +302,8 @@ impl Settings {
                 per_source: cli.serve.rate_per_source,
                 burst_secs: cli.serve.rate_burst_secs.max(1),
             },
+            delivery_retention: DAY * cli.serve.delivery_retention_days as u32,
+            call_retention: DAY * cli.serve.call_retention_days as u32,
         }
     }
 
@@ -307,6 +326,8 @@ impl Settings {
                 per_source: 2000,
                 burst_secs: 2,
             },
+            delivery_retention: DAY * 7,
+            call_retention: DAY * 90,
         }
     }
 }

@@ -17,6 +17,7 @@ mod openapi;
 mod process;
 mod properties;
 mod rate_limits;
+mod retention;
 mod signing;
 mod slow_clients;
 mod wakeups;

@@ -129,7 +129,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the latest requests that reached an agent's webhooks, newest first.
+    /// Show the latest requests that reached an agent's webhooks with a valid key, newest
+    /// first (requests without one are counted on the console's Deliveries page).
     Deliveries {
         #[arg(long)]
         agent: String,

@@ -364,3 +364,46 @@ async fn the_deliveries_page_says_how_long_deliveries_are_kept() {
     let page = hook.admin.page(&hook.path("deliveries")).await;
     assert!(page.contains("kept for 7 days"), "{page}");
 }
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn the_test_viewer_counts_refusals_without_a_valid_key_as_they_come() {
+    use crate::browser::{Browser, new_webhook};
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    let agent_id = new_webhook(&b, &app, "Line", "CRM webhook").await;
+    let url = b.text("#webhook-url").await;
+    b.click(".wizard > .actions a.primary").await;
+    b.until("the viewer to listen", |s| s.contains(">Listening<"))
+        .await;
+    assert_eq!(
+        b.text("#refusals").await,
+        "no request refused without a valid key"
+    );
+
+    let refused = flood(&app, &url, &agent_id, 25).await;
+    let expected = refused.sentence();
+    until("the live count", Duration::from_secs(10), || {
+        let (b, expected) = (&b, &expected);
+        async move { (b.text("#refusals").await.replace('\u{202F}', " ") == *expected).then_some(()) }
+    })
+    .await;
+    // They are counted, not listed.
+    let listed = b
+        .client
+        .execute(
+            "return document.querySelectorAll('#viewer > li').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed, json!(0));
+    b.shot("retention-01-test-viewer").await;
+
+    // The Deliveries page says the same, by minute too.
+    b.click("a[href$='/deliveries']").await;
+    b.css("#refusals").await;
+    assert_eq!(b.text("#refusals").await.replace('\u{202F}', " "), expected);
+    b.click("details summary").await;
+    b.shot("retention-02-deliveries").await;
+}

@@ -14,6 +14,7 @@ pub mod contexts;
 pub mod deliveries;
 pub mod flows;
 pub mod journal;
+pub mod refusals;
 pub mod servers;
 pub mod tokens;
 pub mod variables;

@@ -96,6 +96,16 @@ pub struct ServeArgs {
     /// token (each costs a lookup; 429 beyond, before looking); 0 for no limit.
     #[arg(long, env = "PRECALL_RATE_FAILED_LOOKUPS", default_value_t = 50)]
     pub rate_failed_lookups: u32,
+    /// Days deliveries are kept (and the per-minute counts of requests refused without a
+    /// valid key); older ones are swept.
+    #[arg(long, env = "PRECALL_DELIVERY_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub delivery_retention_days: u64,
+
+    /// Days calls are kept, with their traces; older ones are swept.
+    #[arg(long, env = "PRECALL_CALL_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub call_retention_days: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +136,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the latest requests that reached an agent's webhooks, newest first.
+    /// Show the latest requests that reached an agent's webhooks with a valid key, newest
+    /// first (requests without one are counted on the console's Deliveries page).
     Deliveries {
         #[arg(long)]
         agent: String,
@@ -376,7 +387,13 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Ingest rates per webhook and per source address.
     pub rates: crate::http::rate::Rates,
+    /// How long deliveries and refusal counts are kept.
+    pub delivery_retention: Duration,
+    /// How long calls are kept.
+    pub call_retention: Duration,
 }
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Settings {
     pub fn from_cli(cli: &Cli) -> Self {
@@ -401,6 +418,8 @@ impl Settings {
                 failed_lookups: cli.serve.rate_failed_lookups,
                 burst_secs: cli.serve.rate_burst_secs.max(1),
             },
+            delivery_retention: DAY * cli.serve.delivery_retention_days as u32,
+            call_retention: DAY * cli.serve.call_retention_days as u32,
         }
     }
 
@@ -424,6 +443,8 @@ impl Settings {
                 failed_lookups: 50,
                 burst_secs: 2,
             },
+            delivery_retention: DAY * 7,
+            call_retention: DAY * 90,
         }
     }
 }

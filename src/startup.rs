@@ -16,7 +16,8 @@ use crate::http::rate::IngestLimits;
 use crate::http::{self, AppState, Shared};
 use crate::serve::ReadTimeouts;
 use crate::store::journal::Journal;
-use crate::store::writer::Writer;
+use crate::store::refusals::spawn_flusher;
+use crate::store::writer::{Sweep, SweepReport, Writer};
 use crate::store::{Db, now_ms};
 use crate::wakeups::{InProcessWakeups, Wakeups};
 
@@ -83,6 +84,8 @@ impl Application {
             body_limit: settings.body_limit,
             session_ttl: settings.session_ttl,
             ingest_limits: Arc::new(IngestLimits::new(settings.rates)),
+            refusals: Arc::default(),
+            delivery_retention: settings.delivery_retention,
         });
         Ok(Self {
             listener,
@@ -137,7 +140,17 @@ impl Application {
         } = self;
         let db = state.db.clone();
         let state_server = state.server;
-        let sweeper = spawn_sweeper(state.writer.clone(), settings.sweep_interval);
+        let sweeper = spawn_sweeper(
+            state.writer.clone(),
+            settings.sweep_interval,
+            Retention {
+                deliveries: settings.delivery_retention,
+                calls: settings.call_retention,
+            },
+        );
+        let refusals = state.refusals.clone();
+        let flusher = spawn_flusher(refusals.clone(), state.writer.clone());
+        let writer = state.writer.clone();
         let watcher = state.catalog.spawn_watcher();
         let checkpointer =
             spawn_checkpointer(db.clone(), state.writer.clone(), settings.wal_restart_bytes);
@@ -170,6 +183,10 @@ impl Application {
         sweeper.abort();
         watcher.abort();
         checkpointer.abort();
+        flusher.abort();
+        // The last refusals counted are written before the writer stops.
+        let _ = tokio::time::timeout(Duration::from_secs(1), refusals.flush(&writer)).await;
+        drop(writer);
         // The router (and its writer handles) is gone: the writer drains and stops. After
         // the grace period, connections still open (a call waiting for its data) hold
         // writer handles until the runtime ends: do not wait for them. Nothing is lost:
@@ -188,26 +205,65 @@ impl Application {
     }
 }
 
-/// Removes expired webhook data and old idempotency keys every `interval`.
-fn spawn_sweeper(writer: Writer, interval: Duration) -> JoinHandle<()> {
+/// How long what ingest and calls write is kept.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    deliveries: Duration,
+    calls: Duration,
+}
+
+/// Pause between two sweeps while a backlog is worked off: each sweep is one short turn of
+/// the writer, and webhooks and calls queued meanwhile go first.
+const SWEEP_AGAIN_AFTER: Duration = Duration::from_millis(20);
+
+/// Every `interval`, removes expired webhook data, old idempotency keys, and deliveries,
+/// refusal counts and calls past their retention, in bounded portions until none is left.
+fn spawn_sweeper(writer: Writer, interval: Duration, keep: Retention) -> JoinHandle<()> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let mut total = SweepReport::default();
             let started = Instant::now();
-            let swept = writer.sweep(now_ms()).await;
-            tracing::debug!(took_us = started.elapsed().as_micros() as u64, "sweep");
-            match swept {
-                Ok(r) if r.expired_contexts + r.forgotten_idempotency_keys > 0 => {
-                    tracing::info!(
-                        expired_contexts = r.expired_contexts,
-                        forgotten_idempotency_keys = r.forgotten_idempotency_keys,
-                        "swept"
-                    );
+            loop {
+                let now = now_ms();
+                let swept = writer
+                    .sweep(Sweep {
+                        now,
+                        deliveries_before: now.saturating_sub(ms(keep.deliveries)),
+                        calls_before: now.saturating_sub(ms(keep.calls)),
+                    })
+                    .await;
+                match swept {
+                    Ok(r) => {
+                        total.expired_contexts += r.expired_contexts;
+                        total.forgotten_idempotency_keys += r.forgotten_idempotency_keys;
+                        total.old_deliveries += r.old_deliveries;
+                        total.old_refusal_counts += r.old_refusal_counts;
+                        total.old_calls += r.old_calls;
+                        if !r.more {
+                            break;
+                        }
+                        tokio::time::sleep(SWEEP_AGAIN_AFTER).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweep failed");
+                        break;
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+            tracing::debug!(took_us = started.elapsed().as_micros() as u64, "sweep");
+            if total.removed() > 0 {
+                tracing::info!(
+                    expired_contexts = total.expired_contexts,
+                    forgotten_idempotency_keys = total.forgotten_idempotency_keys,
+                    old_deliveries = total.old_deliveries,
+                    old_refusal_counts = total.old_refusal_counts,
+                    old_calls = total.old_calls,
+                    "swept"
+                );
             }
         }
     })

@@ -147,6 +147,12 @@ function startViewer() {
     announce(more + " not listed");
   });
 
+  // Requests refused without a valid key are counted, not listed: the last hour's count.
+  const refusals = document.getElementById("refusals");
+  source.addEventListener("refusals", (event) => {
+    if (refusals) refusals.textContent = JSON.parse(event.data).text;
+  });
+
   const sample = document.getElementById("sample-form");
   if (sample) {
     sample.addEventListener("submit", async (event) => {

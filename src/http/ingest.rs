@@ -4,8 +4,11 @@
 //! source address's rate (429), key (401), the webhook's rate (429), disabled (409),
 //! signature headers when the webhook requires signing (401), content type (415), size (413)
 //! and arrival in time (408), signature over the raw body (401), JSON (400), contract (422).
-//! Every request past the URL check is recorded as a delivery, never with its key or
-//! signature.
+//! Every request with a valid key is recorded as a delivery, never with its key or
+//! signature. Requests refused before a valid key was seen (no key, a wrong key, over the
+//! address's rate) are only counted, per webhook, minute and reason (see
+//! [`crate::store::refusals`]): anyone who knows the URL can send them, as fast as their
+//! rate allows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::catalog::WebhookTarget;
 use crate::domain::payload::{self, PayloadError};
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::store::now_ms;
+use crate::store::refusals::RefusalReason;
 use crate::store::writer::{Idempotency, IngestCommitted, IngestWrite, NewDelivery};
 
 pub fn router() -> Router<AppState> {
@@ -98,11 +102,29 @@ struct Attempt {
     started: Instant,
     received_at: i64,
     idempotency_key: Option<String>,
+    /// Whether the request came with a key at all.
+    key_presented: bool,
+    /// Whether its key was found valid: only then is a refusal recorded as a delivery.
+    key_valid: bool,
 }
 
 impl Attempt {
-    /// Records the refusal, then answers with it.
+    /// Records the refusal (or, before a valid key was seen, counts it), then answers
+    /// with it.
     async fn refuse(&self, problem: ApiProblem, body: Option<&[u8]>) -> Response {
+        if !self.key_valid {
+            let reason = if problem.kind == ProblemKind::RateLimited {
+                RefusalReason::RateLimited
+            } else if self.key_presented {
+                RefusalReason::WrongKey
+            } else {
+                RefusalReason::MissingKey
+            };
+            self.app
+                .refusals
+                .count(self.target.action_id, self.received_at, reason);
+            return problem.into_response();
+        }
         let delivery = NewDelivery {
             action_id: self.target.action_id,
             received_at: self.received_at,
@@ -224,6 +246,8 @@ async fn receive(
         started,
         received_at,
         idempotency_key: None,
+        key_presented: presented_key(&headers).is_some(),
+        key_valid: false,
     };
     if let Some(Extension(ConnectInfo(peer))) = peer
         && let Err(exceeded) = attempt.app.ingest_limits.source(peer.ip())
@@ -255,6 +279,7 @@ async fn accept(a: &mut Attempt, headers: &HeaderMap, body: Body) -> Result<Resp
             "the API key is not valid for this webhook",
         )));
     }
+    a.key_valid = true;
     if let Err(exceeded) = a.app.ingest_limits.action(a.target.action_id) {
         return Ok(a.rate_limited(exceeded).await);
     }
@@ -343,6 +368,8 @@ pub async fn sample(app: AppState, target: Arc<WebhookTarget>, body: bytes::Byte
         started: Instant::now(),
         received_at: now_ms(),
         idempotency_key: None,
+        key_presented: true,
+        key_valid: true,
     };
     if !attempt.target.enabled {
         let problem = ApiProblem::new(

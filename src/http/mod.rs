@@ -67,6 +67,10 @@ pub struct Shared {
     pub session_ttl: std::time::Duration,
     /// Request rates of the ingest URLs, per webhook and per source address.
     pub ingest_limits: Arc<rate::IngestLimits>,
+    /// Ingest requests refused without a valid key, counted until they are written.
+    pub refusals: Arc<crate::store::refusals::RefusalCounter>,
+    /// How long deliveries are kept.
+    pub delivery_retention: std::time::Duration,
 }
 
 /// Every route of the server.

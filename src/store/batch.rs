@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
 use super::now_ms;
+use super::refusals::RefusalCount;
 use super::writer::{
     Attempted, CallAttempt, CallRecord, Claimed, IDEMPOTENCY_WINDOW_MS, IngestCommitted,
     IngestWrite, LATE_WINDOW_MS, NewDelivery, StepState,
@@ -719,6 +720,30 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         delivered.run(conn)?;
     }
     Ok(outcomes)
+}
+
+/// Adds refusal counts to the stored ones, a statement per [`MAX_CHUNK`] of them. A count
+/// of a webhook deleted since is dropped rather than failing the others.
+pub fn count_refusals(conn: &Connection, counts: &[RefusalCount]) -> rusqlite::Result<()> {
+    for chunk in chunks(counts.len()) {
+        let mut upsert = Statement::new(format!(
+            "INSERT INTO refusal_counts (action_id, minute, reason, count)
+             SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {}) v
+              WHERE v.column1 IN (SELECT id FROM precall_actions)
+             ON CONFLICT (action_id, minute, reason) DO UPDATE SET count = refusal_counts.count + excluded.count",
+            values(chunk.slots, 4)
+        ));
+        for c in &counts[chunk.rows.clone()] {
+            upsert
+                .arg(Arg::Int(c.action_id))
+                .arg(Arg::Int(c.minute))
+                .arg(Arg::Text(c.reason.as_str()))
+                .arg(Arg::Int(c.count));
+        }
+        upsert.nulls(chunk.padding(4));
+        upsert.run(conn)?;
+    }
+    Ok(())
 }
 
 /// (call, action, caller, call start) rows of `fell_back`, then `padding` NULLs.

@@ -15,6 +15,7 @@ pub mod contexts;
 pub mod deliveries;
 pub mod documents;
 pub mod journal;
+pub mod refusals;
 pub mod servers;
 pub mod tokens;
 pub mod writer;

@@ -156,7 +156,7 @@ async fn sign_up(b: &Browser, app: &TestApp) {
 
 /// Signs up, makes an agent named `agent` and a webhook named `webhook` through the
 /// wizard's Setup step; returns the agent's id, with the browser on the Configure step.
-async fn new_webhook(b: &Browser, app: &TestApp, agent: &str, webhook: &str) -> String {
+pub(crate) async fn new_webhook(b: &Browser, app: &TestApp, agent: &str, webhook: &str) -> String {
     sign_up(b, app).await;
     b.fill("#agent-name", agent).await;
     b.click("form[action='/admin/agents'] button[type=submit]")

@@ -19,6 +19,7 @@ mod precall_semantics;
 mod process;
 mod properties;
 mod rate_limits;
+mod retention;
 mod routing_errors;
 mod samples;
 mod signing;

@@ -127,12 +127,11 @@ async fn one_address_over_its_rate_gets_429_naming_the_address_limit_on_every_we
     }
     let call = app.start_call_json(&other, "+12125550100").await;
     assert_eq!(call["source"], "fallback");
-    assert_eq!(
+    // Refused before the key was looked at, they are counted, not recorded one by one.
+    assert!(
         app.deliveries(&other.agent_id)
             .iter()
-            .filter(|d| d["status"] == 429)
-            .count(),
-        2
+            .all(|d| d["status"] != 429)
     );
     // Calls are not ingest: the runtime is never throttled by these limits.
     for i in 0..10 {

@@ -22,8 +22,9 @@ use crate::store::actions::{self, ActionRow, NewWebhook, WebhookChanges};
 use crate::store::admins;
 use crate::store::agents::Agent;
 use crate::store::deliveries::{self, DeliveryRow};
+use crate::store::refusals;
 use crate::store::variables::{self, NewVariable};
-use crate::store::{StoreError, rfc3339};
+use crate::store::{StoreError, now_ms, rfc3339};
 
 pub fn router() -> Router<AppState> {
     let base = "/admin/agents/{agent}/actions";
@@ -583,6 +584,25 @@ struct TestStep {
     name: String,
     url: String,
     back: String,
+    /// Requests refused without a valid key in the last hour, as a sentence.
+    refused: String,
+}
+
+/// The span of the refusal counts the console shows.
+const REFUSALS_SPAN_MS: i64 = 3600 * 1000;
+
+/// Webhook `action_id`'s refusals without a valid key in the last hour, by minute.
+async fn recent_refusals(
+    app: &AppState,
+    action_id: i64,
+) -> Result<Vec<refusals::MinuteTally>, sqlx::Error> {
+    refusals::by_minute(
+        &app.db,
+        &app.refusals,
+        action_id,
+        now_ms() - REFUSALS_SPAN_MS,
+    )
+    .await
 }
 
 async fn test_step(
@@ -593,6 +613,7 @@ async fn test_step(
     let a = agent(&app, &id).await?;
     let x = action_of(&app, &a, action_id).await?;
     let flash = app.flash.take(admin.session_id);
+    let refused = refusals::total(&recent_refusals(&app, x.id).await?).describe();
     Ok(render(TestStep {
         page: Page::new(&admin, format!("Test · {}", x.name), &flash),
         back: first_flow_link(&a),
@@ -601,6 +622,7 @@ async fn test_step(
         agent_name: a.name,
         action_id: x.id,
         name: x.name,
+        refused,
     }))
 }
 
@@ -646,6 +668,9 @@ fn delivery_json(d: &DeliveryRow) -> Value {
 const VIEWER_POLL: Duration = Duration::from_millis(250);
 /// Every how many polls an open viewer checks that its session is still signed in.
 const SESSION_CHECK_EVERY: u32 = 8;
+/// Every how many polls an open viewer reads the last hour's refusals without a valid key
+/// (they are written once a second).
+const REFUSALS_EVERY: u32 = 4;
 /// Deliveries a viewer starts with.
 const VIEWER_BACKLOG: i64 = 20;
 /// Most deliveries a viewer is sent at once. When more came in since its last look, it
@@ -660,6 +685,8 @@ const VIEWER_BATCH: i64 = 100;
 /// A browser that reconnects sends the id of the last delivery it saw (`Last-Event-ID`)
 /// and is sent what came after it. Deliveries left out under a flood are announced by a
 /// `skipped` event with their count; every delivery is still on the Deliveries page.
+/// Requests refused without a valid key are not deliveries: a `refusals` event gives the
+/// last hour's count of them whenever it changes.
 async fn events(
     State(app): State<AppState>,
     admin: Admin,
@@ -693,40 +720,64 @@ async fn events(
         .chain(skipped_event(skipped))
         .chain(first.iter().map(to_event))
         .collect();
-    let db = app.db.clone();
+    // The page shows the count as it was when it was made; the stream sends what changes.
+    let refused = refusals::total(&recent_refusals(&app, x.id).await?);
     let writer = app.writer.clone();
     let session = admin.session_id;
+    let viewer = Viewer {
+        action: x.id,
+        last,
+        polls: 0,
+        refused,
+    };
     let stream = stream::iter(initial.into_iter().map(Ok)).chain(
-        stream::unfold((db, x.id, last, 0u32), move |(db, action, last, polls)| {
+        stream::unfold(viewer, move |mut v| {
             let writer = writer.clone();
+            let app = app.clone();
             async move {
-                let mut polls = polls;
                 loop {
                     tokio::time::sleep(VIEWER_POLL).await;
-                    polls = polls.wrapping_add(1);
+                    v.polls = v.polls.wrapping_add(1);
                     // The stream ends with the session: signed out or expired, it shows no more.
-                    if polls % SESSION_CHECK_EVERY == 0
-                        && !matches!(admins::session_alive(&db, session).await, Ok(true))
+                    if v.polls % SESSION_CHECK_EVERY == 0
+                        && !matches!(admins::session_alive(&app.db, session).await, Ok(true))
                     {
                         return None;
+                    }
+                    let mut events: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
+                    if v.polls % REFUSALS_EVERY == 0 {
+                        match recent_refusals(&app, v.action).await {
+                            Ok(minutes) => {
+                                let now = refusals::total(&minutes);
+                                if now != v.refused {
+                                    v.refused = now;
+                                    events.push(Ok(refusals_event(&now)));
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "viewer could not read refusals"),
+                        }
                     }
                     if let Err(e) = writer.settle().await {
                         tracing::warn!(error = %e, "viewer could not settle the writer");
                     }
-                    match deliveries::newest_after(&db, action, last, VIEWER_BATCH).await {
+                    match deliveries::newest_after(&app.db, v.action, v.last, VIEWER_BATCH).await {
                         Ok((rows, skipped)) if !rows.is_empty() => {
-                            let next = rows.last().map_or(last, |d| d.id);
-                            let events: Vec<Result<Event, std::convert::Infallible>> =
+                            v.last = rows.last().map_or(v.last, |d| d.id);
+                            events.extend(
                                 skipped_event(skipped)
                                     .into_iter()
                                     .chain(rows.iter().map(to_event))
-                                    .map(Ok)
-                                    .collect();
-                            return Some((stream::iter(events), (db, action, next, polls)));
+                                    .map(Ok),
+                            );
+                            return Some((stream::iter(events), v));
                         }
+                        Ok(_) if !events.is_empty() => return Some((stream::iter(events), v)),
                         Ok(_) => continue,
                         Err(e) => {
                             tracing::warn!(error = %e, "viewer could not read deliveries");
+                            if !events.is_empty() {
+                                return Some((stream::iter(events), v));
+                            }
                             continue;
                         }
                     }
@@ -739,6 +790,23 @@ async fn events(
 }
 
 use futures_util::StreamExt;
+
+/// Where an open viewer is.
+struct Viewer {
+    action: i64,
+    /// The last delivery it was sent.
+    last: i64,
+    polls: u32,
+    /// The refusals it last showed.
+    refused: refusals::RefusalTally,
+}
+
+/// The last hour's refusals without a valid key, as counts and as the sentence shown.
+fn refusals_event(tally: &refusals::RefusalTally) -> Event {
+    Event::default()
+        .event("refusals")
+        .data(tally.to_json().to_string())
+}
 
 /// How many deliveries the viewer leaves out before the ones that follow, if any.
 fn skipped_event(count: i64) -> Option<Event> {
@@ -886,6 +954,34 @@ struct DeliveriesPage {
     paged: bool,
     /// The `before` of the next page, when there are older deliveries.
     older: Option<i64>,
+    /// Requests refused without a valid key in the last hour, as a sentence.
+    refused: String,
+    /// The same by minute, newest first: the minute (`10:41` UTC), wrong key, no key,
+    /// rate limited.
+    refused_by_minute: Vec<(String, String, String, String)>,
+    /// How long deliveries are kept, in words.
+    kept_for: String,
+}
+
+/// A retention in words: "7 days", "1 day", "12 hours", "30 seconds".
+fn span(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs >= 86_400 && secs.is_multiple_of(86_400) {
+        (secs / 86_400, "day")
+    } else if secs >= 3600 && secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// `HH:MM` (UTC) of a minute's start.
+fn clock_minute(ms: i64) -> String {
+    let t = rfc3339(ms);
+    t.get(11..16).unwrap_or_default().to_owned()
 }
 
 /// Deliveries on one page of a webhook's history.
@@ -942,6 +1038,14 @@ async fn deliveries_page(
             }
         })
         .collect();
+    let minutes = recent_refusals(&app, x.id).await?;
+    let count = |n: i64| {
+        if n == 0 {
+            String::new()
+        } else {
+            refusals::thousands(n)
+        }
+    };
     Ok(render(DeliveriesPage {
         page: Page::new(&admin, format!("Deliveries · {}", x.name), &flash),
         agent_id: a.public_id,
@@ -951,6 +1055,19 @@ async fn deliveries_page(
         deliveries,
         paged: q.before.is_some(),
         older,
+        refused: refusals::total(&minutes).describe(),
+        refused_by_minute: minutes
+            .iter()
+            .map(|m| {
+                (
+                    clock_minute(m.minute),
+                    count(m.tally.wrong_key),
+                    count(m.tally.missing_key),
+                    count(m.tally.rate_limited),
+                )
+            })
+            .collect(),
+        kept_for: span(app.delivery_retention),
     }))
 }
 

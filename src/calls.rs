@@ -156,6 +156,38 @@ pub struct Started {
 /// committed meanwhile is not missed), then waits until woken or until the step's fallback
 /// time, counted from the call's start, runs out.
 pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<Started, AppError> {
+    start_with(app, token_agent, req, None).await
+}
+
+/// What a simulated call's Webhook action receives: the payload typed in the simulator,
+/// `at` after the call starts, instead of whatever is cached.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The endpoint the payload goes through.
+    pub action_id: i64,
+    /// The payload's fields, as a JSON object (validated like a webhook's).
+    pub fields: String,
+    pub at: Duration,
+}
+
+/// Starts a simulated call: it runs exactly as a real one, with `sim`'s payload as the only
+/// webhook data (arriving at its time, or late after the step fell back), and nothing
+/// cached is used or claimed.
+pub async fn simulate(
+    app: &AppState,
+    token_agent: i64,
+    req: StartCall,
+    sim: Option<Simulation>,
+) -> Result<Started, AppError> {
+    start_with(app, token_agent, req, Some(sim)).await
+}
+
+async fn start_with(
+    app: &AppState,
+    token_agent: i64,
+    req: StartCall,
+    simulated: Option<Option<Simulation>>,
+) -> Result<Started, AppError> {
     let started = Instant::now();
     let started_at = now_ms();
     let runtime = app.catalog.agent(&req.agent_id).await?.ok_or_else(|| {
@@ -183,8 +215,8 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
     // data, the text was already normal (see `PhoneNumber::looks_normal`), and the call
     // is spared libphonenumber. Otherwise the number is normalised before the call waits
     // or falls back, and looked up again if normalising changed it.
-    let mut caller_checked =
-        !(PhoneNumber::looks_normal(&req.from) && steps.iter().any(|s| s.enabled));
+    let mut caller_checked = simulated.is_some()
+        || !(PhoneNumber::looks_normal(&req.from) && steps.iter().any(|s| s.enabled));
     let mut caller = if caller_checked {
         normalise_caller(&req.from)?
     } else {
@@ -201,6 +233,78 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
         .transpose()?;
 
     let call_id = CallId::generate_at(started_at);
+    if let Some(sim) = simulated {
+        // Each step settles at its payload's time or at its fallback; the call waits for
+        // the last of them, as a real one would.
+        let mut states = Vec::with_capacity(steps.len());
+        let mut gave_up = Vec::with_capacity(steps.len());
+        let mut preset = Vec::with_capacity(steps.len());
+        let mut wait = Duration::ZERO;
+        for s in steps.iter() {
+            if !s.enabled {
+                states.push(StepState::Disabled);
+                gave_up.push(None);
+                preset.push(None);
+                continue;
+            }
+            let fallback = Duration::from_millis(s.fallback_wait_ms.max(0) as u64);
+            states.push(StepState::Simulated);
+            match &sim {
+                Some(sim) if sim.action_id == s.action_id && sim.at <= fallback => {
+                    preset.push(Some(Claimed {
+                        context_id: 0,
+                        fields: sim.fields.clone(),
+                        received_at: started_at + sim.at.as_millis() as i64,
+                    }));
+                    gave_up.push(None);
+                    wait = wait.max(sim.at);
+                }
+                _ => {
+                    preset.push(None);
+                    gave_up.push(Some(fallback));
+                    wait = wait.max(fallback);
+                }
+            }
+        }
+        tokio::time::sleep_until((started + wait).into()).await;
+        let context = CallContext {
+            runtime: runtime.clone(),
+            call_id: call_id.to_string(),
+            caller: caller.clone(),
+            called: called.as_ref().map(ToString::to_string),
+            started,
+            started_at,
+            states: states.clone(),
+            gave_up,
+        };
+        let attempt = CallAttempt {
+            public_id: call_id.to_string(),
+            agent_id: agent.id,
+            version: runtime.version,
+            caller,
+            called: called.as_ref().map(ToString::to_string),
+            started_at,
+            steps: steps
+                .iter()
+                .zip(&states)
+                .map(|(s, state)| StepAttempt {
+                    action_id: s.action_id,
+                    state: *state,
+                })
+                .collect(),
+            finish: Box::new(move |claimed| context.record(claimed)),
+            preset,
+        };
+        return match app.writer.start_call(attempt).await? {
+            Attempted::Started(json) => Ok(Started {
+                call_id: call_id.to_string(),
+                json,
+            }),
+            Attempted::Missing(_) => Err(AppError::Other(anyhow::anyhow!(
+                "a simulated call waits for nothing"
+            ))),
+        };
+    }
     let mut states: Vec<StepState> = steps
         .iter()
         .map(|s| {
@@ -241,6 +345,7 @@ pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<S
                 })
                 .collect(),
             finish: Box::new(move |claimed| context.record(claimed)),
+            preset: Vec::new(),
         };
         let missing = match app.writer.start_call(attempt).await? {
             Attempted::Started(json) => {

@@ -315,7 +315,13 @@ impl Catalog {
             return Ok(Some(runtime.program.clone()));
         }
         let key = (runtime.agent.id, version);
-        if let Some(p) = self.entries.read().expect("catalog lock").programs.get(&key) {
+        if let Some(p) = self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .programs
+            .get(&key)
+        {
             return Ok(Some(p.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);

@@ -108,7 +108,10 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
             })
             .await
             .map_err(explain_edit)?;
-            println!("Declared {name} ({ty}) in the draft of {}.", agent.public_id);
+            println!(
+                "Declared {name} ({ty}) in the draft of {}.",
+                agent.public_id
+            );
             if publish {
                 publish_now(db, &agent, &format!("Variable {name} declared")).await?;
             }
@@ -280,7 +283,11 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             let problems = document::check(&doc);
             let mut version = None;
             if publish {
-                let msg = if message.is_empty() { "Imported" } else { &message };
+                let msg = if message.is_empty() {
+                    "Imported"
+                } else {
+                    &message
+                };
                 version = Some(publish_now(db, &agent, msg).await?);
             }
             let out = json!({
@@ -314,9 +321,11 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
         } => {
             let agent = find_agent(db, &agent).await?;
             let v = publish_now(db, &agent, &message).await?;
-            print(json, &json!({ "agentId": agent.public_id, "version": v }), || {
-                format!("Published {} as version {v}.", agent.public_id)
-            });
+            print(
+                json,
+                &json!({ "agentId": agent.public_id, "version": v }),
+                || format!("Published {} as version {v}.", agent.public_id),
+            );
         }
         AgentCommand::Versions { agent, json } => {
             let agent = find_agent(db, &agent).await?;
@@ -418,10 +427,8 @@ async fn action_command(c: ActionCommand, db: &Db, public_url: &str) -> anyhow::
             check_webhook_settings(Some(wait_ms), Some(ttl_secs))?;
             let name = name.trim().to_owned();
             let (key, saved) = drafts::edit(db, agent.id, None, &by(), |doc| {
-                let key = AgentDocument::new_key(
-                    "webhook-",
-                    doc.precall.iter().map(|a| a.key.as_str()),
-                );
+                let key =
+                    AgentDocument::new_key("webhook-", doc.precall.iter().map(|a| a.key.as_str()));
                 doc.precall.push(ActionDoc {
                     key: key.clone(),
                     name: name.clone(),
@@ -605,7 +612,11 @@ async fn api_token_command(c: ApiTokenCommand, db: &Db) -> anyhow::Result<()> {
             print(json, &out, || {
                 format!(
                     "API token {id} ({}) for {}: {}\nThe token is shown only now.",
-                    if read_only { "read only" } else { "read and write" },
+                    if read_only {
+                        "read only"
+                    } else {
+                        "read and write"
+                    },
                     holder.email,
                     token.expose()
                 )
@@ -638,7 +649,11 @@ async fn api_token_command(c: ApiTokenCommand, db: &Db) -> anyhow::Result<()> {
                             t.name,
                             t.last_chars,
                             t.admin_email,
-                            if t.read_only { "read only" } else { "read and write" },
+                            if t.read_only {
+                                "read only"
+                            } else {
+                                "read and write"
+                            },
                             if t.revoked_at.is_some() {
                                 "  (revoked)"
                             } else {

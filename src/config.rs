@@ -218,10 +218,7 @@ pub enum AgentCommand {
         json: bool,
     },
     /// Make a published version's document the agent's draft again.
-    Restore {
-        agent: String,
-        version: i64,
-    },
+    Restore { agent: String, version: i64 },
     /// Throw the draft's changes away: the draft becomes the published version again.
     Discard { agent: String },
     /// What the draft changes against the published version, in words, and what would stop

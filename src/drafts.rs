@@ -75,7 +75,9 @@ impl From<EditError> for crate::error::AppError {
             }
             EditError::Refused(m) => Self::problem(ProblemKind::ValidationFailed, m),
             EditError::NotFound(m) => Self::problem(ProblemKind::NotFound, m),
-            e @ EditError::Stale { .. } => Self::problem(ProblemKind::PreconditionFailed, e.to_string()),
+            e @ EditError::Stale { .. } => {
+                Self::problem(ProblemKind::PreconditionFailed, e.to_string())
+            }
             EditError::Database(e) => Self::Database(e),
         }
     }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod drafts;
 pub mod error;
 pub mod http;
 pub mod phones;

@@ -237,8 +237,8 @@ const FLASH_KEEP: Duration = Duration::from_secs(300);
 pub struct FlashData {
     pub notice: Option<String>,
     pub error: Option<String>,
-    /// A secret made for `(kind, id)`, shown once.
-    pub secret: Option<(String, i64, String)>,
+    /// Secrets made for `(kind, id)`, each shown once.
+    pub secrets: Vec<(String, i64, String)>,
 }
 
 impl std::fmt::Debug for FlashData {
@@ -247,8 +247,12 @@ impl std::fmt::Debug for FlashData {
             .field("notice", &self.notice)
             .field("error", &self.error)
             .field(
-                "secret",
-                &self.secret.as_ref().map(|(k, id, _)| (k, id, "<redacted>")),
+                "secrets",
+                &self
+                    .secrets
+                    .iter()
+                    .map(|(k, id, _)| (k, id, "<redacted>"))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -276,14 +280,16 @@ impl Flash {
 
     pub fn secret(&self, session: i64, kind: &str, id: i64, secret: &Secret) {
         self.with(session, |d| {
-            d.secret = Some((kind.to_owned(), id, secret.expose().to_owned()));
+            d.secrets
+                .push((kind.to_owned(), id, secret.expose().to_owned()));
         });
     }
 
     /// A Webhook action's signing secret, shown once like a key.
     pub fn signing_secret(&self, session: i64, action_id: i64, secret: &SigningSecret) {
         self.with(session, |d| {
-            d.secret = Some(("signing".to_owned(), action_id, secret.expose().to_owned()));
+            d.secrets
+                .push(("signing".to_owned(), action_id, secret.expose().to_owned()));
         });
     }
 
@@ -302,9 +308,9 @@ impl Flash {
 impl FlashData {
     /// The secret made for `(kind, id)`, if it is waiting.
     pub fn secret_for(&self, kind: &str, id: i64) -> Option<String> {
-        self.secret
-            .as_ref()
-            .filter(|(k, i, _)| k == kind && *i == id)
+        self.secrets
+            .iter()
+            .find(|(k, i, _)| k == kind && *i == id)
             .map(|(_, _, s)| s.clone())
     }
 }

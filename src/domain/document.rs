@@ -282,7 +282,9 @@ impl Block {
                 destination,
                 department,
                 message,
-            } => json!({ "destination": destination, "department": department, "message": message }),
+            } => {
+                json!({ "destination": destination, "department": department, "message": message })
+            }
             Self::TransferFlow { flow } => json!({ "flow": flow }),
             Self::EndCall { message, outcome } => json!({ "message": message, "outcome": outcome }),
         }
@@ -526,7 +528,15 @@ impl AgentDocument {
 }
 
 fn position_json(p: &Position) -> Value {
-    json!({ "x": p.x, "y": p.y })
+    // Whole numbers are written as such, so that an integer position reads back the same.
+    let n = |v: f64| {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            json!(v as i64)
+        } else {
+            json!(v)
+        }
+    };
+    json!({ "x": n(p.x), "y": n(p.y) })
 }
 
 fn flow_json(f: &FlowDoc) -> Value {
@@ -629,7 +639,10 @@ fn action_json(a: &ActionDoc) -> Value {
         } => {
             o.insert("kind".into(), json!("end_call"));
             o.insert("join".into(), json!(if *any { "or" } else { "and" }));
-            o.insert("conditions".into(), Value::Array(conditions_json(conditions)));
+            o.insert(
+                "conditions".into(),
+                Value::Array(conditions_json(conditions)),
+            );
             o.insert("message".into(), json!(message));
             o.insert("outcome".into(), json!(outcome));
         }
@@ -945,7 +958,10 @@ impl Reader {
     }
 
     fn block(&mut self, value: &Value, p: &str) -> Option<BlockDoc> {
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let fields: &[&str] = match kind {
             "greeting" | "start" | "talk" => &["message", "next"],
             "collect" => &["variable", "prompt", "next"],
@@ -1148,7 +1164,10 @@ impl Reader {
     }
 
     fn action(&mut self, value: &Value, p: &str) -> Option<ActionDoc> {
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let fields: &[&str] = match kind {
             "webhook" => &["waitMs", "ttlSecs", "enabled"],
             "filter" => &["cases"],
@@ -1260,7 +1279,9 @@ impl Reader {
                 let sp = at(p, "source");
                 match s.as_object() {
                     Some(so) if so.len() == 1 && so.get("action").is_some_and(Value::is_string) => {
-                        Some(Some(Source::Action(so["action"].as_str().unwrap_or_default().into())))
+                        Some(Some(Source::Action(
+                            so["action"].as_str().unwrap_or_default().into(),
+                        )))
                     }
                     Some(so)
                         if so.len() == 2
@@ -1296,7 +1317,8 @@ impl Reader {
 pub fn is_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= MAX_KEY
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `an object`, `the number 3`: what was found, for messages.
@@ -1309,7 +1331,8 @@ fn shape(v: &Value) -> String {
 /// for the others), variable names unique.
 fn integrity(doc: &AgentDocument) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut p = |pointer: String, detail: String| problems.push(Problem::at_pointer(pointer, detail));
+    let mut p =
+        |pointer: String, detail: String| problems.push(Problem::at_pointer(pointer, detail));
     let flow_keys: HashMap<&str, usize> = doc
         .flows
         .iter()
@@ -1319,13 +1342,19 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
     let mut seen = HashSet::new();
     for (i, f) in doc.flows.iter().enumerate() {
         if !seen.insert(f.key.as_str()) {
-            p(format!("/flows/{i}/key"), format!("another flow has the key {:?}", f.key));
+            p(
+                format!("/flows/{i}/key"),
+                format!("another flow has the key {:?}", f.key),
+            );
         }
     }
     let mut names = HashSet::new();
     for (i, f) in doc.flows.iter().enumerate() {
         if !names.insert(f.name.to_lowercase()) {
-            p(format!("/flows/{i}/name"), format!("another flow is named {:?}", f.name));
+            p(
+                format!("/flows/{i}/name"),
+                format!("another flow is named {:?}", f.name),
+            );
         }
     }
     match &doc.first_flow {
@@ -1367,12 +1396,16 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
         for (j, b) in f.blocks.iter().enumerate() {
             let bp = format!("/flows/{i}/blocks/{j}");
             if !seen.insert(b.key.as_str()) {
-                p(format!("{bp}/key"), format!("another block of this flow has the key {:?}", b.key));
+                p(
+                    format!("{bp}/key"),
+                    format!("another block of this flow has the key {:?}", b.key),
+                );
             }
             match (&b.settings, first) {
                 (Block::Greeting { .. }, false) => p(
                     format!("{bp}/kind"),
-                    "only the First Flow begins with a greeting; this flow begins with start".into(),
+                    "only the First Flow begins with a greeting; this flow begins with start"
+                        .into(),
                 ),
                 (Block::Start { .. }, true) => p(
                     format!("{bp}/kind"),
@@ -1410,7 +1443,10 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
     let mut seen = HashSet::new();
     for (i, a) in doc.precall.iter().enumerate() {
         if !seen.insert(a.key.as_str()) {
-            p(format!("/precall/{i}/key"), format!("another action has the key {:?}", a.key));
+            p(
+                format!("/precall/{i}/key"),
+                format!("another action has the key {:?}", a.key),
+            );
         }
         if let Action::Filter { cases } = &a.settings {
             for (c, case) in cases.iter().enumerate() {
@@ -1428,7 +1464,10 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
     let mut seen = HashSet::new();
     for (i, v) in doc.variables.iter().enumerate() {
         if !seen.insert(v.name.as_str()) {
-            p(format!("/variables/{i}/name"), format!("{} is declared twice", v.name));
+            p(
+                format!("/variables/{i}/name"),
+                format!("{} is declared twice", v.name),
+            );
         }
         match &v.source {
             Some(Source::Action(a)) if doc.action(a).is_none() => p(
@@ -1457,9 +1496,8 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
 /// blocks and pre-call actions. Each problem points into the document and says in words
 /// what it concerns.
 pub fn check(doc: &AgentDocument) -> Vec<Problem> {
-    let program = doc.compile();
-    let known = Known::of(&doc.schema(), &program);
-    runtime::check_program(&program, &known, &doc.flow_order())
+    let (program, found) = findings(doc);
+    found
         .into_iter()
         .map(|found| {
             let pointer = match &found.at {
@@ -1490,6 +1528,15 @@ pub fn check(doc: &AgentDocument) -> Vec<Problem> {
             Problem::at_pointer(pointer, found.describe(&program))
         })
         .collect()
+}
+
+/// What would stop the document from being published, where each problem is, with the
+/// program it was found in (to say it in words).
+pub fn findings(doc: &AgentDocument) -> (Program, Vec<runtime::Found>) {
+    let program = doc.compile();
+    let known = Known::of(&doc.schema(), &program);
+    let found = runtime::check_program(&program, &known, &doc.flow_order());
+    (program, found)
 }
 
 /// What `new` changes against `old`, in words an admin reads: flows and blocks added,
@@ -1564,11 +1611,7 @@ pub fn changes(old: &AgentDocument, new: &AgentDocument) -> Vec<String> {
     }
     for a in &old.precall {
         if new.action(&a.key).is_none() {
-            out.push(format!(
-                "Pre-call {} {:?} removed",
-                action_label(a),
-                a.name
-            ));
+            out.push(format!("Pre-call {} {:?} removed", action_label(a), a.name));
         }
     }
     let old_vars: BTreeMap<&str, &VariableDoc> =
@@ -1629,7 +1672,11 @@ fn flow_changes(old: &FlowDoc, new: &FlowDoc, out: &mut Vec<String>) {
             .iter()
             .position(|b| b.key == key)
             .map_or_else(String::new, |i| {
-                format!("#{} {}", i + 1, super::flow::label(f.blocks[i].settings.kind()))
+                format!(
+                    "#{} {}",
+                    i + 1,
+                    super::flow::label(f.blocks[i].settings.kind())
+                )
             })
     };
     let mut moved = 0;
@@ -1685,14 +1732,16 @@ fn block_setting_changes(
     let mut out = Vec::new();
     let target = |f: &FlowDoc, k: Option<&String>| match k {
         None => "not connected".to_owned(),
-        Some(k) => f
-            .blocks
-            .iter()
-            .position(|b| &b.key == k)
-            .map_or_else(
-                || format!("{k:?}"),
-                |i| format!("#{} {}", i + 1, super::flow::label(f.blocks[i].settings.kind())),
-            ),
+        Some(k) => f.blocks.iter().position(|b| &b.key == k).map_or_else(
+            || format!("{k:?}"),
+            |i| {
+                format!(
+                    "#{} {}",
+                    i + 1,
+                    super::flow::label(f.blocks[i].settings.kind())
+                )
+            },
+        ),
     };
     let (a, b) = (&old.settings, &new.settings);
     let text_fields = |s: &Block| -> Vec<(&'static str, String)> {
@@ -1754,7 +1803,10 @@ fn block_setting_changes(
             }
         }
         if target(old_flow, oa.as_ref()) != target(new_flow, ob.as_ref()) {
-            out.push(format!("Else now leads to {}", target(new_flow, ob.as_ref())));
+            out.push(format!(
+                "Else now leads to {}",
+                target(new_flow, ob.as_ref())
+            ));
         }
     } else {
         let next = |s: &Block| match s {
@@ -1767,7 +1819,10 @@ fn block_setting_changes(
         if let (Some(x), Some(y)) = (next(a), next(b))
             && target(old_flow, x.as_ref()) != target(new_flow, y.as_ref())
         {
-            out.push(format!("Next now leads to {}", target(new_flow, y.as_ref())));
+            out.push(format!(
+                "Next now leads to {}",
+                target(new_flow, y.as_ref())
+            ));
         }
     }
     out
@@ -1960,7 +2015,8 @@ mod tests {
     fn publish_checks_point_at_the_block_or_action_concerned() {
         let mut value = example();
         value["flows"][0]["blocks"][0]["message"] = json!("Hi {{nmae}}");
-        value["flows"][1]["blocks"][2] = json!({"key": "bye", "kind": "transfer_flow", "flow": "main"});
+        value["flows"][1]["blocks"][2] =
+            json!({"key": "bye", "kind": "transfer_flow", "flow": "main"});
         value["precall"][1]["cases"][0]["conditions"][0]["value"] = json!("high");
         let doc = AgentDocument::from_json(&value).unwrap();
         let problems = check(&doc);
@@ -1971,7 +2027,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{pointer} in {problems:?}"))
         };
         assert!(find("/flows/0/blocks/0").detail.contains("{{nmae}}"));
-        assert!(find("/precall/1").detail.contains("risk_score is number"));
+        assert!(find("/precall/1").detail.contains("needs a number"));
         assert!(
             problems
                 .iter()
@@ -1999,10 +2055,22 @@ mod tests {
         new.precall.swap(0, 1);
         new.variables.pop();
         let said = changes(&old, &new);
-        assert!(said.contains(&"\"Main\" #1 Greeting: message changed".to_owned()), "{said:?}");
-        assert!(said.contains(&"Block added: \"Sales\" #4 Talk".to_owned()), "{said:?}");
-        assert!(said.iter().any(|s| s.contains("moved to position")), "{said:?}");
-        assert!(said.contains(&"Variable name removed".to_owned()), "{said:?}");
+        assert!(
+            said.contains(&"\"Main\" #1 Greeting: message changed".to_owned()),
+            "{said:?}"
+        );
+        assert!(
+            said.contains(&"Block added: \"Sales\" #4 Talk".to_owned()),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|s| s.contains("moved to position")),
+            "{said:?}"
+        );
+        assert!(
+            said.contains(&"Variable name removed".to_owned()),
+            "{said:?}"
+        );
         assert!(changes(&old, &old).is_empty());
     }
 }

@@ -1,9 +1,15 @@
 //! Flows: block kinds, their settings, and their connections.
 //!
-//! A block's settings are a JSON object stored with it; connections are the ids of the
-//! blocks of the same flow that come next (`next`, a Filter case's `next`, `else`).
+//! A block's settings live in the agent's document ([`super::document`]); this module holds
+//! what the editor shows of them: labels, one-line summaries, and conditions as text.
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
+
+use super::conditions::Op;
+use super::document::{Block, Condition};
+use super::variables::VariableName;
 
 /// A kind of block, as the editor offers it.
 pub struct Kind {
@@ -73,19 +79,6 @@ pub fn label(kind_name: &str) -> &'static str {
     kind(kind_name).map_or("Block", |k| k.label)
 }
 
-/// Settings of a new block of `kind`.
-pub fn default_config(kind: &str) -> Value {
-    match kind {
-        "talk" => json!({ "message": "", "next": null }),
-        "collect" => json!({ "variable": "", "prompt": "", "next": null }),
-        "filter" => json!({ "cases": [], "else": null }),
-        "transfer_call" => json!({ "destination": "", "department": "", "message": "" }),
-        "transfer_flow" => json!({ "flow": null }),
-        "end_call" => json!({ "message": "", "outcome": "completed" }),
-        _ => json!({ "message": "", "next": null }),
-    }
-}
-
 /// Comparison operators of Filter conditions, as written in the editor.
 pub const OPERATORS: [(&str, &str); 7] = [
     ("exists", "exists"),
@@ -104,7 +97,7 @@ pub fn unary(op: &str) -> bool {
 
 /// Reads Filter conditions written one per line: `variable operator [value]`, where a value
 /// is a number, `true`/`false`, or text (in double quotes to keep it text, like `"42"`).
-pub fn parse_conditions(text: &str) -> Result<Vec<Value>, String> {
+pub fn parse_conditions(text: &str) -> Result<Vec<Condition>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -135,15 +128,29 @@ pub fn parse_conditions(text: &str) -> Result<Vec<Value>, String> {
             if !value_text.is_empty() {
                 return Err(format!("line {}: {op} takes no value", n + 1));
             }
-            out.push(json!({ "variable": variable, "op": op }));
+            out.push(condition(n, variable, op, None)?);
             continue;
         }
         if value_text.is_empty() {
             return Err(format!("line {}: {op} needs a value", n + 1));
         }
-        out.push(json!({ "variable": variable, "op": op, "value": parse_value(value_text) }));
+        out.push(condition(n, variable, op, Some(parse_value(value_text)))?);
     }
     Ok(out)
+}
+
+fn condition(
+    n: usize,
+    variable: &str,
+    op: &str,
+    value: Option<Value>,
+) -> Result<Condition, String> {
+    VariableName::parse(variable).map_err(|e| format!("line {}: {e}", n + 1))?;
+    Ok(Condition {
+        variable: variable.to_owned(),
+        op: Op::parse(op).map_err(|e| format!("line {}: {e}", n + 1))?,
+        value,
+    })
 }
 
 fn parse_value(text: &str) -> Value {
@@ -161,16 +168,13 @@ fn parse_value(text: &str) -> Value {
 }
 
 /// Filter conditions back as editable lines.
-pub fn format_conditions(conditions: &[Value]) -> String {
+pub fn format_conditions(conditions: &[Condition]) -> String {
     conditions
         .iter()
         .map(|c| {
-            let words = OPERATORS
-                .iter()
-                .find(|(op, _)| Some(*op) == c["op"].as_str())
-                .map_or("?", |(_, w)| *w);
-            let variable = c["variable"].as_str().unwrap_or_default();
-            match c.get("value") {
+            let words = c.op.words();
+            let variable = &c.variable;
+            match &c.value {
                 None | Some(Value::Null) => format!("{variable} {words}"),
                 Some(Value::String(s))
                     if serde_json::from_str::<serde_json::Number>(s).is_ok()
@@ -187,77 +191,51 @@ pub fn format_conditions(conditions: &[Value]) -> String {
         .join("\n")
 }
 
-/// One outgoing connection of a block: its label and the block it leads to.
-pub struct Output {
-    pub label: String,
-    pub to: Option<i64>,
-}
-
-/// A block's connections, in the order the editor shows them.
-pub fn outputs(kind: &str, config: &Map<String, Value>) -> Vec<Output> {
-    let id = |v: Option<&Value>| v.and_then(Value::as_i64);
-    match kind {
-        "filter" => {
-            let mut out: Vec<Output> = config
-                .get("cases")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, c)| Output {
-                    label: c["name"]
-                        .as_str()
-                        .filter(|n| !n.is_empty())
-                        .map_or_else(|| format!("Case {}", i + 1), str::to_owned),
-                    to: id(c.get("next")),
-                })
-                .collect();
-            out.push(Output {
-                label: "Else".into(),
-                to: id(config.get("else")),
-            });
-            out
+/// A line describing a block's settings, as the editor lists it; `flow_name` names the
+/// flow a Transfer Flow continues in.
+pub fn summary(block: &Block, flow_name: impl Fn(&str) -> Option<String>) -> String {
+    let s = match block {
+        Block::Greeting { message, .. }
+        | Block::Start { message, .. }
+        | Block::Talk { message, .. } => message.clone(),
+        Block::Collect {
+            variable, prompt, ..
+        } => format!("Asks for {variable} — {prompt}"),
+        Block::Filter { cases, .. } => {
+            let names: Vec<String> = cases.iter().enumerate().map(|(i, c)| c.label(i)).collect();
+            if names.is_empty() {
+                "No cases yet; Else".into()
+            } else {
+                format!("{}; Else", names.join(", "))
+            }
         }
-        "transfer_call" | "transfer_flow" | "end_call" => Vec::new(),
-        _ => vec![Output {
-            label: "Next".into(),
-            to: id(config.get("next")),
-        }],
-    }
-}
-
-/// A line describing a block's settings in the flow's list.
-pub fn summary(kind: &str, config: &Map<String, Value>) -> String {
-    let text = |k: &str| {
-        config
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let s = match kind {
-        "collect" => format!("Asks for {} — {}", text("variable"), text("prompt")),
-        "filter" => format!(
-            "{} case(s), else",
-            config
-                .get("cases")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len)
-        ),
-        "transfer_call" => {
-            let to = [text("destination"), text("department")]
+        Block::TransferCall {
+            destination,
+            department,
+            message,
+        } => {
+            let to = [destination.as_str(), department.as_str()]
                 .into_iter()
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
                 .join(" / ");
-            format!("To {to} — {}", text("message"))
+            format!("To {to} — {message}")
         }
-        "transfer_flow" => "Continues in another flow".into(),
-        "end_call" => format!("{} ({})", text("message"), text("outcome")),
-        _ => text("message"),
+        Block::TransferFlow { flow } => match flow.as_deref().map(|f| (f, flow_name(f))) {
+            Some((_, Some(name))) => format!("Continues in {name:?}"),
+            Some((key, None)) => format!("Continues in a flow that is gone ({key})"),
+            None => String::new(),
+        },
+        Block::EndCall { message, outcome } => format!("{message} ({outcome})"),
     };
-    let s = s.trim().trim_end_matches('—').trim().to_owned();
-    if s.is_empty() {
+    let s = s
+        .trim()
+        .trim_start_matches("To  —")
+        .trim()
+        .trim_end_matches('—')
+        .trim()
+        .to_owned();
+    if s.is_empty() || s == "To" {
         "(not set yet)".into()
     } else {
         s
@@ -273,20 +251,20 @@ mod tests {
         let text = "priority equals high\nrisk_score greater than 80\nflagged equals true\ncustomer_name exists\nplan does not equal \"42\"";
         let parsed = parse_conditions(text).unwrap();
         assert_eq!(
-            parsed[0],
+            parsed[0].to_json(),
             json!({"variable": "priority", "op": "equals", "value": "high"})
         );
         assert_eq!(
-            parsed[1],
+            parsed[1].to_json(),
             json!({"variable": "risk_score", "op": "greater_than", "value": 80})
         );
-        assert_eq!(parsed[2]["value"], json!(true));
+        assert_eq!(parsed[2].value, Some(json!(true)));
         assert_eq!(
-            parsed[3],
+            parsed[3].to_json(),
             json!({"variable": "customer_name", "op": "exists"})
         );
-        assert_eq!(parsed[4]["op"], "not_equals");
-        assert_eq!(parsed[4]["value"], json!("42"));
+        assert_eq!(parsed[4].op, Op::NotEquals);
+        assert_eq!(parsed[4].value, Some(json!("42")));
         assert_eq!(
             parse_conditions(&format_conditions(&parsed)).unwrap(),
             parsed
@@ -306,17 +284,10 @@ mod tests {
                 .starts_with("line 2")
         );
         assert!(parse_conditions("a exists now").is_err());
-    }
-
-    #[test]
-    fn outputs_follow_the_kind() {
-        let filter = json!({"cases": [{"name": "VIP", "next": 3}, {"next": null}], "else": 4});
-        let outs = outputs("filter", filter.as_object().unwrap());
-        assert_eq!(
-            outs.iter().map(|o| o.label.as_str()).collect::<Vec<_>>(),
-            ["VIP", "Case 2", "Else"]
+        assert!(
+            parse_conditions("1a exists")
+                .unwrap_err()
+                .starts_with("line 1")
         );
-        assert_eq!(outs[0].to, Some(3));
-        assert!(outputs("end_call", &Map::new()).is_empty());
     }
 }

@@ -490,7 +490,9 @@ impl Program {
                 Rule::Broken { .. } => unreachable!("a broken rule is unfinished"),
             }
         }
-        let entry = route.map(|(_, flow)| flow).or_else(|| self.first_flow.clone());
+        let entry = route
+            .map(|(_, flow)| flow)
+            .or_else(|| self.first_flow.clone());
         let Some(flow) = entry.and_then(|f| self.flows.get(&f)) else {
             return self.fail(steps, "the agent has no First Flow to run");
         };
@@ -515,7 +517,7 @@ impl Program {
                 if c.when.list.is_empty() {
                     Some(format!("{} has no conditions yet", c.label(i)))
                 } else {
-                    match c.next {
+                    match &c.next {
                         None => Some(format!("{} leads to no flow yet", c.label(i))),
                         Some(f) if !self.flows.contains_key(f) => {
                             Some(format!("the flow {} leads to is gone", c.label(i)))
@@ -994,14 +996,15 @@ pub fn check_transfer_cycles(program: &Program, flow_order: &[String]) -> Vec<(S
                 Some(to) if on_path.contains(&to) => {
                     let start = path.iter().position(|(f, _)| *f == to).unwrap_or(0);
                     let names: Vec<String> = path[start..].iter().map(|(f, _)| name(f)).collect();
-                    problems.push((
-                        to.clone(),
-                        format!(
-                            "Transfer Flow goes round in a cycle: {} → {}; a call would never end",
-                            names.join(" → "),
-                            name(&to)
-                        ),
-                    ));
+                    let detail = format!(
+                        "Transfer Flow goes round in a cycle: {} → {}; a call would never end",
+                        names.join(" → "),
+                        name(&to)
+                    );
+                    // Said at every flow on the cycle: any of them can break it.
+                    for (f, _) in &path[start..] {
+                        problems.push((f.clone(), detail.clone()));
+                    }
                 }
                 Some(to) if !done.contains(&to) => {
                     on_path.insert(to.clone());
@@ -1036,6 +1039,30 @@ pub fn check_connections(flow: &Flow) -> Vec<(String, String)> {
                 problems.push((
                     key.clone(),
                     format!("its {label} output leads back to the flow's entry, a cycle"),
+                ));
+            }
+        }
+    }
+    // Blocks no path from the entry reaches: a call never gets there.
+    if let Some(entry) = &flow.entry {
+        let mut reached: HashSet<&str> = HashSet::from([entry.as_str()]);
+        let mut todo = vec![entry.clone()];
+        while let Some(key) = todo.pop() {
+            for (_, to) in flow.blocks[&key].connections() {
+                if let Some(k) = flow.order.iter().find(|k| **k == to)
+                    && reached.insert(k.as_str())
+                {
+                    todo.push(to);
+                }
+            }
+        }
+        for key in &flow.order {
+            if !reached.contains(key.as_str()) {
+                problems.push((
+                    key.clone(),
+                    "no path from the flow's entry reaches it: connect a block to it, or \
+                     delete it"
+                        .into(),
                 ));
             }
         }
@@ -1290,7 +1317,7 @@ mod tests {
                 &json!({"cases": [{"name": "", "join": "and", "conditions": [], "flow": null}]}),
             ),
             Rule::compile(
-                9,
+                "r9".into(),
                 "Gone".into(),
                 "filter",
                 &json!({"cases": [{"name": "", "join": "and", "conditions": [
@@ -1315,7 +1342,11 @@ mod tests {
             "f1".into(),
             "A".into(),
             &[
-                ("b1".into(), "greeting".into(), json!({"message": "", "next": "b2"})),
+                (
+                    "b1".into(),
+                    "greeting".into(),
+                    json!({"message": "", "next": "b2"}),
+                ),
                 ("b2".into(), "transfer_flow".into(), json!({"flow": "f2"})),
             ],
         );
@@ -1323,7 +1354,11 @@ mod tests {
             "f2".into(),
             "B".into(),
             &[
-                ("b3".into(), "start".into(), json!({"message": "", "next": "b4"})),
+                (
+                    "b3".into(),
+                    "start".into(),
+                    json!({"message": "", "next": "b4"}),
+                ),
                 ("b4".into(), "transfer_flow".into(), json!({"flow": "f1"})),
             ],
         );
@@ -1349,10 +1384,21 @@ mod tests {
     fn transfer_flow_cycles_across_flows_are_found_once_with_their_flows_named() {
         let flow = |key: &str, name: &str, to: Option<&str>| {
             let blocks = vec![
-                ("s".to_owned(), "start".to_owned(), json!({"message": "", "next": "t"})),
-                ("t".to_owned(), "transfer_flow".to_owned(), json!({"flow": to})),
+                (
+                    "s".to_owned(),
+                    "start".to_owned(),
+                    json!({"message": "", "next": "t"}),
+                ),
+                (
+                    "t".to_owned(),
+                    "transfer_flow".to_owned(),
+                    json!({"flow": to}),
+                ),
             ];
-            (key.to_owned(), Flow::compile(key.into(), name.into(), &blocks))
+            (
+                key.to_owned(),
+                Flow::compile(key.into(), name.into(), &blocks),
+            )
         };
         let order: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
         let p = Program {
@@ -1367,7 +1413,11 @@ mod tests {
             rules: Vec::new(),
         };
         let problems = check_transfer_cycles(&p, &order);
-        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems.len(),
+            3,
+            "one for each flow on the cycle: {problems:?}"
+        );
         assert!(
             problems[0].1.contains(r#""A" → "B" → "C" → "A""#),
             "{problems:?}"
@@ -1390,29 +1440,58 @@ mod tests {
             "f3".into(),
             "C".into(),
             &[
-                ("b1".into(), "start".into(), json!({"message": "", "next": "b2"})),
-                ("b2".into(), "talk".into(), json!({"message": "a", "next": "b3"})),
-                ("b3".into(), "talk".into(), json!({"message": "b", "next": "b2"})),
+                (
+                    "b1".into(),
+                    "start".into(),
+                    json!({"message": "", "next": "b2"}),
+                ),
+                (
+                    "b2".into(),
+                    "talk".into(),
+                    json!({"message": "a", "next": "b3"}),
+                ),
+                (
+                    "b3".into(),
+                    "talk".into(),
+                    json!({"message": "b", "next": "b2"}),
+                ),
             ],
         );
         let problems = check_connections(&cyclic);
         assert_eq!(
             problems,
-            [("b2".to_owned(), "a cycle: #2 Talk → #3 Talk → #2 Talk".to_owned())]
+            [(
+                "b2".to_owned(),
+                "a cycle: #2 Talk → #3 Talk → #2 Talk".to_owned()
+            )]
         );
 
         let dangling = Flow::compile(
             "f4".into(),
             "D".into(),
             &[
-                ("b1".into(), "start".into(), json!({"message": "", "next": "b99"})),
-                ("b2".into(), "filter".into(), json!({"cases": [], "else": "b1"})),
+                (
+                    "b1".into(),
+                    "start".into(),
+                    json!({"message": "", "next": "b99"}),
+                ),
+                (
+                    "b2".into(),
+                    "filter".into(),
+                    json!({"cases": [], "else": "b1"}),
+                ),
             ],
         );
         let problems = check_connections(&dangling);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].1.contains("not in this flow"));
         assert!(problems[1].1.contains("back to the flow's entry"));
+        assert_eq!(problems[2].0, "b2");
+        assert!(
+            problems[2]
+                .1
+                .contains("no path from the flow's entry reaches it")
+        );
     }
 
     #[test]

@@ -206,7 +206,11 @@ pub struct EndpointRow {
 }
 
 /// The endpoint of the agent's Webhook action `key`.
-pub async fn endpoint(db: &Db, agent_id: i64, key: &str) -> Result<Option<EndpointRow>, sqlx::Error> {
+pub async fn endpoint(
+    db: &Db,
+    agent_id: i64,
+    key: &str,
+) -> Result<Option<EndpointRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT a.id, a.key, w.slug,
                 (SELECT k.last_chars FROM webhook_keys k

@@ -2,8 +2,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, StoreError, begin_write, now_ms};
 use super::documents::NewEndpoint;
+use super::{Db, StoreError, begin_write, now_ms};
 use crate::domain::document::AgentDocument;
 use crate::domain::ids::AgentId;
 use crate::domain::phone::Region;
@@ -59,7 +59,8 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let fresh = AgentDocument::new_agent();
-    let created = super::documents::start_agent(&mut tx, agent.id, doc.unwrap_or(&fresh), by).await?;
+    let created =
+        super::documents::start_agent(&mut tx, agent.id, doc.unwrap_or(&fresh), by).await?;
     tx.commit().await?;
     Ok((
         Agent {

@@ -106,7 +106,8 @@ pub async fn revoke(db: &Db, id: i64, admin: Option<i64>) -> Result<(), StoreErr
 /// once a minute, so that reading with it does not write each time).
 pub async fn holder(db: &Db, presented: &str) -> Result<Option<TokenHolder>, sqlx::Error> {
     let hash = SecretHash::of(presented);
-    let row: Option<(i64, i64, String, String, bool, Vec<u8>, Option<i64>)> = sqlx::query_as(
+    type Row = (i64, i64, String, String, bool, Vec<u8>, Option<i64>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT t.id, t.admin_id, a.email, t.name, t.read_only, t.token_hash, t.last_used_at
            FROM api_tokens t JOIN admins a ON a.id = t.admin_id
           WHERE t.token_hash = ? AND t.revoked_at IS NULL",

@@ -556,7 +556,7 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
                 .iter()
                 // A step whose wait ran out still takes data that landed while the call
                 // waited for another step: the call has not started its flow yet.
-                .filter(|s| s.state != StepState::Disabled)
+                .filter(|s| !matches!(s.state, StepState::Disabled | StepState::Simulated))
                 .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
         })
         .collect();
@@ -605,7 +605,11 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         let mine: Vec<Option<Claimed>> = c
             .steps
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
+                if s.state == StepState::Simulated {
+                    return c.preset.get(i).cloned().flatten();
+                }
                 key.0 = s.action_id;
                 key.1.clear();
                 key.1.push_str(&c.caller);

@@ -150,3 +150,43 @@ pub async fn outcomes(db: &Db, agent_id: i64) -> Result<Vec<String>, sqlx::Error
     .fetch_all(&db.read)
     .await
 }
+
+/// Records `fields` as data that arrived for the call after it fell back (a simulated late
+/// payload; real ones are recorded by the writer as they land).
+pub async fn record_late(
+    db: &Db,
+    public_id: &str,
+    fields: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = super::begin_write(db).await?;
+    sqlx::query(
+        "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
+          WHERE public_id = ?",
+    )
+    .bind(fields)
+    .bind(at)
+    .bind(public_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether unused data for `phone` waits at the webhook endpoint `action_id`: its fields'
+/// names and when it was received.
+pub async fn cached_for(
+    db: &Db,
+    action_id: i64,
+    phone: &str,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT fields, received_at FROM contexts
+          WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?",
+    )
+    .bind(action_id)
+    .bind(phone)
+    .bind(super::now_ms())
+    .fetch_optional(&db.read)
+    .await
+}

@@ -70,8 +70,7 @@ pub struct Saved {
 }
 
 fn read_document(text: &str) -> Result<AgentDocument, sqlx::Error> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     AgentDocument::from_json(&value).map_err(|problems| {
         sqlx::Error::Decode(
             format!(
@@ -153,12 +152,14 @@ pub async fn versions(db: &Db, agent_id: i64) -> Result<Vec<VersionMeta>, sqlx::
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(number, published_at, published_by, message)| VersionMeta {
-            number,
-            published_at,
-            published_by,
-            message,
-        })
+        .map(
+            |(number, published_at, published_by, message)| VersionMeta {
+                number,
+                published_at,
+                published_by,
+                message,
+            },
+        )
         .collect())
 }
 
@@ -461,7 +462,14 @@ pub async fn start_agent(
     by: &str,
 ) -> Result<Vec<NewEndpoint>, StoreError> {
     let saved = write_draft(tx, agent_id, doc, Some(0), by).await?;
-    insert_version(tx, agent_id, &doc.to_json().to_string(), by, "First version").await?;
+    insert_version(
+        tx,
+        agent_id,
+        &doc.to_json().to_string(),
+        by,
+        "First version",
+    )
+    .await?;
     Ok(saved.created)
 }
 
@@ -571,12 +579,7 @@ mod legacy {
         .fetch_all(&mut *tx)
         .await?;
         let flow_of: HashMap<i64, i64> = blocks.iter().map(|b| (b.0, b.1)).collect();
-        let flow_key = |id: i64| {
-            flows
-                .iter()
-                .any(|f| f.0 == id)
-                .then(|| format!("f{id}"))
-        };
+        let flow_key = |id: i64| flows.iter().any(|f| f.0 == id).then(|| format!("f{id}"));
         let mut doc = AgentDocument {
             first_flow: first_flow.and_then(flow_key),
             flows: Vec::new(),
@@ -584,9 +587,7 @@ mod legacy {
             variables: Vec::new(),
         };
         for (flow_id, name) in &flows {
-            let in_flow = |id: i64| {
-                (flow_of.get(&id) == Some(flow_id)).then(|| format!("b{id}"))
-            };
+            let in_flow = |id: i64| (flow_of.get(&id) == Some(flow_id)).then(|| format!("b{id}"));
             let mut out = Vec::new();
             for (id, _, kind, config) in blocks.iter().filter(|b| b.1 == *flow_id) {
                 let c: Value = serde_json::from_str(config).unwrap_or_default();
@@ -645,15 +646,23 @@ mod legacy {
                 blocks: out,
             });
         }
-        let actions: Vec<(i64, String, String, String, Option<i64>, Option<i64>, Option<bool>)> =
-            sqlx::query_as(
-                "SELECT a.id, a.kind, a.name, a.config, w.fallback_wait_ms, w.ttl_secs, w.enabled
+        type ActionRow = (
+            i64,
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<i64>,
+            Option<bool>,
+        );
+        let actions: Vec<ActionRow> = sqlx::query_as(
+            "SELECT a.id, a.kind, a.name, a.config, w.fallback_wait_ms, w.ttl_secs, w.enabled
                    FROM precall_actions a LEFT JOIN webhook_actions w ON w.action_id = a.id
                   WHERE a.agent_id = ? ORDER BY a.position, a.id",
-            )
-            .bind(agent_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(agent_id)
+        .fetch_all(&mut *tx)
+        .await?;
         for (id, kind, name, config, wait, ttl, enabled) in actions {
             let c: Value = serde_json::from_str(&config).unwrap_or_default();
             let settings = match kind.as_str() {
@@ -691,14 +700,21 @@ mod legacy {
                 settings,
             });
         }
-        let variables: Vec<(String, String, Option<String>, String, Option<i64>, Option<i64>)> =
-            sqlx::query_as(
-                "SELECT name, type, default_value, description, source_action_id, source_block_id
+        type VariableRow = (
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<i64>,
+            Option<i64>,
+        );
+        let variables: Vec<VariableRow> = sqlx::query_as(
+            "SELECT name, type, default_value, description, source_action_id, source_block_id
                    FROM variables WHERE agent_id = ? ORDER BY name",
-            )
-            .bind(agent_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        )
+        .bind(agent_id)
+        .fetch_all(&mut *tx)
+        .await?;
         for (name, ty, default, description, action, block) in variables {
             let source = match (action, block) {
                 (Some(a), _) => Some(Source::Action(format!("a{a}"))),
@@ -743,12 +759,13 @@ pub fn webhook_settings<'a>(
     draft: Option<&'a AgentDocument>,
 ) -> Option<(&'a document::ActionDoc, i64, bool)> {
     let find = |doc: Option<&'a AgentDocument>| {
-        doc.and_then(|d| d.action(key)).and_then(|a| match a.settings {
-            Action::Webhook {
-                ttl_secs, enabled, ..
-            } => Some((a, ttl_secs, enabled)),
-            _ => None,
-        })
+        doc.and_then(|d| d.action(key))
+            .and_then(|a| match a.settings {
+                Action::Webhook {
+                    ttl_secs, enabled, ..
+                } => Some((a, ttl_secs, enabled)),
+                _ => None,
+            })
     };
     find(published).or_else(|| find(draft))
 }

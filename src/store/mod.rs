@@ -6,9 +6,9 @@
 //! `BEGIN IMMEDIATE`, so a read-then-write never fails with SQLITE_BUSY.
 
 pub mod actions;
-pub mod api_tokens;
 pub mod admins;
 pub mod agents;
+pub mod api_tokens;
 pub mod batch;
 pub mod calls;
 pub mod contexts;

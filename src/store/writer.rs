@@ -152,6 +152,8 @@ pub struct CallAttempt {
     pub steps: Vec<StepAttempt>,
     /// Builds the call's record from what was claimed (one entry per step).
     pub finish: Finish,
+    /// What each `Simulated` step received, given rather than claimed.
+    pub preset: Vec<Option<Claimed>>,
 }
 
 impl std::fmt::Debug for CallAttempt {
@@ -179,6 +181,9 @@ pub enum StepState {
     GaveUp,
     /// The action is disabled.
     Disabled,
+    /// A simulated call: what the step received is given with the attempt, nothing cached
+    /// is claimed.
+    Simulated,
 }
 
 /// Data a call claimed: the context's id and its fields as stored.

@@ -107,6 +107,25 @@ impl Console {
         to.trim_start_matches("/admin/agents/").to_owned()
     }
 
+    /// Publishes the agent's draft from its Publish page; panics with the page if refused.
+    pub async fn publish(&self, agent: &str) {
+        let page = format!("/admin/agents/{agent}/draft");
+        let res = self
+            .submit(
+                &page,
+                &format!("/admin/agents/{agent}/publish"),
+                &[("message", "")],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let to = location(&res);
+        assert!(
+            to.ends_with("/versions"),
+            "not published: {}",
+            self.page(&to).await
+        );
+    }
+
     /// Adds a webhook action named "CRM" through the wizard's Setup step; returns the
     /// Configure step's path, to which Setup leads.
     pub async fn create_webhook(&self, agent: &str) -> String {
@@ -499,7 +518,7 @@ impl Webhook {
             .nth(1)
             .unwrap()
             .chars()
-            .take_while(char::is_ascii_digit)
+            .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect();
         let page = admin.page(&configure).await;
         let key: String = page[page.find("pcwk_").unwrap()..]
@@ -800,7 +819,7 @@ async fn set_as_first_flow_moves_the_flag_and_the_add_control_follows_it() {
     let first_link = overview.split("/flows/").nth(1).unwrap();
     let first: String = first_link
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
 
     let res = admin
@@ -881,18 +900,22 @@ async fn declaring_a_variable_validates_its_name_type_and_default() {
         ("call_id", "string", ""),
         ("ok", "colour", ""),
     ] {
-        admin
+        let res = admin
             .submit(
                 &path,
                 &path,
                 &[("name", name), ("type", ty), ("default", default)],
             )
             .await;
-        let page = admin.page(&path).await;
-        assert!(
-            page.contains("flash bad"),
+        assert_eq!(
+            res.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
             "{name} {ty} {default:?} accepted"
         );
+        let page = res.text().await.unwrap();
+        assert!(page.contains("Not saved:"), "{page}");
+        // The form comes back as it was typed.
+        assert!(page.contains(&format!(r#"value="{name}""#)), "{page}");
     }
     admin
         .submit(

@@ -175,6 +175,20 @@ pub(crate) async fn new_webhook(b: &Browser, app: &TestApp, agent: &str, webhook
     agent_id
 }
 
+/// Publishes the agent's draft from its Publish page, as an admin would.
+pub(crate) async fn publish(b: &Browser, app: &TestApp, agent_id: &str) {
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}/draft", app.address))
+        .await
+        .unwrap();
+    b.click("form[action$='/publish'] button[type=submit]")
+        .await;
+    b.until("the published notice", |s| {
+        s.contains("Published as version")
+    })
+    .await;
+}
+
 /// Runs the copied cURL command (the browser's text, as an admin would paste it). Async:
 /// the server under test runs on this test's runtime.
 async fn run_curl(command: &str) -> (u16, Value) {
@@ -282,8 +296,10 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
         .await;
     b.click(".delivery input[value='priority:string']").await;
     b.click(".delivery .fields-form button").await;
-    b.until("the saved notice", |s| s.contains("Saved as variables"))
-        .await;
+    b.until("the saved notice", |s| {
+        s.contains("Saved to the draft as variables")
+    })
+    .await;
     b.client
         .goto(&format!(
             "{}/admin/agents/{agent_id}/variables",
@@ -422,8 +438,9 @@ async fn unlabelled(b: &Browser) -> Value {
 async fn an_admin_simulates_calls_with_early_and_late_webhook_data_and_reads_their_history() {
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
-    // A webhook with the default time wait before fallback: 2000 ms.
+    // A webhook with the default time wait before fallback: 2000 ms, published.
     let agent_id = new_webhook(&b, &app, "Support line", "CRM").await;
+    publish(&b, &app, &agent_id).await;
     b.client
         .goto(&format!("{}/admin/agents/{agent_id}", app.address))
         .await
@@ -529,9 +546,11 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
     sign_up(&b, &app).await;
-    // The demo agent: its First Flow, a Verification flow, and a CRM webhook.
+    // The fraud detection example's agent: its First Flow, a Verification flow, a CRM
+    // webhook and a risk check.
     let demo = app.cli_json(&["demo", "--wait-ms", "500"]);
-    let agent_id = demo["agentId"].as_str().unwrap().to_owned();
+    let agent_id = demo["examples"][3]["agentId"].as_str().unwrap().to_owned();
+    app.declare(&agent_id, "priority", "string", None);
     b.client
         .goto(&format!("{}/admin/agents/{agent_id}", app.address))
         .await
@@ -544,7 +563,7 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
     assert_eq!(unlabelled(&b).await, json!([]), "controls without a label");
     b.fill("#r-name", "VIP line").await;
     b.fill("#case0-name", "VIP").await;
-    // A typo in the variable is refused with the reason, and nothing is saved.
+    // A typo in the variable is saved to the draft, said, and refuses the publish.
     b.fill("#case0-conditions", "priorty equals high").await;
     b.css("#case0-flow")
         .await
@@ -552,19 +571,28 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
         .await
         .unwrap();
     b.click("form .actions button.primary").await;
-    let error = b.text(".flash.bad").await;
-    assert!(error.contains("priorty is not a variable"), "{error}");
-    b.fill("#r-name", "VIP line").await;
-    b.fill("#case0-name", "VIP").await;
-    b.fill("#case0-conditions", "priority equals high").await;
-    b.css("#case0-flow")
-        .await
-        .select_by_label("Verification")
+    let notice = b.text(".flash.ok").await;
+    assert!(notice.contains("priorty is not a variable"), "{notice}");
+    b.client
+        .goto(&format!("{}/admin/agents/{agent_id}/draft", app.address))
         .await
         .unwrap();
+    b.click("form[action$='/publish'] button[type=submit]")
+        .await;
+    let error = b.text(".flash.bad").await;
+    assert!(error.starts_with("Not published"), "{error}");
+    assert!(
+        b.text("#problems-title + ul")
+            .await
+            .contains("priorty is not a variable")
+    );
+    full_shot(&b, "16b-publish-refused", 1280).await;
+    b.click("#problems-title + ul a").await;
+    b.fill("#case0-conditions", "priority equals high").await;
     b.click("form .actions button.primary").await;
-    assert_eq!(b.text(".flash.ok").await, "Saved.");
+    assert_eq!(b.text(".flash.ok").await, "Saved to the draft.");
     full_shot(&b, "17-precall-filter", 1280).await;
+    publish(&b, &app, &agent_id).await;
 
     // A simulated call whose webhook says priority high starts in Verification.
     b.client
@@ -717,6 +745,6 @@ async fn action_of(b: &Browser) -> String {
         .nth(1)
         .unwrap()
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
 }

@@ -59,6 +59,8 @@ impl Console {
             .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert!(self.page(configure).await.contains("Settings saved"));
+        let agent = configure.split('/').nth(3).unwrap();
+        self.publish(agent).await;
     }
 
     /// Makes the First Flow ask for each of `variables` in turn after its Greeting, through
@@ -112,6 +114,7 @@ impl Console {
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         let page = self.page(&format!("{editor}?block={greeting}")).await;
         assert!(!page.contains("flash bad"), "the flow was saved");
+        self.publish(agent).await;
     }
 }
 
@@ -166,8 +169,85 @@ async fn a_payload_sent_before_the_fallback_time_ends_the_wait_with_webhook_data
     );
     assert!(page.contains("<code>customer_name</code>") && page.contains("Jane Doe"));
     assert!(page.contains(r#"<span class="step-kind">Greeting</span>"#));
-    assert!(page.contains("The webhook accepted the payload, sent 150 ms after"));
+    assert!(
+        page.contains("The payload came through &#34;CRM&#34; 150 ms after")
+            || page.contains("The payload came through \"CRM\" 150 ms after"),
+        "{page}"
+    );
     assert!(!page.contains(r#"id="late""#));
+}
+
+#[tokio::test]
+async fn a_simulation_uses_the_typed_payload_and_leaves_a_real_callers_cached_data_alone() {
+    let app = spawn_app().await;
+    let (admin, agent) = agent_with_webhook(&app, "2").await;
+    // A real sender cached data for the caller, with another name.
+    let configure = admin.page(&format!("/admin/agents/{agent}")).await;
+    let key_path = configure[configure.find("/actions/").unwrap()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let rotated = admin
+        .submit(
+            &format!("/admin/agents/{agent}{key_path}"),
+            &format!(
+                "/admin/agents/{agent}{}",
+                key_path.replace("/configure", "/key")
+            ),
+            &[("grace_secs", "0")],
+        )
+        .await;
+    assert_eq!(rotated.status(), StatusCode::SEE_OTHER);
+    let page = admin.page(&location(&rotated)).await;
+    let key: String = page[page.find("pcwk_").unwrap()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let url: String = page[page.find(&format!("{}/webhooks/", app.address)).unwrap()..]
+        .chars()
+        .take_while(|c| *c != '<' && *c != '&')
+        .collect();
+    let res = app
+        .client
+        .post(&url)
+        .header("X-Authorization", &key)
+        .json(&json!({"agentId": agent, "phoneNumber": "+12125550123", "customer_name": "Real Caller"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    let body = payload(&agent, "+12125550123");
+    let call = admin
+        .simulate(
+            &agent,
+            &[
+                ("from", "+12125550123"),
+                ("payload", &body),
+                ("delay_ms", "100"),
+            ],
+        )
+        .await;
+    let page = admin.page(&call).await;
+    assert!(
+        page.contains("Jane Doe"),
+        "the typed payload was used: {page}"
+    );
+    assert!(
+        !page.contains("Real Caller"),
+        "the cached data was not used"
+    );
+    assert!(page.contains("holds data for this caller"), "{page}");
+    assert!(page.contains("left it"), "{page}");
+    // The real caller's data still waits for their call.
+    let deliveries = admin
+        .page(&format!(
+            "/admin/agents/{agent}{}",
+            key_path.replace("/configure", "/deliveries")
+        ))
+        .await;
+    assert!(deliveries.contains("waiting for its call"), "{deliveries}");
 }
 
 #[tokio::test]

@@ -342,13 +342,7 @@ async fn late_data_for_the_one_action_a_call_fell_back_on_is_recorded() {
 #[tokio::test]
 async fn answers_to_undeclared_variables_are_refused_in_shapes_a_webhook_could_not_send() {
     let app = spawn_app().await;
-    let demo = app.cli_json(&["demo", "--wait-ms", "0"]);
-    let setup = crate::helpers::Setup {
-        agent_id: demo["agentId"].as_str().unwrap().to_owned(),
-        url: demo["url"].as_str().unwrap().to_owned(),
-        key: demo["apiKey"].as_str().unwrap().to_owned(),
-        token: demo["runtimeToken"].as_str().unwrap().to_owned(),
-    };
+    let (setup, _) = crate::examples::demo_waiting(&app, "0").await;
     let call = app.start_call_json(&setup, "+12125550199").await;
     assert_eq!(call["question"]["variable"], "reason", "{call:#}");
     let input = format!(

@@ -1,7 +1,7 @@
-//! Flows are checked when saved: cycles, connections that lead out of the flow, unknown
-//! variables in templates and Filters comparing a number with text are refused with the
-//! reason, and nothing changes. Pre-call Filter and End Call actions are checked the same
-//! way, and run on the next call.
+//! Flows and pre-call actions are saved to the draft whatever they lack, and checked whole
+//! when published: cycles, connections that lead out of the flow, unknown variables in
+//! templates and Filters comparing a number with text are said when saved, marked in the
+//! editor, and refuse a publish with the reason; calls run the published version meanwhile.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ async fn first_flow(app: &TestApp) -> (Console, Flow) {
     let at = html.find(&marker).unwrap() + marker.len();
     let flow: String = html[at..]
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
     (console, Flow { agent, flow })
 }
@@ -45,7 +45,10 @@ async fn add_block(console: &Console, f: &Flow, kind: &str) -> String {
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let to = location(&res);
     let at = to.find("block=").unwrap() + "block=".len();
-    to[at..].chars().take_while(char::is_ascii_digit).collect()
+    to[at..]
+        .chars()
+        .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 /// Saves a block's form; returns the page it leads back to (with its notice or error).
@@ -63,26 +66,78 @@ fn error_of(html: &str) -> Option<String> {
     Some(rest[..rest.find("</div>").unwrap()].to_owned())
 }
 
-#[tokio::test]
-async fn a_cycle_is_refused_on_save_with_the_path_named() {
-    let app = spawn_app().await;
-    let (console, f) = first_flow(&app).await;
-    let a = add_block(&console, &f, "talk").await;
-    let b = add_block(&console, &f, "talk").await;
-    let page = save(&console, &f, &a, &[("message", "One"), ("next", &b)]).await;
-    assert_eq!(error_of(&page), None, "a chain is fine");
-    let page = save(&console, &f, &b, &[("message", "Two"), ("next", &a)]).await;
-    let error = error_of(&page).expect("refused");
+/// What the notice of a save says is left to finish, if anything.
+fn to_finish(html: &str) -> Option<String> {
+    let at = html.find("To finish before publishing: ")?;
+    let rest = &html[at..];
+    Some(rest[..rest.find("</div>").unwrap()].to_owned())
+}
+
+/// Tries to publish the agent's draft from the console; returns the Publish page's problems
+/// when it is refused, `None` when it was published.
+async fn try_publish(console: &Console, agent: &str) -> Option<String> {
+    let page = format!("/admin/agents/{agent}/draft");
+    let res = console
+        .submit(
+            &page,
+            &format!("/admin/agents/{agent}/publish"),
+            &[("message", "")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let to = location(&res);
+    if to.ends_with("/versions") {
+        return None;
+    }
+    let html = console.page(&to).await;
     assert!(
-        error.contains("a cycle: #2 Talk → #3 Talk → #2 Talk"),
-        "{error}"
+        error_of(&html).unwrap().starts_with("Not published"),
+        "{html}"
     );
-    // Nothing changed: Two was not saved.
-    assert!(!page.contains("Two"), "the refused message was stored");
+    let at = html
+        .find(r#"id="problems-title""#)
+        .expect("the problems are listed");
+    Some(html[at..].to_owned())
 }
 
 #[tokio::test]
-async fn a_connection_to_another_flows_block_is_refused() {
+async fn a_cycle_is_saved_to_the_draft_marked_and_refuses_the_publish_with_its_path() {
+    let app = spawn_app().await;
+    let (console, f) = first_flow(&app).await;
+    let greeting = first_block(&console, &f).await;
+    let a = add_block(&console, &f, "talk").await;
+    let b = add_block(&console, &f, "talk").await;
+    save(&console, &f, &greeting, &[("message", "Hi"), ("next", &a)]).await;
+    let page = save(&console, &f, &a, &[("message", "One"), ("next", &b)]).await;
+    assert_eq!(error_of(&page), None, "a chain is fine");
+    let page = save(&console, &f, &b, &[("message", "Two"), ("next", &a)]).await;
+    assert_eq!(error_of(&page), None);
+    let left = to_finish(&page).expect("what is left is said");
+    assert!(
+        left.contains("a cycle: #2 Talk → #3 Talk → #2 Talk"),
+        "{left}"
+    );
+    // The editor marks it, and the publish is refused naming it.
+    assert!(page.contains(r#"class="badge warn">to finish<"#));
+    let problems = try_publish(&console, &f.agent).await.expect("refused");
+    assert!(
+        problems.contains("a cycle: #2 Talk → #3 Talk → #2 Talk"),
+        "{problems}"
+    );
+    // Calls still run version 1: a greeting, then the end.
+    let token = app.create_token(&f.agent);
+    let call: serde_json::Value = app
+        .start_call_as(&token, &f.agent, "+12125550100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["version"], 1);
+    assert!(!call.to_string().contains("Two"), "{call:#}");
+}
+
+#[tokio::test]
+async fn a_connection_to_another_flows_block_is_refused_and_the_form_kept() {
     let app = spawn_app().await;
     let (console, f) = first_flow(&app).await;
     let res = console
@@ -99,29 +154,46 @@ async fn a_connection_to_another_flows_block_is_refused() {
     };
     let elsewhere = add_block(&console, &other, "talk").await;
     let talk = add_block(&console, &f, "talk").await;
-    let page = save(
-        &console,
-        &f,
-        &talk,
-        &[("message", "Hi"), ("next", &elsewhere)],
-    )
-    .await;
-    let error = error_of(&page).expect("refused");
+    // The form offers only this flow's blocks; one posted anyway is refused.
+    let res = console
+        .submit(
+            &f.path(),
+            &format!("{}/blocks/{talk}", f.path()),
+            &[("message", "Hello from the form"), ("next", &elsewhere)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("no block of this flow has the key"), "{page}");
     assert!(
-        error.contains("leads to a block that is not in this flow"),
-        "{error}"
+        page.contains("Hello from the form"),
+        "the typed message is kept"
     );
 }
 
 #[tokio::test]
-async fn an_unknown_variable_in_a_template_is_refused_and_a_known_one_saved() {
+async fn an_unknown_variable_in_a_template_is_said_on_save_and_a_known_one_publishes() {
     let app = spawn_app().await;
     let (console, f) = first_flow(&app).await;
     app.declare(&f.agent, "customer_name", "string", None);
+    let greeting = first_block(&console, &f).await;
     let talk = add_block(&console, &f, "talk").await;
+    save(
+        &console,
+        &f,
+        &greeting,
+        &[("message", "Hello"), ("next", &talk)],
+    )
+    .await;
     let page = save(&console, &f, &talk, &[("message", "Hi {{customer_nmae}}")]).await;
-    let error = error_of(&page).expect("refused");
-    assert!(error.contains("{{customer_nmae}}"), "{error}");
+    let left = to_finish(&page).expect("said");
+    assert!(left.contains("{{customer_nmae}}"), "{left}");
+    assert!(
+        try_publish(&console, &f.agent)
+            .await
+            .unwrap()
+            .contains("{{customer_nmae}}")
+    );
     let page = save(
         &console,
         &f,
@@ -129,7 +201,7 @@ async fn an_unknown_variable_in_a_template_is_refused_and_a_known_one_saved() {
         &[("message", "Hi {{customer_name|there}}")],
     )
     .await;
-    assert_eq!(error_of(&page), None);
+    assert_eq!(to_finish(&page), None);
     assert!(page.contains("Hi {{customer_name|there}}"));
     // A variable a Collect fills is known too.
     let collect = add_block(&console, &f, "collect").await;
@@ -140,17 +212,42 @@ async fn an_unknown_variable_in_a_template_is_refused_and_a_known_one_saved() {
         &[("variable", "issue"), ("prompt", "What is it about?")],
     )
     .await;
-    let page = save(&console, &f, &talk, &[("message", "About {{issue}}")]).await;
-    assert_eq!(error_of(&page), None);
+    let page = save(
+        &console,
+        &f,
+        &talk,
+        &[("message", "About {{issue}}"), ("next", &collect)],
+    )
+    .await;
+    assert_eq!(to_finish(&page), None);
+    assert_eq!(try_publish(&console, &f.agent).await, None);
+}
+
+/// The key of the flow's first block (its entry).
+async fn first_block(console: &Console, f: &Flow) -> String {
+    let html = console.page(&f.path()).await;
+    let at = html.find("?block=").unwrap() + "?block=".len();
+    html[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 #[tokio::test]
-async fn a_filter_comparing_a_number_with_text_is_refused() {
+async fn a_filter_comparing_a_number_with_text_is_said_and_refuses_the_publish() {
     let app = spawn_app().await;
     let (console, f) = first_flow(&app).await;
     app.declare(&f.agent, "risk_score", "number", Some("0"));
+    let greeting = first_block(&console, &f).await;
     let filter = add_block(&console, &f, "filter").await;
     let end = add_block(&console, &f, "end_call").await;
+    save(
+        &console,
+        &f,
+        &greeting,
+        &[("message", "Hello"), ("next", &filter)],
+    )
+    .await;
     for (conditions, expected) in [
         ("risk_score equals \"80\"", "risk_score is number"),
         ("risk_score greater than high", "needs a number"),
@@ -169,8 +266,14 @@ async fn a_filter_comparing_a_number_with_text_is_refused() {
             ],
         )
         .await;
-        let error = error_of(&page).unwrap_or_else(|| panic!("{conditions} was saved"));
-        assert!(error.contains(expected), "{conditions}: {error}");
+        let left = to_finish(&page).unwrap_or_else(|| panic!("{conditions}: nothing said"));
+        assert!(left.contains(expected), "{conditions}: {left}");
+        assert!(
+            try_publish(&console, &f.agent)
+                .await
+                .unwrap()
+                .contains(expected)
+        );
     }
     let page = save(
         &console,
@@ -182,11 +285,13 @@ async fn a_filter_comparing_a_number_with_text_is_refused() {
             ("case0_join", "and"),
             ("case0_conditions", "risk_score greater than 80"),
             ("case0_next", &end),
+            ("else", &end),
         ],
     )
     .await;
-    assert_eq!(error_of(&page), None);
-    assert!(page.contains("Risky →"));
+    assert_eq!(to_finish(&page), None, "{page}");
+    assert!(page.contains("Risky</bdi> →"));
+    assert_eq!(try_publish(&console, &f.agent).await, None);
 }
 
 #[tokio::test]
@@ -217,14 +322,21 @@ async fn a_precall_end_call_refuses_matching_calls_before_the_greeting() {
     let res = console
         .submit(&rule, &rule, &form("blocked equals 3"))
         .await;
-    let error = error_of(&console.page(&location(&res)).await).expect("refused");
-    assert!(error.contains("blocked is boolean"), "{error}");
+    let left = to_finish(&console.page(&location(&res)).await).expect("said");
+    assert!(left.contains("blocked is boolean"), "{left}");
+    assert!(
+        try_publish(&console, &f.agent)
+            .await
+            .unwrap()
+            .contains("blocked is boolean")
+    );
     let res = console
         .submit(&rule, &rule, &form("blocked equals true"))
         .await;
-    assert_eq!(error_of(&console.page(&location(&res)).await), None);
+    assert_eq!(to_finish(&console.page(&location(&res)).await), None);
     // The flow editor lists it above the First Flow.
     assert!(console.page(&f.path()).await.contains("Blocked callers"));
+    assert_eq!(try_publish(&console, &f.agent).await, None);
 
     let res = app
         .client
@@ -276,18 +388,96 @@ async fn the_editor_lists_what_is_left_to_finish() {
 }
 
 #[tokio::test]
-async fn deleting_a_block_disconnects_the_outputs_that_led_to_it() {
+async fn deleting_a_block_reconnects_what_led_to_it_as_chosen_and_lists_what_is_cut_off() {
     let app = spawn_app().await;
     let (console, f) = first_flow(&app).await;
+    let greeting = first_block(&console, &f).await;
     let talk = add_block(&console, &f, "talk").await;
+    let mid = add_block(&console, &f, "talk").await;
     let end = add_block(&console, &f, "end_call").await;
-    let page = save(&console, &f, &talk, &[("message", "One"), ("next", &end)]).await;
-    assert_eq!(error_of(&page), None);
+    save(
+        &console,
+        &f,
+        &greeting,
+        &[("message", "Hi"), ("next", &talk)],
+    )
+    .await;
+    save(&console, &f, &talk, &[("message", "One"), ("next", &mid)]).await;
+    let page = save(&console, &f, &mid, &[("message", "Two"), ("next", &end)]).await;
+    assert!(!page.contains("To finish"), "{page}");
+    // The delete form offers to reconnect to what the block led to.
+    let page = console.page(&format!("{}?block={mid}", f.path())).await;
+    assert!(
+        page.contains(&format!(r#"<option value="{end}" selected>"#)),
+        "{page}"
+    );
     let res = console
-        .submit(&f.path(), &format!("{}/blocks/{end}/delete", f.path()), &[])
+        .submit(
+            &f.path(),
+            &format!("{}/blocks/{mid}/delete", f.path()),
+            &[("reconnect", &end)],
+        )
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let page = console.page(&f.path()).await;
-    assert!(!page.contains("To finish"), "no dangling output is left");
-    assert!(page.contains("Next →</span> not connected"));
+    let page = console.page(&location(&res)).await;
+    assert!(page.contains("now leads to the block after it"), "{page}");
+    assert!(!page.contains("To finish"), "nothing is cut off: {page}");
+    assert!(page.contains("Next</bdi> →</span> #3 End Call"), "{page}");
+
+    // Deleted without reconnecting, what came after is listed as unreachable.
+    let res = console
+        .submit(
+            &f.path(),
+            &format!("{}/blocks/{talk}/delete", f.path()),
+            &[("reconnect", "")],
+        )
+        .await;
+    let page = console.page(&location(&res)).await;
+    assert!(page.contains("not connected now"), "{page}");
+    assert!(page.contains("To finish before calls can use this flow"));
+    assert!(
+        page.contains("#2 End Call: no path from the flow&#39;s entry reaches it")
+            || page.contains("#2 End Call: no path from the flow's entry reaches it"),
+        "{page}"
+    );
+}
+
+/// Adds a pre-call Filter with the ➕; returns its page.
+async fn new_filter(console: &Console, f: &Flow) -> String {
+    let res = console
+        .submit(
+            &f.path(),
+            &format!("/admin/agents/{}/rules", f.agent),
+            &[("kind", "filter")],
+        )
+        .await;
+    location(&res)
+}
+
+#[tokio::test]
+async fn a_deleted_blocks_or_actions_address_never_names_a_new_one() {
+    let app = spawn_app().await;
+    let (console, f) = first_flow(&app).await;
+    let first = add_block(&console, &f, "talk").await;
+    console
+        .submit(
+            &f.path(),
+            &format!("{}/blocks/{first}/delete", f.path()),
+            &[],
+        )
+        .await;
+    let second = add_block(&console, &f, "talk").await;
+    assert_ne!(first, second, "a block's key is never reused");
+    let a = new_filter(&console, &f).await;
+    let key = a.rsplit('/').next().unwrap().to_owned();
+    console
+        .submit(
+            &format!("/admin/agents/{}/actions/{key}/delete", f.agent),
+            &format!("/admin/agents/{}/actions/{key}/delete", f.agent),
+            &[],
+        )
+        .await;
+    let b = new_filter(&console, &f).await;
+    assert_ne!(a, b, "an action's address is never reused");
+    assert_eq!(console.get(&a).await.status(), StatusCode::NOT_FOUND);
 }

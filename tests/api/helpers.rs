@@ -132,6 +132,7 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Adds a Webhook action and publishes the draft: calls wait for it from then on.
     pub fn create_webhook(&self, agent_id: &str, wait_ms: u64, ttl_secs: u64) -> (String, String) {
         let out = self.cli_json(&[
             "action",
@@ -142,6 +143,7 @@ impl TestApp {
             &wait_ms.to_string(),
             "--ttl-secs",
             &ttl_secs.to_string(),
+            "--publish",
         ]);
         (
             out["url"].as_str().unwrap().to_owned(),
@@ -158,7 +160,15 @@ impl TestApp {
 
     pub fn declare(&self, agent_id: &str, name: &str, ty: &str, default: Option<&str>) {
         let mut args = vec![
-            "variable", "set", "--agent", agent_id, "--name", name, "--type", ty,
+            "variable",
+            "set",
+            "--agent",
+            agent_id,
+            "--name",
+            name,
+            "--type",
+            ty,
+            "--publish",
         ];
         if let Some(d) = default {
             args.extend(["--default", d]);

@@ -528,14 +528,17 @@ async fn a_disabled_webhook_answers_409_and_stores_nothing() {
         "--wait-ms",
         "0",
     ]);
-    let id = created["actionId"].to_string();
+    let id = created["actionKey"].as_str().unwrap().to_owned();
     app.cli(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &agent_id,
+        "--action",
         &id,
         "--enabled",
         "false",
+        "--publish",
     ]);
     let res = app
         .client
@@ -556,14 +559,17 @@ async fn a_disabled_webhook_with_a_wrong_key_says_401_not_409() {
     let app = spawn_app().await;
     let agent_id = app.create_agent("US");
     let created = app.cli_json(&["action", "create-webhook", "--agent", &agent_id]);
-    let id = created["actionId"].to_string();
+    let id = created["actionKey"].as_str().unwrap().to_owned();
     app.cli(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &agent_id,
+        "--action",
         &id,
         "--enabled",
         "false",
+        "--publish",
     ]);
     let res = app
         .client
@@ -596,14 +602,17 @@ async fn disabling_a_webhook_from_the_cli_takes_effect_on_a_running_server() {
             .send()
     };
     assert_eq!(send().await.unwrap().status(), 202);
-    let id = created["actionId"].to_string();
+    let id = created["actionKey"].as_str().unwrap().to_owned();
     app.cli(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &agent_id,
+        "--action",
         &id,
         "--enabled",
         "false",
+        "--publish",
     ]);
     // The server caches configuration and notices other processes' changes within moments.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -30,12 +30,14 @@ async fn until_key_works(app: &TestApp, s: &Setup, key: &str) {
     }
 }
 
-fn rotate(app: &TestApp, action_id: &str, grace_secs: &str) -> Value {
+fn rotate(app: &TestApp, w: &crate::signing::Webhook, grace_secs: &str) -> Value {
     app.cli_json(&[
         "action",
         "rotate-key",
-        "--id",
-        action_id,
+        "--agent",
+        &w.setup.agent_id,
+        "--action",
+        &w.action_id,
         "--grace-secs",
         grace_secs,
     ])
@@ -53,7 +55,7 @@ async fn an_old_key_works_during_its_grace_period_and_stops_after_it() {
         202
     );
 
-    let rotated = rotate(&app, &w.action_id, "2");
+    let rotated = rotate(&app, &w, "2");
     let new = rotated["apiKey"].as_str().unwrap().to_owned();
     assert!(new.starts_with("pcwk_") && new != old);
     assert!(rotated["oldKeysValidUntil"].is_string(), "{rotated}");
@@ -93,7 +95,7 @@ async fn rotating_without_a_grace_period_stops_the_old_key_at_once() {
     let app = spawn_app().await;
     let w = webhook(&app);
     let s = &w.setup;
-    let rotated = rotate(&app, &w.action_id, "0");
+    let rotated = rotate(&app, &w, "0");
     assert!(rotated["oldKeysValidUntil"].is_null());
     let new = rotated["apiKey"].as_str().unwrap();
     until_key_works(&app, s, new).await;
@@ -116,7 +118,7 @@ async fn when_a_key_command_returns_the_server_already_obeys_it() {
             202,
             "round {round}"
         );
-        let rotated = rotate(&app, &w.action_id, "0");
+        let rotated = rotate(&app, &w, "0");
         let new = rotated["apiKey"].as_str().unwrap().to_owned();
         // No waiting: the command returned, so the old key is refused and the new one opens.
         assert_eq!(
@@ -139,7 +141,8 @@ async fn a_grace_period_outside_0_to_7_days_is_refused_and_changes_nothing() {
     let w = webhook(&app);
     for grace in ["604801", "-1"] {
         let out = Command::new(BIN)
-            .args(["action", "rotate-key", "--id", &w.action_id])
+            .args(["action", "rotate-key", "--agent", &w.setup.agent_id])
+            .args(["--action", &w.action_id])
             .arg(format!("--grace-secs={grace}"))
             .env("PRECALL_DATABASE_URL", &app.database_url)
             .output()
@@ -242,7 +245,7 @@ async fn a_key_never_opens_another_webhooks_url_even_in_its_grace_period() {
     let b_url = second["url"].as_str().unwrap();
     let b_key = second["apiKey"].as_str().unwrap();
     let other = webhook(&app);
-    let rotated = rotate(&app, &a.action_id, "3600");
+    let rotated = rotate(&app, &a, "3600");
     let a_new = rotated["apiKey"].as_str().unwrap();
     until_key_works(&app, &a.setup, a_new).await;
 

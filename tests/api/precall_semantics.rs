@@ -35,7 +35,7 @@ async fn first_flow_path(console: &Console, agent: &str) -> String {
     let at = html.find(&marker).unwrap();
     let id: String = html[at + marker.len()..]
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
     format!("{marker}{id}")
 }
@@ -74,7 +74,7 @@ async fn add_flow(console: &Console, agent: &str, name: &str) -> String {
     let marker = format!("/admin/agents/{agent}/flows/");
     to[to.find(&marker).unwrap() + marker.len()..]
         .chars()
-        .take_while(char::is_ascii_digit)
+        .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
 }
 
@@ -87,33 +87,42 @@ fn steps_of<'a>(call: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The Publish page's list of what to finish (empty when there is nothing).
+async fn draft_problems(console: &Console, agent: &str) -> String {
+    let page = console.page(&format!("/admin/agents/{agent}/draft")).await;
+    match page.find(r#"id="problems-title""#) {
+        Some(at) => page[at..].to_owned(),
+        None => String::new(),
+    }
+}
+
 #[tokio::test]
 async fn an_end_call_just_added_with_the_plus_button_refuses_no_call() {
     let app = spawn_app().await;
     let (console, setup) = agent_with_console(&app, 0).await;
     add_rule(&console, &setup.agent_id, "end_call").await;
 
+    // The click changed the draft only: calls run the published version as before.
     let call = app.start_call_json(&setup, "+12125550101").await;
     assert_eq!(call["outcome"], "completed", "{call:#}");
     assert!(call["greeting"].is_string());
-    let end_call = steps_of(&call, "precall_end_call");
-    assert_eq!(end_call.len(), 1, "{call:#}");
-    assert_eq!(end_call[0]["skipped"], true);
-    assert_eq!(
-        end_call[0]["why"],
-        "skipped, because it has no conditions yet"
-    );
-    // The editor lists it under "To finish" and marks it.
+    assert!(steps_of(&call, "precall_end_call").is_empty(), "{call:#}");
+    // The editor lists it under "To finish" and marks it; publishing is refused until then.
     let page = console
         .page(&first_flow_path(&console, &setup.agent_id).await)
         .await;
     assert!(page.contains("To finish before calls can use this flow"));
     assert!(
-        page.contains("Pre-call End Call &#34;End Call&#34;: add at least one condition")
-            || page.contains("Pre-call End Call \"End Call\": add at least one condition"),
+        page.contains("Pre-call &#34;End Call&#34;: add at least one condition")
+            || page.contains("Pre-call \"End Call\": add at least one condition"),
         "{page}"
     );
     assert!(page.contains(">to finish</span>"));
+    assert!(
+        draft_problems(&console, &setup.agent_id)
+            .await
+            .contains("add at least one condition")
+    );
 }
 
 #[tokio::test]
@@ -124,13 +133,17 @@ async fn a_filter_just_added_with_the_plus_button_routes_no_call() {
 
     let call = app.start_call_json(&setup, "+12125550102").await;
     assert_eq!(call["outcome"], "completed", "{call:#}");
-    let filter = steps_of(&call, "precall_filter");
-    assert_eq!(filter[0]["skipped"], true);
-    assert_eq!(
-        filter[0]["why"],
-        "skipped, because Case 1 has no conditions yet"
-    );
+    assert!(steps_of(&call, "precall_filter").is_empty(), "{call:#}");
     assert!(steps_of(&call, "error").is_empty(), "{call:#}");
+    let problems = draft_problems(&console, &setup.agent_id).await;
+    assert!(
+        problems.contains("Case 1: add at least one condition"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("Case 1: choose the flow it leads to"),
+        "{problems}"
+    );
 }
 
 #[tokio::test]
@@ -171,6 +184,7 @@ async fn a_routing_filter_above_an_end_call_does_not_let_a_blocked_caller_throug
     )
     .await;
     assert!(!page.contains("flash bad"), "{page}");
+    console.publish(&agent).await;
 
     let res = app
         .ingest(
@@ -358,7 +372,7 @@ async fn blank_text_is_no_value_in_greetings_questions_and_answers() {
 }
 
 #[tokio::test]
-async fn transfer_flows_that_go_round_between_flows_are_refused_on_save() {
+async fn transfer_flows_that_go_round_between_flows_are_said_on_save_and_refuse_the_publish() {
     let app = spawn_app().await;
     let (console, setup) = agent_with_console(&app, 0).await;
     let agent = setup.agent_id.clone();
@@ -379,7 +393,7 @@ async fn transfer_flows_that_go_round_between_flows_are_refused_on_save() {
             let to_block = location(&res);
             let block: String = to_block[to_block.find("block=").unwrap() + 6..]
                 .chars()
-                .take_while(char::is_ascii_digit)
+                .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
                 .collect();
             let res = console
                 .submit(&path, &format!("{path}/blocks/{block}"), &[("flow", &to)])
@@ -388,14 +402,20 @@ async fn transfer_flows_that_go_round_between_flows_are_refused_on_save() {
         }
     };
     let page = add_transfer(a.clone(), b.clone()).await;
-    assert!(!page.contains("flash bad"), "Billing → Support is fine");
+    assert!(
+        !page.contains("goes round in a cycle"),
+        "Billing → Support is fine"
+    );
     let page = add_transfer(b.clone(), a.clone()).await;
     assert!(
-        page.contains("flash bad"),
-        "Support → Billing closes a cycle"
-    );
-    assert!(
         page.contains("Transfer Flow goes round in a cycle"),
-        "{page}"
+        "Support → Billing closes a cycle: {page}"
+    );
+    let problems = draft_problems(&console, &agent).await;
+    assert!(
+        problems.contains("Transfer Flow goes round in a cycle")
+            && (problems.contains("&#34;Billing&#34; → &#34;Support&#34; → &#34;Billing&#34;")
+                || problems.contains("&#34;Support&#34; → &#34;Billing&#34; → &#34;Support&#34;")),
+        "{problems}"
     );
 }

@@ -70,6 +70,7 @@ pub fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
             &agent_id,
             "--wait-ms",
             &wait_ms.to_string(),
+            "--publish",
         ],
     );
     let token = cli_in(dir, address, &["token", "create", "--agent", &agent_id]);

@@ -46,7 +46,7 @@ impl Hook {
             .nth(1)
             .unwrap()
             .chars()
-            .take_while(char::is_ascii_digit)
+            .take_while(|c: &char| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
             .collect();
         let page = admin.page(&configure).await;
         let key: String = page[page.find("pcwk_").unwrap()..]

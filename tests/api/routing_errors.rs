@@ -88,7 +88,7 @@ async fn the_console_answers_bad_paths_and_queries_with_its_error_page() {
     let configure = console.create_webhook(&agent).await;
     let deliveries = configure.replace("/configure", "/deliveries");
     for (path, status) in [
-        (format!("/admin/agents/{agent}/flows/abc"), 400),
+        (format!("/admin/agents/{agent}/flows/abc"), 404),
         (format!("{deliveries}?before=abc"), 400),
         ("/admin/nope".to_owned(), 404),
         ("/nope".to_owned(), 404),

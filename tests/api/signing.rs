@@ -30,6 +30,7 @@ pub fn webhook(app: &TestApp) -> Webhook {
         &agent_id,
         "--wait-ms",
         "0",
+        "--publish",
     ]);
     let token = app.create_token(&agent_id);
     Webhook {
@@ -39,7 +40,7 @@ pub fn webhook(app: &TestApp) -> Webhook {
             key: created["apiKey"].as_str().unwrap().to_owned(),
             token,
         },
-        action_id: created["actionId"].to_string(),
+        action_id: created["actionKey"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -111,7 +112,9 @@ pub async fn set_signing(app: &TestApp, w: &Webhook, on: bool) -> Option<String>
     let out = app.cli_json(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &w.setup.agent_id,
+        "--action",
         &w.action_id,
         "--signing",
         if on { "on" } else { "off" },
@@ -161,7 +164,9 @@ async fn a_validly_signed_request_is_accepted_and_its_fields_reach_the_call() {
     let again = app.cli_json(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &w.setup.agent_id,
+        "--action",
         &w.action_id,
         "--signing",
         "on",
@@ -394,7 +399,9 @@ async fn a_new_signing_secret_replaces_the_old_one_at_once() {
     let new = app.cli_json(&[
         "action",
         "update-webhook",
-        "--id",
+        "--agent",
+        &w.setup.agent_id,
+        "--action",
         &w.action_id,
         "--new-signing-secret",
     ])["signingSecret"]

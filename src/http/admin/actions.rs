@@ -1,5 +1,6 @@
-//! Pre-call actions: the Webhook wizard (Setup → Configure → Test), the live Test viewer,
-//! deliveries, reordering and deleting.
+//! Webhook actions: the wizard (Setup → Configure → Test), the live Test viewer and the
+//! deliveries. Their settings (name, time wait before fallback, data TTL, enabled) are in the
+//! draft; their URL, keys and signing secret belong to their endpoint and change at once.
 
 use std::time::Duration;
 
@@ -14,16 +15,22 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{HtmlError, Page, PageResult, after, agent, first_flow_link, not_found, render};
+use super::{
+    AgentDraft, DraftBar, HtmlError, Page, PageResult, after, agent, agent_draft, by, edited,
+    first_flow_link, not_found, render,
+};
 use crate::auth::session::{Admin, AdminForm};
+use crate::domain::document::{
+    self, Action, ActionDoc, AgentDocument, DEFAULT_TTL_SECS, DEFAULT_WAIT_MS, Source, VariableDoc,
+};
 use crate::domain::variables::{VarType, VariableName};
+use crate::drafts;
 use crate::http::{AppState, ingest};
-use crate::store::actions::{self, ActionRow, NewWebhook, WebhookChanges};
+use crate::store::actions::{self, EndpointRow};
 use crate::store::admins;
 use crate::store::agents::Agent;
 use crate::store::deliveries::{self, DeliveryRow};
 use crate::store::refusals;
-use crate::store::variables::{self, NewVariable};
 use crate::store::{StoreError, now_ms, rfc3339};
 
 pub fn router() -> Router<AppState> {
@@ -54,15 +61,65 @@ pub fn router() -> Router<AppState> {
             &format!("{base}/{{action}}/deliveries"),
             get(deliveries_page),
         )
-        .route(&format!("{base}/{{action}}/move"), post(move_action))
-        .route(&format!("{base}/{{action}}/delete"), post(delete))
 }
 
-async fn action_of(app: &AppState, a: &Agent, action_id: i64) -> Result<ActionRow, HtmlError> {
-    actions::find(&app.db, a.id, action_id)
+/// A Webhook action of the draft, with its endpoint.
+struct Hook {
+    key: String,
+    name: String,
+    wait_ms: i64,
+    ttl_secs: i64,
+    enabled: bool,
+    /// Whether calls wait for it now (it is in the published version).
+    published: bool,
+    endpoint: EndpointRow,
+}
+
+impl Hook {
+    /// The endpoint's row: its deliveries, keys and cached data belong to it.
+    fn id(&self) -> i64 {
+        self.endpoint.id
+    }
+}
+
+/// The Webhook action `key` of the agent's draft (or, removed from the draft, of the
+/// published version, whose calls still wait for it).
+async fn hook_of(app: &AppState, a: &Agent, key: &str) -> Result<(Hook, AgentDraft), HtmlError> {
+    let d = agent_draft(app, a).await?;
+    let published = d
+        .published
+        .as_ref()
+        .and_then(|p| p.document.action(key))
+        .cloned();
+    let action = d
+        .doc()
+        .action(key)
+        .cloned()
+        .or_else(|| published.clone())
+        .ok_or_else(|| not_found("This webhook"))?;
+    let Action::Webhook {
+        wait_ms,
+        ttl_secs,
+        enabled,
+    } = action.settings
+    else {
+        return Err(not_found("This webhook"));
+    };
+    let endpoint = actions::endpoint(&app.db, a.id, key)
         .await?
-        .filter(|x| x.kind == "webhook")
-        .ok_or_else(|| not_found("This pre-call action"))
+        .ok_or_else(|| not_found("This webhook's URL"))?;
+    Ok((
+        Hook {
+            key: action.key,
+            name: action.name,
+            wait_ms,
+            ttl_secs,
+            enabled,
+            published: published.is_some(),
+            endpoint,
+        },
+        d,
+    ))
 }
 
 #[derive(Template)]
@@ -72,6 +129,7 @@ struct SetupStep {
     agent_id: String,
     agent_name: String,
     back: String,
+    revision: i64,
 }
 
 async fn setup_step(
@@ -80,10 +138,12 @@ async fn setup_step(
     Path(id): Path<String>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
+    let d = agent_draft(&app, &a).await?;
     let flash = app.flash.take(admin.session_id);
     Ok(render(SetupStep {
         page: Page::new(&admin, "Add a pre-call webhook", &flash),
-        back: first_flow_link(&a),
+        back: first_flow_link(&id, d.doc()),
+        revision: d.bar.revision,
         agent_id: a.public_id,
         agent_name: a.name,
     }))
@@ -93,48 +153,65 @@ async fn setup_step(
 struct NewAction {
     kind: String,
     name: String,
+    #[serde(default)]
+    revision: Option<i64>,
 }
 
+/// Adds a Webhook action to the draft: its URL and first key are made at once (the key is
+/// shown once), so that its Test step takes requests before anything is published.
 async fn create(
     State(app): State<AppState>,
     Path(id): Path<String>,
     f: AdminForm<NewAction>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
+    let setup = format!("/admin/agents/{id}/actions/new");
     if f.form.kind != "webhook" {
         return after(
             &app,
             &f.admin,
-            &format!("/admin/agents/{id}/actions/new"),
+            &setup,
             Err(StoreError::Conflict("choose an action".into())),
         );
     }
-    let new = NewWebhook {
-        name: f.form.name,
-        fallback_wait_ms: actions::DEFAULT_FALLBACK_WAIT_MS,
-        ttl_secs: actions::DEFAULT_TTL_SECS,
-    };
-    match actions::create_webhook(&app.db, a.id, &new).await {
-        Ok(created) => {
-            app.catalog.invalidate();
-            app.flash.secret(
-                f.admin.session_id,
-                "webhook",
-                created.action_id,
-                &created.key,
-            );
-            Ok(Redirect::to(&format!(
-                "/admin/agents/{id}/actions/{}/configure",
-                created.action_id
-            ))
-            .into_response())
-        }
-        Err(e) => after(
+    let name = f.form.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > document::MAX_NAME {
+        return after(
             &app,
             &f.admin,
-            &format!("/admin/agents/{id}/actions/new"),
-            Err(e),
+            &setup,
+            Err(StoreError::Conflict(
+                "a webhook's name is 1 to 100 characters".into(),
+            )),
+        );
+    }
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let key = AgentDocument::new_key("webhook-", doc.precall.iter().map(|x| x.key.as_str()));
+        doc.precall.push(ActionDoc {
+            key: key.clone(),
+            name: name.clone(),
+            settings: Action::Webhook {
+                wait_ms: DEFAULT_WAIT_MS,
+                ttl_secs: DEFAULT_TTL_SECS,
+                enabled: true,
+            },
+        });
+        Ok(key)
+    })
+    .await;
+    match result {
+        Ok((key, saved)) => edited(
+            &app,
+            &f.admin,
+            &format!("/admin/agents/{id}/actions/{key}/configure"),
+            Ok((
+                "Webhook added to the draft: its URL takes requests now; calls wait for it once \
+                 the draft is published."
+                    .into(),
+                saved,
+            )),
         ),
+        Err(e) => edited(&app, &f.admin, &setup, Err(e)),
     }
 }
 
@@ -142,10 +219,14 @@ async fn create(
 #[template(path = "admin/wizard_configure.html")]
 struct ConfigureStep {
     page: Page,
+    bar: DraftBar,
     agent_id: String,
     agent_name: String,
-    action_id: i64,
+    action_id: String,
     name: String,
+    /// Whether calls wait for it now (else: once the draft is published).
+    published: bool,
+    revision: i64,
     url: String,
     /// The key, only right after it was made.
     key: Option<String>,
@@ -331,16 +412,16 @@ fetch({url}, {{
 async fn configure_step(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, key)): Path<(String, String)>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, d) = hook_of(&app, &a, &key).await?;
     let flash = app.flash.take(admin.session_id);
-    let key = flash.secret_for("webhook", x.id);
-    let signing_secret = flash.secret_for("signing", x.id);
-    let signing_required = x.signing_required.unwrap_or(false);
-    let url = ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default());
-    let (shown_key, secret) = (key.as_deref(), signing_secret.as_deref());
+    let shown = flash.secret_for("webhook", x.id());
+    let signing_secret = flash.secret_for("signing", x.id());
+    let signing_required = x.endpoint.signing_required;
+    let url = ingest::url(&app.public_url, &x.endpoint.slug);
+    let (shown_key, secret) = (shown.as_deref(), signing_secret.as_deref());
     let (curl, python, node) = if signing_required {
         (
             signed_curl(&url, shown_key, secret, &a.public_id),
@@ -354,7 +435,7 @@ async fn configure_step(
             node(&url, shown_key, None, &a.public_id),
         )
     };
-    let keys = actions::valid_keys(&app.db, x.id)
+    let keys = actions::valid_keys(&app.db, x.id())
         .await?
         .into_iter()
         .map(|k| KeyView {
@@ -365,20 +446,23 @@ async fn configure_step(
         .collect();
     Ok(render(ConfigureStep {
         page: Page::new(&admin, format!("Configure · {}", x.name), &flash),
+        revision: d.bar.revision,
+        bar: d.bar,
         agent_id: a.public_id,
         agent_name: a.name,
-        action_id: x.id,
-        name: x.name,
+        action_id: x.key.clone(),
+        published: x.published,
         url,
-        key,
+        key: shown,
         keys,
         curl,
-        wait_seconds: format_seconds(x.fallback_wait_ms.unwrap_or(0)),
-        ttl_minutes: format_minutes(x.ttl_secs.unwrap_or(0)),
-        enabled: x.enabled.unwrap_or(true),
+        wait_seconds: format_seconds(x.wait_ms),
+        ttl_minutes: format_minutes(x.ttl_secs),
+        enabled: x.enabled,
         signing_required,
         signing_secret,
-        signing_last_chars: x.signing_last_chars.unwrap_or_default(),
+        signing_last_chars: x.endpoint.signing_last_chars.clone().unwrap_or_default(),
+        name: x.name,
         python,
         node,
     }))
@@ -401,6 +485,8 @@ struct SettingsForm {
     ttl_minutes: String,
     #[serde(default)]
     enabled: Option<String>,
+    #[serde(default)]
+    revision: Option<i64>,
 }
 
 /// Checks the Advanced Settings; values are validated here, whatever the browser allowed.
@@ -420,38 +506,42 @@ fn parse_settings(f: &SettingsForm) -> Result<(i64, i64), String> {
         .parse()
         .map_err(|_| format!("data TTL: {:?} is not a number of minutes", f.ttl_minutes))?;
     let ttl_secs = (ttl * 60.0).round() as i64;
-    actions::check_ttl(ttl_secs)
-        .map_err(|_| "data TTL must be 1 second to 7 days (10 080 minutes)".to_owned())?;
+    if !(1..=document::MAX_TTL_SECS).contains(&ttl_secs) {
+        return Err("data TTL must be 1 second to 7 days (10 080 minutes)".to_owned());
+    }
     Ok(((wait * 1000.0).round() as i64, ttl_secs))
 }
 
 async fn save_settings(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, key)): Path<(String, String)>,
     f: AdminForm<SettingsForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
-    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
-    let result = match parse_settings(&f.form) {
-        Err(e) => Err(StoreError::Conflict(e)),
-        Ok((wait, ttl)) => {
-            let changes = WebhookChanges {
-                enabled: Some(f.form.enabled.is_some()),
-                fallback_wait_ms: Some(wait),
-                ttl_secs: Some(ttl),
-                signing_required: None,
-            };
-            match actions::rename(&app.db, a.id, x.id, &f.form.name).await {
-                Ok(()) => actions::update_webhook(&app.db, x.id, &changes)
-                    .await
-                    .map(|_| "Settings saved.".to_owned()),
-                Err(e) => Err(e),
-            }
-        }
+    let back = format!("/admin/agents/{id}/actions/{key}/configure");
+    let (wait, ttl) = match parse_settings(&f.form) {
+        Ok(v) => v,
+        Err(e) => return after(&app, &f.admin, &back, Err(StoreError::Conflict(e))),
     };
-    app.catalog.invalidate();
-    after(&app, &f.admin, &back, result)
+    let name = f.form.name.trim().to_owned();
+    let enabled = f.form.enabled.is_some();
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        if name.is_empty() || name.chars().count() > document::MAX_NAME {
+            return Err("a webhook's name is 1 to 100 characters".into());
+        }
+        let x = doc
+            .action_mut(&key)
+            .ok_or("this webhook is no longer in the draft")?;
+        x.name = name.clone();
+        x.settings = Action::Webhook {
+            wait_ms: wait,
+            ttl_secs: ttl,
+            enabled,
+        };
+        Ok("Settings saved to the draft; calls use them once it is published.".to_owned())
+    })
+    .await;
+    edited(&app, &f.admin, &back, result)
 }
 
 #[derive(Deserialize)]
@@ -466,11 +556,11 @@ struct Regenerate {
 
 async fn regenerate_key(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, action_id)): Path<(String, String)>,
     f: AdminForm<Regenerate>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
     let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
     let raw = f.form.grace_secs.trim();
     let grace = if raw.is_empty() {
@@ -487,9 +577,10 @@ async fn regenerate_key(
         );
         return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem)));
     };
-    let key = actions::regenerate_key(&app.db, x.id, grace).await?;
+    let key = actions::regenerate_key(&app.db, x.id(), grace).await?;
     app.catalog.invalidate();
-    app.flash.secret(f.admin.session_id, "webhook", x.id, &key);
+    app.flash
+        .secret(f.admin.session_id, "webhook", x.id(), &key);
     let notice = if grace == 0 {
         "A new key was made; the old one stopped working.".to_owned()
     } else {
@@ -501,12 +592,12 @@ async fn regenerate_key(
 
 async fn revoke_key(
     State(app): State<AppState>,
-    Path((id, action_id, key_id)): Path<(String, i64, i64)>,
+    Path((id, action_id, key_id)): Path<(String, String, i64)>,
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
-    let result = actions::revoke_key(&app.db, x.id, key_id)
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
+    let result = actions::revoke_key(&app.db, x.id(), key_id)
         .await
         .map(|_| "The old key stopped working.".to_owned());
     app.catalog.invalidate();
@@ -522,11 +613,11 @@ struct SigningForm {
 
 async fn save_signing(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, action_id)): Path<(String, String)>,
     f: AdminForm<SigningForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
     let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
     let required = match f.form.required.as_deref() {
         None => false,
@@ -536,15 +627,11 @@ async fn save_signing(
             return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem)));
         }
     };
-    let changes = WebhookChanges {
-        signing_required: Some(required),
-        ..WebhookChanges::default()
-    };
-    let result = actions::update_webhook(&app.db, x.id, &changes).await;
+    let result = actions::set_signing(&app.db, x.id(), required).await;
     app.catalog.invalidate();
     let result = result.map(|made| {
         if let Some(secret) = &made {
-            app.flash.signing_secret(f.admin.session_id, x.id, secret);
+            app.flash.signing_secret(f.admin.session_id, x.id(), secret);
         }
         if required {
             "Signed requests are required: unsigned requests are refused.".to_owned()
@@ -557,14 +644,15 @@ async fn save_signing(
 
 async fn regenerate_signing_secret(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, action_id)): Path<(String, String)>,
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
-    let secret = actions::regenerate_signing_secret(&app.db, x.id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
+    let secret = actions::regenerate_signing_secret(&app.db, x.id()).await?;
     app.catalog.invalidate();
-    app.flash.signing_secret(f.admin.session_id, x.id, &secret);
+    app.flash
+        .signing_secret(f.admin.session_id, x.id(), &secret);
     let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
     after(
         &app,
@@ -578,9 +666,13 @@ async fn regenerate_signing_secret(
 #[template(path = "admin/wizard_test.html")]
 struct TestStep {
     page: Page,
+    bar: DraftBar,
     agent_id: String,
     agent_name: String,
-    action_id: i64,
+    action_id: String,
+    /// Whether calls wait for it now (else: once the draft is published).
+    published: bool,
+    revision: i64,
     name: String,
     url: String,
     back: String,
@@ -608,19 +700,22 @@ async fn recent_refusals(
 async fn test_step(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, key)): Path<(String, String)>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, d) = hook_of(&app, &a, &key).await?;
     let flash = app.flash.take(admin.session_id);
-    let refused = refusals::total(&recent_refusals(&app, x.id).await?).describe();
+    let refused = refusals::total(&recent_refusals(&app, x.id()).await?).describe();
     Ok(render(TestStep {
         page: Page::new(&admin, format!("Test · {}", x.name), &flash),
-        back: first_flow_link(&a),
-        url: ingest::url(&app.public_url, x.slug.as_deref().unwrap_or_default()),
+        back: first_flow_link(&id, d.doc()),
+        url: ingest::url(&app.public_url, &x.endpoint.slug),
+        revision: d.bar.revision,
+        bar: d.bar,
         agent_id: a.public_id,
         agent_name: a.name,
-        action_id: x.id,
+        action_id: x.key,
+        published: x.published,
         name: x.name,
         refused,
     }))
@@ -690,11 +785,12 @@ const VIEWER_BATCH: i64 = 100;
 async fn events(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (hook, _) = hook_of(&app, &a, &key).await?;
+    let x = hook.endpoint;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -834,15 +930,15 @@ struct FromScript {
 /// the answer is empty: the viewer shows the delivery. Without scripts, back to the page.
 async fn send_sample(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, action_id)): Path<(String, String)>,
     Query(q): Query<FromScript>,
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
     let target = app
         .catalog
-        .webhook(x.slug.as_deref().unwrap_or_default())
+        .webhook(&x.endpoint.slug)
         .await?
         .ok_or_else(|| not_found("This webhook"))?;
     let body = bytes::Bytes::from(sample_body(&a.public_id).to_string());
@@ -865,21 +961,38 @@ async fn send_sample(
     )
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SaveVariables {
+    /// `name:type` of each field ticked.
+    field: Vec<String>,
+    revision: Option<i64>,
+}
+
+/// Saves the ticked fields as variables of the draft (their source: this webhook); fields
+/// already declared keep their declaration.
 async fn save_variables(
     State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, action_id)): Path<(String, String)>,
     f: AdminForm<Vec<(String, String)>>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
     let back = format!("/admin/agents/{id}/actions/{action_id}/test");
-    let chosen: Vec<&str> = f
-        .form
-        .iter()
-        .filter(|(k, _)| k == "field")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if chosen.is_empty() {
+    let form = SaveVariables {
+        field: f
+            .form
+            .iter()
+            .filter(|(k, _)| k == "field")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        revision: f
+            .form
+            .iter()
+            .find(|(k, _)| k == "revision")
+            .and_then(|(_, v)| v.parse().ok()),
+    };
+    if form.field.is_empty() {
         return after(
             &app,
             &f.admin,
@@ -887,47 +1000,51 @@ async fn save_variables(
             Err(StoreError::Conflict("choose at least one field".into())),
         );
     }
-    let existing: Vec<String> = variables::list(&app.db, a.id)
-        .await?
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    let mut saved = Vec::new();
-    for item in chosen {
-        let (name, ty) = item.split_once(':').unwrap_or((item, "string"));
-        let result = async {
-            let name = VariableName::parse(name).map_err(StoreError::Conflict)?;
-            let ty = VarType::parse(ty).unwrap_or(VarType::String);
-            if existing.iter().any(|e| e == name.as_str()) {
-                return Ok(());
+    let mut chosen = Vec::new();
+    for item in &form.field {
+        let (name, ty) = item.split_once(':').unwrap_or((item.as_str(), "string"));
+        match VariableName::parse(name) {
+            Ok(n) if !n.is_system() => {
+                chosen.push((n.to_string(), VarType::parse(ty).unwrap_or(VarType::String)))
             }
-            variables::upsert(
-                &app.db,
-                a.id,
-                &NewVariable {
-                    name: name.clone(),
-                    ty,
-                    default: None,
-                    description: format!("From the webhook {:?}", x.name),
-                    source_action_id: Some(x.id),
-                },
-            )
-            .await?;
-            saved.push(name.to_string());
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            return after(&app, &f.admin, &back, Err(e));
+            Ok(n) => {
+                return after(
+                    &app,
+                    &f.admin,
+                    &back,
+                    Err(StoreError::Conflict(format!("{n} is a system variable"))),
+                );
+            }
+            Err(e) => return after(&app, &f.admin, &back, Err(StoreError::Conflict(e))),
         }
     }
-    app.catalog.invalidate();
-    let notice = if saved.is_empty() {
-        "Those variables were already declared.".to_owned()
-    } else {
-        format!("Saved as variables: {}.", saved.join(", "))
-    };
-    after(&app, &f.admin, &back, Ok(notice))
+    let result = drafts::edit(&app.db, a.id, form.revision, &by(&f.admin), |doc| {
+        let mut saved = Vec::new();
+        for (name, ty) in chosen {
+            if doc.variables.iter().any(|v| v.name == name) {
+                continue;
+            }
+            doc.variables.push(VariableDoc {
+                name: name.clone(),
+                ty,
+                default: serde_json::Value::Null,
+                description: format!("From the webhook {:?}", x.name),
+                source: Some(Source::Action(x.key.clone())),
+            });
+            saved.push(name);
+        }
+        Ok(if saved.is_empty() {
+            "Those variables were already declared.".to_owned()
+        } else {
+            format!(
+                "Saved to the draft as variables: {}. Publish the draft for calls and ingest \
+                 to use them.",
+                saved.join(", ")
+            )
+        })
+    })
+    .await;
+    edited(&app, &f.admin, &back, result)
 }
 
 struct DeliveryView {
@@ -947,7 +1064,7 @@ struct DeliveriesPage {
     page: Page,
     agent_id: String,
     agent_name: String,
-    action_id: i64,
+    action_id: String,
     name: String,
     deliveries: Vec<DeliveryView>,
     /// Whether this is a later page (older deliveries).
@@ -996,11 +1113,12 @@ struct DeliveriesQuery {
 async fn deliveries_page(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, action_id)): Path<(String, i64)>,
+    Path((id, key)): Path<(String, String)>,
     Query(q): Query<DeliveriesQuery>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let x = action_of(&app, &a, action_id).await?;
+    let (hook, _) = hook_of(&app, &a, &key).await?;
+    let x = &hook.endpoint;
     let flash = app.flash.take(admin.session_id);
     let before = q.before.unwrap_or(i64::MAX);
     // Webhooks acknowledged a moment ago may not be committed yet.
@@ -1047,11 +1165,11 @@ async fn deliveries_page(
         }
     };
     Ok(render(DeliveriesPage {
-        page: Page::new(&admin, format!("Deliveries · {}", x.name), &flash),
+        page: Page::new(&admin, format!("Deliveries · {}", hook.name), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
-        action_id: x.id,
-        name: x.name,
+        action_id: hook.key.clone(),
+        name: hook.name.clone(),
         deliveries,
         paged: q.before.is_some(),
         older,
@@ -1069,35 +1187,4 @@ async fn deliveries_page(
             .collect(),
         kept_for: span(app.delivery_retention),
     }))
-}
-
-#[derive(Deserialize)]
-struct Move {
-    direction: String,
-}
-
-async fn move_action(
-    State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
-    f: AdminForm<Move>,
-) -> PageResult {
-    let a = agent(&app, &id).await?;
-    let result = actions::move_action(&app.db, a.id, action_id, f.form.direction == "up")
-        .await
-        .map(|_| "Moved.".to_owned());
-    app.catalog.invalidate();
-    after(&app, &f.admin, &first_flow_link(&a), result)
-}
-
-async fn delete(
-    State(app): State<AppState>,
-    Path((id, action_id)): Path<(String, i64)>,
-    f: AdminForm<Nothing>,
-) -> PageResult {
-    let a = agent(&app, &id).await?;
-    let result = actions::delete(&app.db, a.id, action_id)
-        .await
-        .map(|_| "Pre-call action deleted.".to_owned());
-    app.catalog.invalidate();
-    after(&app, &f.admin, &first_flow_link(&a), result)
 }

@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{Page, PageResult, after, agent, render};
+use super::{DraftBar, Page, PageResult, after, agent, agent_draft, by, render};
 use crate::auth::session::{Admin, AdminForm};
+use crate::domain::document::Action;
 use crate::domain::phone::Region;
 use crate::http::AppState;
-use crate::store::{StoreError, actions, agents, flows, rfc3339, tokens};
+use crate::store::{StoreError, agents, rfc3339, tokens};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -86,8 +87,8 @@ async fn create(State(app): State<AppState>, f: AdminForm<NewAgent>) -> PageResu
         Ok(r) => r,
         Err(e) => return after(&app, &admin, "/admin/agents", Err(StoreError::Conflict(e))),
     };
-    match agents::create(&app.db, &form.name, region).await {
-        Ok(a) => {
+    match agents::create(&app.db, &form.name, region, None, &by(&admin)).await {
+        Ok((a, _)) => {
             app.catalog.invalidate();
             let to = format!("/admin/agents/{}", a.public_id);
             after(
@@ -95,7 +96,8 @@ async fn create(State(app): State<AppState>, f: AdminForm<NewAgent>) -> PageResu
                 &admin,
                 &to,
                 Ok(format!(
-                    "Agent {:?} created with a First Flow that greets callers.",
+                    "Agent {:?} created with a First Flow that greets callers (version 1, \
+                     published).",
                     a.name
                 )),
             )
@@ -105,15 +107,16 @@ async fn create(State(app): State<AppState>, f: AdminForm<NewAgent>) -> PageResu
 }
 
 struct FlowItem {
-    id: i64,
+    key: String,
     name: String,
     is_first: bool,
-    blocks: i64,
+    blocks: usize,
 }
 
 struct ActionItem {
-    id: i64,
+    key: String,
     kind: String,
+    label: &'static str,
     name: String,
     enabled: bool,
 }
@@ -130,45 +133,53 @@ struct TokenItem {
 #[template(path = "admin/agent.html")]
 struct AgentPage {
     page: Page,
+    bar: DraftBar,
     agent_id: String,
     name: String,
     region: String,
     flows: Vec<FlowItem>,
-    first_flow: Option<i64>,
+    first_flow: Option<String>,
     actions: Vec<ActionItem>,
     tokens: Vec<TokenItem>,
     /// A runtime token just made, shown once.
     new_token: Option<String>,
+    revision: i64,
 }
 
 async fn show(State(app): State<AppState>, admin: Admin, Path(id): Path<String>) -> PageResult {
     let a = agent(&app, &id).await?;
+    let d = agent_draft(&app, &a).await?;
     let flash = app.flash.take(admin.session_id);
-    let flows: Vec<FlowItem> = flows::list(&app.db, a.id)
-        .await?
-        .into_iter()
+    let doc = d.doc();
+    let flows: Vec<FlowItem> = doc
+        .flows
+        .iter()
         .map(|f| FlowItem {
-            id: f.id,
-            name: f.name,
-            is_first: f.is_first,
-            blocks: f.blocks,
+            key: f.key.clone(),
+            name: f.name.clone(),
+            is_first: doc.first_flow.as_deref() == Some(f.key.as_str()),
+            blocks: f.blocks.len(),
         })
         .collect();
-    let actions = actions::list(&app.db, a.id)
-        .await?
-        .into_iter()
-        .map(|x| ActionItem {
-            id: x.id,
-            kind: x.kind,
-            name: x.name,
-            enabled: x.enabled.unwrap_or(true),
+    let actions = doc
+        .precall
+        .iter()
+        .map(|x| {
+            let (kind, label, enabled) = match &x.settings {
+                Action::Webhook { enabled, .. } => ("webhook", "Webhook", *enabled),
+                Action::Filter { .. } => ("filter", "Filter", true),
+                Action::EndCall { .. } => ("end_call", "End Call", true),
+            };
+            ActionItem {
+                key: x.key.clone(),
+                kind: kind.into(),
+                label,
+                name: x.name.clone(),
+                enabled,
+            }
         })
         .collect();
-    let new_token = flash
-        .secret
-        .as_ref()
-        .filter(|(kind, agent_row, _)| kind == "token" && *agent_row == a.id)
-        .map(|(_, _, s)| s.clone());
+    let new_token = flash.secret_for("token", a.id);
     let tokens = tokens::list(&app.db, a.id)
         .await?
         .into_iter()
@@ -182,11 +193,13 @@ async fn show(State(app): State<AppState>, admin: Admin, Path(id): Path<String>)
         .collect();
     Ok(render(AgentPage {
         page: Page::new(&admin, a.name.clone(), &flash),
+        revision: d.bar.revision,
+        first_flow: doc.first_flow.clone(),
+        bar: d.bar,
         agent_id: a.public_id,
         name: a.name,
         region: a.default_region,
         flows,
-        first_flow: a.first_flow_id,
         actions,
         tokens,
         new_token,

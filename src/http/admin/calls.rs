@@ -107,7 +107,7 @@ struct HistoryPage {
     page: Page,
     agent_id: String,
     agent_name: String,
-    first_flow: Option<i64>,
+    first_flow: Option<String>,
     calls: Vec<CallLine>,
     /// Outcome tags the agent's calls ended with, for the filter.
     outcomes: Vec<String>,
@@ -143,11 +143,12 @@ async fn history(
             outcomes.push(tag.clone());
         }
     }
+    let first_flow = super::agent_draft(&app, &a).await?.doc().first_flow.clone();
     Ok(render(HistoryPage {
         page: Page::new(&admin, format!("Call history · {}", a.name), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
-        first_flow: a.first_flow_id,
+        first_flow,
         calls: rows.into_iter().map(CallLine::from).collect(),
         outcomes,
         filtered: filter.outcome != OutcomeFilter::Any || filter.source.is_some(),
@@ -262,7 +263,9 @@ struct CallPage {
     page: Page,
     agent_id: String,
     agent_name: String,
-    first_flow: Option<i64>,
+    first_flow: Option<String>,
+    /// The version of the agent's configuration the call ran.
+    version: Option<i64>,
     id: String,
     started_at: String,
     caller: String,
@@ -306,11 +309,13 @@ async fn detail(
         _ => None,
     };
     let active = row.status == "active";
+    let first_flow = super::agent_draft(&app, &a).await?.doc().first_flow.clone();
     Ok(render(CallPage {
         page: Page::new(&admin, format!("Call {}", row.public_id), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
-        first_flow: a.first_flow_id,
+        first_flow,
+        version: row.version,
         id: row.public_id,
         started_at: rfc3339(row.started_at),
         caller: row.caller,

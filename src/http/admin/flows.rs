@@ -1,52 +1,78 @@
-//! The flow editor: blocks in order with their connections, a settings panel for the
-//! selected block, Set as First Flow, and the pre-call actions above the First Flow.
+//! The flow editor, on the agent's draft: blocks in order with their connections, a settings
+//! panel for the selected block, Set as First Flow, the agent's flows, and the pre-call
+//! actions above the First Flow. Every change is saved to the draft; calls run what is
+//! published. What would stop a publish is listed under "To finish" and marked on its block.
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
 
-use super::{Page, PageResult, after, agent, not_found, render};
+use super::{
+    AgentDraft, DraftBar, Page, PageResult, agent, agent_draft, by, edited, not_found, render,
+};
 use crate::auth::session::{Admin, AdminForm};
-use crate::catalog;
+use crate::domain::document::{
+    self, Action, AgentDocument, Block, BlockDoc, Case, FlowDoc, MAX_CASES,
+};
 use crate::domain::flow::{self, KINDS};
-use crate::domain::runtime::{self, Block};
+use crate::domain::runtime::At;
+use crate::domain::variables::VariableName;
+use crate::drafts::{self, EditError};
 use crate::http::AppState;
 use crate::store::agents::Agent;
-use crate::store::flows::{self as store, BlockRow, FlowRow};
-use crate::store::{StoreError, actions};
 
 pub fn router() -> Router<AppState> {
+    let flow = "/admin/agents/{agent}/flows/{flow}";
     Router::new()
         .route("/admin/agents/{agent}/flows", post(create))
-        .route("/admin/agents/{agent}/flows/{flow}", get(editor))
-        .route("/admin/agents/{agent}/flows/{flow}/first", post(set_first))
-        .route("/admin/agents/{agent}/flows/{flow}/rename", post(rename))
-        .route("/admin/agents/{agent}/flows/{flow}/delete", post(delete))
-        .route("/admin/agents/{agent}/flows/{flow}/blocks", post(add_block))
+        .route(flow, get(editor))
+        .route(&format!("{flow}/first"), post(set_first))
+        .route(&format!("{flow}/rename"), post(rename))
+        .route(&format!("{flow}/delete"), post(delete))
+        .route(&format!("{flow}/blocks"), post(add_block))
+        .route(&format!("{flow}/blocks/{{block}}"), post(save_block))
         .route(
-            "/admin/agents/{agent}/flows/{flow}/blocks/{block}",
-            post(save_block),
-        )
-        .route(
-            "/admin/agents/{agent}/flows/{flow}/blocks/{block}/delete",
+            &format!("{flow}/blocks/{{block}}/delete"),
             post(delete_block),
         )
+        .route(
+            &format!("{flow}/blocks/{{block}}/duplicate"),
+            post(duplicate_block),
+        )
+        .route(&format!("{flow}/blocks/{{block}}/move"), post(move_block))
 }
 
-async fn flow_of(app: &AppState, a: &Agent, flow_id: i64) -> Result<FlowRow, super::HtmlError> {
-    store::find(&app.db, a.id, flow_id)
-        .await?
-        .ok_or_else(|| not_found("This flow"))
+/// The revision of the draft a form was made from: a save on a newer draft is refused.
+#[derive(Deserialize, Default)]
+struct Revision {
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
+/// A 404 page unless the draft has the flow `key`.
+async fn flow_exists(app: &AppState, a: &Agent, key: &str) -> Result<(), super::HtmlError> {
+    let d = agent_draft(app, a).await?;
+    if d.doc().flow(key).is_none() {
+        return Err(not_found("This flow"));
+    }
+    Ok(())
+}
+
+fn flow_path(agent: &str, flow: &str) -> String {
+    format!("/admin/agents/{agent}/flows/{flow}")
 }
 
 #[derive(Deserialize)]
 struct Named {
     name: String,
+    #[serde(default)]
+    revision: Option<i64>,
 }
 
 async fn create(
@@ -55,28 +81,61 @@ async fn create(
     f: AdminForm<Named>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    match store::create(&app.db, a.id, &f.form.name).await {
-        Ok(flow) => {
-            app.catalog.invalidate();
-            after(
-                &app,
-                &f.admin,
-                &format!("/admin/agents/{id}/flows/{flow}"),
-                Ok("Flow created.".into()),
-            )
-        }
-        Err(e) => after(&app, &f.admin, &format!("/admin/agents/{id}"), Err(e)),
+    let name = f.form.name.trim().to_owned();
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        check_flow_name(doc, &name, None)?;
+        let key = AgentDocument::new_key("flow-", doc.flows.iter().map(|x| x.key.as_str()));
+        let start = BlockDoc {
+            key: "start".into(),
+            position: None,
+            settings: Block::Start {
+                message: String::new(),
+                next: None,
+            },
+        };
+        doc.flows.push(FlowDoc {
+            key: key.clone(),
+            name: name.clone(),
+            blocks: vec![start],
+        });
+        Ok(key)
+    })
+    .await;
+    match result {
+        Ok((key, saved)) => edited(
+            &app,
+            &f.admin,
+            &flow_path(&id, &key),
+            Ok((format!("Flow {name:?} created in the draft."), saved)),
+        ),
+        Err(e) => edited(&app, &f.admin, &format!("/admin/agents/{id}"), Err(e)),
     }
 }
 
+fn check_flow_name(doc: &AgentDocument, name: &str, except: Option<&str>) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > document::MAX_NAME {
+        return Err("a flow's name is 1 to 100 characters".into());
+    }
+    if doc
+        .flows
+        .iter()
+        .any(|f| Some(f.key.as_str()) != except && f.name.eq_ignore_ascii_case(name))
+    {
+        return Err(format!("another flow is already named {name:?}"));
+    }
+    Ok(())
+}
+
 struct BlockView {
-    id: i64,
+    key: String,
+    number: usize,
     kind: String,
     label: &'static str,
     summary: String,
     outputs: Vec<(String, String)>,
     selected: bool,
     entry: bool,
+    problems: Vec<String>,
 }
 
 struct CaseView {
@@ -87,9 +146,10 @@ struct CaseView {
     next: String,
 }
 
-/// The settings panel: one block's values, ready for its form.
+/// The settings panel: one block's values, ready for its form (or as an admin typed them,
+/// when a save was refused).
 struct Settings {
-    id: i64,
+    key: String,
     kind: String,
     label: &'static str,
     about: &'static str,
@@ -104,199 +164,319 @@ struct Settings {
     flow: String,
     cases: Vec<CaseView>,
     else_next: String,
+    /// Why the save was refused, shown next to the form.
+    error: Option<String>,
+    /// What the block's predecessors connect to when it is deleted: its own Next, if any.
+    reconnect: String,
 }
 
 struct ActionView {
-    id: i64,
+    key: String,
     kind: String,
+    label: &'static str,
     name: String,
     enabled: bool,
-    /// Something is left to fill in: calls skip it until then.
     unfinished: bool,
     first: bool,
     last: bool,
+}
+
+struct FlowLink {
+    key: String,
+    name: String,
+    is_first: bool,
+    current: bool,
 }
 
 #[derive(Template)]
 #[template(path = "admin/flow.html")]
 struct EditorPage {
     page: Page,
+    bar: DraftBar,
     agent_id: String,
     agent_name: String,
-    flow_id: i64,
+    first_flow: Option<String>,
+    flow_key: String,
     flow_name: String,
     is_first: bool,
+    flows: Vec<FlowLink>,
     actions: Vec<ActionView>,
     blocks: Vec<BlockView>,
     settings: Option<Settings>,
-    /// (id, "#n Kind") of this flow's blocks, for connection menus.
-    targets: Vec<(i64, String)>,
-    /// (id, name) of the agent's other flows, for Transfer Flow.
-    other_flows: Vec<(i64, String)>,
+    /// (key, "#n Kind") of the blocks a connection of the selected block may lead to.
+    targets: Vec<(String, String)>,
+    /// (key, name) of the agent's other flows, for Transfer Flow.
+    other_flows: Vec<(String, String)>,
     kinds: Vec<(&'static str, &'static str)>,
-    /// What a call would stumble on in this flow, by block.
+    /// What would stop this flow (and, on the First Flow, the pre-call actions) from being
+    /// published.
     problems: Vec<String>,
+    revision: i64,
 }
 
 #[derive(Deserialize)]
 struct EditorQuery {
-    block: Option<i64>,
+    block: Option<String>,
 }
 
-fn text(config: &Map<String, Value>, key: &str) -> String {
-    config
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn id_text(v: Option<&Value>) -> String {
-    v.and_then(Value::as_i64)
-        .map(|i| i.to_string())
-        .unwrap_or_default()
-}
-
-fn settings_of(block: &BlockRow) -> Settings {
-    let config = block.config();
-    let config = config.as_object().cloned().unwrap_or_default();
-    let kind = flow::kind(&block.kind);
-    let cases = config
-        .get("cases")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(index, c)| CaseView {
-            index,
-            name: c["name"].as_str().unwrap_or_default().to_owned(),
-            join: c["join"].as_str().unwrap_or("and").to_owned(),
-            conditions: flow::format_conditions(
-                c["conditions"].as_array().map_or(&[][..], Vec::as_slice),
-            ),
-            next: id_text(c.get("next")),
-        })
-        .collect();
-    Settings {
-        id: block.id,
-        kind: block.kind.clone(),
-        label: kind.map_or("Block", |k| k.label),
-        about: kind.map_or("", |k| k.about),
-        entry: matches!(block.kind.as_str(), "greeting" | "start"),
-        message: text(&config, "message"),
-        next: id_text(config.get("next")),
-        variable: text(&config, "variable"),
-        prompt: text(&config, "prompt"),
-        destination: text(&config, "destination"),
-        department: text(&config, "department"),
-        outcome: text(&config, "outcome"),
-        flow: id_text(config.get("flow")),
-        cases,
-        else_next: id_text(config.get("else")),
+fn label_of(f: &FlowDoc, key: &str) -> String {
+    match f.blocks.iter().position(|b| b.key == key) {
+        Some(i) => format!("#{} {}", i + 1, flow::label(f.blocks[i].settings.kind())),
+        None => "a block that is gone".into(),
     }
 }
 
-async fn editor(
-    State(app): State<AppState>,
-    admin: Admin,
-    Path((id, flow_id)): Path<(String, i64)>,
-    Query(q): Query<EditorQuery>,
-) -> PageResult {
-    let a = agent(&app, &id).await?;
-    let f = flow_of(&app, &a, flow_id).await?;
-    let flash = app.flash.take(admin.session_id);
-    let rows = store::blocks(&app.db, f.id).await?;
-    let number: HashMap<i64, usize> = rows
+fn text_of(key: &Option<String>) -> String {
+    key.clone().unwrap_or_default()
+}
+
+fn settings_of(f: &FlowDoc, b: &BlockDoc) -> Settings {
+    let kind = flow::kind(b.settings.kind());
+    let mut s = Settings {
+        key: b.key.clone(),
+        kind: b.settings.kind().to_owned(),
+        label: kind.map_or("Block", |k| k.label),
+        about: kind.map_or("", |k| k.about),
+        entry: b.settings.is_entry(),
+        message: String::new(),
+        next: String::new(),
+        variable: String::new(),
+        prompt: String::new(),
+        destination: String::new(),
+        department: String::new(),
+        outcome: String::new(),
+        flow: String::new(),
+        cases: Vec::new(),
+        else_next: String::new(),
+        error: None,
+        reconnect: String::new(),
+    };
+    match &b.settings {
+        Block::Greeting { message, next }
+        | Block::Start { message, next }
+        | Block::Talk { message, next } => {
+            s.message = message.clone();
+            s.next = text_of(next);
+        }
+        Block::Collect {
+            variable,
+            prompt,
+            next,
+        } => {
+            s.variable = variable.clone();
+            s.prompt = prompt.clone();
+            s.next = text_of(next);
+        }
+        Block::Filter { cases, otherwise } => {
+            s.cases = cases
+                .iter()
+                .enumerate()
+                .map(|(index, c)| CaseView {
+                    index,
+                    name: c.name.clone(),
+                    join: if c.any { "or" } else { "and" }.into(),
+                    conditions: flow::format_conditions(&c.conditions),
+                    next: text_of(&c.to),
+                })
+                .collect();
+            s.else_next = text_of(otherwise);
+        }
+        Block::TransferCall {
+            destination,
+            department,
+            message,
+        } => {
+            s.destination = destination.clone();
+            s.department = department.clone();
+            s.message = message.clone();
+        }
+        Block::TransferFlow { flow } => s.flow = text_of(flow),
+        Block::EndCall { message, outcome } => {
+            s.message = message.clone();
+            s.outcome = outcome.clone();
+        }
+    }
+    // A block with one way on hands it to what led to it when deleted.
+    let outputs = b.settings.outputs();
+    if let [(_, Some(to))] = outputs.as_slice()
+        && f.blocks.iter().any(|x| &x.key == *to)
+    {
+        s.reconnect = (*to).clone();
+    }
+    s
+}
+
+/// The settings as the admin typed them, for a refused save.
+fn settings_from_form(f: &FlowDoc, b: &BlockDoc, form: &BlockForm, error: String) -> Settings {
+    let mut s = settings_of(f, b);
+    s.message = form.message.clone();
+    s.next = form.next.clone();
+    s.variable = form.variable.clone();
+    s.prompt = form.prompt.clone();
+    s.destination = form.destination.clone();
+    s.department = form.department.clone();
+    s.outcome = form.outcome.clone();
+    s.flow = form.flow.clone();
+    s.else_next = form.else_next.clone();
+    if matches!(b.settings, Block::Filter { .. }) {
+        s.cases = (0..form.cases.min(MAX_CASES))
+            .map(|i| {
+                let get = |k: &str| {
+                    form.rest
+                        .get(&format!("case{i}_{k}"))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                CaseView {
+                    index: i,
+                    name: get("name"),
+                    join: if get("join") == "or" { "or" } else { "and" }.into(),
+                    conditions: get("conditions"),
+                    next: get("next"),
+                }
+            })
+            .collect();
+    }
+    s.error = Some(error);
+    s
+}
+
+/// Builds the editor page for `flow_key`, with `settings` in the panel (the selected
+/// block's, or a refused form's).
+fn editor_page(
+    admin: &Admin,
+    a: &Agent,
+    d: AgentDraft,
+    flow_key: &str,
+    selected: Option<&str>,
+    refused: Option<Settings>,
+    flash: &crate::auth::session::FlashData,
+) -> Result<EditorPage, super::HtmlError> {
+    let doc = d.doc();
+    let f = doc.flow(flow_key).ok_or_else(|| not_found("This flow"))?;
+    let is_first = doc.first_flow.as_deref() == Some(flow_key);
+    let (program, found) = document::findings(doc);
+    let mut block_problems: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut unfinished_rules: Vec<&str> = Vec::new();
+    for x in &found {
+        match &x.at {
+            At::Block(fk, b) if fk == flow_key => {
+                block_problems
+                    .entry(b.as_str())
+                    .or_default()
+                    .push(x.detail.clone());
+                problems.push(format!("{}: {}", label_of(f, b), x.detail));
+            }
+            At::Flow(fk) if fk == flow_key => problems.push(x.detail.clone()),
+            At::Rule(r) if is_first => {
+                unfinished_rules.push(r.as_str());
+                problems.push(x.describe(&program));
+            }
+            At::Agent if is_first => problems.push(x.detail.clone()),
+            _ => {}
+        }
+    }
+    let selected = selected
+        .filter(|k| f.blocks.iter().any(|b| b.key == *k))
+        .or_else(|| f.blocks.first().map(|b| b.key.as_str()));
+    let flow_name = |k: &str| doc.flow(k).map(|x| x.name.clone());
+    let blocks = f
+        .blocks
         .iter()
         .enumerate()
-        .map(|(i, b)| (b.id, i + 1))
-        .collect();
-    let name_of = |to: Option<i64>| match to.and_then(|t| number.get(&t).map(|n| (t, n))) {
-        Some((t, n)) => {
-            let kind = rows
-                .iter()
-                .find(|b| b.id == t)
-                .map_or("", |b| flow::label(&b.kind));
-            format!("#{n} {kind}")
-        }
-        None => "not connected".into(),
-    };
-    let selected = q.block.or_else(|| rows.first().map(|b| b.id));
-    let blocks = rows
-        .iter()
-        .map(|b| {
-            let config = b.config();
-            let config = config.as_object().cloned().unwrap_or_default();
-            BlockView {
-                id: b.id,
-                kind: b.kind.clone(),
-                label: flow::label(&b.kind),
-                summary: flow::summary(&b.kind, &config),
-                outputs: flow::outputs(&b.kind, &config)
-                    .into_iter()
-                    .map(|o| (o.label, name_of(o.to)))
-                    .collect(),
-                selected: Some(b.id) == selected,
-                entry: matches!(b.kind.as_str(), "greeting" | "start"),
-            }
+        .map(|(i, b)| BlockView {
+            key: b.key.clone(),
+            number: i + 1,
+            kind: b.settings.kind().to_owned(),
+            label: flow::label(b.settings.kind()),
+            summary: flow::summary(&b.settings, flow_name),
+            outputs: b
+                .settings
+                .outputs()
+                .into_iter()
+                .map(|(label, to)| {
+                    let target = to.map_or("not connected".into(), |t| label_of(f, t));
+                    (label, target)
+                })
+                .collect(),
+            selected: Some(b.key.as_str()) == selected,
+            entry: b.settings.is_entry(),
+            problems: block_problems.remove(b.key.as_str()).unwrap_or_default(),
         })
         .collect();
-    let settings = rows
-        .iter()
-        .find(|b| Some(b.id) == selected)
-        .map(settings_of);
-    let targets = rows
+    let settings = refused.or_else(|| {
+        f.blocks
+            .iter()
+            .find(|b| Some(b.key.as_str()) == selected)
+            .map(|b| settings_of(f, b))
+    });
+    let chosen = settings.as_ref().map(|s| s.key.clone());
+    let targets = f
+        .blocks
         .iter()
         .enumerate()
-        .filter(|(_, b)| !matches!(b.kind.as_str(), "greeting" | "start"))
-        .map(|(i, b)| (b.id, format!("#{} {}", i + 1, flow::label(&b.kind))))
+        .filter(|(_, b)| !b.settings.is_entry() && Some(&b.key) != chosen.as_ref())
+        .map(|(i, b)| {
+            (
+                b.key.clone(),
+                format!("#{} {}", i + 1, flow::label(b.settings.kind())),
+            )
+        })
         .collect();
-    let other_flows = store::list(&app.db, a.id)
-        .await?
-        .into_iter()
-        .filter(|o| o.id != f.id)
-        .map(|o| (o.id, o.name))
-        .collect();
-    let action_rows = if f.is_first {
-        actions::list(&app.db, a.id).await?
+    let n = doc.precall.len();
+    let actions = if is_first {
+        doc.precall
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let (kind, label, enabled) = match &x.settings {
+                    Action::Webhook { enabled, .. } => ("webhook", "Webhook", *enabled),
+                    Action::Filter { .. } => ("filter", "Filter", true),
+                    Action::EndCall { .. } => ("end_call", "End Call", true),
+                };
+                ActionView {
+                    key: x.key.clone(),
+                    kind: kind.into(),
+                    label,
+                    name: x.name.clone(),
+                    enabled,
+                    unfinished: unfinished_rules.contains(&x.key.as_str()),
+                    first: i == 0,
+                    last: i + 1 == n,
+                }
+            })
+            .collect()
     } else {
         Vec::new()
     };
-    let (mut problems, rule_problems) = flow_problems(&app, &a, f.id, &number).await?;
-    let n = action_rows.len();
-    let actions = action_rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, x)| {
-            let unfinished = rule_problems.iter().find(|(id, _)| *id == x.id);
-            if let Some((_, found)) = unfinished {
-                for p in found {
-                    problems.push(format!(
-                        "Pre-call {} {:?}: {p}",
-                        rule_label(&x.kind),
-                        x.name
-                    ));
-                }
-            }
-            ActionView {
-                id: x.id,
-                unfinished: unfinished.is_some(),
-                kind: x.kind,
-                name: x.name,
-                enabled: x.enabled.unwrap_or(true),
-                first: i == 0,
-                last: i + 1 == n,
-            }
+    let flows = doc
+        .flows
+        .iter()
+        .map(|x| FlowLink {
+            key: x.key.clone(),
+            name: x.name.clone(),
+            is_first: doc.first_flow.as_deref() == Some(x.key.as_str()),
+            current: x.key == flow_key,
         })
         .collect();
-    Ok(render(EditorPage {
-        problems,
-        page: Page::new(&admin, format!("{} · {}", f.name, a.name), &flash),
-        agent_id: a.public_id,
-        agent_name: a.name,
-        flow_id: f.id,
-        flow_name: f.name,
-        is_first: f.is_first,
+    let other_flows = doc
+        .flows
+        .iter()
+        .filter(|x| x.key != flow_key)
+        .map(|x| (x.key.clone(), x.name.clone()))
+        .collect();
+    Ok(EditorPage {
+        page: Page::new(admin, format!("{} · {}", f.name, a.name), flash),
+        revision: d.bar.revision,
+        bar: d.bar.clone(),
+        agent_id: a.public_id.clone(),
+        agent_name: a.name.clone(),
+        first_flow: doc.first_flow.clone(),
+        flow_key: f.key.clone(),
+        flow_name: f.name.clone(),
+        is_first,
+        flows,
         actions,
         blocks,
         settings,
@@ -307,203 +487,208 @@ async fn editor(
             .filter(|k| k.addable)
             .map(|k| (k.kind, k.label))
             .collect(),
-    }))
+        problems,
+    })
 }
 
-#[derive(Deserialize)]
-struct Nothing {}
+async fn editor(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, flow_key)): Path<(String, String)>,
+    Query(q): Query<EditorQuery>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let d = agent_draft(&app, &a).await?;
+    let flash = app.flash.take(admin.session_id);
+    let page = editor_page(&admin, &a, d, &flow_key, q.block.as_deref(), None, &flash)?;
+    Ok(render(page))
+}
 
 async fn set_first(
     State(app): State<AppState>,
-    Path((id, flow_id)): Path<(String, i64)>,
-    f: AdminForm<Nothing>,
+    Path((id, flow_key)): Path<(String, String)>,
+    f: AdminForm<Revision>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let result = store::set_first(&app.db, a.id, flow_id).await.map(|_| {
-        "This is now the First Flow: calls start here, after the pre-call actions.".to_owned()
-    });
-    app.catalog.invalidate();
-    after(
-        &app,
-        &f.admin,
-        &format!("/admin/agents/{id}/flows/{flow_id}"),
-        result,
-    )
+    flow_exists(&app, &a, &flow_key).await?;
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        if doc.flow(&flow_key).is_none() {
+            return Err("this flow does not exist".into());
+        }
+        // The First Flow begins with a Greeting, the others with a Start.
+        for x in &mut doc.flows {
+            let first = x.key == flow_key;
+            for b in &mut x.blocks {
+                b.settings =
+                    match std::mem::replace(&mut b.settings, Block::TransferFlow { flow: None }) {
+                        Block::Greeting { message, next } | Block::Start { message, next } => {
+                            if first {
+                                Block::Greeting { message, next }
+                            } else {
+                                Block::Start { message, next }
+                            }
+                        }
+                        other => other,
+                    };
+            }
+        }
+        doc.first_flow = Some(flow_key.clone());
+        Ok(
+            "This is the First Flow of the draft: once published, calls start here, after the \
+            pre-call actions."
+                .to_owned(),
+        )
+    })
+    .await;
+    edited(&app, &f.admin, &flow_path(&id, &flow_key), result)
 }
 
 async fn rename(
     State(app): State<AppState>,
-    Path((id, flow_id)): Path<(String, i64)>,
+    Path((id, flow_key)): Path<(String, String)>,
     f: AdminForm<Named>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    flow_of(&app, &a, flow_id).await?;
-    let result = store::rename(&app.db, a.id, flow_id, &f.form.name)
-        .await
-        .map(|_| "Renamed.".to_owned());
-    app.catalog.invalidate();
-    after(
-        &app,
-        &f.admin,
-        &format!("/admin/agents/{id}/flows/{flow_id}"),
-        result,
-    )
+    flow_exists(&app, &a, &flow_key).await?;
+    let name = f.form.name.trim().to_owned();
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        check_flow_name(doc, &name, Some(&flow_key))?;
+        let x = doc.flow_mut(&flow_key).ok_or("this flow does not exist")?;
+        x.name = name.clone();
+        Ok("Renamed.".to_owned())
+    })
+    .await;
+    edited(&app, &f.admin, &flow_path(&id, &flow_key), result)
+}
+
+/// What leads to a flow: Transfer Flow blocks and pre-call Filters, named.
+fn users_of(doc: &AgentDocument, flow_key: &str) -> Vec<String> {
+    let mut users = Vec::new();
+    for x in doc.flows.iter().filter(|x| x.key != flow_key) {
+        for b in &x.blocks {
+            if matches!(&b.settings, Block::TransferFlow { flow: Some(t) } if t == flow_key) {
+                users.push(format!("{} in {:?}", label_of(x, &b.key), x.name));
+            }
+        }
+    }
+    for a in &doc.precall {
+        if let Action::Filter { cases } = &a.settings
+            && cases.iter().any(|c| c.to.as_deref() == Some(flow_key))
+        {
+            users.push(format!("the pre-call Filter {:?}", a.name));
+        }
+    }
+    users
 }
 
 async fn delete(
     State(app): State<AppState>,
-    Path((id, flow_id)): Path<(String, i64)>,
-    f: AdminForm<Nothing>,
+    Path((id, flow_key)): Path<(String, String)>,
+    f: AdminForm<Revision>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    flow_of(&app, &a, flow_id).await?;
-    let users = users_of(&app, &a, flow_id).await?;
-    if !users.is_empty() {
-        let reason = format!(
-            "This flow is still used by {}: change those first.",
-            users.join(", ")
-        );
-        return after(
-            &app,
-            &f.admin,
-            &format!("/admin/agents/{id}/flows/{flow_id}"),
-            Err(StoreError::Conflict(reason)),
-        );
-    }
-    match store::delete(&app.db, a.id, flow_id).await {
-        Ok(()) => {
-            app.catalog.invalidate();
-            after(
-                &app,
-                &f.admin,
-                &format!("/admin/agents/{id}"),
-                Ok("Flow deleted.".into()),
-            )
+    flow_exists(&app, &a, &flow_key).await?;
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        if doc.first_flow.as_deref() == Some(flow_key.as_str()) {
+            return Err(
+                "the First Flow cannot be deleted: set another flow as First Flow first".into(),
+            );
         }
-        Err(e) => after(
-            &app,
-            &f.admin,
-            &format!("/admin/agents/{id}/flows/{flow_id}"),
-            Err(e),
-        ),
-    }
-}
-
-fn rule_label(kind: &str) -> &'static str {
-    match kind {
-        "filter" => "Filter",
-        "end_call" => "End Call",
-        _ => "Webhook",
-    }
-}
-
-/// What is wrong with the flow as stored: each block's settings (blocks not filled in yet,
-/// variables since deleted), its connections and Transfer Flow cycles through it; for the
-/// First Flow, also what each unfinished pre-call Filter and End Call lacks, by action.
-async fn flow_problems(
-    app: &AppState,
-    a: &Agent,
-    flow_id: i64,
-    number: &HashMap<i64, usize>,
-) -> Result<(Vec<String>, Vec<(i64, Vec<String>)>), sqlx::Error> {
-    let (program, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |_| {}).await?;
-    let rules = if a.first_flow_id == Some(flow_id) {
-        program
-            .rules
-            .iter()
-            .map(|r| (r.action_id(), runtime::check_rule(r, &known)))
-            .filter(|(_, p)| !p.is_empty())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let Some(flow) = program.flows.get(&flow_id) else {
-        return Ok((Vec::new(), rules));
-    };
-    let mut ids: Vec<i64> = flow.blocks.keys().copied().collect();
-    ids.sort_by_key(|id| number.get(id).copied().unwrap_or(usize::MAX));
-    let mut problems = Vec::new();
-    for id in ids {
-        let block = &flow.blocks[&id];
-        for p in runtime::check_block(block, &known) {
-            let n = number.get(&id).copied().unwrap_or_default();
-            problems.push(format!("#{n} {}: {p}", flow::label(block.kind())));
+        let users = users_of(doc, &flow_key);
+        if !users.is_empty() {
+            return Err(format!(
+                "this flow is still used by {}: change those first",
+                users.join(", ")
+            ));
         }
-    }
-    problems.extend(runtime::check_connections(flow, number));
-    let name = format!("{:?}", flow.name);
-    problems.extend(
-        runtime::check_transfer_cycles(&program)
-            .into_iter()
-            .filter(|p| p.contains(&name)),
-    );
-    Ok((problems, rules))
-}
-
-/// The Transfer Flow blocks and pre-call Filters that lead to `flow_id`, named.
-async fn users_of(app: &AppState, a: &Agent, flow_id: i64) -> Result<Vec<String>, sqlx::Error> {
-    let program = catalog::load_program(&app.db, a.id, a.first_flow_id).await?;
-    let mut users: Vec<String> = program
-        .flows
-        .values()
-        .filter(|f| f.id != flow_id)
-        .filter(|f| {
-            f.blocks
-                .values()
-                .any(|b| matches!(b, Block::TransferFlow { flow: Some(t) } if *t == flow_id))
-        })
-        .map(|f| format!("a Transfer Flow in {:?}", f.name))
-        .collect();
-    users.extend(program.rules.iter().filter_map(|r| match r {
-        runtime::Rule::Filter { name, cases, .. }
-            if cases.iter().any(|c| c.next == Some(flow_id)) =>
-        {
-            Some(format!("the pre-call Filter {name:?}"))
+        let before = doc.flows.len();
+        doc.flows.retain(|x| x.key != flow_key);
+        if doc.flows.len() == before {
+            return Err("this flow does not exist".into());
         }
-        _ => None,
-    }));
-    users.sort();
-    Ok(users)
+        for v in &mut doc.variables {
+            if matches!(&v.source, Some(document::Source::Block { flow, .. }) if *flow == flow_key)
+            {
+                v.source = None;
+            }
+        }
+        Ok("Flow deleted from the draft.".to_owned())
+    })
+    .await;
+    match result {
+        Ok(ok) => edited(&app, &f.admin, &format!("/admin/agents/{id}"), Ok(ok)),
+        Err(e) => edited(&app, &f.admin, &flow_path(&id, &flow_key), Err(e)),
+    }
 }
 
 #[derive(Deserialize)]
 struct NewBlock {
     kind: String,
+    /// Insert it on this block's way on (between it and what it led to), else at the end.
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    revision: Option<i64>,
 }
 
 async fn add_block(
     State(app): State<AppState>,
-    Path((id, flow_id)): Path<(String, i64)>,
+    Path((id, flow_key)): Path<(String, String)>,
     f: AdminForm<NewBlock>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let fl = flow_of(&app, &a, flow_id).await?;
-    let base = format!("/admin/agents/{id}/flows/{flow_id}");
-    if !flow::kind(&f.form.kind).is_some_and(|k| k.addable) {
-        return after(
+    flow_exists(&app, &a, &flow_key).await?;
+    let kind = f.form.kind.clone();
+    let after = f.form.after.clone().filter(|k| !k.is_empty());
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let settings = flow::kind(&kind)
+            .filter(|k| k.addable)
+            .and_then(|_| Block::empty(&kind))
+            .ok_or("choose a kind of block")?;
+        let x = doc.flow_mut(&flow_key).ok_or("this flow does not exist")?;
+        let key = AgentDocument::new_key("", x.blocks.iter().map(|b| b.key.as_str()));
+        let mut block = BlockDoc {
+            key: key.clone(),
+            position: None,
+            settings,
+        };
+        match after {
+            Some(after) => {
+                let at = x
+                    .blocks
+                    .iter()
+                    .position(|b| b.key == after)
+                    .ok_or("the block to insert after does not exist")?;
+                // The new block takes the way on; what it led to comes after the new one.
+                let old = match &mut x.blocks[at].settings {
+                    Block::Greeting { next, .. }
+                    | Block::Start { next, .. }
+                    | Block::Talk { next, .. }
+                    | Block::Collect { next, .. } => next.replace(key.clone()),
+                    _ => return Err("insert after a block with one way on (Next)".into()),
+                };
+                if let Some(slot) = block.settings.targets_mut().into_iter().next() {
+                    *slot = old;
+                }
+                x.blocks.insert(at + 1, block);
+            }
+            None => x.blocks.push(block),
+        }
+        Ok(key)
+    })
+    .await;
+    match result {
+        Ok((key, saved)) => edited(
             &app,
             &f.admin,
-            &base,
-            Err(StoreError::Conflict("choose a kind of block".into())),
-        );
+            &format!("{}?block={key}#settings", flow_path(&id, &flow_key)),
+            Ok((
+                format!("{} added: fill in its settings.", flow::label(&kind)),
+                saved,
+            )),
+        ),
+        Err(e) => edited(&app, &f.admin, &flow_path(&id, &flow_key), Err(e)),
     }
-    let block = store::add_block(
-        &app.db,
-        fl.id,
-        &f.form.kind,
-        &flow::default_config(&f.form.kind),
-    )
-    .await?;
-    app.catalog.invalidate();
-    after(
-        &app,
-        &f.admin,
-        &format!("{base}?block={block}#settings"),
-        Ok(format!(
-            "{} added: fill in its settings.",
-            flow::label(&f.form.kind)
-        )),
-    )
 }
 
 /// A block's settings form: every kind's fields, of which the block's own are used.
@@ -520,41 +705,72 @@ struct BlockForm {
     flow: String,
     #[serde(rename = "else")]
     else_next: String,
-    /// Filter: how many case rows the form has, and whether to add one.
+    /// Filter: how many case rows the form has, and whether to add or remove one.
     cases: usize,
     add_case: Option<String>,
     remove_case: Option<usize>,
+    revision: Option<i64>,
     #[serde(flatten)]
     rest: HashMap<String, String>,
 }
 
-/// The most cases a Filter block may have.
-const MAX_CASES: usize = 50;
-
-fn opt_id(s: &str) -> Value {
-    s.trim().parse::<i64>().map_or(Value::Null, Value::from)
+fn opt_key(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|k| !k.is_empty())
 }
 
-/// The block's new settings from its form.
-fn config_from(kind: &str, f: &BlockForm) -> Result<Value, String> {
-    let message = f.message.trim();
-    Ok(match kind {
-        "greeting" | "start" | "talk" => json!({ "message": message, "next": opt_id(&f.next) }),
-        "collect" => {
+/// The block's new settings from its form, or why the form cannot be saved as typed.
+fn settings_from(app: &AppState, a: &Agent, old: &Block, f: &BlockForm) -> Result<Block, String> {
+    let message = f.message.trim().to_owned();
+    Ok(match old {
+        Block::Greeting { .. } => Block::Greeting {
+            message,
+            next: opt_key(&f.next),
+        },
+        Block::Start { .. } => Block::Start {
+            message,
+            next: opt_key(&f.next),
+        },
+        Block::Talk { .. } => Block::Talk {
+            message,
+            next: opt_key(&f.next),
+        },
+        Block::Collect { .. } => {
             let variable = f.variable.trim();
             if !variable.is_empty() {
-                crate::domain::variables::VariableName::parse(variable)?;
+                VariableName::parse(variable).map_err(|e| format!("Variable to fill: {e}"))?;
             }
-            json!({ "variable": variable, "prompt": f.prompt.trim(), "next": opt_id(&f.next) })
+            Block::Collect {
+                variable: variable.to_owned(),
+                prompt: f.prompt.trim().to_owned(),
+                next: opt_key(&f.next),
+            }
         }
-        "transfer_call" => json!({
-            "destination": f.destination.trim(),
-            "department": f.department.trim(),
-            "message": message,
-        }),
-        "transfer_flow" => json!({ "flow": opt_id(&f.flow) }),
-        "end_call" => json!({ "message": message, "outcome": f.outcome.trim() }),
-        "filter" => {
+        Block::TransferCall { .. } => {
+            // Numbers are kept as callers' are: in E.164, read in the agent's region.
+            let destination = match f.destination.trim() {
+                "" => String::new(),
+                d => app
+                    .phones
+                    .parse(d, a.region())
+                    .map_err(|e| format!("Destination number: {e}"))?
+                    .into_string(),
+            };
+            Block::TransferCall {
+                destination,
+                department: f.department.trim().to_owned(),
+                message,
+            }
+        }
+        Block::TransferFlow { .. } => Block::TransferFlow {
+            flow: opt_key(&f.flow),
+        },
+        Block::EndCall { .. } => Block::EndCall {
+            message,
+            outcome: Some(f.outcome.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .unwrap_or_else(|| "completed".into()),
+        },
+        Block::Filter { .. } => {
             if f.cases > MAX_CASES {
                 return Err(format!("a Filter has at most {MAX_CASES} cases"));
             }
@@ -570,105 +786,299 @@ fn config_from(kind: &str, f: &BlockForm) -> Result<Value, String> {
                         .unwrap_or_default()
                 };
                 let conditions = flow::parse_conditions(&get("conditions"))
-                    .map_err(|e| format!("case {}: {e}", i + 1))?;
-                let join = if get("join") == "or" { "or" } else { "and" };
-                cases.push(json!({
-                    "name": get("name").trim(),
-                    "join": join,
-                    "conditions": conditions,
-                    "next": opt_id(&get("next")),
-                }));
+                    .map_err(|e| format!("Case {}: {e}", i + 1))?;
+                cases.push(Case {
+                    name: get("name").trim().to_owned(),
+                    any: get("join") == "or",
+                    conditions,
+                    to: opt_key(&get("next")),
+                });
             }
             if f.add_case.is_some() && cases.len() < MAX_CASES {
-                cases.push(json!({ "name": "", "join": "and", "conditions": [], "next": null }));
+                cases.push(Case {
+                    name: String::new(),
+                    any: false,
+                    conditions: Vec::new(),
+                    to: None,
+                });
             }
-            json!({ "cases": cases, "else": opt_id(&f.else_next) })
+            Block::Filter {
+                cases,
+                otherwise: opt_key(&f.else_next),
+            }
         }
-        other => return Err(format!("unknown kind of block {other:?}")),
     })
 }
 
 async fn save_block(
     State(app): State<AppState>,
-    Path((id, flow_id, block_id)): Path<(String, i64, i64)>,
+    Path((id, flow_key, block_key)): Path<(String, String, String)>,
     f: AdminForm<BlockForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let fl = flow_of(&app, &a, flow_id).await?;
-    let back = format!("/admin/agents/{id}/flows/{flow_id}?block={block_id}#settings");
-    let rows = store::blocks(&app.db, fl.id).await?;
-    let Some(block) = rows.iter().find(|b| b.id == block_id) else {
-        return Err(not_found("This block"));
+    let AdminForm { admin, form } = f;
+    let back = format!("{}?block={block_key}#settings", flow_path(&id, &flow_key));
+    let d = agent_draft(&app, &a).await?;
+    let (fl, block) = {
+        let fl = d
+            .doc()
+            .flow(&flow_key)
+            .ok_or_else(|| not_found("This flow"))?;
+        let block = fl
+            .blocks
+            .iter()
+            .find(|b| b.key == block_key)
+            .ok_or_else(|| not_found("This block"))?;
+        (fl.clone(), block.clone())
     };
-    let config = match config_from(&block.kind, &f.form) {
-        Ok(config) => config,
-        Err(e) => return after(&app, &f.admin, &back, Err(StoreError::Conflict(e))),
+    let settings = match settings_from(&app, &a, &block.settings, &form) {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(refused(
+                &app,
+                &admin,
+                &a,
+                d,
+                &fl,
+                &block,
+                &form,
+                e,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ));
+        }
     };
-    // Adding or removing a Filter case is a step in editing, not a save to check.
-    let editing_cases = f.form.add_case.is_some() || f.form.remove_case.is_some();
-    if !editing_cases {
-        let problems = check_change(&app, &a, &rows, fl.id, block, &config).await?;
-        if !problems.is_empty() {
-            let reason = format!("Not saved: {}.", problems.join("; "));
-            return after(&app, &f.admin, &back, Err(StoreError::Conflict(reason)));
+    let result = drafts::edit(&app.db, a.id, form.revision, &by(&admin), |doc| {
+        let b = doc
+            .flow_mut(&flow_key)
+            .and_then(|x| x.blocks.iter_mut().find(|b| b.key == block_key))
+            .ok_or("this block is no longer in the draft")?;
+        b.settings = settings;
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(((), saved)) => {
+            let d = agent_draft(&app, &a).await?;
+            let notice = match block_findings(d.doc(), &flow_key, &block_key) {
+                found if found.is_empty() => "Saved to the draft.".to_owned(),
+                found => format!(
+                    "Saved to the draft. To finish before publishing: {}.",
+                    found.join("; ")
+                ),
+            };
+            edited(&app, &admin, &back, Ok((notice, saved)))
+        }
+        Err(EditError::Database(e)) => Err(e.into()),
+        Err(e) => {
+            let status = match e {
+                EditError::Stale { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let d = agent_draft(&app, &a).await?;
+            Ok(refused(
+                &app,
+                &admin,
+                &a,
+                d,
+                &fl,
+                &block,
+                &form,
+                e.to_string(),
+                status,
+            ))
         }
     }
-    let result = store::update_block(&app.db, fl.id, block_id, &config)
-        .await
-        .map(|_| "Saved.".to_owned());
-    app.catalog.invalidate();
-    after(&app, &f.admin, &back, result)
 }
 
-/// What would be wrong with the flow if `block` had `config`: the block's own settings
-/// (known variables, typed comparisons, transfer targets) and the flow's connections (each
-/// to a block of this flow, no cycle).
-async fn check_change(
+/// What would stop the draft's publish at this block, and cycles it may have closed.
+fn block_findings(doc: &AgentDocument, flow_key: &str, block_key: &str) -> Vec<String> {
+    document::findings(doc)
+        .1
+        .into_iter()
+        .filter(|x| match &x.at {
+            At::Block(f, b) if f == flow_key => b == block_key || x.detail.starts_with("a cycle"),
+            At::Flow(f) => f == flow_key,
+            _ => false,
+        })
+        .map(|x| x.detail)
+        .collect()
+}
+
+/// The editor again, with the form as the admin typed it and why it was not saved.
+#[allow(clippy::too_many_arguments)]
+fn refused(
     app: &AppState,
+    admin: &Admin,
     a: &Agent,
-    rows: &[BlockRow],
-    flow_id: i64,
-    block: &BlockRow,
-    config: &Value,
-) -> Result<Vec<String>, sqlx::Error> {
-    let compiled = match Block::compile(&block.kind, config) {
-        Ok(b) => b,
-        Err(e) => return Ok(vec![e]),
-    };
-    let (program, known) = catalog::load_checked(&app.db, a.id, a.first_flow_id, |program| {
-        if let Some(flow) = program.flows.get_mut(&flow_id) {
-            flow.blocks.insert(block.id, compiled.clone());
+    d: AgentDraft,
+    fl: &FlowDoc,
+    block: &BlockDoc,
+    form: &BlockForm,
+    error: String,
+    status: StatusCode,
+) -> Response {
+    let flash = app.flash.take(admin.session_id);
+    let settings = settings_from_form(fl, block, form, format!("Not saved: {error}"));
+    match editor_page(
+        admin,
+        a,
+        d,
+        &fl.key,
+        Some(&block.key),
+        Some(settings),
+        &flash,
+    ) {
+        Ok(page) => {
+            let mut res = render(page);
+            *res.status_mut() = status;
+            res
         }
-    })
-    .await?;
-    let mut problems = runtime::check_block(&compiled, &known);
-    if let Some(flow) = program.flows.get(&flow_id) {
-        let number = rows
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.id, i + 1))
-            .collect();
-        problems.extend(runtime::check_connections(flow, &number));
+        Err(e) => axum::response::IntoResponse::into_response(e),
     }
-    problems.extend(runtime::check_transfer_cycles(&program));
-    Ok(problems)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DeleteBlock {
+    /// What the blocks that led to it lead to instead: a block's key, or empty for nothing.
+    reconnect: String,
+    revision: Option<i64>,
 }
 
 async fn delete_block(
     State(app): State<AppState>,
-    Path((id, flow_id, block_id)): Path<(String, i64, i64)>,
-    f: AdminForm<Nothing>,
+    Path((id, flow_key, block_key)): Path<(String, String, String)>,
+    f: AdminForm<DeleteBlock>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let fl = flow_of(&app, &a, flow_id).await?;
-    let result = store::delete_block(&app.db, fl.id, block_id)
-        .await
-        .map(|_| "Block deleted.".to_owned());
-    app.catalog.invalidate();
-    after(
+    flow_exists(&app, &a, &flow_key).await?;
+    let reconnect = opt_key(&f.form.reconnect).filter(|k| *k != block_key);
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let x = doc.flow_mut(&flow_key).ok_or("this flow does not exist")?;
+        let at = x
+            .blocks
+            .iter()
+            .position(|b| b.key == block_key)
+            .ok_or("this block is no longer in the draft")?;
+        if x.blocks[at].settings.is_entry() {
+            return Err("a flow's entry cannot be deleted".into());
+        }
+        if let Some(r) = &reconnect
+            && !x.blocks.iter().any(|b| &b.key == r)
+        {
+            return Err("the block chosen to reconnect to does not exist".into());
+        }
+        x.blocks.remove(at);
+        let mut moved = 0;
+        for b in &mut x.blocks {
+            for slot in b.settings.targets_mut() {
+                if slot.as_deref() == Some(block_key.as_str()) {
+                    *slot = reconnect.clone();
+                    moved += 1;
+                }
+            }
+        }
+        for v in &mut doc.variables {
+            if matches!(&v.source, Some(document::Source::Block { flow, block })
+                if *flow == flow_key && *block == block_key)
+            {
+                v.source = None;
+            }
+        }
+        Ok(match (moved, &reconnect) {
+            (0, _) => "Block deleted; nothing led to it.".to_owned(),
+            (n, Some(_)) => format!(
+                "Block deleted; {n} connection{} that led to it now lead{} to the block after it.",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" }
+            ),
+            (n, None) => format!(
+                "Block deleted; {n} connection{} that led to it {} not connected now.",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "is" } else { "are" }
+            ),
+        })
+    })
+    .await;
+    edited(&app, &f.admin, &flow_path(&id, &flow_key), result)
+}
+
+async fn duplicate_block(
+    State(app): State<AppState>,
+    Path((id, flow_key, block_key)): Path<(String, String, String)>,
+    f: AdminForm<Revision>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    flow_exists(&app, &a, &flow_key).await?;
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let x = doc.flow_mut(&flow_key).ok_or("this flow does not exist")?;
+        let at = x
+            .blocks
+            .iter()
+            .position(|b| b.key == block_key)
+            .ok_or("this block is no longer in the draft")?;
+        if x.blocks[at].settings.is_entry() {
+            return Err("a flow has one entry: it cannot be duplicated".into());
+        }
+        let key = AgentDocument::new_key("", x.blocks.iter().map(|b| b.key.as_str()));
+        let mut copy = x.blocks[at].clone();
+        copy.key = key.clone();
+        copy.position = copy.position.map(|p| document::Position {
+            x: p.x + 40.0,
+            y: p.y + 40.0,
+        });
+        x.blocks.insert(at + 1, copy);
+        Ok(key)
+    })
+    .await;
+    match result {
+        Ok((key, saved)) => edited(
+            &app,
+            &f.admin,
+            &format!("{}?block={key}#settings", flow_path(&id, &flow_key)),
+            Ok((
+                "Block duplicated: connect what should lead to the copy.".into(),
+                saved,
+            )),
+        ),
+        Err(e) => edited(&app, &f.admin, &flow_path(&id, &flow_key), Err(e)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MoveBlock {
+    direction: String,
+    revision: Option<i64>,
+}
+
+/// Moves a block up or down the flow's list (its number changes; its connections do not).
+async fn move_block(
+    State(app): State<AppState>,
+    Path((id, flow_key, block_key)): Path<(String, String, String)>,
+    f: AdminForm<MoveBlock>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    flow_exists(&app, &a, &flow_key).await?;
+    let up = f.form.direction == "up";
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let x = doc.flow_mut(&flow_key).ok_or("this flow does not exist")?;
+        let at = x
+            .blocks
+            .iter()
+            .position(|b| b.key == block_key)
+            .ok_or("this block is no longer in the draft")?;
+        let other = if up { at.checked_sub(1) } else { Some(at + 1) }
+            .filter(|o| *o < x.blocks.len())
+            .ok_or("the block is already at that end")?;
+        x.blocks.swap(at, other);
+        Ok("Moved.".to_owned())
+    })
+    .await;
+    edited(
         &app,
         &f.admin,
-        &format!("/admin/agents/{id}/flows/{flow_id}"),
+        &format!("{}?block={block_key}", flow_path(&id, &flow_key)),
         result,
     )
 }

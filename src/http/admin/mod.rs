@@ -4,6 +4,7 @@
 mod actions;
 mod agents;
 mod calls;
+mod draft;
 mod flows;
 mod people;
 mod rules;
@@ -17,9 +18,11 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::AppState;
 use crate::auth::session::{Admin, FlashData};
+use crate::domain::document::{self, AgentDocument};
+use crate::drafts;
 use crate::error::AppError;
-use crate::store::StoreError;
 use crate::store::agents::Agent;
+use crate::store::{StoreError, documents};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .merge(variables::router())
         .merge(calls::router())
         .merge(simulate::router())
+        .merge(draft::router())
         .layer(axum::middleware::map_response(super::fallback::html_errors))
         .layer(axum::middleware::map_response(private))
 }
@@ -132,6 +136,7 @@ pub fn after(
         Err(StoreError::Conflict(m) | StoreError::NotFound(m)) => {
             app.flash.error(admin.session_id, m)
         }
+        Err(e @ StoreError::Stale { .. }) => app.flash.error(admin.session_id, e.to_string()),
         Err(StoreError::Database(e)) => return Err(e.into()),
     }
     Ok(Redirect::to(to).into_response())
@@ -145,9 +150,87 @@ pub async fn agent(app: &AppState, public_id: &str) -> Result<Agent, HtmlError> 
 }
 
 /// The agent's First Flow in the editor (where pre-call actions are listed), else the agent.
-pub fn first_flow_link(a: &Agent) -> String {
-    match a.first_flow_id {
-        Some(f) => format!("/admin/agents/{}/flows/{f}", a.public_id),
-        None => format!("/admin/agents/{}", a.public_id),
+pub fn first_flow_link(agent_id: &str, doc: &AgentDocument) -> String {
+    match &doc.first_flow {
+        Some(f) => format!("/admin/agents/{agent_id}/flows/{f}"),
+        None => format!("/admin/agents/{agent_id}"),
     }
+}
+
+/// What every page of an agent shows of its draft: how far it is from the published
+/// version, whether it can be published, and who saved it last.
+#[derive(Clone)]
+pub struct DraftBar {
+    pub agent_id: String,
+    pub revision: i64,
+    pub changes: usize,
+    pub problems: usize,
+    pub updated_by: String,
+    pub updated_at: String,
+    pub published: Option<i64>,
+}
+
+/// An agent's draft and published version, as the console shows them.
+pub struct AgentDraft {
+    pub draft: documents::Draft,
+    pub published: Option<documents::Version>,
+    pub bar: DraftBar,
+}
+
+impl AgentDraft {
+    pub fn doc(&self) -> &AgentDocument {
+        &self.draft.document
+    }
+}
+
+pub async fn agent_draft(app: &AppState, a: &Agent) -> Result<AgentDraft, HtmlError> {
+    let draft = documents::draft(&app.db, a.id)
+        .await?
+        .ok_or_else(|| not_found("This agent's draft"))?;
+    let published = documents::published(&app.db, a.id).await?;
+    let changes = published
+        .as_ref()
+        .map_or(1, |p| document::changes(&p.document, &draft.document).len());
+    let bar = DraftBar {
+        agent_id: a.public_id.clone(),
+        revision: draft.revision,
+        changes,
+        problems: document::check(&draft.document).len(),
+        updated_by: draft.updated_by.clone(),
+        updated_at: crate::store::rfc3339(draft.updated_at),
+        published: published.as_ref().map(|p| p.meta.number),
+    };
+    Ok(AgentDraft {
+        draft,
+        published,
+        bar,
+    })
+}
+
+/// Who the console is, in the draft's and versions' records.
+pub fn by(admin: &Admin) -> String {
+    admin.email.clone()
+}
+
+/// After an edit of the draft: back to `to` with what happened, its new endpoints' keys
+/// waiting to be shown once.
+pub fn edited(
+    app: &AppState,
+    admin: &Admin,
+    to: &str,
+    result: Result<(String, documents::Saved), drafts::EditError>,
+) -> PageResult {
+    match result {
+        Ok((notice, saved)) => {
+            app.catalog.invalidate();
+            for e in &saved.created {
+                app.flash
+                    .secret(admin.session_id, "webhook", e.id, &e.api_key);
+            }
+            app.flash.notice(admin.session_id, notice);
+        }
+        Err(drafts::EditError::Database(e)) => return Err(e.into()),
+        Err(e) => app.flash.error(admin.session_id, e.to_string()),
+    }
+    Ok(Redirect::to(to).into_response())
 }

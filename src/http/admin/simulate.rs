@@ -1,6 +1,7 @@
-//! The call simulator: starts a call as the call runtime would, sends a webhook payload
-//! through one of the agent's Webhook actions while the call waits (or after it fell back),
-//! answers its questions from the admin's list, then shows the call's timeline.
+//! The call simulator: starts a call of the published version as the call runtime would,
+//! with exactly the webhook payload typed in the form arriving through one of its Webhook
+//! actions at the time given (or late, after the call fell back), never data cached for a
+//! real call; answers its questions from the admin's list; then shows the call's timeline.
 
 use std::time::Duration;
 
@@ -14,15 +15,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::calls::answer_call;
-use super::{Page, PageResult, agent, render};
+use super::{Page, PageResult, agent, agent_draft, render};
 use crate::auth::session::{Admin, AdminForm};
-use crate::calls::StartCall;
+use crate::calls::{Simulation, StartCall};
+use crate::domain::document::MAX_WAIT_MS as MAX_FALLBACK_WAIT_MS;
+use crate::domain::payload;
 use crate::domain::runtime::Question;
 use crate::domain::variables::{SYSTEM_VARIABLES, VariableName};
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::store::actions::{self, MAX_FALLBACK_WAIT_MS};
 use crate::store::agents::Agent;
+use crate::store::{calls as stored_calls, documents, rfc3339};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/admin/agents/{agent}/simulate", get(form).post(simulate))
@@ -34,26 +37,31 @@ const EXAMPLE_CALLER: &str = "+12125550123";
 /// Questions one simulation answers at most, so that a flow going round cannot hold it.
 const MAX_ANSWERS: usize = 50;
 
-/// A Webhook action the payload can be sent through.
+/// A Webhook action of the published version the payload can be sent through.
 struct WebhookChoice {
+    /// The endpoint's row.
     id: i64,
     name: String,
-    slug: String,
     wait_ms: i64,
     enabled: bool,
 }
 
 async fn webhooks(app: &AppState, a: &Agent) -> Result<Vec<WebhookChoice>, sqlx::Error> {
-    Ok(actions::list(&app.db, a.id)
-        .await?
-        .into_iter()
-        .filter(|x| x.kind == "webhook")
-        .map(|x| WebhookChoice {
-            id: x.id,
-            name: x.name,
-            slug: x.slug.unwrap_or_default(),
-            wait_ms: x.fallback_wait_ms.unwrap_or(0),
-            enabled: x.enabled.unwrap_or(true),
+    let Some(published) = documents::published(&app.db, a.id).await? else {
+        return Ok(Vec::new());
+    };
+    let endpoints = documents::endpoints(&app.db, a.id).await?;
+    Ok(published
+        .document
+        .webhooks()
+        .filter_map(|(x, wait_ms, _, enabled)| {
+            let e = endpoints.iter().find(|e| e.key == x.key)?;
+            Some(WebhookChoice {
+                id: e.id,
+                name: x.name.clone(),
+                wait_ms,
+                enabled,
+            })
         })
         .collect())
 }
@@ -76,7 +84,9 @@ struct SimulatePage {
     page: Page,
     agent_id: String,
     agent_name: String,
-    first_flow: Option<i64>,
+    first_flow: Option<String>,
+    /// The version simulated calls run.
+    version: Option<i64>,
     webhooks: Vec<WebhookChoice>,
     form: SimulateForm,
     max_delay: i64,
@@ -95,6 +105,7 @@ fn example_payload(agent_id: &str, caller: &str) -> String {
 
 async fn form(State(app): State<AppState>, admin: Admin, Path(id): Path<String>) -> PageResult {
     let a = agent(&app, &id).await?;
+    let first_flow = agent_draft(&app, &a).await?.doc().first_flow.clone();
     let flash = app.flash.take(admin.session_id);
     let webhooks = webhooks(&app, &a).await?;
     let form = SimulateForm {
@@ -108,20 +119,22 @@ async fn form(State(app): State<AppState>, admin: Admin, Path(id): Path<String>)
         ..SimulateForm::default()
     };
     let page = Page::new(&admin, format!("Simulate a call · {}", a.name), &flash);
-    Ok(render(simulate_page(page, a, webhooks, form)))
+    Ok(render(simulate_page(page, a, first_flow, webhooks, form)))
 }
 
 fn simulate_page(
     page: Page,
     a: Agent,
+    first_flow: Option<String>,
     webhooks: Vec<WebhookChoice>,
     form: SimulateForm,
 ) -> SimulatePage {
     SimulatePage {
         page,
+        version: a.published_version,
         agent_id: a.public_id,
         agent_name: a.name,
-        first_flow: a.first_flow_id,
+        first_flow,
         webhooks,
         form,
         max_delay: MAX_FALLBACK_WAIT_MS,
@@ -185,8 +198,13 @@ fn parse_answers(text: &str) -> Result<Map<String, Value>, String> {
 /// A simulation whose input was checked: nothing of it has started yet.
 struct Plan {
     call: StartCall,
-    /// The payload, the webhook to send it through, and when.
-    send: Option<(String, bytes::Bytes, Duration)>,
+    /// What the chosen webhook receives for the caller, and when; none when no payload was
+    /// typed or it is for another caller.
+    send: Option<Simulation>,
+    /// What the page says about the payload.
+    notes: Vec<String>,
+    /// The endpoint whose cached data for the caller the simulation leaves alone.
+    checked: Vec<(i64, String)>,
     answers: Map<String, Value>,
 }
 
@@ -194,6 +212,7 @@ fn plan(
     app: &AppState,
     a: &Agent,
     webhooks: &[WebhookChoice],
+    schema: &[crate::domain::variables::VariableDef],
     f: &SimulateForm,
 ) -> Result<Plan, String> {
     let region = a.region();
@@ -214,13 +233,15 @@ fn plan(
     let payload = parse_payload(&f.payload)?;
     let delay = parse_delay(&f.delay_ms)?;
     let answers = parse_answers(&f.answers)?;
+    let mut notes = Vec::new();
     let send = match payload {
         None => None,
         Some(body) => {
             let chosen = match webhooks {
                 [] => {
                     return Err(
-                        "Webhook payload: this agent has no Webhook action to send it through"
+                        "Webhook payload: the published version has no Webhook action to send it \
+                         through"
                             .into(),
                     );
                 }
@@ -230,8 +251,48 @@ fn plan(
                     .find(|w| w.id.to_string() == f.action.trim())
                     .ok_or("Send it through: choose one of the agent's Webhook actions")?,
             };
-            let body = bytes::Bytes::from(Value::Object(body).to_string());
-            Some((chosen.slug.clone(), body, Duration::from_millis(delay)))
+            let text = Value::Object(body).to_string();
+            let raw = payload::parse(text.as_bytes()).map_err(|e| match e {
+                payload::PayloadError::Malformed(m) => format!("Webhook payload: {m}"),
+                payload::PayloadError::Invalid(p) => format!("Webhook payload: {}", details(&p)),
+            })?;
+            let valid =
+                payload::validate(raw, &a.public_id, schema, |p| app.phones.parse(p, region))
+                    .map_err(|p| format!("Webhook payload: {}", details(&p)))?;
+            let for_caller = valid.phone.as_str() == caller.as_str();
+            let fields = Value::Object(valid.fields).to_string();
+            let at = Duration::from_millis(delay);
+            let name = &chosen.name;
+            if !chosen.enabled {
+                notes.push(format!(
+                    "{name:?} is disabled: calls do not wait for it, and the payload was not used."
+                ));
+                None
+            } else if !for_caller {
+                notes.push(format!(
+                    "The payload is for {}, not the caller: the call could not use it.",
+                    valid.phone.as_str()
+                ));
+                None
+            } else {
+                if delay as i64 > chosen.wait_ms {
+                    notes.push(format!(
+                        "The payload came through {name:?} {delay} ms after the call started, \
+                         after its {} ms wait: the call fell back, and the payload is recorded \
+                         as late data.",
+                        chosen.wait_ms
+                    ));
+                } else {
+                    notes.push(format!(
+                        "The payload came through {name:?} {delay} ms after the call started."
+                    ));
+                }
+                Some(Simulation {
+                    action_id: chosen.id,
+                    fields,
+                    at,
+                })
+            }
         }
     };
     Ok(Plan {
@@ -240,39 +301,19 @@ fn plan(
             from: caller.to_string(),
             to: to.map(str::to_owned),
         },
+        checked: webhooks.iter().map(|w| (w.id, w.name.clone())).collect(),
         send,
+        notes,
         answers,
     })
 }
 
-/// What the webhook answered the simulated sender, in a sentence.
-async fn sent_note(res: axum::response::Response, delay: Duration, caller: &str) -> String {
-    let status = res.status();
-    let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .unwrap_or(Value::Null);
-    let after = format!("{} ms after the call started", delay.as_millis());
-    if status.is_success() {
-        let phone = body["phoneNumber"].as_str().unwrap_or_default();
-        let other = if !phone.is_empty() && phone != caller {
-            format!(" It was for {phone}, not the caller, so this call could not use it.")
-        } else {
-            String::new()
-        };
-        format!("The webhook accepted the payload, sent {after}.{other}")
-    } else {
-        let details: Vec<&str> = match body["errors"].as_array() {
-            Some(errors) => errors.iter().filter_map(|e| e["detail"].as_str()).collect(),
-            None => body["detail"].as_str().into_iter().collect(),
-        };
-        format!(
-            "The webhook refused the payload sent {after} ({}): {}",
-            status.as_u16(),
-            details.join("; ")
-        )
-    }
+fn details(problems: &[payload::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.detail.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Deserialize)]
@@ -280,49 +321,80 @@ struct Asked {
     question: Option<Question>,
 }
 
-/// Runs a simulation. The call and the delayed webhook run concurrently, so a payload that
-/// lands before the fallback time ends the call's wait early, and one sent later is
-/// recorded as late data against the call. Then the call's questions are answered from
-/// the list while it asks for a variable that has an answer there.
+/// Runs a simulation of the published version. The call waits for its Webhook actions as a
+/// real one does, with the typed payload as the only data: arriving at its time it ends the
+/// wait for its action; later, the call falls back and the payload is recorded as late
+/// data. Data cached for the caller by real senders is neither used nor touched (the page
+/// says so). Then the call's questions are answered from the list while it asks for a
+/// variable that has an answer there.
 async fn simulate(
     State(app): State<AppState>,
     Path(id): Path<String>,
     f: AdminForm<SimulateForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
+    let first_flow = agent_draft(&app, &a).await?.doc().first_flow.clone();
     let AdminForm { admin, form } = f;
     let webhooks = webhooks(&app, &a).await?;
-    let plan = match plan(&app, &a, &webhooks, &form) {
+    let runtime = app
+        .catalog
+        .agent(&a.public_id)
+        .await?
+        .ok_or_else(|| super::not_found("This agent"))?;
+    let plan = match plan(&app, &a, &webhooks, &runtime.schema, &form) {
         Ok(plan) => plan,
-        Err(message) => return Ok(refused(&app, &admin, a, webhooks, form, message)),
+        Err(message) => {
+            return Ok(refused(
+                &app, &admin, a, first_flow, webhooks, form, message,
+            ));
+        }
     };
     let Plan {
         call,
         send,
+        mut notes,
+        checked,
         answers,
     } = plan;
-    let target = match &send {
-        Some((slug, _, _)) => app.catalog.webhook(slug).await?,
-        None => None,
-    };
     let caller = call.from.clone();
-    let send = async {
-        let (Some(target), Some((_, body, delay))) = (target, send) else {
-            return None;
-        };
-        tokio::time::sleep(delay).await;
-        let res = crate::http::ingest::sample(app.clone(), target, body).await;
-        Some(sent_note(res, delay, &caller).await)
-    };
-    let (started, sent) = tokio::join!(crate::calls::start(&app, a.id, call), send);
-    let started = match started {
+    for (endpoint, name) in &checked {
+        if let Some((fields, at)) = stored_calls::cached_for(&app.db, *endpoint, &caller).await? {
+            let names: Vec<String> = serde_json::from_str::<Map<String, Value>>(&fields)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            notes.push(format!(
+                "{name:?} holds data for this caller ({}, received {}): the simulation left it \
+                 for the caller's next real call.",
+                names.join(", "),
+                rfc3339(at)
+            ));
+        }
+    }
+    let late = send.clone().filter(|s| {
+        webhooks
+            .iter()
+            .any(|w| w.id == s.action_id && s.at.as_millis() as i64 > w.wait_ms)
+    });
+    let started_at = std::time::Instant::now();
+    let started = match crate::calls::simulate(&app, a.id, call, send).await {
         Ok(s) => s,
         Err(AppError::Problem(p)) => {
-            return Ok(refused(&app, &admin, a, webhooks, form, p.detail));
+            return Ok(refused(
+                &app, &admin, a, first_flow, webhooks, form, p.detail,
+            ));
         }
         Err(e) => return Err(e.into()),
     };
-    let mut notes: Vec<String> = sent.into_iter().collect();
+    if let Some(late) = late {
+        tokio::time::sleep_until((started_at + late.at).into()).await;
+        stored_calls::record_late(
+            &app.db,
+            &started.call_id,
+            &late.fields,
+            crate::store::now_ms(),
+        )
+        .await?;
+    }
     let mut refusal = None;
     let mut question = serde_json::from_str::<Asked>(&started.json)
         .ok()
@@ -361,6 +433,7 @@ fn refused(
     app: &AppState,
     admin: &Admin,
     a: Agent,
+    first_flow: Option<String>,
     webhooks: Vec<WebhookChoice>,
     form: SimulateForm,
     message: String,
@@ -368,7 +441,7 @@ fn refused(
     let flash = app.flash.take(admin.session_id);
     let mut page = Page::new(admin, format!("Simulate a call · {}", a.name), &flash);
     page.error = Some(message);
-    let mut res = render(simulate_page(page, a, webhooks, form));
+    let mut res = render(simulate_page(page, a, first_flow, webhooks, form));
     *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     res
 }

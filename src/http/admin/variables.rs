@@ -1,18 +1,20 @@
-//! An agent's variable schema: name, type, default, description, source.
+//! An agent's variable schema, in the draft: name, type, default, description, source.
+//! Ingest checks fields against the published schema; a change here reaches it on publish.
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Page, PageResult, after, agent, render};
+use super::{DraftBar, Page, PageResult, agent, agent_draft, by, edited, render};
 use crate::auth::session::{Admin, AdminForm};
+use crate::domain::document::{AgentDocument, MAX_TEXT, Source, VariableDoc};
 use crate::domain::variables::{SYSTEM_VARIABLES, VarType, VariableName};
+use crate::drafts;
 use crate::http::AppState;
-use crate::store::StoreError;
-use crate::store::variables::{self, NewVariable};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,19 +31,26 @@ struct VariableView {
     default: String,
     description: String,
     source: String,
+    published: bool,
 }
 
 #[derive(Template)]
 #[template(path = "admin/variables.html")]
 struct VariablesPage {
     page: Page,
+    bar: DraftBar,
     agent_id: String,
     agent_name: String,
+    first_flow: Option<String>,
     variables: Vec<VariableView>,
     system: Vec<&'static str>,
-    /// The variable being edited, if any.
+    /// The variable being edited (or the form as typed, when it was refused).
     editing: Option<VariableView>,
+    /// Whether `editing` is a new variable.
+    new: bool,
+    error: Option<String>,
     types: Vec<&'static str>,
+    revision: i64,
 }
 
 #[derive(Deserialize)]
@@ -49,13 +58,110 @@ struct EditQuery {
     edit: Option<String>,
 }
 
-/// A default as typed in the form: JSON where it parses (`0`, `true`, `["a"]`), else text.
-fn default_text(v: Option<&str>) -> String {
-    match v.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
-        Some(Value::String(s)) => s,
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+/// A default as the form shows it: text as is, anything else as JSON.
+fn default_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
+}
+
+fn source_text(doc: &AgentDocument, s: &Option<Source>) -> String {
+    match s {
+        None => "set by hand".into(),
+        Some(Source::Action(a)) => doc.action(a).map_or_else(
+            || "a pre-call action".into(),
+            |x| format!("Webhook {:?}", x.name),
+        ),
+        Some(Source::Block { flow, block }) => doc.flow(flow).map_or_else(
+            || "a Collect block".into(),
+            |f| {
+                let n = f
+                    .blocks
+                    .iter()
+                    .position(|b| &b.key == block)
+                    .map_or(0, |i| i + 1);
+                format!("Collect #{n} in {:?}", f.name)
+            },
+        ),
+    }
+}
+
+async fn render_page(
+    app: &AppState,
+    admin: &Admin,
+    id: &str,
+    edit: Option<String>,
+    typed: Option<(VariableForm, String)>,
+) -> PageResult {
+    let a = agent(app, id).await?;
+    let d = agent_draft(app, &a).await?;
+    let doc = d.doc();
+    let flash = app.flash.take(admin.session_id);
+    let variables: Vec<VariableView> = doc
+        .variables
+        .iter()
+        .map(|v| VariableView {
+            name: v.name.clone(),
+            ty: v.ty.as_str().into(),
+            default: default_text(&v.default),
+            description: v.description.clone(),
+            source: source_text(doc, &v.source),
+            published: d
+                .published
+                .as_ref()
+                .is_some_and(|p| p.document.variables.iter().any(|x| x == v)),
+        })
+        .collect();
+    let (editing, new, error) = match typed {
+        Some((form, error)) => {
+            let new = !variables.iter().any(|v| v.name == form.name.trim());
+            (
+                Some(VariableView {
+                    name: form.name,
+                    ty: form.ty,
+                    default: form.default,
+                    description: form.description,
+                    source: String::new(),
+                    published: false,
+                }),
+                new,
+                Some(format!("Not saved: {error}")),
+            )
+        }
+        None => (
+            edit.and_then(|name| {
+                variables
+                    .iter()
+                    .find(|v| v.name == name)
+                    .map(|v| VariableView {
+                        name: v.name.clone(),
+                        ty: v.ty.clone(),
+                        default: v.default.clone(),
+                        description: v.description.clone(),
+                        source: v.source.clone(),
+                        published: v.published,
+                    })
+            }),
+            false,
+            None,
+        ),
+    };
+    Ok(render(VariablesPage {
+        page: Page::new(admin, format!("Variables · {}", a.name), &flash),
+        revision: d.bar.revision,
+        first_flow: doc.first_flow.clone(),
+        bar: d.bar,
+        agent_id: a.public_id.clone(),
+        agent_name: a.name.clone(),
+        variables,
+        system: SYSTEM_VARIABLES.to_vec(),
+        editing,
+        new,
+        error,
+        types: vec!["string", "number", "boolean", "list"],
+    }))
 }
 
 async fn page(
@@ -64,51 +170,18 @@ async fn page(
     Path(id): Path<String>,
     Query(q): Query<EditQuery>,
 ) -> PageResult {
-    let a = agent(&app, &id).await?;
-    let flash = app.flash.take(admin.session_id);
-    let variables: Vec<VariableView> = variables::list(&app.db, a.id)
-        .await?
-        .into_iter()
-        .map(|v| VariableView {
-            default: default_text(v.default_value.as_deref()),
-            name: v.name,
-            ty: v.ty,
-            description: v.description,
-            source: v.source.unwrap_or_else(|| "set by hand".into()),
-        })
-        .collect();
-    let editing = q.edit.and_then(|name| {
-        variables
-            .iter()
-            .find(|v| v.name == name)
-            .map(|v| VariableView {
-                name: v.name.clone(),
-                ty: v.ty.clone(),
-                default: v.default.clone(),
-                description: v.description.clone(),
-                source: v.source.clone(),
-            })
-    });
-    Ok(render(VariablesPage {
-        page: Page::new(&admin, format!("Variables · {}", a.name), &flash),
-        agent_id: a.public_id,
-        agent_name: a.name,
-        variables,
-        system: SYSTEM_VARIABLES.to_vec(),
-        editing,
-        types: vec!["string", "number", "boolean", "list"],
-    }))
+    render_page(&app, &admin, &id, q.edit, None).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct VariableForm {
     name: String,
     #[serde(rename = "type")]
     ty: String,
-    #[serde(default)]
     default: String,
-    #[serde(default)]
     description: String,
+    revision: Option<i64>,
 }
 
 async fn save(
@@ -116,56 +189,90 @@ async fn save(
     Path(id): Path<String>,
     f: AdminForm<VariableForm>,
 ) -> PageResult {
+    let AdminForm { admin, form } = f;
     let a = agent(&app, &id).await?;
     let back = format!("/admin/agents/{id}/variables");
-    let form = f.form;
-    let result = async {
-        let name = VariableName::parse(form.name.trim()).map_err(StoreError::Conflict)?;
-        let ty = VarType::parse(&form.ty).map_err(StoreError::Conflict)?;
-        let text = form.default.trim();
-        let default = if text.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
-        };
-        if form.description.chars().count() > 500 {
-            return Err(StoreError::Conflict(
-                "the description is longer than 500 characters".into(),
+    let parsed = (|| {
+        let name = VariableName::parse(form.name.trim())?;
+        if name.is_system() {
+            return Err(format!(
+                "{name} is a system variable: it cannot be declared"
             ));
         }
-        variables::upsert(
-            &app.db,
-            a.id,
-            &NewVariable {
-                name: name.clone(),
-                ty,
-                default,
-                description: form.description.trim().to_owned(),
-                source_action_id: None,
-            },
-        )
-        .await?;
-        Ok(format!("Saved {name}."))
-    }
+        let ty = VarType::parse(&form.ty)?;
+        let text = form.default.trim();
+        let default = if text.is_empty() {
+            Value::Null
+        } else {
+            let v = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+            ty.coerce(&v).map_err(|e| format!("Default: {e}"))?
+        };
+        if form.description.chars().count() > MAX_TEXT {
+            return Err(format!(
+                "the description is longer than {MAX_TEXT} characters"
+            ));
+        }
+        Ok((name, ty, default))
+    })();
+    let (name, ty, default) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let mut res = render_page(&app, &admin, &id, None, Some((form, e))).await?;
+            *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(res);
+        }
+    };
+    let description = form.description.trim().to_owned();
+    let result = drafts::edit(&app.db, a.id, form.revision, &by(&admin), |doc| {
+        let var = VariableDoc {
+            name: name.to_string(),
+            ty,
+            default,
+            description,
+            source: None,
+        };
+        match doc.variables.iter_mut().find(|v| v.name == var.name) {
+            Some(v) => {
+                let source = v.source.take();
+                *v = VariableDoc { source, ..var };
+            }
+            None => doc.variables.push(var),
+        }
+        Ok(format!("Saved {name} to the draft."))
+    })
     .await;
-    app.catalog.invalidate();
-    after(&app, &f.admin, &back, result)
+    match result {
+        Err(e @ drafts::EditError::Stale { .. }) => {
+            let mut res = render_page(&app, &admin, &id, None, Some((form, e.to_string()))).await?;
+            *res.status_mut() = StatusCode::CONFLICT;
+            Ok(res)
+        }
+        other => edited(&app, &admin, &back, other),
+    }
 }
 
-#[derive(Deserialize)]
-struct Nothing {}
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Revision {
+    revision: Option<i64>,
+}
 
 async fn delete(
     State(app): State<AppState>,
     Path((id, name)): Path<(String, String)>,
-    f: AdminForm<Nothing>,
+    f: AdminForm<Revision>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let result = variables::delete(&app.db, a.id, &name)
-        .await
-        .map(|_| format!("Deleted {name}."));
-    app.catalog.invalidate();
-    after(
+    let result = drafts::edit(&app.db, a.id, f.form.revision, &by(&f.admin), |doc| {
+        let before = doc.variables.len();
+        doc.variables.retain(|v| v.name != name);
+        if doc.variables.len() == before {
+            return Err(format!("no variable {name} is declared"));
+        }
+        Ok(format!("Deleted {name} from the draft."))
+    })
+    .await;
+    edited(
         &app,
         &f.admin,
         &format!("/admin/agents/{id}/variables"),

@@ -235,15 +235,20 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             println!("{}", doc.to_text());
         }
         AgentCommand::Import {
-            agent,
-            file,
+            args,
             new,
             region,
             publish,
             message,
             json,
         } => {
-            let text = read_input(file.as_deref().unwrap_or("-"))?;
+            let (agent, file) = match (new.is_some(), args.as_slice()) {
+                (true, [file]) => (None, file.clone()),
+                (false, [agent, file]) => (Some(agent.clone()), file.clone()),
+                (true, _) => anyhow::bail!("with --new, give only the document's file"),
+                (false, _) => anyhow::bail!("give the agent's id and the document's file"),
+            };
+            let text = read_input(&file)?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("the document is not JSON: {e}"))?;
             let doc = AgentDocument::from_json(&value).map_err(|problems| {

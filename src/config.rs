@@ -182,14 +182,12 @@ pub enum AgentCommand {
     /// Make a document (a file, or - for standard input) an agent's draft; with --new, a new
     /// agent's. New Webhook actions get their URL and key at once (shown once).
     Import {
-        /// The agent's public id (leave out with --new).
-        #[arg(required_unless_present = "new")]
-        agent: Option<String>,
-        /// The document's file.
-        #[arg(last = true, required = true)]
-        file: Option<String>,
+        /// The agent's public id, then the document's file (`-` for standard input); with
+        /// --new, the file alone.
+        #[arg(required = true, num_args = 1..=2, value_names = ["AGENT", "FILE"])]
+        args: Vec<String>,
         /// Create a new agent with this name instead.
-        #[arg(long, value_name = "NAME", conflicts_with = "agent")]
+        #[arg(long, value_name = "NAME")]
         new: Option<String>,
         /// The new agent's phone region.
         #[arg(long, default_value = "US", requires = "new")]

@@ -29,8 +29,9 @@ pub fn router() -> Router<AppState> {
 #[openapi(
     info(
         title = "Precall API",
-        description = "The pre-call webhook (senders post what they know about a caller) and the \
-                       call runtime's API (start a call, answer its questions, read it back). \
+        description = "The pre-call webhook (senders post what they know about a caller), the \
+                       call runtime's API (start a call, answer its questions, read it back) and \
+                       the management API (agents and their versioned configuration). \
                        Errors are application/problem+json (RFC 9457); each `type` has a page \
                        that explains it."
     ),
@@ -39,8 +40,36 @@ pub fn router() -> Router<AppState> {
         super::api::calls::start,
         super::api::calls::show,
         super::api::calls::input,
+        super::api::manage::agents::list_agents,
+        super::api::manage::agents::create_agent,
+        super::api::manage::agents::get_agent,
+        super::api::manage::agents::update_agent,
+        super::api::manage::agents::delete_agent,
+        super::api::manage::agents::get_draft,
+        super::api::manage::agents::put_draft,
+        super::api::manage::agents::discard,
+        super::api::manage::agents::validate,
+        super::api::manage::agents::changes,
+        super::api::manage::agents::publish,
+        super::api::manage::agents::list_versions,
+        super::api::manage::agents::get_version,
+        super::api::manage::agents::restore,
+        super::api::manage::webhooks::list_webhooks,
+        super::api::manage::webhooks::new_key,
+        super::api::manage::webhooks::revoke_key,
+        super::api::manage::webhooks::set_signing,
+        super::api::manage::webhooks::new_signing_secret,
+        super::api::manage::records::list_variables,
+        super::api::manage::records::put_variable,
+        super::api::manage::records::delete_variable,
+        super::api::manage::records::list_runtime_tokens,
+        super::api::manage::records::create_runtime_token,
+        super::api::manage::records::revoke_runtime_token,
+        super::api::manage::records::list_deliveries,
+        super::api::manage::records::list_calls,
     ),
     components(schemas(
+        crate::http::api::manage::AgentDocumentSchema,
         IngestBody,
         IngestReceipt,
         ProblemDetails,
@@ -52,6 +81,7 @@ pub fn router() -> Router<AppState> {
     tags(
         (name = "ingest", description = "Webhook senders: cache a caller's context before the call."),
         (name = "calls", description = "The call runtime: calls, their variables and flow steps."),
+        (name = "manage", description = "Automation: agents, their configuration as a versioned document (draft, publish, versions), webhooks' secrets, variables, tokens, deliveries and calls. An admin API token (`pcat_…`) as Bearer."),
     )
 )]
 pub struct ApiDoc;
@@ -59,6 +89,7 @@ pub struct ApiDoc;
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
     camel_case_links(&mut doc);
+    doc["components"]["schemas"]["AgentDocument"] = crate::http::api::manage::document_schema();
     doc.to_string()
 });
 
@@ -103,6 +134,7 @@ async fn document() -> Response {
 pub const WEBHOOK_KEY: &str = "webhookKey";
 pub const WEBHOOK_BEARER: &str = "webhookBearer";
 pub const RUNTIME_TOKEN: &str = "runtimeToken";
+pub const ADMIN_TOKEN: &str = "adminToken";
 
 struct SecuritySchemes;
 
@@ -137,6 +169,19 @@ impl Modify for SecuritySchemes {
                     .bearer_format("pcrt_…")
                     .description(Some(
                         "A runtime token made for one agent (`precall token create`).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            ADMIN_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pcat_…")
+                    .description(Some(
+                        "An admin API token (`precall api-token create`, or the Admins page): \
+                         it acts for its admin; a read-only one only reads.",
                     ))
                     .build(),
             ),

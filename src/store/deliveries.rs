@@ -134,3 +134,31 @@ impl DeliveryRow {
         })
     }
 }
+
+/// An agent's deliveries, newest first, at most `limit`: of one webhook endpoint (`action`)
+/// and one outcome when given, and only those recorded before the delivery `before` (the
+/// last of the previous page).
+pub async fn for_agent(
+    db: &Db,
+    agent_id: i64,
+    action: Option<i64>,
+    outcome: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT * FROM ({SELECT} JOIN precall_actions a ON a.id = d.action_id
+                          WHERE a.agent_id = ?2 AND (?4 IS NULL OR d.action_id = ?4)
+                            AND d.id < coalesce(?5, 9223372036854775807)
+                          ORDER BY d.id DESC)
+          WHERE ?6 IS NULL OR outcome = ?6 ORDER BY id DESC LIMIT ?3"
+    ))
+    .bind(super::now_ms())
+    .bind(agent_id)
+    .bind(limit)
+    .bind(action)
+    .bind(before)
+    .bind(outcome)
+    .fetch_all(&db.read)
+    .await
+}

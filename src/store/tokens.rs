@@ -5,6 +5,17 @@ use crate::auth::keys::{Secret, SecretHash, SecretKind};
 
 /// Makes a token for `agent_id`; the returned secret is its one showing.
 pub async fn create(db: &Db, agent_id: i64, name: &str) -> Result<Secret, StoreError> {
+    create_with_id(db, agent_id, name)
+        .await
+        .map(|(_, token)| token)
+}
+
+/// Makes a token for `agent_id`; returns its id and the secret, for its one showing.
+pub async fn create_with_id(
+    db: &Db,
+    agent_id: i64,
+    name: &str,
+) -> Result<(i64, Secret), StoreError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 80 {
         return Err(StoreError::Conflict(
@@ -13,19 +24,19 @@ pub async fn create(db: &Db, agent_id: i64, name: &str) -> Result<Secret, StoreE
     }
     let token = Secret::generate(SecretKind::RuntimeToken);
     let mut tx = begin_write(db).await?;
-    sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO runtime_tokens (agent_id, name, token_hash, last_chars, created_at)
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(agent_id)
     .bind(name)
     .bind(token.hash().as_bytes())
     .bind(token.last_chars())
     .bind(now_ms())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(token)
+    Ok((id, token))
 }
 
 /// The agent a presented token speaks for, if it is a live token.

@@ -14,6 +14,7 @@ mod helpers;
 mod ingest;
 mod ingest_refusals;
 mod key_rotation;
+mod manage;
 mod openapi;
 mod precall_semantics;
 mod process;

@@ -24,15 +24,111 @@ async fn openapi_document_is_served_as_openapi_3_1_and_names_every_api_route() {
     let version = doc["openapi"].as_str().expect("openapi version");
     assert!(version.starts_with("3.1."), "{version}");
 
+    let agent = "/api/v1/agents/{agentId}";
+    let hook = "/api/v1/agents/{agentId}/webhooks/{actionKey}";
     let operations = [
-        ("/webhooks/{slug}", "post", "ingest", "202"),
-        ("/api/v1/calls", "post", "startCall", "201"),
-        ("/api/v1/calls/{id}", "get", "getCall", "200"),
-        ("/api/v1/calls/{id}/input", "post", "answerCall", "200"),
+        ("/webhooks/{slug}".to_owned(), "post", "ingest", "202"),
+        ("/api/v1/calls".to_owned(), "post", "startCall", "201"),
+        ("/api/v1/calls/{id}".to_owned(), "get", "getCall", "200"),
+        (
+            "/api/v1/calls/{id}/input".to_owned(),
+            "post",
+            "answerCall",
+            "200",
+        ),
+        ("/api/v1/agents".to_owned(), "get", "listAgents", "200"),
+        ("/api/v1/agents".to_owned(), "post", "createAgent", "201"),
+        (agent.to_owned(), "get", "getAgent", "200"),
+        (agent.to_owned(), "patch", "updateAgent", "200"),
+        (agent.to_owned(), "delete", "deleteAgent", "204"),
+        (format!("{agent}/draft"), "get", "getDraft", "200"),
+        (format!("{agent}/draft"), "put", "putDraft", "200"),
+        (format!("{agent}/draft"), "delete", "discardDraft", "200"),
+        (
+            format!("{agent}/draft/validate"),
+            "post",
+            "validateDraft",
+            "200",
+        ),
+        (
+            format!("{agent}/draft/changes"),
+            "get",
+            "draftChanges",
+            "200",
+        ),
+        (format!("{agent}/publish"), "post", "publish", "201"),
+        (format!("{agent}/versions"), "get", "listVersions", "200"),
+        (
+            format!("{agent}/versions/{{number}}"),
+            "get",
+            "getVersion",
+            "200",
+        ),
+        (
+            format!("{agent}/versions/{{number}}/restore"),
+            "post",
+            "restoreVersion",
+            "200",
+        ),
+        (format!("{agent}/webhooks"), "get", "listWebhooks", "200"),
+        (format!("{hook}/keys"), "post", "newWebhookKey", "201"),
+        (
+            format!("{hook}/keys/{{keyId}}"),
+            "delete",
+            "revokeWebhookKey",
+            "204",
+        ),
+        (format!("{hook}/signing"), "put", "setWebhookSigning", "200"),
+        (
+            format!("{hook}/signing-secret"),
+            "post",
+            "newWebhookSigningSecret",
+            "201",
+        ),
+        (format!("{agent}/variables"), "get", "listVariables", "200"),
+        (
+            format!("{agent}/variables/{{name}}"),
+            "put",
+            "putVariable",
+            "200",
+        ),
+        (
+            format!("{agent}/variables/{{name}}"),
+            "delete",
+            "deleteVariable",
+            "204",
+        ),
+        (
+            format!("{agent}/runtime-tokens"),
+            "get",
+            "listRuntimeTokens",
+            "200",
+        ),
+        (
+            format!("{agent}/runtime-tokens"),
+            "post",
+            "createRuntimeToken",
+            "201",
+        ),
+        (
+            format!("{agent}/runtime-tokens/{{tokenId}}"),
+            "delete",
+            "revokeRuntimeToken",
+            "204",
+        ),
+        (
+            format!("{agent}/deliveries"),
+            "get",
+            "listDeliveries",
+            "200",
+        ),
+        (format!("{agent}/calls"), "get", "listCalls", "200"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), operations.len(), "{:?}", paths.keys());
-    for (path, method, id, success) in operations {
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, operations.len(), "{:?}", paths.keys());
+    for (path, method, id, success) in &operations {
+        let (path, method, id, success) = (path.as_str(), *method, *id, *success);
         let op = &doc["paths"][path][method];
         assert_eq!(op["operationId"], id, "{method} {path}");
         assert!(op["responses"][success].is_object(), "{id}: {success}");
@@ -116,6 +212,12 @@ async fn every_route_in_the_openapi_document_is_served() {
                 app.address,
                 path.replace("{slug}", slug)
                     .replace("{id}", "xshtt9tzoS6HWXz5Fs4r")
+                    .replace("{agentId}", &setup.agent_id)
+                    .replace("{actionKey}", "webhook-x")
+                    .replace("{number}", "1")
+                    .replace("{name}", "budget")
+                    .replace("{keyId}", "1")
+                    .replace("{tokenId}", "1")
             );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let res = app
@@ -130,7 +232,7 @@ async fn every_route_in_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 31);
 }
 
 /// The JSON examples of docs/api.md, each with the schema it shows.

@@ -1,6 +1,7 @@
-//! The JSON API of the call runtime, under `/api/v1`.
+//! The JSON APIs under `/api/v1`: the call runtime's, and the management API.
 
 pub mod calls;
+pub mod manage;
 
 use axum::Router;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::error::{ApiProblem, AppError, ProblemKind};
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(calls::router())
+        .merge(manage::router())
         .layer(axum::middleware::map_response(
             crate::http::fallback::api_problems,
         ))

@@ -1,0 +1,372 @@
+//! The management API under `/api/v1/agents`: what automation (CI, scripts, another editor)
+//! needs to keep agents' configuration as code. Agents; the draft as one JSON document (GET
+//! with its ETag, PUT with If-Match, validate without saving, the changes in words, discard);
+//! publish; versions (list, read, restore into the draft); Webhook actions' secrets;
+//! variables; runtime tokens; deliveries and calls with filters and cursor pagination.
+//!
+//! Authentication is an admin API token (`Authorization: Bearer pcat_…`), made on the
+//! Admins page or with `precall api-token create`: it acts for its admin, and a read-only
+//! token only reads. No cookie, no CSRF.
+
+pub mod agents;
+pub mod records;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::{ContentBuilder, RefOr, Responses};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
+
+use super::rate_limited;
+use crate::domain::document::AgentDocument;
+use crate::error::{ApiProblem, AppError, ProblemKind};
+use crate::http::AppState;
+use crate::http::body::{read_limited, require_json};
+use crate::store::agents::Agent;
+use crate::store::api_tokens::{self, TokenHolder};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(agents::router())
+        .merge(webhooks::router())
+        .merge(records::router())
+}
+
+/// The admin an API token acts for. A read-only token passes only for GET.
+pub struct ApiAdmin(pub TokenHolder);
+
+impl ApiAdmin {
+    /// Who the drafts' and versions' records name: the token, and its admin.
+    pub fn by(&self) -> String {
+        format!("{} (API token {:?})", self.0.admin_email, self.0.name)
+    }
+}
+
+impl FromRequestParts<AppState> for ApiAdmin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, AppError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::bearer)
+            .ok_or_else(|| {
+                AppError::problem(
+                    ProblemKind::Unauthorized,
+                    "send an admin API token as Authorization: Bearer <token>",
+                )
+            })?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = peer {
+            app.ingest_limits
+                .lookup(ip)
+                .map_err(|e| AppError::Problem(rate_limited(e)))?;
+        }
+        let Some(holder) = api_tokens::holder(&app.db, token).await? else {
+            if let Some(ip) = peer {
+                app.ingest_limits.lookup_failed(ip);
+            }
+            return Err(AppError::problem(
+                ProblemKind::Unauthorized,
+                "the API token is not valid (revoked, or its admin removed)",
+            ));
+        };
+        if holder.read_only && parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(AppError::problem(
+                ProblemKind::Forbidden,
+                "this API token is read-only: it can only read",
+            ));
+        }
+        Ok(Self(holder))
+    }
+}
+
+/// The agent named in the path, or a 404 problem.
+pub async fn agent_of(app: &AppState, public_id: &str) -> Result<Agent, AppError> {
+    crate::store::agents::find_by_public_id(&app.db, public_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::problem(
+                ProblemKind::NotFound,
+                format!("no agent {:?}", crate::domain::ids::excerpt(public_id)),
+            )
+        })
+}
+
+/// The most a document may weigh: larger than other bodies (a 20-flow agent with 50 blocks
+/// each is about 300 KB).
+pub const DOCUMENT_LIMIT: usize = 4 << 20;
+
+/// A document in a request body: read with every problem as a JSON pointer (422), or 400
+/// when it is not JSON.
+pub struct DocumentBody(pub AgentDocument);
+
+impl FromRequest<AppState> for DocumentBody {
+    type Rejection = ApiProblem;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiProblem> {
+        let value = read_document_json(req, app).await?;
+        AgentDocument::from_json(&value)
+            .map(DocumentBody)
+            .map_err(|problems| ApiProblem::with_errors(ProblemKind::ValidationFailed, problems))
+    }
+}
+
+/// A request body that should be a document, read as JSON only (to validate it).
+pub async fn read_document_json(req: Request, app: &AppState) -> Result<Value, ApiProblem> {
+    let (parts, body) = req.into_parts();
+    require_json(&parts.headers)?;
+    let bytes = read_limited(&parts.headers, body, app.body_limit.max(DOCUMENT_LIMIT)).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiProblem::new(ProblemKind::MalformedJson, e.to_string()))
+}
+
+/// The draft's ETag for `revision`.
+pub fn etag(revision: i64) -> String {
+    format!("\"r{revision}\"")
+}
+
+/// What `If-Match` asks for: `None` when absent, `Some(None)` for `*`, else the revision of
+/// the ETag sent (an ETag of no revision of ours matches none: 412).
+pub fn if_match(headers: &HeaderMap) -> Result<Option<Option<i64>>, AppError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(Some(None));
+    }
+    let first = text.split(',').next().unwrap_or_default().trim();
+    let first = first.strip_prefix("W/").unwrap_or(first);
+    let revision = first
+        .strip_prefix("\"r")
+        .and_then(|r| r.strip_suffix('"'))
+        .and_then(|r| r.parse::<i64>().ok())
+        .unwrap_or(-1);
+    Ok(Some(Some(revision)))
+}
+
+/// A JSON answer with the draft's ETag.
+pub fn with_etag(mut res: Response, revision: i64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&etag(revision)) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// The JSON Schema of an agent's document, for the OpenAPI document: what
+/// [`AgentDocument::from_json`] reads. Written by hand from the format, and checked against
+/// the reader by tests (the examples validate; invalid documents fail both).
+pub struct AgentDocumentSchema;
+
+impl PartialSchema for AgentDocumentSchema {
+    /// A stand-in, for references to it: the OpenAPI document's builder writes
+    /// [`document_schema`] in its place (utoipa's model has no `const` nor type lists).
+    fn schema() -> RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new().into()
+    }
+}
+
+impl ToSchema for AgentDocumentSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AgentDocument".into()
+    }
+}
+
+/// The document's JSON Schema (2020-12, as OpenAPI 3.1 uses it).
+pub fn document_schema() -> Value {
+    let key = serde_json::json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" });
+    let reference = serde_json::json!({ "oneOf": [key.clone(), { "type": "null" }] });
+    let text = |max: usize| serde_json::json!({ "type": "string", "maxLength": max });
+    let condition = serde_json::json!({
+        "type": "object", "additionalProperties": false, "required": ["variable", "op"],
+        "properties": {
+            "variable": { "type": "string", "pattern": crate::domain::variables::VariableName::PATTERN },
+            "op": { "enum": ["exists", "not_exists", "equals", "not_equals", "greater_than", "less_than", "contains"] },
+            "value": { "type": ["string", "number", "boolean", "null"] }
+        }
+    });
+    let case = |target: &str| {
+        serde_json::json!({
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "name": text(100),
+                "join": { "enum": ["and", "or"] },
+                "conditions": { "type": "array", "maxItems": 50, "items": condition.clone() },
+                target: reference.clone()
+            }
+        })
+    };
+    let position = serde_json::json!({
+        "type": "object", "additionalProperties": false, "required": ["x", "y"],
+        "properties": { "x": { "type": "number" }, "y": { "type": "number" } }
+    });
+    let block = |kind: &str, fields: Value| {
+        let mut props = serde_json::json!({
+            "key": key.clone(),
+            "kind": { "const": kind },
+            "position": position.clone(),
+        });
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            props[k] = v;
+        }
+        serde_json::json!({
+            "type": "object", "additionalProperties": false, "required": ["key", "kind"],
+            "properties": props
+        })
+    };
+    let say = || serde_json::json!({ "message": text(2000), "next": reference.clone() });
+    let blocks = serde_json::json!([
+        block("greeting", say()),
+        block("start", say()),
+        block("talk", say()),
+        block(
+            "collect",
+            serde_json::json!({
+                "variable": { "type": "string", "maxLength": 64 }, "prompt": text(2000), "next": reference.clone()
+            })
+        ),
+        block(
+            "filter",
+            serde_json::json!({
+                "cases": { "type": "array", "maxItems": 50, "items": case("next") }, "else": reference.clone()
+            })
+        ),
+        block(
+            "transfer_call",
+            serde_json::json!({
+                "destination": text(100), "department": text(100), "message": text(2000)
+            })
+        ),
+        block(
+            "transfer_flow",
+            serde_json::json!({ "flow": reference.clone() })
+        ),
+        block(
+            "end_call",
+            serde_json::json!({ "message": text(2000), "outcome": text(64) })
+        ),
+    ]);
+    let action = |kind: &str, fields: Value| {
+        let mut props = serde_json::json!({
+            "key": key.clone(),
+            "kind": { "const": kind },
+            "name": { "type": "string", "minLength": 1, "maxLength": 100 },
+        });
+        for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+            props[k] = v;
+        }
+        serde_json::json!({
+            "type": "object", "additionalProperties": false, "required": ["key", "kind", "name"],
+            "properties": props
+        })
+    };
+    serde_json::json!({
+        "type": "object",
+        "description": "An agent's whole behaviour: its flows, its pre-call actions in order and its variable schema. Never a secret: a Webhook action's URL, keys and signing secret stay on the server. Flows, blocks (within their flow) and actions are named by stable keys, so that a document exported from one agent imports into another unchanged. Besides this shape, keys must be unique, every reference must name an existing block of the same flow (or flow, or action), and each flow has one entry: a greeting for the First Flow, a start for the others.",
+        "additionalProperties": false,
+        "required": ["format"],
+        "properties": {
+            "format": { "const": crate::domain::document::FORMAT },
+            "firstFlow": reference.clone(),
+            "flows": { "type": "array", "maxItems": 100, "items": {
+                "type": "object", "additionalProperties": false, "required": ["key", "name"],
+                "properties": {
+                    "key": key.clone(),
+                    "name": { "type": "string", "minLength": 1, "maxLength": 100 },
+                    "blocks": { "type": "array", "maxItems": 500, "items": { "oneOf": blocks } }
+                }
+            }},
+            "precall": { "type": "array", "maxItems": 50, "items": { "oneOf": [
+                action("webhook", serde_json::json!({
+                    "waitMs": { "type": "integer", "minimum": 0, "maximum": 10000 },
+                    "ttlSecs": { "type": "integer", "minimum": 1, "maximum": 604800 },
+                    "enabled": { "type": "boolean" }
+                })),
+                action("filter", serde_json::json!({
+                    "cases": { "type": "array", "maxItems": 50, "items": case("flow") }
+                })),
+                action("end_call", serde_json::json!({
+                    "join": { "enum": ["and", "or"] },
+                    "conditions": { "type": "array", "maxItems": 50, "items": condition.clone() },
+                    "message": text(2000),
+                    "outcome": text(64)
+                })),
+            ]}},
+            "variables": { "type": "array", "maxItems": 500, "items": {
+                "type": "object", "additionalProperties": false, "required": ["name", "type"],
+                "properties": {
+                    "name": { "type": "string", "pattern": crate::domain::variables::VariableName::PATTERN },
+                    "type": { "enum": ["string", "number", "boolean", "list"] },
+                    "default": {},
+                    "description": text(2000),
+                    "source": { "oneOf": [
+                        { "type": "null" },
+                        { "type": "object", "additionalProperties": false, "required": ["action"],
+                          "properties": { "action": { "type": "string" } } },
+                        { "type": "object", "additionalProperties": false, "required": ["flow", "block"],
+                          "properties": { "flow": { "type": "string" }, "block": { "type": "string" } } }
+                    ]}
+                }
+            }}
+        }
+    })
+}
+
+/// The error answers every management operation may give.
+pub struct ManageErrors;
+
+impl IntoResponses for ManageErrors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::response::Response>>
+    {
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "ProblemDetails",
+                        ))))
+                        .build(),
+                )
+                .build()
+        };
+        let responses: Responses = ResponsesBuilder::new()
+            .response("400", problem("`malformed-json`: the body is not JSON; `bad-request`: a path or query value that cannot be read"))
+            .response("401", problem("`unauthorized`: no API token, or not a live one"))
+            .response("403", problem("`forbidden`: a read-only token asked to change something"))
+            .response("404", problem("`not-found`: no such agent, webhook, version, variable or token"))
+            .response("405", problem("`method-not-allowed`: the path does not take this method"))
+            .response("408", problem("`request-timeout`: the request took too long to arrive; nothing was kept"))
+            .response("413", problem("`payload-too-large`: the body is over the limit"))
+            .response("415", problem("`unsupported-media-type`: not `application/json`"))
+            .response("422", problem("`validation-failed`: the body does not hold together; every problem is listed with its JSON pointer"))
+            .response("429", problem("`rate-limited`: too many requests with unknown tokens from this address"))
+            .response("431", problem("`headers-too-large`: the request's headers are over the limit"))
+            .response("503", problem("`unavailable`: the database could not take the change; nothing was kept"))
+            .build();
+        responses.responses
+    }
+}
+
+/// Maps an edit of the draft to the API's answer.
+pub fn edit_error(e: crate::drafts::EditError) -> AppError {
+    e.into()
+}
+
+/// A JSON answer.
+pub fn json(status: axum::http::StatusCode, value: &impl serde::Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}

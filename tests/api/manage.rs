@@ -828,3 +828,49 @@ async fn webhook_keys_rotate_and_signing_turns_on_through_the_api() {
         .await;
     assert_problem(res, 404, "not-found").await;
 }
+
+#[tokio::test]
+async fn an_api_token_made_on_the_console_is_shown_once_works_and_is_revoked_after_a_confirmation()
+{
+    let app = spawn_app().await;
+    let console = Console::set_up(&app).await;
+    let res = console
+        .submit(
+            "/admin/api-tokens",
+            "/admin/api-tokens",
+            &[("name", "deploy script")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let page = console.page("/admin/api-tokens").await;
+    let token: String = page[page.find("pcat_").expect("shown once")..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert!(
+        !console.page("/admin/api-tokens").await.contains(&token),
+        "shown once"
+    );
+    let list = |token: &str| {
+        app.client
+            .get(format!("{}/api/v1/agents", app.address))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(list(&token).await.unwrap().status(), 200);
+    let page = console.page("/admin/api-tokens").await;
+    assert!(page.contains("deploy script") && page.contains("read and write"));
+    assert!(!page.contains(">never<"), "its last use is shown: {page}");
+    let revoke = page[page.find("/admin/api-tokens/").unwrap()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    // A page asks first (without JavaScript too); the POST revokes.
+    let confirm = console.page(&revoke).await;
+    assert!(confirm.contains("Revoke the API token"));
+    let res = console.submit(&revoke, &revoke, &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let res = list(&token).await.unwrap();
+    assert_problem(res, 401, "unauthorized").await;
+}

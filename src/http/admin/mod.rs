@@ -3,6 +3,7 @@
 
 mod actions;
 mod agents;
+mod api_tokens;
 mod calls;
 mod draft;
 mod flows;
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .merge(calls::router())
         .merge(simulate::router())
         .merge(draft::router())
+        .merge(api_tokens::router())
         .layer(axum::middleware::map_response(super::fallback::html_errors))
         .layer(axum::middleware::map_response(private))
 }

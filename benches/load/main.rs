@@ -14,6 +14,7 @@
 //! to compare two builds at the same load (its row then has no target).
 
 mod client;
+mod publish;
 mod server;
 mod stalls;
 
@@ -39,7 +40,7 @@ struct Options {
     /// Park calls over HTTP/1.1 (a connection each) instead of HTTP/2.
     parked_http1: bool,
     /// Scenarios to run (`ingest`, `open`, `echo-open`, `viewer`, `calls`, `wake`, `fallback`,
-    /// `parked`); all if empty.
+    /// `parked`, `publish`); all if empty.
     only: Vec<String>,
     /// Where to write the open loop's requests, one line each: when it was due (µs from
     /// the start), its latency and how late the generator sent it (µs).
@@ -141,11 +142,20 @@ struct Agent {
     token: String,
 }
 
-/// The demo agent (`precall demo`): its calls run the pre-call Filter and the flows of the
-/// four examples, so that call start is measured with the flow interpreter in the path.
+/// The fraud-detection agent of `precall demo`: its calls run a pre-call Filter on the
+/// webhook's `risk_score` and `flagged`, then its flows, so that call start is measured with
+/// the flow interpreter in the path.
 fn make_agent(dir: &Path, url: &str, wait_ms: u64) -> Agent {
     let demo = cli(dir, url, &["demo", "--wait-ms", &wait_ms.to_string()]);
-    let text = |k: &str| demo[k].as_str().unwrap().to_owned();
+    let fraud = demo["examples"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|e| e["file"] == "examples/fraud-detection.json")
+        })
+        .expect("`precall demo` makes the fraud-detection agent")
+        .clone();
+    let text = |k: &str| fraud[k].as_str().unwrap().to_owned();
     Agent {
         path: text("url")[url.len()..].to_owned(),
         key: text("apiKey"),
@@ -296,6 +306,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let mut calls: Vec<String> = Vec::new();
     let mut sent: u64 = 0;
     let mut refused: u64 = 0;
+    // Whether the benchmark's admin exists (first-run setup happens once).
+    let mut admin_made = false;
 
     // Until measured, a guess at ingest's maximum rate.
     let mut ingest_rps = 10_000.0;
@@ -539,6 +551,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // alternating segments at one concurrency: the machine's speed moves by more than
         // the 10 % measured here within a minute, and alternating spreads that over both.
         let session = admin_session(&precall).await?;
+        admin_made = true;
         let conns = ingest_conns.unwrap_or(o.connections);
         let segment = (o.duration / 2).max(Duration::from_secs(2));
         let (mut without, mut with) = (Stats::new(), Stats::new());
@@ -740,7 +753,56 @@ async fn run(o: Options) -> anyhow::Result<()> {
         });
     }
 
-    // 8. Peak memory over the whole run.
+    // 8. Publishing a large agent while calls start on it.
+    if o.runs("publish") {
+        if !admin_made {
+            admin_session(&precall).await?;
+        }
+        let token = cli(dir.path(), &url, &["api-token", "create", "--name", "bench"])["token"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no API token"))?
+            .to_owned();
+        let p = publish::run(precall.addr, &token).await?;
+        let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+        for d in &p.publish {
+            hist.record(d.as_micros() as u64)?;
+        }
+        let (median, max) = (
+            hist.value_at_quantile(0.5) as f64 / 1000.0,
+            hist.max() as f64 / 1000.0,
+        );
+        rows.push(Row {
+            name: format!(
+                "publish: {} flows × {} blocks ({})",
+                publish::FLOWS,
+                publish::BLOCKS,
+                p.publish.len()
+            ),
+            ratio: None,
+            figure: format!("median {median:.1} ms, max {max:.1} ms"),
+            target: "< 50 ms".into(),
+            pass: Some(median < 50.0),
+            extra: json!({
+                "publish_ms": p.publish.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+                "document_bytes": p.document_bytes,
+            }),
+            stats: None,
+        });
+        rows.push(Row {
+            name: "  calls during the publishes: one version each".into(),
+            ratio: None,
+            figure: format!(
+                "{} of {} calls mixed, {} versions run, {} errors",
+                p.mixed, p.calls, p.versions_seen, p.call_errors
+            ),
+            target: "none mixed".into(),
+            pass: Some(p.mixed == 0 && p.calls > 0 && p.call_errors == 0),
+            extra: json!({ "calls": p.calls, "mixed": p.mixed, "versions_seen": p.versions_seen, "errors": p.call_errors }),
+            stats: None,
+        });
+    }
+
+    // 9. Peak memory over the whole run.
     let (_, peak) = precall.memory();
     let peak_mib = peak as f64 / (1024.0 * 1024.0);
     rows.push(Row {
@@ -753,7 +815,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         stats: None,
     });
 
-    // 9. Nothing acknowledged is missing.
+    // 10. Nothing acknowledged is missing.
     let (found_contexts, found_calls) = integrity(dir.path(), &acked, &calls).await?;
     let intact = found_contexts == acked.len() && found_calls == calls.len();
     rows.push(Row {
@@ -853,9 +915,9 @@ async fn admin_session(server: &Server) -> anyhow::Result<String> {
 /// Opens `agent`'s Test viewer in `session` and counts the deliveries it shows.
 async fn open_viewer(addr: std::net::SocketAddr, agent: &Agent, session: &str) -> Viewer {
     use http_body_util::BodyExt;
-    // The webhook of `agent` is its first action.
+    // The webhook of the fraud-detection example is its action `crm`.
     let session = session.to_owned();
-    let path = format!("/admin/agents/{}/actions/1/events", agent.id);
+    let path = format!("/admin/agents/{}/actions/crm/events", agent.id);
     let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = events.clone();
     let task = tokio::spawn(async move {

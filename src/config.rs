@@ -91,6 +91,17 @@ pub struct ServeArgs {
     /// Seconds' worth of requests a sender may send at once above its rate.
     #[arg(long, env = "PRECALL_RATE_BURST_SECS", default_value_t = 2)]
     pub rate_burst_secs: u32,
+
+    /// Connections served at once; more wait in the listen queue, and idle ones are closed
+    /// to make room (default: the open-file limit less 256 for the database and the rest).
+    #[arg(long, env = "PRECALL_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Largest request line and headers, in bytes (431 beyond).
+    #[arg(long, env = "PRECALL_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..=1 << 20))]
+    pub max_header_bytes: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +272,10 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Ingest rates per webhook and per source address.
     pub rates: crate::http::rate::Rates,
+    /// Connections served at once; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Largest request line and headers, in bytes.
+    pub max_header_bytes: u32,
 }
 
 impl Settings {
@@ -285,6 +300,11 @@ impl Settings {
                 per_source: cli.serve.rate_per_source,
                 burst_secs: cli.serve.rate_burst_secs.max(1),
             },
+            max_connections: cli
+                .serve
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_header_bytes: cli.serve.max_header_bytes,
         }
     }
 
@@ -307,6 +327,8 @@ impl Settings {
                 per_source: 2000,
                 burst_secs: 2,
             },
+            max_connections: None,
+            max_header_bytes: 16 * 1024,
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum ProblemKind {
     /// A webhook's or a sender address's request rate is used up.
     RateLimited,
     UnsupportedMediaType,
+    /// A request line and headers over the server's limit (HTTP/1.1; HTTP/2 refuses the
+    /// stream itself).
+    HeadersTooLarge,
     ValidationFailed,
     IdempotencyKeyReused,
     /// A call that has ended, or was continued by another answer.
@@ -33,7 +36,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 15] = [
+    pub const ALL: [ProblemKind; 16] = [
         Self::MalformedJson,
         Self::BadRequest,
         Self::Unauthorized,
@@ -44,6 +47,7 @@ impl ProblemKind {
         Self::RequestTimeout,
         Self::RateLimited,
         Self::UnsupportedMediaType,
+        Self::HeadersTooLarge,
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
         Self::CallConflict,
@@ -62,6 +66,7 @@ impl ProblemKind {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +85,7 @@ impl ProblemKind {
             Self::RequestTimeout => "request-timeout",
             Self::RateLimited => "rate-limited",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::ValidationFailed => "validation-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::CallConflict => "call-conflict",
@@ -100,6 +106,7 @@ impl ProblemKind {
             Self::RequestTimeout => "The request took too long to arrive",
             Self::RateLimited => "Too many requests",
             Self::UnsupportedMediaType => "The body must be JSON",
+            Self::HeadersTooLarge => "The request's headers are too large",
             Self::ValidationFailed => "The request has invalid fields",
             Self::IdempotencyKeyReused => "Idempotency key reused with a different body",
             Self::CallConflict => "The call cannot take this answer",
@@ -129,6 +136,9 @@ impl ProblemKind {
                 "Retry after the number of seconds in Retry-After; the detail names the limit (this webhook's, or your address's). Nothing of this request was kept."
             }
             Self::UnsupportedMediaType => "Send Content-Type: application/json.",
+            Self::HeadersTooLarge => {
+                "Send shorter headers: the request line and headers together may take 16 KiB by default (the detail gives this server's limit). Data belongs in the body. Nothing of this request was kept."
+            }
             Self::ValidationFailed => {
                 "Each entry of `errors` names a field (as a JSON pointer) and what is wrong with it. agentId and phoneNumber are required; other fields must be strings, numbers, booleans, null or lists of those, and declared variables must have their declared type."
             }

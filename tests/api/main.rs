@@ -10,6 +10,7 @@ mod examples;
 mod flow_checks;
 mod health;
 mod helpers;
+mod hostile_connections;
 mod ingest;
 mod ingest_refusals;
 mod key_rotation;

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -219,33 +219,60 @@ struct ConnState {
     too_large: AtomicBool,
     /// Requests whose answer is not yet fully handed to hyper.
     in_flight: AtomicUsize,
-    /// When `in_flight` last went to zero (or the connection started).
+    /// When the connection last became idle (or started).
     idle_since: Mutex<Instant>,
-    /// Woken when `in_flight` goes to zero.
+    /// Woken when the connection becomes idle.
     went_idle: Notify,
+    /// The start of the connection, for the times below.
+    born: Instant,
+    /// Milliseconds after `born` (plus one) since which a write has been waiting for the
+    /// client to read; 0 when none waits.
+    blocked_since: AtomicU64,
+    /// Answers with a part ready that hyper has not taken yet (the client's flow-control
+    /// window is shut, or it does not read), with the time that part became ready.
+    waiting: Mutex<Vec<(u64, Instant)>>,
+    /// Numbers the answers of the connection.
+    answers: AtomicU64,
     /// The socket, handed back when hyper lets go of it, to answer 408 or 431 on.
     returned: Mutex<Option<TcpStream>>,
 }
 
 impl ConnState {
     fn new() -> Self {
+        let now = Instant::now();
         Self {
             unanswered: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             too_large: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
+            idle_since: Mutex::new(now),
             went_idle: Notify::new(),
+            born: now,
+            blocked_since: AtomicU64::new(0),
+            waiting: Mutex::new(Vec::new()),
+            answers: AtomicU64::new(0),
             returned: Mutex::new(None),
         }
     }
 
+    /// No request in flight, nothing left to write.
     fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
+            && self.blocked_since.load(Ordering::Acquire) == 0
     }
 
     fn idle_since(&self) -> Instant {
         *self.idle_since.lock().expect("idle lock")
+    }
+
+    /// Called when what kept the connection busy is done.
+    fn maybe_idle(&self) {
+        if self.is_idle() {
+            if let Ok(mut since) = self.idle_since.lock() {
+                *since = Instant::now();
+            }
+            self.went_idle.notify_one();
+        }
     }
 
     fn is_h2(&self) -> bool {
@@ -255,6 +282,50 @@ impl ConnState {
     /// An HTTP/1.1 request is partly read.
     fn mid_request(&self) -> bool {
         !self.is_h2() && self.unanswered.load(Ordering::Relaxed)
+    }
+
+    fn write_blocked(&self) {
+        let since = self.born.elapsed().as_millis() as u64 + 1;
+        let _ = self
+            .blocked_since
+            .compare_exchange(0, since, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.blocked_since.store(0, Ordering::Release);
+            self.maybe_idle();
+        }
+    }
+
+    /// Since when the client has taken nothing that the server has ready for it.
+    fn stalled_since(&self) -> Option<Instant> {
+        let blocked = match self.blocked_since.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(self.born + Duration::from_millis(ms - 1)),
+        };
+        let waiting = self
+            .waiting
+            .lock()
+            .expect("waiting lock")
+            .iter()
+            .map(|&(_, since)| since)
+            .min();
+        blocked.into_iter().chain(waiting).min()
+    }
+
+    /// Answer `id` has a part ready for hyper to take (`Some`), or not (`None`).
+    fn answer_ready(&self, id: u64, since: Option<Instant>) {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let at = waiting.iter().position(|&(i, _)| i == id);
+        match (at, since) {
+            (Some(at), Some(since)) => waiting[at].1 = since,
+            (None, Some(since)) => waiting.push((id, since)),
+            (Some(at), None) => {
+                waiting.swap_remove(at);
+            }
+            (None, None) => {}
+        }
     }
 }
 
@@ -271,18 +342,37 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Ok(mut since) = self.0.idle_since.lock() {
-                *since = Instant::now();
-            }
-            self.0.went_idle.notify_one();
+            self.0.maybe_idle();
         }
     }
 }
 
-/// An answer's body, keeping its request in flight until hyper is done with it.
+/// An answer's body, keeping its request in flight until hyper is done with it, and noting
+/// when a part of it waits for hyper (that is, for the client) to take it.
 struct Answer {
     body: Body,
-    _in_flight: InFlight,
+    id: u64,
+    in_flight: InFlight,
+}
+
+impl Answer {
+    fn new(body: Body, in_flight: InFlight) -> Self {
+        let state = &in_flight.0;
+        let id = state.answers.fetch_add(1, Ordering::Relaxed);
+        // Its head is ready: until hyper first asks for the body, the client holds it up.
+        state.answer_ready(id, Some(Instant::now()));
+        Self {
+            body,
+            id,
+            in_flight,
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.in_flight.0.answer_ready(self.id, None);
+    }
 }
 
 impl http_body::Body for Answer {
@@ -293,7 +383,10 @@ impl http_body::Body for Answer {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let ready = matches!(polled, Poll::Ready(Some(Ok(_)))).then(Instant::now);
+        self.in_flight.0.answer_ready(self.id, ready);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -344,10 +437,7 @@ async fn connection(
             let answer = router.clone().call(req);
             async move {
                 let res = answer.await?;
-                Ok::<_, Infallible>(res.map(|body| Answer {
-                    body,
-                    _in_flight: in_flight,
-                }))
+                Ok::<_, Infallible>(res.map(|body| Answer::new(body, in_flight)))
             }
         })
     };
@@ -364,6 +454,10 @@ async fn connection(
             // Idle, and not in the middle of reading an HTTP/1.1 request (that one is left
             // to its header timeout).
             let may_make_room = idle && closing.is_none() && !state.mid_request();
+            // While busy: when to check that the client takes its answers (looked at again
+            // every body timeout, as parts of answers come and go without waking this loop).
+            let stall_check =
+                (!idle).then(|| state.stalled_since().unwrap_or_else(Instant::now) + timeouts.body);
             tokio::select! {
                 result = conn.as_mut() => {
                     break if result.is_err_and(|e| is_header_timeout(&*e)) {
@@ -405,6 +499,18 @@ async fn connection(
                     }
                 }, if idle && closing.is_some() => {
                     if state.is_idle() && state.idle_since() == idle_since {
+                        break Ending::Closed;
+                    }
+                }
+                () = async {
+                    match stall_check {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                }, if stall_check.is_some() => {
+                    let stalled = state.stalled_since();
+                    if stalled.is_some_and(|since| since + timeouts.body <= Instant::now()) {
+                        tracing::debug!(%peer, "the client took none of its answer in time; closing");
                         break Ending::Closed;
                     }
                 }
@@ -524,6 +630,17 @@ impl Watched {
         }
     }
 
+    fn note(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.state.unanswered.store(false, Ordering::Relaxed);
+                self.state.wrote();
+            }
+            Poll::Pending => self.state.write_blocked(),
+            _ => {}
+        }
+    }
+
     /// Whether to hold back a write: hyper's own bare 431 (the first bytes of an answer to
     /// an HTTP/1.1 request, which the application never answers 431), and all after it, as
     /// the connection then closes and gets a problem instead.
@@ -575,11 +692,9 @@ impl AsyncWrite for Watched {
         if self.holds_back(buf) {
             return Poll::Ready(Ok(buf.len()));
         }
-        let n = ready!(self.stream().poll_write(cx, buf))?;
-        if n > 0 {
-            self.state.unanswered.store(false, Ordering::Relaxed);
-        }
-        Poll::Ready(Ok(n))
+        let written = self.stream().poll_write(cx, buf);
+        self.note(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -587,15 +702,16 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
         if self.holds_back(first) {
             return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
-        let n = ready!(self.stream().poll_write_vectored(cx, bufs))?;
-        if n > 0 {
-            self.state.unanswered.store(false, Ordering::Relaxed);
-        }
-        Poll::Ready(Ok(n))
+        let written = self.stream().poll_write_vectored(cx, bufs);
+        self.note(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

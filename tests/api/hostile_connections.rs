@@ -94,13 +94,33 @@ struct RawH2 {
 
 impl RawH2 {
     async fn connect(app: &TestApp) -> Self {
+        Self::connect_with(app, &[]).await
+    }
+
+    /// Connects with these SETTINGS (identifier, value).
+    async fn connect_with(app: &TestApp, settings: &[(u16, u32)]) -> Self {
         let mut stream = TcpStream::connect(host_port(app)).await.unwrap();
+        let payload: Vec<u8> = settings
+            .iter()
+            .flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()[..]].concat())
+            .collect();
         stream.write_all(PREFACE).await.unwrap();
         stream
-            .write_all(&frame(SETTINGS, 0, 0, &[]))
+            .write_all(&frame(SETTINGS, 0, 0, &payload))
             .await
             .unwrap();
         Self { stream }
+    }
+
+    /// Sends `GET path` on stream `id`, and reads nothing.
+    async fn send_get(&mut self, id: u32, path: &str) {
+        self.send(&frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            id,
+            &get_block(path),
+        ))
+        .await;
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -109,8 +129,7 @@ impl RawH2 {
 
     /// Sends `GET path` on stream `id` and reads frames until its answer ends.
     async fn get(&mut self, id: u32, path: &str) {
-        self.send(&frame(HEADERS, END_STREAM | END_HEADERS, id, &get_block(path)))
-            .await;
+        self.send_get(id, path).await;
         loop {
             let (kind, flags, stream) = self
                 .next_frame()
@@ -192,6 +211,17 @@ async fn half_sent_http2_headers_are_cut_off_at_the_header_timeout() {
     assert!(started.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(100));
 }
 
+#[tokio::test]
+async fn an_http2_client_that_never_lets_its_answer_through_is_cut_off() {
+    let app = spawn_timed_app().await;
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: no byte of any answer's body may be sent.
+    let mut h2 = RawH2::connect_with(&app, &[(0x4, 0)]).await;
+    h2.send_get(1, "/healthz").await;
+    tokio::time::timeout(HEADER_TIMEOUT + BODY_TIMEOUT + SLACK, h2.closed())
+        .await
+        .expect("the connection is cut off");
+}
+
 /// Whether the server closes `read` (end of stream or reset) within `within`.
 async fn closes_within(read: &mut (impl AsyncReadExt + Unpin), within: Duration) -> bool {
     let mut sink = [0u8; 4096];
@@ -269,7 +299,9 @@ async fn a_connection_answered_408_is_closed() {
             hyper::Request::post(&setup.url)
                 .header("x-authorization", &setup.key)
                 .header("content-type", "application/json")
-                .body(StreamBody::new(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+                .body(StreamBody::new(futures::stream::poll_fn(move |cx| {
+                    rx.poll_recv(cx)
+                })))
                 .unwrap(),
         )
         .await

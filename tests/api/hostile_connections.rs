@@ -168,18 +168,28 @@ impl RawH2 {
 }
 
 #[tokio::test]
-async fn an_idle_http2_connection_gets_a_goaway_and_is_closed_after_the_header_timeout() {
+async fn idle_connections_are_closed_after_the_header_timeout_http2_ones_with_a_goaway() {
     let app = spawn_timed_app().await;
     let mut h2 = RawH2::connect(&app).await;
     h2.get(1, "/healthz").await;
+    let mut h1 = TcpStream::connect(host_port(&app)).await.unwrap();
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(matches!(read_answer(&mut h1).await, Ending::Answer(200, _)));
     let answered = Instant::now();
+
     let goaway = tokio::time::timeout(HEADER_TIMEOUT + SLACK, h2.closed())
         .await
-        .expect("the idle connection is closed");
+        .expect("the idle HTTP/2 connection is closed");
     assert!(goaway, "the server said GOAWAY before closing");
     assert!(
+        closes_within(&mut h1, HEADER_TIMEOUT + SLACK).await,
+        "the kept-alive HTTP/1.1 connection is closed"
+    );
+    assert!(
         answered.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(100),
-        "closed {:?} after its answer",
+        "closed {:?} after their answers",
         answered.elapsed()
     );
 }
@@ -468,9 +478,8 @@ async fn a_100_kb_header_gets_431_over_http1_and_is_refused_over_http2() {
         .expect("a 431 answer");
     assert_eq!(res.status(), 431);
     // Far over it: the stream or the connection is refused.
-    match sender.send_request(request("x-big", 100 * 1024)).await {
-        Ok(res) => assert_eq!(res.status(), 431),
-        Err(_) => {}
+    if let Ok(res) = sender.send_request(request("x-big", 100 * 1024)).await {
+        assert_eq!(res.status(), 431);
     }
     let res = app
         .client
@@ -551,4 +560,32 @@ async fn a_flood_of_oversized_headers_uses_bounded_memory_and_gives_it_back() {
         "after the flood the server still holds {after} KiB (from {before} KiB)"
     );
     drop(child);
+}
+
+#[test]
+fn the_connection_limits_are_flags_with_environment_twins() {
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for name in [
+        "--max-connections",
+        "PRECALL_MAX_CONNECTIONS",
+        "--max-header-bytes",
+        "PRECALL_MAX_HEADER_BYTES",
+    ] {
+        assert!(help.contains(name), "{name} missing from --help");
+    }
+    // hyper cannot read headers with less than 8 KiB.
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .args(["--max-header-bytes", "4096", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--max-header-bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -106,6 +106,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PRECALL_CALL_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub call_retention_days: u64,
+
+    /// Connections served at once; more wait in the listen queue, and idle ones are closed
+    /// to make room (default: the open-file limit less 256 for the database and the rest).
+    #[arg(long, env = "PRECALL_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Largest request line and headers, in bytes (431 beyond).
+    #[arg(long, env = "PRECALL_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(8192..=1 << 20))]
+    pub max_header_bytes: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +397,10 @@ pub struct Settings {
     pub delivery_retention: Duration,
     /// How long calls are kept.
     pub call_retention: Duration,
+    /// Connections served at once; `None` derives it from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Largest request line and headers, in bytes.
+    pub max_header_bytes: u32,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -415,6 +430,11 @@ impl Settings {
             },
             delivery_retention: DAY * cli.serve.delivery_retention_days as u32,
             call_retention: DAY * cli.serve.call_retention_days as u32,
+            max_connections: cli
+                .serve
+                .max_connections
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_header_bytes: cli.serve.max_header_bytes,
         }
     }
 
@@ -440,6 +460,8 @@ impl Settings {
             },
             delivery_retention: DAY * 7,
             call_retention: DAY * 90,
+            max_connections: None,
+            max_header_bytes: 16 * 1024,
         }
     }
 }

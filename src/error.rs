@@ -25,9 +25,10 @@ pub enum ProblemKind {
     RequestTimeout,
     /// A webhook's or a sender address's request rate is used up.
     RateLimited,
-    /// The request's headers are over the server's limit.
-    HeadersTooLarge,
     UnsupportedMediaType,
+    /// A request line and headers over the server's limit (HTTP/1.1; HTTP/2 refuses the
+    /// stream itself).
+    HeadersTooLarge,
     ValidationFailed,
     IdempotencyKeyReused,
     /// A call that has ended, or was continued by another answer.
@@ -54,8 +55,8 @@ impl ProblemKind {
         Self::PayloadTooLarge,
         Self::RequestTimeout,
         Self::RateLimited,
-        Self::HeadersTooLarge,
         Self::UnsupportedMediaType,
+        Self::HeadersTooLarge,
         Self::ValidationFailed,
         Self::IdempotencyKeyReused,
         Self::CallConflict,
@@ -73,12 +74,12 @@ impl ProblemKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ActionDisabled | Self::CallConflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ValidationFailed | Self::IdempotencyKeyReused | Self::PublishRefused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -97,12 +98,12 @@ impl ProblemKind {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
-            Self::HeadersTooLarge => "headers-too-large",
             Self::ActionDisabled => "action-disabled",
             Self::PayloadTooLarge => "payload-too-large",
             Self::RequestTimeout => "request-timeout",
             Self::RateLimited => "rate-limited",
             Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::HeadersTooLarge => "headers-too-large",
             Self::ValidationFailed => "validation-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::CallConflict => "call-conflict",
@@ -122,12 +123,12 @@ impl ProblemKind {
             Self::Forbidden => "Not allowed with these credentials",
             Self::NotFound => "Nothing here",
             Self::MethodNotAllowed => "This method is not allowed here",
-            Self::HeadersTooLarge => "The request's headers are too large",
             Self::ActionDisabled => "This webhook is disabled",
             Self::PayloadTooLarge => "The body is too large",
             Self::RequestTimeout => "The request took too long to arrive",
             Self::RateLimited => "Too many requests",
             Self::UnsupportedMediaType => "The body must be JSON",
+            Self::HeadersTooLarge => "The request's headers are too large",
             Self::ValidationFailed => "The request has invalid fields",
             Self::IdempotencyKeyReused => "Idempotency key reused with a different body",
             Self::CallConflict => "The call cannot take this answer",
@@ -154,9 +155,6 @@ impl ProblemKind {
             Self::MethodNotAllowed => {
                 "Use one of the methods the Allow header lists: webhooks take POST, a call is read with GET."
             }
-            Self::HeadersTooLarge => {
-                "Send fewer or shorter headers: the server takes a limited size of headers in all, and nothing of this request was kept."
-            }
             Self::ActionDisabled => "An admin has disabled this webhook; enable it in the console.",
             Self::PayloadTooLarge => "Send only what the agent needs: the body limit is 64 KiB.",
             Self::RequestTimeout => {
@@ -166,6 +164,9 @@ impl ProblemKind {
                 "Retry after the number of seconds in Retry-After; the detail names the limit (this webhook's, or your address's). Nothing of this request was kept."
             }
             Self::UnsupportedMediaType => "Send Content-Type: application/json.",
+            Self::HeadersTooLarge => {
+                "Send shorter headers: the request line and headers together may take 16 KiB by default (the detail gives this server's limit). Data belongs in the body. Nothing of this request was kept."
+            }
             Self::ValidationFailed => {
                 "Each entry of `errors` names a field (as a JSON pointer) and what is wrong with it. agentId and phoneNumber are required; other fields must be strings, numbers, booleans, null or lists of those, and declared variables must have their declared type."
             }

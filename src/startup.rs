@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
 use crate::http::rate::IngestLimits;
 use crate::http::{self, AppState, Shared};
-use crate::serve::ReadTimeouts;
+use crate::serve::{ConnectionLimits, ReadTimeouts};
 use crate::store::journal::Journal;
 use crate::store::refusals::spawn_flusher;
 use crate::store::writer::{Sweep, SweepReport, Writer};
@@ -167,8 +167,14 @@ impl Application {
             header: settings.header_timeout,
             body: settings.body_timeout,
         };
+        let limits = ConnectionLimits {
+            max_connections: settings
+                .max_connections
+                .unwrap_or_else(crate::serve::default_max_connections),
+            max_header_bytes: settings.max_header_bytes as usize,
+        };
         let cut_short = {
-            let serve = crate::serve::serve(listener, app, timeouts, signal);
+            let serve = crate::serve::serve(listener, app, timeouts, limits, signal);
             tokio::select! {
                 () = serve => false,
                 _ = async {

@@ -11,6 +11,7 @@ mod examples;
 mod flow_checks;
 mod health;
 mod helpers;
+mod hostile_connections;
 mod ingest;
 mod ingest_refusals;
 mod key_rotation;

@@ -113,7 +113,8 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
                 agent.public_id
             );
             if publish {
-                publish_now(db, &agent, &format!("Variable {name} declared")).await?;
+                let n = publish_now(db, &agent, &format!("Variable {name} declared")).await?;
+                println!("Published as version {n}.");
             }
             Ok(())
         }

@@ -758,7 +758,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
         if !admin_made {
             admin_session(&precall).await?;
         }
-        let token = cli(dir.path(), &url, &["api-token", "create", "--name", "bench"])["token"]
+        let token = cli(
+            dir.path(),
+            &url,
+            &["api-token", "create", "--name", "bench"],
+        )["token"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("no API token"))?
             .to_owned();

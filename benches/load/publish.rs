@@ -99,12 +99,7 @@ pub fn document(mark: u64) -> Value {
     })
 }
 
-fn request(
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<String>,
-) -> Request<Full<Bytes>> {
+fn request(method: &str, path: &str, token: &str, body: Option<String>) -> Request<Full<Bytes>> {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -198,7 +193,12 @@ pub async fn run(addr: SocketAddr, token: &str) -> anyhow::Result<Published> {
         document_bytes = doc.len();
         expect(
             conn,
-            request("PUT", &format!("/api/v1/agents/{agent}/draft"), token, Some(doc)),
+            request(
+                "PUT",
+                &format!("/api/v1/agents/{agent}/draft"),
+                token,
+                Some(doc),
+            ),
             StatusCode::OK,
         )
         .await?;
@@ -279,9 +279,9 @@ pub async fn run(addr: SocketAddr, token: &str) -> anyhow::Result<Published> {
         for a in answers {
             calls += 1;
             let (version, said) = marks(&a);
-            let whole = version.and_then(|v| mark_of.get(&v)).is_some_and(|m| {
-                said.len() >= BLOCKS - 1 && said.iter().all(|s| s == m)
-            });
+            let whole = version
+                .and_then(|v| mark_of.get(&v))
+                .is_some_and(|m| said.len() >= BLOCKS - 1 && said.iter().all(|s| s == m));
             if whole {
                 seen.insert(version);
             } else {

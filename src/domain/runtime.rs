@@ -348,7 +348,7 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub variable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    #[schema(value_type = Option<crate::domain::variables::VariableValue>)]
+    #[schema(value_type = crate::domain::variables::VariableValue)]
     pub answer: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub skipped: Option<bool>,

@@ -41,10 +41,13 @@ pub fn now_ms() -> i64 {
 
 /// A time column as RFC 3339 (`2026-11-27T10:00:00.000Z`).
 pub fn rfc3339(ms: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
+    // Always three digits of milliseconds, so that every timestamp has the same width.
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 

@@ -48,7 +48,7 @@ pub struct VariableView {
     #[serde(rename = "type")]
     #[schema(examples("number"))]
     ty: String,
-    #[schema(value_type = Option<crate::domain::variables::VariableValue>)]
+    #[schema(value_type = crate::domain::variables::VariableValue)]
     default: Value,
     description: String,
     /// Whether the published version declares it so: ingest and calls check against that.
@@ -108,7 +108,7 @@ pub struct VariableDeclaration {
     ty: String,
     /// A value of the type; null or absent for none.
     #[serde(default)]
-    #[schema(value_type = Option<crate::domain::variables::VariableValue>)]
+    #[schema(value_type = crate::domain::variables::VariableValue)]
     default: Value,
     #[serde(default)]
     #[schema(max_length = 2000)]

@@ -40,7 +40,11 @@ pub struct StartCall {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrecallStep {
+    /// The Webhook's endpoint (its URL and cached data).
     pub action_id: i64,
+    /// The action's key in the agent's document.
+    #[serde(default)]
+    pub action_key: String,
     pub action: String,
     pub kind: String,
     /// `cached` (data was there), `arrived` (data came while waiting), `fallback`, `disabled`.
@@ -437,6 +441,7 @@ impl CallContext {
             };
             precall.push(PrecallStep {
                 action_id: step.action_id,
+                action_key: step.key.clone(),
                 action: step.name.clone(),
                 kind: "webhook".into(),
                 outcome: outcome.into(),

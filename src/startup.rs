@@ -300,6 +300,9 @@ async fn listen(addr: &str) -> anyhow::Result<TcpListener> {
 /// at 54 ms, every 250 ms at 7 ms).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A checkpoint that goes on failing is logged again this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Most background checkpoints run back to back before the writer copies the rest of the
 /// WAL; they stop at the first that copies all it saw in less than [`QUICK_PASS`].
 const CATCH_UP_PASSES: usize = 6;
@@ -317,6 +320,7 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed_logged = None;
         loop {
             tick.tick().await;
             match db.checkpoint().await {
@@ -350,7 +354,19 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+                Err(e) => {
+                    // Four times a second while the disk is full: said once a minute.
+                    if failed_logged.is_none_or(|at: Instant| at.elapsed() >= FAILURE_LOG_EVERY) {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                        failed_logged = Some(Instant::now());
+                    } else {
+                        tracing::debug!(error = %e, "checkpoint failed");
+                    }
+                    continue;
+                }
+            }
+            if failed_logged.take().is_some() {
+                tracing::info!("checkpoints succeed again");
             }
         }
     })

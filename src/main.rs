@@ -12,6 +12,9 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("precall=info")),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (stderr a file on a full disk) is dropped: reporting
+        // that on stderr too would panic, and kill the thread that logged (the writer's).
+        .log_internal_errors(false)
         .init();
 
     match cli.command {

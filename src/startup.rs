@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -27,6 +28,8 @@ pub struct Application {
     state: AppState,
     writer_task: JoinHandle<()>,
     settings: Settings,
+    /// This server's row in `servers`; 0 until it is registered.
+    server: Arc<AtomicI64>,
 }
 
 impl Application {
@@ -42,6 +45,15 @@ impl Application {
                     // Another server on this database holds it; this one commits every
                     // group before answering it.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        tracing::warn!(error = %e, "no ingest journal; committing every group");
+                        None
+                    }
+                    // There is none, and none can be made (a full disk): nothing waits in
+                    // it, and every group is committed before it is answered.
+                    Err(e)
+                        if std::fs::symlink_metadata(&path)
+                            .is_err_and(|m| m.kind() == std::io::ErrorKind::NotFound) =>
+                    {
                         tracing::warn!(error = %e, "no ingest journal; committing every group");
                         None
                     }
@@ -67,9 +79,15 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let catalog = Catalog::new(db.clone());
-        let version = crate::store::servers::config_version(&db).await?;
-        let server = crate::store::servers::register(&db, version).await?;
-        catalog.registered_as(server, version);
+        // On a full disk the server still starts: it serves reads, and its writes wait for
+        // room. It registers once it can.
+        let server = match register(&db, &catalog).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not register this server; trying again every second");
+                0
+            }
+        };
         let state = AppState::new(Shared {
             catalog,
             server,
@@ -92,6 +110,7 @@ impl Application {
             state,
             writer_task,
             settings,
+            server: Arc::new(AtomicI64::new(server)),
         })
     }
 
@@ -137,9 +156,11 @@ impl Application {
             state,
             writer_task,
             settings,
+            server,
         } = self;
         let db = state.db.clone();
-        let state_server = state.server;
+        let registrar = (server.load(Ordering::Acquire) == 0)
+            .then(|| spawn_registrar(db.clone(), state.catalog.clone(), server.clone()));
         let sweeper = spawn_sweeper(
             state.writer.clone(),
             settings.sweep_interval,
@@ -188,6 +209,9 @@ impl Application {
         };
         sweeper.abort();
         watcher.abort();
+        if let Some(registrar) = registrar {
+            registrar.abort();
+        }
         checkpointer.abort();
         flusher.abort();
         // The last refusals counted are written before the writer stops.
@@ -203,12 +227,44 @@ impl Application {
             Duration::from_secs(10)
         };
         let _ = tokio::time::timeout(drain, writer_task).await;
-        if let Err(e) = crate::store::servers::leave(&db, state_server).await {
+        let registered = server.load(Ordering::Acquire);
+        if registered != 0
+            && let Err(e) = crate::store::servers::leave(&db, registered).await
+        {
             tracing::warn!(error = %e, "could not remove this server from the servers table");
         }
         db.close().await;
         Ok(())
     }
+}
+
+/// Registers this server in `servers` at the configuration version it applies; returns
+/// its row.
+async fn register(db: &Db, catalog: &Catalog) -> Result<i64, sqlx::Error> {
+    let version = crate::store::servers::config_version(db).await?;
+    let id = crate::store::servers::register(db, version).await?;
+    catalog.registered_as(id, version);
+    Ok(id)
+}
+
+/// Tries every second to register a server that could not register at start (a full
+/// disk), so that configuration commands wait for it once it is.
+fn spawn_registrar(db: Db, catalog: Catalog, server: Arc<AtomicI64>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match register(&db, &catalog).await {
+                Ok(id) => {
+                    server.store(id, Ordering::Release);
+                    tracing::info!("registered this server");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "still could not register this server"),
+            }
+        }
+    })
 }
 
 /// How long what ingest and calls write is kept.
@@ -306,6 +362,9 @@ async fn listen(addr: &str) -> anyhow::Result<TcpListener> {
 /// at 54 ms, every 250 ms at 7 ms).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// A checkpoint that goes on failing is logged again this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Most background checkpoints run back to back before the writer copies the rest of the
 /// WAL; they stop at the first that copies all it saw in less than [`QUICK_PASS`].
 const CATCH_UP_PASSES: usize = 6;
@@ -323,6 +382,7 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed_logged = None;
         loop {
             tick.tick().await;
             match db.checkpoint().await {
@@ -356,7 +416,19 @@ fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+                Err(e) => {
+                    // Four times a second while the disk is full: said once a minute.
+                    if failed_logged.is_none_or(|at: Instant| at.elapsed() >= FAILURE_LOG_EVERY) {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                        failed_logged = Some(Instant::now());
+                    } else {
+                        tracing::debug!(error = %e, "checkpoint failed");
+                    }
+                    continue;
+                }
+            }
+            if failed_logged.take().is_some() {
+                tracing::info!("checkpoints succeed again");
             }
         }
     })

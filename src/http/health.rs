@@ -19,14 +19,23 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers.
+/// Ready to take webhooks and calls: the database answers and writes succeed. Not ready
+/// (503, with the reason) while the last write to the database or the ingest journal failed
+/// and none has succeeded since (a full disk), or while acknowledged webhooks wait in the
+/// journal for the database to take them. After a while without writes, or a second after a
+/// failure, the writer first writes a page to find out (see `Writer::readiness`).
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    if app.db.ping().await {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
-    } else {
+    let not_ready = |reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "database unreachable" })),
+            Json(json!({ "status": "not ready", "reason": reason })),
         )
+    };
+    if !app.db.ping().await {
+        return not_ready("database unreachable");
+    }
+    match app.writer.readiness().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(reason) => not_ready(&reason),
     }
 }

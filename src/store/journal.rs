@@ -16,7 +16,13 @@
 //!
 //! A frame is the payload's length (u32, little-endian), its CRC-32, and the payload (one
 //! [`Entry`] as JSON). Reading stops at the first frame that is incomplete or does not
-//! match its checksum: a frame cut short by a crash was never acknowledged.
+//! match its checksum: a frame cut short by a crash was never acknowledged. Zeros (a
+//! [probe](Journal::probe) that a crash left in place) read as an empty payload, which is
+//! no entry, so they end the journal too.
+//!
+//! When the database does not take the journal's entries (a full disk, at start or after
+//! a lost transaction), they stay in the file, and the writer refuses every other write
+//! until it has applied them.
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
@@ -31,6 +37,8 @@ use super::writer::{Idempotency, IngestWrite};
 
 /// Frame header: payload length and CRC-32.
 const HEADER: usize = 8;
+/// What a [probe](Journal::probe) writes: a file system block.
+const PROBE_BLOCK: usize = 4096;
 /// No entry is this large (a group is at most a few hundred webhooks of at most the body
 /// limit each); a longer length is a torn or foreign frame.
 const MAX_FRAME: usize = 1 << 30;
@@ -241,6 +249,19 @@ impl Journal {
         }
     }
 
+    /// Whether the file can grow now (a full disk refuses it): writes a block of zeros past
+    /// its end and cuts it off again.
+    pub fn probe(&mut self) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("the journal is waiting to be cleared"));
+        }
+        let written = self.file.write_all_at(&[0; PROBE_BLOCK], self.len);
+        if self.file.set_len(self.len).is_err() {
+            self.broken = true;
+        }
+        written
+    }
+
     /// Empties the file, once the database holds every entry. Until it succeeds, nothing
     /// more is appended (it could land after a torn frame, where replay stops reading).
     pub fn clear(&mut self) -> io::Result<()> {
@@ -383,6 +404,26 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(kept, [1, 3]);
+    }
+
+    #[test]
+    fn a_probe_leaves_the_journal_as_it_was_and_its_zeros_end_the_entries_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j")).unwrap();
+        let (a, b) = (write(1), write(2));
+        j.append(5, &[vec![Record::of(&a, 1)]]).unwrap();
+        let before = j.contents().unwrap();
+        j.probe().unwrap();
+        assert_eq!(j.contents().unwrap(), before);
+        j.append(6, &[vec![Record::of(&b, 1)]]).unwrap();
+        assert_eq!(frames(&j.contents().unwrap()).len(), 2);
+
+        // A crash between the probe's write and its cut leaves zeros after the entries.
+        let mut left = before.clone();
+        left.extend_from_slice(&[0; PROBE_BLOCK]);
+        left.extend_from_slice(&j.contents().unwrap()[before.len()..]);
+        let seqs: Vec<i64> = frames(&left).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1]);
     }
 
     #[test]

@@ -19,16 +19,18 @@ pub async fn config_version(db: &Db) -> Result<i64, sqlx::Error> {
 /// Registers this process as a server that has applied `version`; returns its row.
 pub async fn register(db: &Db, version: i64) -> Result<i64, sqlx::Error> {
     let now = now_ms();
-    sqlx::query_scalar(
-        "INSERT INTO servers (pid, started_at, seen_version, seen_at) VALUES (?, ?, ?, ?)
-         RETURNING id",
+    // Not `RETURNING id`: its row comes back before the statement's commit, whose failure
+    // (a full disk) would then go unseen.
+    let done = sqlx::query(
+        "INSERT INTO servers (pid, started_at, seen_version, seen_at) VALUES (?, ?, ?, ?)",
     )
     .bind(i64::from(std::process::id()))
     .bind(now)
     .bind(version)
     .bind(now)
-    .fetch_one(&db.write)
-    .await
+    .execute(&db.write)
+    .await?;
+    Ok(done.last_insert_rowid())
 }
 
 /// Records that the server `id` has applied `version`.

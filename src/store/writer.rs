@@ -10,9 +10,15 @@
 //! [`Writer::settle`]). Waiting calls are woken once their data is durable. If a group
 //! fails, each request in it is retried alone, so one bad request cannot fail its
 //! neighbours.
+//!
+//! The writer also keeps what its last writes came to, for readiness ([`Writer::readiness`]):
+//! while the database or the journal refuses writes (a full disk), the server says it is
+//! not ready, and when acknowledged webhooks wait in the journal because the database does
+//! not take them (at start, or after a lost transaction), every other write is refused until
+//! they are applied, which the writer tries before each group and every [`REPLAY_RETRY`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -62,6 +68,23 @@ const CALL_SWEEP_LIMIT: i64 = 250;
 /// Longest the writer stays out of the database, after committing early, while a
 /// configuration write waits for it.
 const YIELD_MAX: Duration = Duration::from_millis(20);
+/// While acknowledged webhooks wait in the journal because the database does not take them
+/// (a full disk), the writer tries to apply them before each group (which is refused if
+/// they are not, as nothing may be written before them) and, when no group comes, this
+/// often. The same as the `Retry-After` of a 503.
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
+/// Readiness has the writer write a page (a probe) when it has written nothing for this
+/// long: an idle server on a disk that filled up is not ready either.
+const IDLE_PROBE_AFTER: Duration = Duration::from_secs(5);
+/// While writes fail, readiness probes once the last failure is this old: a server that a
+/// load balancer took out of service gets no writes to find out that there is room again.
+const FAILING_PROBE_AFTER: Duration = Duration::from_secs(1);
+/// At most one probe this often, however often readiness is asked.
+const PROBE_GAP: Duration = Duration::from_secs(1);
+/// How long readiness waits for a probe before answering with what it knew.
+const PROBE_PATIENCE: Duration = Duration::from_secs(1);
+/// A failure to apply the journal that goes on is logged again this often.
+const REPLAY_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// When the writer commits webhooks that it has acknowledged from its journal.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +111,190 @@ impl Default for Pacing {
 pub struct WriteError(String);
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+/// Why the storage refused a write, in words safe to show to anyone (no path, no data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WriteFailure {
+    DiskFull = 1,
+    QuotaExceeded,
+    /// A file reached the process's file-size limit (RLIMIT_FSIZE).
+    FileTooLarge,
+    ReadOnly,
+    Io,
+    Locked,
+    Corrupt,
+    Other,
+}
+
+impl WriteFailure {
+    const ALL: [Self; 8] = [
+        Self::DiskFull,
+        Self::QuotaExceeded,
+        Self::FileTooLarge,
+        Self::ReadOnly,
+        Self::Io,
+        Self::Locked,
+        Self::Corrupt,
+        Self::Other,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk full",
+            Self::QuotaExceeded => "disk quota exceeded",
+            Self::FileTooLarge => "file size limit reached",
+            Self::ReadOnly => "storage is read-only",
+            Self::Io => "I/O error",
+            Self::Locked => "database locked",
+            Self::Corrupt => "database corrupt",
+            Self::Other => "storage error",
+        }
+    }
+
+    fn of_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u8 == code)
+    }
+
+    fn of_errno(errno: i32) -> Option<Self> {
+        match errno {
+            libc::ENOSPC => Some(Self::DiskFull),
+            libc::EDQUOT => Some(Self::QuotaExceeded),
+            libc::EFBIG => Some(Self::FileTooLarge),
+            libc::EROFS => Some(Self::ReadOnly),
+            libc::EIO => Some(Self::Io),
+            _ => None,
+        }
+    }
+
+    fn of_io(e: &std::io::Error) -> Self {
+        e.raw_os_error()
+            .and_then(Self::of_errno)
+            .unwrap_or(Self::Other)
+    }
+
+    /// What an error of the writer's connection `conn`, just returned, comes from.
+    fn of_sqlite(conn: &Connection, e: &rusqlite::Error) -> Self {
+        let rusqlite::Error::SqliteFailure(f, _) = e else {
+            return Self::Other;
+        };
+        match f.extended_code & 0xff {
+            13 => Self::DiskFull,
+            // SQLITE_IOERR, SQLITE_CANTOPEN: the system's error says more (SQLite reports a
+            // full disk as SQLITE_FULL, but a file-size limit or a quota as an I/O error).
+            10 | 14 => {
+                // SAFETY: `conn` is open and used by this thread alone; the call only reads
+                // the system error SQLite recorded with its last I/O error.
+                let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+                Self::of_errno(errno).unwrap_or(Self::Io)
+            }
+            8 => Self::ReadOnly,
+            5 | 6 => Self::Locked,
+            11 | 26 => Self::Corrupt,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Where a write went.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Database,
+    Journal,
+}
+
+/// What the writer's last writes came to, shared with readiness.
+#[derive(Debug)]
+struct Health {
+    epoch: Instant,
+    /// The last outcome of a write to the database, and to the journal: 0 when it
+    /// succeeded, else a [`WriteFailure`].
+    database: AtomicU8,
+    journal: AtomicU8,
+    /// When a write last succeeded or failed, in ms since `epoch`, plus one (0: never).
+    last_outcome: AtomicU64,
+    /// Acknowledged webhooks wait in the journal for the database to take them.
+    behind: AtomicBool,
+    /// When readiness last had the writer probe, in ms since `epoch`, plus one (0: never).
+    probed: AtomicU64,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            database: AtomicU8::new(0),
+            journal: AtomicU8::new(0),
+            last_outcome: AtomicU64::new(0),
+            behind: AtomicBool::new(false),
+            probed: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn slot(&self, target: Target) -> &AtomicU8 {
+        match target {
+            Target::Database => &self.database,
+            Target::Journal => &self.journal,
+        }
+    }
+
+    fn succeeded(&self, target: Target) {
+        self.slot(target).store(0, Ordering::Release);
+        self.last_outcome.store(self.now(), Ordering::Release);
+    }
+
+    fn failed(&self, target: Target, why: WriteFailure) {
+        self.slot(target).store(why as u8, Ordering::Release);
+        self.last_outcome.store(self.now(), Ordering::Release);
+    }
+
+    fn failure(&self) -> Option<WriteFailure> {
+        [&self.database, &self.journal]
+            .into_iter()
+            .find_map(|slot| WriteFailure::of_code(slot.load(Ordering::Acquire)))
+    }
+
+    fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Acquire)
+    }
+
+    /// Whether to probe now; if so, no other caller probes for [`PROBE_GAP`].
+    fn probe_due(&self) -> bool {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let now = self.now();
+        let last = self.last_outcome.load(Ordering::Acquire);
+        let quiet_for = if self.failure().is_some() || self.is_behind() {
+            FAILING_PROBE_AFTER
+        } else {
+            IDLE_PROBE_AFTER
+        };
+        if last != 0 && now.saturating_sub(last) < ms(quiet_for) {
+            return false;
+        }
+        let probed = self.probed.load(Ordering::Acquire);
+        if probed != 0 && now.saturating_sub(probed) < ms(PROBE_GAP) {
+            return false;
+        }
+        self.probed
+            .compare_exchange(probed, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// `Err` with the reason while writes fail or acknowledged webhooks wait.
+    fn readiness(&self) -> Result<(), String> {
+        const WAITING: &str = "acknowledged webhooks wait in the ingest journal";
+        match (self.failure(), self.is_behind()) {
+            (None, false) => Ok(()),
+            (None, true) => Err(WAITING.into()),
+            (Some(f), false) => Err(format!("writes are failing: {}", f.describe())),
+            (Some(f), true) => Err(format!("writes are failing: {}; {WAITING}", f.describe())),
+        }
+    }
+}
 
 /// An accepted webhook request, ready to cache.
 #[derive(Debug)]
@@ -268,11 +475,17 @@ enum Command {
     Sweep(Sweep, Reply<SweepReport>),
     /// Commit what is acknowledged, so that readers see it.
     Settle(Reply<()>),
+    /// Write a page (and a block of the journal), to find out whether writes succeed.
+    Probe(Reply<()>),
 }
 
 impl Command {
     fn is_call(&self) -> bool {
         matches!(self, Self::StartCall(..))
+    }
+
+    fn is_probe(&self) -> bool {
+        matches!(self, Self::Probe(..))
     }
 
     fn ingest(&self) -> Option<&IngestWrite> {
@@ -290,6 +503,7 @@ enum Done {
     Counted,
     Sweep(SweepReport),
     Settle,
+    Probe,
 }
 
 /// Why a group was not committed.
@@ -307,39 +521,64 @@ pub struct Writer {
     catch_up: Arc<AtomicBool>,
     /// Set while the writer holds acknowledged webhooks that are not committed yet.
     holding: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 impl Writer {
     /// Starts the writer on a thread of its own, which owns the connection: a group never
     /// waits behind request handlers for a turn on the server's threads, nor hands each
     /// statement to another thread. With a `journal`, first applies what it holds that the
-    /// database does not (webhooks acknowledged before a crash). The returned handle
-    /// finishes when every `Writer` is dropped and the queue is drained.
+    /// database does not (webhooks acknowledged before a crash); if the database does not
+    /// take them now (a full disk), the writer starts anyway, keeps them in the journal and
+    /// refuses every other write until it has applied them (trying before each write, and
+    /// every [`REPLAY_RETRY`] without one). The returned handle finishes when every
+    /// `Writer` is dropped and the queue is drained.
     pub fn spawn(
         conn: Connection,
         mut journal: Option<Journal>,
         pacing: Pacing,
         wakeups: Arc<dyn Wakeups>,
     ) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        let health = Arc::new(Health::new());
+        let mut behind = false;
         if let Some(j) = journal.as_mut() {
-            let applied = replay(&conn, j)?;
-            if applied > 0 {
-                tracing::info!(webhooks = applied, "applied the ingest journal");
+            match replay(&conn, j) {
+                Ok(replayed) => {
+                    if replayed.committed {
+                        health.succeeded(Target::Database);
+                    }
+                    if replayed.applied > 0 {
+                        tracing::info!(webhooks = replayed.applied, "applied the ingest journal");
+                    }
+                }
+                Err(f) => {
+                    tracing::error!(
+                        error = %f.error,
+                        "the ingest journal could not be applied: its acknowledged webhooks \
+                         stay in it, and writes are refused until the database takes them"
+                    );
+                    health.failed(Target::Database, f.why);
+                    behind = true;
+                }
             }
         }
-        if pacing.commit_every.is_zero() {
+        if pacing.commit_every.is_zero() && !behind {
             journal = None;
         }
+        health.behind.store(behind, Ordering::Release);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (finished, done) = oneshot::channel::<()>();
         let catch_up = Arc::new(AtomicBool::new(false));
         let asked = catch_up.clone();
         let holding = Arc::new(AtomicBool::new(false));
-        let held = holding.clone();
+        let signals = Signals {
+            holding: holding.clone(),
+            health: health.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name("precall-writer".into())
             .spawn(move || {
-                run(conn, rx, wakeups, &asked, journal, pacing, held);
+                run(conn, rx, wakeups, &asked, journal, pacing, signals);
                 let _ = finished.send(());
             });
         if let Err(e) = spawned {
@@ -354,9 +593,26 @@ impl Writer {
                 tx,
                 catch_up,
                 holding,
+                health,
             },
             task,
         ))
+    }
+
+    /// Whether writes succeed: `Err` with a reason fit to show while the last write to the
+    /// database or the journal failed and none has succeeded since, or while acknowledged
+    /// webhooks wait in the journal. When the writer has written nothing for a while (or
+    /// nothing since a failure), it is first asked to write a page, at most once per
+    /// [`PROBE_GAP`] and waiting at most [`PROBE_PATIENCE`] for it.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if self.health.probe_due() {
+            let (reply, rx) = oneshot::channel();
+            // A full queue is a busy writer, whose own writes tell soon enough.
+            if self.tx.try_send(Command::Probe(reply)).is_ok() {
+                let _ = tokio::time::timeout(PROBE_PATIENCE, rx).await;
+            }
+        }
+        self.health.readiness()
     }
 
     /// Asks the writer to checkpoint what is left of the WAL itself, after its current
@@ -407,13 +663,20 @@ impl Writer {
 
     /// Commits every webhook acknowledged so far, so that what is read next includes them.
     /// Reads of what ingest writes (deliveries, late data on calls) call this first; it
-    /// returns at once when nothing is held.
+    /// returns at once when nothing is held. While the database does not take them (a full
+    /// disk), reads go on with what is committed: the webhooks wait in the journal.
     pub async fn settle(&self) -> Result<(), WriteError> {
-        if !self.holding.load(Ordering::Acquire) {
+        if !self.holding.load(Ordering::Acquire) || self.health.is_behind() {
             return Ok(());
         }
         self.submit(Command::Settle).await
     }
+}
+
+/// What the writer's thread shares with its handles.
+struct Signals {
+    holding: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 fn run(
@@ -423,7 +686,7 @@ fn run(
     catch_up: &AtomicBool,
     journal: Option<Journal>,
     pacing: Pacing,
-    holding: Arc<AtomicBool>,
+    signals: Signals,
 ) {
     // Only to wait for the queue with a deadline.
     let clock = match tokio::runtime::Builder::new_current_thread()
@@ -436,28 +699,30 @@ fn run(
             return;
         }
     };
+    let behind = signals.health.is_behind();
     let mut w = Groups {
         conn: &conn,
         journal,
         pacing,
         open: None,
-        behind: false,
-        holding,
+        changes_at_begin: 0,
+        behind,
+        retry_at: Instant::now() + REPLAY_RETRY,
+        replay_failed_logged: behind.then(Instant::now),
+        holding: signals.holding,
+        health: signals.health,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut last_group = Instant::now();
     loop {
         let first = match w.open {
-            // Acknowledged webhooks wait in the journal: try again every 100 ms.
+            // Acknowledged webhooks wait in the journal: try again when it is time.
             None if w.behind => {
-                match clock.block_on(async {
-                    tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
-                }) {
+                let wait = w.retry_at.saturating_duration_since(Instant::now());
+                match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                     Ok(cmd) => cmd,
                     Err(_) => {
-                        if let Err(e) = w.reapply() {
-                            tracing::error!(error = %e, "acknowledged webhooks wait in the ingest journal");
-                        }
+                        w.reapply();
                         continue;
                     }
                 }
@@ -521,11 +786,20 @@ struct Groups<'c> {
     pacing: Pacing,
     /// When the open transaction began; `None` when none is open.
     open: Option<Instant>,
-    /// A transaction was lost with acknowledged webhooks in it: the journal holds them, and
-    /// nothing else is written before they are applied again.
+    /// The connection's count of changed rows when the open transaction began: a commit
+    /// with no change writes nothing, and tells nothing of whether writes succeed.
+    changes_at_begin: u64,
+    /// The journal holds acknowledged webhooks that the database does not (a transaction
+    /// was lost with them, or they could not be applied at start), and nothing else is
+    /// written before they are applied again.
     behind: bool,
+    /// When to try applying them again.
+    retry_at: Instant,
+    /// When a failure to apply them was last logged as an error.
+    replay_failed_logged: Option<Instant>,
     /// Shared with [`Writer::settle`]: the open transaction holds acknowledged webhooks.
     holding: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 impl Groups<'_> {
@@ -537,23 +811,32 @@ impl Groups<'_> {
                 .map(|_| Err(WriteError(e.to_string())))
                 .collect()
         };
-        if self.behind
-            && let Err(e) = self.reapply()
-        {
-            return fail_all(&e);
+        if self.behind {
+            // Each group tries: the first write once there is room is accepted.
+            self.reapply();
+            if self.behind {
+                let why =
+                    self.health.readiness().err().unwrap_or_else(|| {
+                        "acknowledged webhooks wait in the ingest journal".into()
+                    });
+                return fail_all(&why);
+            }
         }
         if self.open.is_none() {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 tracing::error!(error = %e, size = cmds.len(), "group not run");
+                self.failed(&e);
                 return fail_all(&e);
             }
             self.open = Some(Instant::now());
+            self.changes_at_begin = self.conn.total_changes();
         }
         let now = now_ms();
         let (results, journaled) = match self.statements(cmds, now) {
             Ok(ran) => ran,
             Err(e) => {
                 tracing::error!(error = %e, size = cmds.len(), "transaction lost");
+                self.failed(&e);
                 self.abandon();
                 return fail_all(&e);
             }
@@ -577,14 +860,17 @@ impl Groups<'_> {
             if let Err(e) = journal.append(now, &groups) {
                 // Not acknowledged: undo the group, and commit what is.
                 tracing::error!(error = %e, "the ingest journal did not take a group");
+                self.health.failed(Target::Journal, WriteFailure::of_io(&e));
                 match rollback_to(self.conn, "grp").and_then(|()| release(self.conn, "grp")) {
                     Ok(()) => self.commit_logged(),
                     Err(_) => self.abandon(),
                 }
                 return fail_all(&e);
             }
+            self.health.succeeded(Target::Journal);
             if let Err(e) = release(self.conn, "grp") {
                 tracing::error!(error = %e, "group not kept");
+                self.failed(&e);
                 if let Some(j) = self.journal.as_mut() {
                     j.retract(mark);
                 }
@@ -598,6 +884,7 @@ impl Groups<'_> {
         }
         if let Err(e) = release(self.conn, "grp") {
             tracing::error!(error = %e, size = cmds.len(), "group not kept");
+            self.failed(&e);
             self.abandon();
             return fail_all(&e);
         }
@@ -605,7 +892,30 @@ impl Groups<'_> {
             tracing::error!(error = %e, size = cmds.len(), "group not committed");
             return fail_all(&e);
         }
+        if cmds.iter().any(Command::is_probe) {
+            self.probe_journal();
+        }
         results
+    }
+
+    /// Records that a write to the database failed with `e`, just returned.
+    fn failed(&self, e: &rusqlite::Error) {
+        self.health
+            .failed(Target::Database, WriteFailure::of_sqlite(self.conn, e));
+    }
+
+    /// Whether the journal can grow now; it is empty, as the probe's group committed.
+    fn probe_journal(&mut self) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        match j.probe() {
+            Ok(()) => self.health.succeeded(Target::Journal),
+            Err(e) => {
+                tracing::warn!(error = %e, "the ingest journal cannot grow");
+                self.health.failed(Target::Journal, WriteFailure::of_io(&e));
+            }
+        }
     }
 
     /// The group's statements inside savepoint `grp`, which is left open. If the group
@@ -686,10 +996,14 @@ impl Groups<'_> {
             })
             .and_then(|_| self.conn.execute_batch("COMMIT"));
         if let Err(e) = committed {
+            self.failed(&e);
             self.abandon();
             return Err(e);
         }
         self.open = None;
+        if self.conn.total_changes() > self.changes_at_begin {
+            self.health.succeeded(Target::Database);
+        }
         self.holding.store(false, Ordering::Release);
         if let (Some(_), Some(j)) = (journaled, self.journal.as_mut())
             && let Err(e) = j.clear()
@@ -727,23 +1041,58 @@ impl Groups<'_> {
         let _ = self.conn.execute_batch("ROLLBACK");
         self.open = None;
         if self.journal.as_ref().is_some_and(|j| !j.is_empty()) {
-            // `holding` stays set: readers wait for the journal to be applied again.
+            // `holding` stays set until they are applied.
             self.behind = true;
-            if let Err(e) = self.reapply() {
-                tracing::error!(error = %e, "acknowledged webhooks wait in the ingest journal");
-            }
+            self.health.behind.store(true, Ordering::Release);
+            self.reapply();
         } else {
             self.holding.store(false, Ordering::Release);
         }
     }
 
-    fn reapply(&mut self) -> anyhow::Result<()> {
+    /// Tries to apply what the journal holds that the database does not; until it
+    /// succeeds, the writer's loop tries again after [`REPLAY_RETRY`] without a group.
+    fn reapply(&mut self) {
+        self.retry_at = Instant::now() + REPLAY_RETRY;
         if let Some(j) = self.journal.as_mut() {
-            replay(self.conn, j)?;
+            match replay(self.conn, j) {
+                Ok(replayed) => {
+                    if replayed.committed {
+                        self.health.succeeded(Target::Database);
+                    }
+                    if self.replay_failed_logged.take().is_some() {
+                        tracing::info!(
+                            webhooks = replayed.applied,
+                            "applied the ingest journal: writes succeed again"
+                        );
+                    }
+                }
+                Err(f) => {
+                    self.health.failed(Target::Database, f.why);
+                    let log_again = self
+                        .replay_failed_logged
+                        .is_none_or(|at| at.elapsed() >= REPLAY_LOG_EVERY);
+                    if log_again {
+                        tracing::error!(
+                            error = %f.error,
+                            "acknowledged webhooks wait in the ingest journal; writes are \
+                             refused until the database takes them"
+                        );
+                        self.replay_failed_logged = Some(Instant::now());
+                    } else {
+                        tracing::debug!(error = %f.error, "the ingest journal is still not applied");
+                    }
+                    return;
+                }
+            }
         }
         self.behind = false;
+        self.health.behind.store(false, Ordering::Release);
         self.holding.store(false, Ordering::Release);
-        Ok(())
+        if self.pacing.commit_every.is_zero() {
+            // Kept only to apply what an earlier run left.
+            self.journal = None;
+        }
     }
 }
 
@@ -769,26 +1118,55 @@ fn rollback_to(conn: &Connection, name: &str) -> rusqlite::Result<()> {
         .map(drop)
 }
 
+/// What [`replay`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed {
+    /// Webhooks applied.
+    pub applied: usize,
+    /// Whether it committed a transaction (it had entries to apply).
+    pub committed: bool,
+}
+
+/// Why [`replay`] failed: nothing of it was kept, and the journal is as it was.
+#[derive(Debug)]
+pub struct ReplayFailed {
+    pub why: WriteFailure,
+    pub error: String,
+}
+
 /// Applies, in one transaction, the journal's entries that the database does not hold
 /// yet, and empties the journal. An entry that can no longer be applied (its webhook was
-/// deleted since) is skipped, as its data would have been deleted with it. Returns how
-/// many webhooks were applied.
-pub fn replay(conn: &Connection, journal: &mut Journal) -> anyhow::Result<usize> {
-    let bytes = journal.contents()?;
+/// deleted since) is skipped, as its data would have been deleted with it.
+pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, ReplayFailed> {
+    let database = |e: rusqlite::Error| ReplayFailed {
+        why: WriteFailure::of_sqlite(conn, &e),
+        error: e.to_string(),
+    };
+    let bytes = journal.contents().map_err(|e| ReplayFailed {
+        why: WriteFailure::of_io(&e),
+        error: format!("reading the ingest journal: {e}"),
+    })?;
     let entries = journal::frames(&bytes);
-    let applied: i64 =
-        conn.query_row("SELECT applied_seq FROM ingest_journal", [], |r| r.get(0))?;
+    let applied: i64 = conn
+        .query_row("SELECT applied_seq FROM ingest_journal", [], |r| r.get(0))
+        .map_err(database)?;
     let last = entries.iter().map(|e| e.seq).fold(applied, i64::max);
     journal.continue_after(last);
     let pending: Vec<&journal::Entry<'_>> = entries.iter().filter(|e| e.seq > applied).collect();
     if pending.is_empty() {
-        if !journal.is_empty() {
-            journal.clear()?;
+        if !journal.is_empty()
+            && let Err(e) = journal.clear()
+        {
+            // Harmless: what it holds is applied, and replay skips it.
+            tracing::warn!(error = %e, "the ingest journal could not be emptied");
         }
-        return Ok(0);
+        return Ok(Replayed {
+            applied: 0,
+            committed: false,
+        });
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let replayed = replay_entries(conn, &pending).and_then(|n| {
+    let replayed = conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+        let n = replay_entries(conn, &pending)?;
         conn.execute("UPDATE ingest_journal SET applied_seq = ?", [last])?;
         conn.execute_batch("COMMIT")?;
         Ok(n)
@@ -798,11 +1176,15 @@ pub fn replay(conn: &Connection, journal: &mut Journal) -> anyhow::Result<usize>
             if let Err(e) = journal.clear() {
                 tracing::warn!(error = %e, "the ingest journal could not be emptied");
             }
-            Ok(n)
+            Ok(Replayed {
+                applied: n,
+                committed: true,
+            })
         }
         Err(e) => {
+            let failed = database(e);
             let _ = conn.execute_batch("ROLLBACK");
-            Err(e.into())
+            Err(failed)
         }
     }
 }
@@ -893,6 +1275,14 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
         (Command::Settle(reply), Ok(Done::Settle)) => {
             let _ = reply.send(Ok(()));
         }
+        // What could not be committed waits in the journal; reads go on with what is.
+        (Command::Settle(reply), Err(e)) => {
+            tracing::debug!(error = %e, "reading without the webhooks still to commit");
+            let _ = reply.send(Ok(()));
+        }
+        (Command::Probe(reply), Ok(Done::Probe)) => {
+            let _ = reply.send(Ok(()));
+        }
         (cmd, result) => {
             let err = match result {
                 Err(e) => e,
@@ -905,6 +1295,7 @@ fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups)
                 Command::CountRefusals(_, r) => drop(r.send(Err(err))),
                 Command::Sweep(_, r) => drop(r.send(Err(err))),
                 Command::Settle(r) => drop(r.send(Err(err))),
+                Command::Probe(r) => drop(r.send(Err(err))),
             }
         }
     }
@@ -975,9 +1366,24 @@ fn run_group(conn: &Connection, cmds: &[Command], now: i64) -> rusqlite::Result<
             }
             Command::Sweep(at, _) => Done::Sweep(sweep(conn, at)?),
             Command::Settle(_) => Done::Settle,
+            Command::Probe(_) => {
+                probe(conn)?;
+                Done::Probe
+            }
         });
     }
     Ok(done)
+}
+
+/// Changes the one row of `ingest_journal` and changes it back: SQLite does not write a
+/// page that an update leaves as it was, but one changed twice in a transaction is written
+/// at its commit, one page, which is all it takes to know whether the disk takes writes.
+fn probe(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE ingest_journal SET applied_seq = applied_seq + 1")?
+        .execute([])?;
+    conn.prepare_cached("UPDATE ingest_journal SET applied_seq = applied_seq - 1")?
+        .execute([])?;
+    Ok(())
 }
 
 fn sweep(conn: &Connection, at: &Sweep) -> rusqlite::Result<SweepReport> {

@@ -6,6 +6,7 @@ mod browser;
 mod call_pages;
 mod calls;
 mod contract_gaps;
+mod disk_full;
 mod durability;
 mod examples;
 mod flow_checks;

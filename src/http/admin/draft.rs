@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/agents/{agent}/publish", post(publish))
         .route("/admin/agents/{agent}/draft/discard", post(discard))
         .route("/admin/agents/{agent}/versions", get(versions))
+        .route("/admin/agents/{agent}/versions/{version}", get(version))
         .route(
             "/admin/agents/{agent}/versions/{version}/restore",
             post(restore),
@@ -216,6 +217,61 @@ async fn versions(State(app): State<AppState>, admin: Admin, Path(id): Path<Stri
         agent_id: a.public_id.clone(),
         agent_name: a.name.clone(),
         versions,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "admin/version.html")]
+struct VersionPage {
+    page: Page,
+    bar: DraftBar,
+    agent_id: String,
+    agent_name: String,
+    first_flow: Option<String>,
+    version: VersionView,
+    /// What it changed against the version before it (none for the first).
+    changes: Option<Vec<String>>,
+    /// The document, as `precall agent export --version N` prints it.
+    json: String,
+    revision: i64,
+}
+
+/// One published version: who published it, what it changed, its document.
+async fn version(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, number)): Path<(String, String)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let Some(number) = number.parse::<i64>().ok().filter(|n| *n > 0) else {
+        return Err(not_found("This version"));
+    };
+    let Some(v) = documents::version(&app.db, a.id, number).await? else {
+        return Err(not_found("This version"));
+    };
+    let changes = match documents::version(&app.db, a.id, number - 1).await? {
+        Some(before) => Some(document::changes(&before.document, &v.document)),
+        None => None,
+    };
+    let d = agent_draft(&app, &a).await?;
+    let flash = app.flash.take(admin.session_id);
+    let json = serde_json::to_string_pretty(&v.document.to_json()).unwrap_or_default();
+    Ok(render(VersionPage {
+        page: Page::new(&admin, format!("Version {number} · {}", a.name), &flash),
+        revision: d.bar.revision,
+        first_flow: d.doc().first_flow.clone(),
+        bar: d.bar,
+        agent_id: a.public_id.clone(),
+        agent_name: a.name.clone(),
+        version: VersionView {
+            live: Some(number) == a.published_version,
+            number,
+            published_at: rfc3339(v.meta.published_at),
+            published_by: v.meta.published_by,
+            message: v.meta.message,
+        },
+        changes,
+        json,
     }))
 }
 

@@ -1292,6 +1292,22 @@ async fn console_pages_fit_a_390_px_window() {
     b.click("#simulate button[type=submit]").await;
     b.css("#call-source").await;
     let call = b.client.current_url().await.unwrap().to_string();
+    // A runtime token, for the overview's table and its Revoke confirmation.
+    b.client.goto(&base).await.unwrap();
+    b.fill(
+        "#token-name",
+        "telephony platform in the Dublin data centre",
+    )
+    .await;
+    b.click("form[action$='/tokens'] button[type=submit]").await;
+    b.css("#new-token").await;
+    let revoke = b
+        .css("form[action$='/revoke']")
+        .await
+        .attr("action")
+        .await
+        .unwrap()
+        .unwrap();
 
     let mut wide = Vec::new();
     for (name, path) in [
@@ -1319,6 +1335,11 @@ async fn console_pages_fit_a_390_px_window() {
         ("versions", format!("{base}/versions")),
         ("draft", format!("{base}/draft")),
         ("admins", format!("{}/admin/admins", app.address)),
+        ("token-revoke", format!("{}{revoke}", app.address)),
+        (
+            "sign-out",
+            format!("{}/admin/admins/1/sessions/delete", app.address),
+        ),
     ] {
         b.client.goto(&path).await.unwrap();
         b.css("main").await;

@@ -45,11 +45,27 @@ document.addEventListener("click", async (event) => {
   setTimeout(() => { button.textContent = label; }, 1500);
 });
 
+// A destructive button's form leads to a confirmation page (GET: it changes nothing), so
+// that it asks first without scripts too. Here the dialog asks instead, and once it is
+// confirmed the form posts, with the page's CSRF token, as the confirmation page would.
 document.addEventListener("submit", (event) => {
   const form = event.target;
-  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+  if (!form.dataset.confirm) return;
+  if (!window.confirm(form.dataset.confirm)) {
     event.preventDefault();
+    return;
   }
+  if (form.method.toLowerCase() !== "get") return;
+  const token = document.querySelector("meta[name=csrf-token]");
+  if (!token) return;
+  event.preventDefault();
+  const csrf = document.createElement("input");
+  csrf.type = "hidden";
+  csrf.name = "csrf";
+  csrf.value = token.content;
+  form.appendChild(csrf);
+  form.method = "post";
+  form.submit();
 });
 
 function text(el, value) {
@@ -57,50 +73,152 @@ function text(el, value) {
   return el;
 }
 
-function renderDelivery(template, d, saveUrl, csrf) {
+/** User text in an element of its own, isolated from the page's direction. */
+function isolated(tag, value) {
+  const el = text(document.createElement(tag), value);
+  el.dir = "auto";
+  return el;
+}
+
+// Times: the page says them in UTC; here they become the reader's local time and how long
+// ago they were ("2 minutes ago"), with the exact time, local and UTC, on hover.
+const RELATIVE = window.Intl && Intl.RelativeTimeFormat
+  ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" })
+  : null;
+const UNITS = [
+  ["year", 365 * 86400], ["month", 30 * 86400], ["week", 7 * 86400],
+  ["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1],
+];
+
+function relative(date, now) {
+  const secs = (date.getTime() - now.getTime()) / 1000;
+  if (Math.abs(secs) < 5) return RELATIVE.format(0, "second");
+  for (const [unit, size] of UNITS) {
+    if (Math.abs(secs) >= size) return RELATIVE.format(Math.trunc(secs / size), unit);
+  }
+  return RELATIVE.format(Math.trunc(secs), "second");
+}
+
+/** `6 Dec 2026, 09:07:15 UTC`, as the server writes times. */
+function utcText(date) {
+  return date.toLocaleString("en-GB", {
+    timeZone: "UTC", day: "numeric", month: "short", year: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  }) + " UTC";
+}
+
+function localTime(el, now) {
+  const date = new Date(el.getAttribute("datetime"));
+  if (!RELATIVE || isNaN(date.getTime())) return;
+  if (!el.dataset.utc) el.dataset.utc = el.textContent.trim() || utcText(date);
+  const sameDay = date.toDateString() === now.toDateString();
+  const local = sameDay
+    ? date.toLocaleTimeString()
+    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  el.textContent = local + " (" + relative(date, now) + ")";
+  el.title = date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "long" })
+    + " · " + el.dataset.utc;
+}
+
+function localTimes(root) {
+  const now = new Date();
+  for (const el of (root || document).querySelectorAll("time[datetime]")) localTime(el, now);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
+  // "2 minutes ago" goes on being true.
+  setInterval(localTimes, 30000);
+});
+
+/**
+ * A delivery as the page's server renders it: the verdict, status, time and caller, the
+ * problems, and the fields, each ticked to be saved as a variable unless the draft already
+ * declares it.
+ */
+function renderDelivery(template, d, viewer) {
   const item = template.content.firstElementChild.cloneNode(true);
   item.dataset.id = d.id;
   const verdict = item.querySelector(".verdict");
   text(verdict, d.accepted ? "Accepted" : "Refused");
-  verdict.className = "badge " + (d.accepted ? "ok" : "bad");
+  verdict.className = "verdict badge " + (d.accepted ? "ok" : "bad");
   text(item.querySelector(".status"), d.status);
-  const when = item.querySelector(".when");
-  when.dateTime = d.receivedAt;
-  text(when, new Date(d.receivedAt).toLocaleTimeString());
-  text(item.querySelector(".phone"), d.phoneNumber ? "Caller " + d.phoneNumber : "");
-  const problems = item.querySelector(".problems");
-  for (const p of d.problems) {
-    problems.appendChild(text(document.createElement("li"), p));
+  const when = item.querySelector(".when time");
+  when.setAttribute("datetime", d.receivedAt);
+  localTime(when, new Date());
+  const phone = item.querySelector(".phone");
+  if (d.phoneNumber) {
+    phone.append("Caller ", isolated("bdi", d.phoneNumber));
+  } else {
+    phone.remove();
   }
+  const problems = item.querySelector(".problems");
+  for (const p of d.problems) problems.appendChild(isolated("li", p));
   if (!d.problems.length) problems.remove();
   const form = item.querySelector(".fields-form");
   if (!d.fields.length) {
     form.remove();
-  } else {
-    form.action = saveUrl;
-    form.querySelector("input[name=csrf]").value = csrf;
-    const body = form.querySelector("tbody");
-    d.fields.forEach((f, i) => {
-      const row = document.createElement("tr");
+    return item;
+  }
+  const declared = new Set(JSON.parse(viewer.dataset.declared || "[]"));
+  form.action = viewer.dataset.save;
+  form.querySelector("input[name=csrf]").value = viewer.dataset.csrf;
+  const body = form.querySelector("tbody");
+  let unsaved = 0;
+  d.fields.forEach((f, i) => {
+    const saved = declared.has(f.name);
+    const row = document.createElement("tr");
+    const name = document.createElement("td");
+    const code = text(document.createElement("code"), f.name);
+    if (d.accepted) {
       const pick = document.createElement("td");
       const box = document.createElement("input");
       box.type = "checkbox";
-      box.name = "field";
-      box.value = f.name + ":" + f.type;
-      box.id = "f-" + d.id + "-" + i;
-      box.setAttribute("aria-label", "Save " + f.name + " as a variable");
+      box.id = "f-" + d.id + "-" + (i + 1);
+      box.checked = true;
+      if (saved) {
+        box.disabled = true;
+      } else {
+        box.name = "field";
+        box.value = f.name + ":" + f.type;
+        unsaved += 1;
+      }
       pick.appendChild(box);
       row.appendChild(pick);
-      const name = document.createElement("td");
       const label = document.createElement("label");
       label.htmlFor = box.id;
-      label.appendChild(text(document.createElement("code"), f.name));
+      label.appendChild(code);
+      const hint = text(document.createElement("span"),
+        saved ? ": saved as a variable" : ": save as a variable");
+      hint.className = "sr-only";
+      label.appendChild(hint);
       name.appendChild(label);
-      row.appendChild(name);
-      row.appendChild(text(document.createElement("td"), f.type));
-      row.appendChild(text(document.createElement("td"), f.value));
-      body.appendChild(row);
-    });
+    } else {
+      name.appendChild(code);
+    }
+    if (saved) {
+      const badge = text(document.createElement("span"), "saved as variable");
+      badge.className = "badge ok saved";
+      name.append(" ", badge);
+    }
+    row.appendChild(name);
+    row.appendChild(text(document.createElement("td"), f.type));
+    const value = document.createElement("td");
+    value.className = "value";
+    value.appendChild(isolated("bdi", f.value));
+    row.appendChild(value);
+    body.appendChild(row);
+  });
+  if (!d.accepted) {
+    // Refused: its fields are shown, not offered as variables.
+    form.querySelector(".save-col").remove();
+    const table = form.querySelector(".table-wrap");
+    form.replaceWith(table);
+  } else if (!unsaved) {
+    form.querySelector("button[type=submit]").remove();
+    form.querySelector(".all-saved").hidden = false;
+  } else {
+    form.querySelector(".all-saved").remove();
   }
   return item;
 }
@@ -114,9 +232,12 @@ function startViewer() {
   const template = document.getElementById("delivery-template");
   const empty = document.getElementById("viewer-empty");
   const live = document.getElementById("live");
-  // Deliveries come oldest first with rising ids; a reconnect may send some again.
-  let lastId = 0;
-  const source = new EventSource(viewer.dataset.events);
+  live.textContent = "Connecting…";
+  // Deliveries come oldest first with rising ids; the page already shows those up to
+  // `data-last`, and a reconnect may send some again.
+  let lastId = Number(viewer.dataset.last) || 0;
+  const url = viewer.dataset.events + (lastId ? "?after=" + lastId : "");
+  const source = new EventSource(url);
   source.onopen = () => { live.textContent = "Listening"; live.className = "live on"; };
   source.onerror = () => { live.textContent = "Reconnecting…"; live.className = "live"; };
   const shown = (item) => {
@@ -129,7 +250,7 @@ function startViewer() {
     const d = JSON.parse(event.data);
     if (d.id <= lastId) return;
     lastId = d.id;
-    shown(renderDelivery(template, d, viewer.dataset.save, viewer.dataset.csrf));
+    shown(renderDelivery(template, d, viewer));
     announce((d.accepted ? "Accepted" : "Refused") + " request received");
   });
   // Under a flood the server sends the newest requests and says how many it left out.

@@ -23,11 +23,22 @@ use super::render;
 #[template(path = "home.html")]
 struct Home {
     public_url: String,
+    /// Whether an admin exists: else the console is reached through the setup link.
+    has_admin: bool,
 }
 
+/// The front page: what the server is, and the way into the console.
 async fn home(State(app): State<AppState>) -> Response {
+    let has_admin = match crate::store::admins::count(&app.db).await {
+        Ok(n) => n > 0,
+        Err(e) => {
+            tracing::warn!(error = %e, "the front page could not count admins");
+            true
+        }
+    };
     render(Home {
         public_url: app.public_url.to_string(),
+        has_admin,
     })
 }
 

@@ -454,7 +454,7 @@ async fn the_live_viewer_stops_when_its_session_signs_out() {
 }
 
 /// The events of an SSE body: (event name, data) for each complete block that has a name.
-fn sse_events(text: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(text: &str) -> Vec<(String, Value)> {
     let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
     complete
         .split("\n\n")
@@ -473,7 +473,7 @@ fn sse_events(text: &str) -> Vec<(String, Value)> {
 }
 
 /// Reads an SSE body until `done` holds for the events so far (or 10 s pass).
-async fn read_events(
+pub(crate) async fn read_events(
     body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
     done: impl Fn(&[(String, Value)]) -> bool,
 ) -> Vec<(String, Value)> {
@@ -499,17 +499,17 @@ async fn read_events(
 /// A signed-in console with an agent and a webhook made through the wizard: the agent's
 /// id, the action's id, and a sender that posts a webhook for the number `+1212555` and
 /// four digits (1000 + i), expecting its 202.
-struct Webhook {
-    admin: Console,
-    agent: String,
-    action: String,
-    url: String,
-    key: String,
+pub(crate) struct Webhook {
+    pub admin: Console,
+    pub agent: String,
+    pub action: String,
+    pub url: String,
+    pub key: String,
     client: Client,
 }
 
 impl Webhook {
-    async fn new(app: &TestApp) -> Self {
+    pub async fn new(app: &TestApp) -> Self {
         let admin = Console::set_up(app).await;
         let agent = admin.create_agent("Line").await;
         let configure = admin.create_webhook(&agent).await;
@@ -540,7 +540,7 @@ impl Webhook {
         }
     }
 
-    async fn send(&self, i: u32) {
+    pub async fn send(&self, i: u32) {
         let res = self
             .client
             .post(&self.url)
@@ -1025,7 +1025,9 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> Console {
 
 /// The path of the form that signs `email` out everywhere, from the Admins page.
 fn sign_out_form_of(page: &str, email: &str) -> String {
-    let row = &page[page.find(&format!("<td>{email}")).expect("the admin's row")..];
+    let row = &page[page
+        .find(&format!("<bdi>{email}</bdi>"))
+        .expect("the admin's row")..];
     let at = row
         .find("action=\"/admin/admins/")
         .expect("a sign-out form");

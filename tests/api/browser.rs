@@ -59,6 +59,15 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(width: u32, height: u32) -> Self {
+        Self::start_with(width, height, true).await
+    }
+
+    /// A browser that runs no script: the console as it works without JavaScript.
+    pub async fn start_without_scripts(width: u32, height: u32) -> Self {
+        Self::start_with(width, height, false).await
+    }
+
+    async fn start_with(width: u32, height: u32, scripts: bool) -> Self {
         let driver = start_driver();
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -71,6 +80,9 @@ impl Browser {
                     "--disable-sync", "--no-first-run", "--disable-quic",
                     format!("--window-size={width},{height}"),
                 ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript": if scripts { 1 } else { 2 },
+                },
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -141,7 +153,7 @@ impl Browser {
     }
 }
 
-async fn sign_up(b: &Browser, app: &TestApp) {
+pub(crate) async fn sign_up(b: &Browser, app: &TestApp) {
     b.client
         .goto(app.setup_link.as_deref().unwrap())
         .await
@@ -291,10 +303,9 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
     assert!(!source.contains(&key), "the key is not on the Test page");
     b.shot("06-wizard-test").await;
 
-    // Save two fields as variables; they are on the variables page.
-    b.click(".delivery input[value='customer_name:string']")
-        .await;
-    b.click(".delivery input[value='priority:string']").await;
+    // Save two fields as variables (new fields start ticked: untick the third); they are on
+    // the variables page.
+    b.click(".delivery input[value='issue_type:string']").await;
     b.click(".delivery .fields-form button").await;
     b.until("the saved notice", |s| {
         s.contains("Saved to the draft as variables")
@@ -313,6 +324,10 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
         })
         .await;
     assert!(variables.contains("<code>priority</code>") && variables.contains("CRM webhook"));
+    assert!(
+        !variables.contains("<code>issue_type</code>"),
+        "unticked, not saved"
+    );
     b.shot("07-variables").await;
 
     // The Configure page no longer shows the key.
@@ -394,7 +409,7 @@ async fn console_pages_are_usable_in_a_narrow_window_and_by_keyboard() {
 }
 
 /// A screenshot of the whole page at `width`: the window grows to the page's height for it.
-async fn full_shot(b: &Browser, name: &str, width: u32) {
+pub(crate) async fn full_shot(b: &Browser, name: &str, width: u32) {
     let height = b
         .client
         .execute("return document.documentElement.scrollHeight;", vec![])
@@ -408,7 +423,7 @@ async fn full_shot(b: &Browser, name: &str, width: u32) {
 }
 
 /// How far the page scrolls sideways (0 when nothing is wider than the window).
-async fn overflow(b: &Browser) -> i64 {
+pub(crate) async fn overflow(b: &Browser) -> i64 {
     b.client
         .execute(
             "return document.documentElement.scrollWidth - window.innerWidth;",
@@ -421,7 +436,7 @@ async fn overflow(b: &Browser) -> i64 {
 }
 
 /// Names of the page's form controls that have no label.
-async fn unlabelled(b: &Browser) -> Value {
+pub(crate) async fn unlabelled(b: &Browser) -> Value {
     b.client
         .execute(
             "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]

@@ -296,15 +296,18 @@ async fn the_simulator_answers_questions_from_its_list_and_the_detail_shows_each
     // webhook told it, one asked and answered, and the end.
     assert!(page.contains("Fields received") && page.contains("<code>priority</code>"));
     assert!(page.contains("Hello Jane Doe"));
-    assert!(page.contains("Skipped: customer_name is known (Jane Doe)"));
+    assert!(page.contains("Skipped: customer_name is known (<bdi>Jane Doe</bdi>)"));
     assert!(page.contains("Asked for reason") && page.contains("What is your reason?"));
-    assert!(page.contains("reason = billing"));
-    assert!(page.contains(r#"id="call-outcome">completed<"#), "{page}");
+    assert!(page.contains("reason = <bdi>billing</bdi>"));
+    assert!(
+        page.contains(r#"id="call-outcome" dir="auto">completed<"#),
+        "{page}"
+    );
     let order: Vec<usize> = [
         "Greeting",
         "Skipped: customer_name",
         "Asked for reason",
-        "reason = billing",
+        "reason = <bdi>billing</bdi>",
     ]
     .iter()
     .map(|s| page.find(s).unwrap_or_else(|| panic!("no {s}")))
@@ -348,7 +351,10 @@ async fn answering_an_active_calls_question_from_its_page_continues_it() {
     assert_eq!(location(&res), call);
     let page = admin.page(&call).await;
     assert!(page.contains("Answered account; the call ended (completed)."));
-    assert!(page.contains("account = A-42") && page.contains(r#"id="call-outcome">completed<"#));
+    assert!(
+        page.contains("account = <bdi>A-42</bdi>")
+            && page.contains(r#"id="call-outcome" dir="auto">completed<"#)
+    );
     assert!(!page.contains(&format!(r#"action="{answer}""#)));
 
     // An ended call takes no more answers.

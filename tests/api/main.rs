@@ -5,6 +5,7 @@ mod body_limits;
 mod browser;
 mod call_pages;
 mod calls;
+mod console_polish;
 mod contract_gaps;
 mod disk_full;
 mod durability;

@@ -15,6 +15,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::confirm::Confirmation;
 use super::{
     AgentDraft, DraftBar, HtmlError, Page, PageResult, after, agent, agent_draft, by, edited,
     first_flow_link, not_found, render,
@@ -40,15 +41,18 @@ pub fn router() -> Router<AppState> {
         .route(base, post(create))
         .route(&format!("{base}/{{action}}/configure"), get(configure_step))
         .route(&format!("{base}/{{action}}/settings"), post(save_settings))
-        .route(&format!("{base}/{{action}}/key"), post(regenerate_key))
+        .route(
+            &format!("{base}/{{action}}/key"),
+            get(confirm_regenerate_key).post(regenerate_key),
+        )
         .route(
             &format!("{base}/{{action}}/keys/{{key}}/revoke"),
-            post(revoke_key),
+            get(confirm_revoke_key).post(revoke_key),
         )
         .route(&format!("{base}/{{action}}/signing"), post(save_signing))
         .route(
             &format!("{base}/{{action}}/signing-secret"),
-            post(regenerate_signing_secret),
+            get(confirm_signing_secret).post(regenerate_signing_secret),
         )
         .route(&format!("{base}/{{action}}/test"), get(test_step))
         .route(&format!("{base}/{{action}}/events"), get(events))
@@ -554,6 +558,79 @@ struct Regenerate {
     grace_secs: String,
 }
 
+/// The grace period a form chose, with its words; empty means none.
+fn grace_of(raw: &str) -> Result<(i64, &'static str), String> {
+    let raw = raw.trim();
+    let grace = if raw.is_empty() {
+        Ok(0)
+    } else {
+        raw.parse::<i64>()
+    };
+    grace
+        .ok()
+        .and_then(|g| KEY_GRACES.iter().find(|(s, _)| *s == g))
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "grace period: {raw:?} is not one offered (none, 1 hour, 24 hours, 7 days); \
+                 nothing changed"
+            )
+        })
+}
+
+/// The confirmation page of Regenerate key: what happens to the current key, and that the
+/// new one is shown once.
+async fn confirm_regenerate_key(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, String)>,
+    Query(f): Query<Regenerate>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let (grace, label) = match grace_of(&f.grace_secs) {
+        Ok(g) => g,
+        Err(problem) => return after(&app, &admin, &back, Err(StoreError::Conflict(problem))),
+    };
+    let current = actions::valid_keys(&app.db, x.id())
+        .await?
+        .into_iter()
+        .find(|k| k.expires_at.is_none())
+        .map_or_else(
+            || "The current key".to_owned(),
+            |k| format!("The current key (ending in {})", k.last_chars),
+        );
+    let flash = app.flash.take(admin.session_id);
+    let page = Confirmation::new(
+        Page::new(&admin, format!("Regenerate the key · {}", x.name), &flash),
+        ("Make a new API key for ", &x.name, "?"),
+        format!("/admin/agents/{id}/actions/{action_id}/key"),
+        &back,
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .crumb(&back, &x.name)
+    .says(
+        "The new key is shown once, on the Configure page: copy it into your sender's \
+         configuration then. Precall keeps only a fingerprint of it.",
+    )
+    .says(if grace == 0 {
+        format!(
+            "{current} stops working at once: requests sent with it are refused (401) from \
+             then on."
+        )
+    } else {
+        format!(
+            "{current} keeps working for {label} after you confirm, so that senders can \
+             switch; then it stops. You can revoke it sooner from the Configure page."
+        )
+    })
+    .field("grace_secs", grace)
+    .buttons("Keep the current key", "Make a new key");
+    Ok(render(page))
+}
+
 async fn regenerate_key(
     State(app): State<AppState>,
     Path((id, action_id)): Path<(String, String)>,
@@ -562,20 +639,9 @@ async fn regenerate_key(
     let a = agent(&app, &id).await?;
     let (x, _) = hook_of(&app, &a, &action_id).await?;
     let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
-    let raw = f.form.grace_secs.trim();
-    let grace = if raw.is_empty() {
-        Ok(0)
-    } else {
-        raw.parse::<i64>()
-    };
-    let Some(&(grace, label)) = grace
-        .ok()
-        .and_then(|g| KEY_GRACES.iter().find(|(s, _)| *s == g))
-    else {
-        let problem = format!(
-            "grace period: {raw:?} is not one offered (none, 1 hour, 24 hours, 7 days); nothing changed"
-        );
-        return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem)));
+    let (grace, label) = match grace_of(&f.form.grace_secs) {
+        Ok(g) => g,
+        Err(problem) => return after(&app, &f.admin, &back, Err(StoreError::Conflict(problem))),
     };
     let key = actions::regenerate_key(&app.db, x.id(), grace).await?;
     app.catalog.invalidate();
@@ -588,6 +654,52 @@ async fn regenerate_key(
     };
     app.flash.notice(f.admin.session_id, notice);
     Ok(Redirect::to(&back).into_response())
+}
+
+/// The confirmation page of Revoke now: the old key stops before its grace is over.
+async fn confirm_revoke_key(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id, key_id)): Path<(String, String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let keys = actions::valid_keys(&app.db, x.id()).await?;
+    let Some(key) = keys.iter().find(|k| k.id == key_id) else {
+        let gone = "that key no longer works: nothing to revoke".to_owned();
+        return after(&app, &admin, &back, Err(StoreError::NotFound(gone)));
+    };
+    let Some(until) = key.expires_at else {
+        let current = "the current key cannot be revoked: regenerate it instead".to_owned();
+        return after(&app, &admin, &back, Err(StoreError::Conflict(current)));
+    };
+    let flash = app.flash.take(admin.session_id);
+    let mut page = Confirmation::new(
+        Page::new(&admin, format!("Revoke a key · {}", x.name), &flash),
+        (
+            &format!("Stop the old key ending in {} of ", key.last_chars),
+            &x.name,
+            " now?",
+        ),
+        format!("/admin/agents/{id}/actions/{action_id}/keys/{key_id}/revoke"),
+        &back,
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .crumb(&back, &x.name)
+    .says(format!(
+        "It would work until {}. Revoked, it stops at once: requests sent with it are \
+         refused (401).",
+        super::time::utc_text(rfc3339(until))
+    ));
+    if let Some(current) = keys.iter().find(|k| k.expires_at.is_none()) {
+        page = page.says(format!(
+            "The current key (ending in {}) goes on working.",
+            current.last_chars
+        ));
+    }
+    Ok(render(page.buttons("Keep it until then", "Revoke now")))
 }
 
 async fn revoke_key(
@@ -642,6 +754,47 @@ async fn save_signing(
     after(&app, &f.admin, &back, result)
 }
 
+/// The confirmation page of Regenerate secret: the current secret stops at once.
+async fn confirm_signing_secret(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, action_id)): Path<(String, String)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let (x, _) = hook_of(&app, &a, &action_id).await?;
+    let back = format!("/admin/agents/{id}/actions/{action_id}/configure");
+    let current = match &x.endpoint.signing_last_chars {
+        Some(last) => format!("The current secret (ending in {last})"),
+        None => "The current secret".to_owned(),
+    };
+    let flash = app.flash.take(admin.session_id);
+    let page = Confirmation::new(
+        Page::new(
+            &admin,
+            format!("Regenerate the signing secret · {}", x.name),
+            &flash,
+        ),
+        ("Make a new signing secret for ", &x.name, "?"),
+        format!("/admin/agents/{id}/actions/{action_id}/signing-secret"),
+        &back,
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .crumb(&back, &x.name)
+    .says(format!(
+        "{current} stops at once: {} signed with it are refused (401) until your sender \
+         signs with the new one.",
+        if x.endpoint.signing_required {
+            "requests"
+        } else {
+            "once signatures are required, requests"
+        }
+    ))
+    .says("The new secret is shown once, on the Configure page.")
+    .buttons("Keep the current secret", "Make a new secret");
+    Ok(render(page))
+}
+
 async fn regenerate_signing_secret(
     State(app): State<AppState>,
     Path((id, action_id)): Path<(String, String)>,
@@ -678,6 +831,71 @@ struct TestStep {
     back: String,
     /// Requests refused without a valid key in the last hour, as a sentence.
     refused: String,
+    /// The latest deliveries, newest first, as they were when the page was made: the page
+    /// shows them without scripts, and its script goes on from the newest.
+    deliveries: Vec<ViewerEntry>,
+    /// When the page was made (RFC 3339): what a reader without scripts sees is as of then.
+    as_of: String,
+    /// The newest delivery shown (0 for none): the live stream sends what came after it.
+    last: i64,
+    /// The draft's variable names, as JSON: their fields show as saved.
+    declared: String,
+}
+
+/// A delivery in the Test viewer.
+struct ViewerEntry {
+    id: i64,
+    received_at: String,
+    status: i64,
+    accepted: bool,
+    phone: String,
+    problems: Vec<String>,
+    fields: Vec<ViewerField>,
+    /// Whether every field is already a variable of the draft (nothing left to save).
+    all_saved: bool,
+}
+
+/// A field of a delivery, with whether the draft already declares it.
+struct ViewerField {
+    name: String,
+    ty: String,
+    value: String,
+    saved: bool,
+}
+
+impl ViewerEntry {
+    fn of(d: &DeliveryRow, declared: &[&str]) -> Self {
+        let j = delivery_json(d);
+        let fields: Vec<ViewerField> = j["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                ViewerField {
+                    saved: declared.contains(&s("name").as_str()),
+                    name: s("name"),
+                    ty: s("type"),
+                    value: s("value"),
+                }
+            })
+            .collect();
+        Self {
+            id: d.id,
+            received_at: rfc3339(d.received_at),
+            status: d.status,
+            accepted: (200..300).contains(&d.status),
+            phone: d.phone.clone().unwrap_or_default(),
+            problems: j["problems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect(),
+            all_saved: fields.iter().all(|f| f.saved),
+            fields,
+        }
+    }
 }
 
 /// The span of the refusal counts the console shows.
@@ -706,7 +924,18 @@ async fn test_step(
     let (x, d) = hook_of(&app, &a, &key).await?;
     let flash = app.flash.take(admin.session_id);
     let refused = refusals::total(&recent_refusals(&app, x.id()).await?).describe();
+    // Webhooks acknowledged a moment ago may not be committed yet.
+    app.writer.settle().await?;
+    let as_of = rfc3339(now_ms());
+    let rows = deliveries::recent(&app.db, x.id(), VIEWER_BACKLOG).await?;
+    let declared: Vec<&str> = d.doc().variables.iter().map(|v| v.name.as_str()).collect();
+    let deliveries: Vec<ViewerEntry> = rows.iter().map(|r| ViewerEntry::of(r, &declared)).collect();
+    let declared = serde_json::to_string(&declared).expect("names serialise");
     Ok(render(TestStep {
+        last: rows.first().map_or(0, |r| r.id),
+        deliveries,
+        as_of,
+        declared,
         page: Page::new(&admin, format!("Test · {}", x.name), &flash),
         back: first_flow_link(&id, d.doc()),
         url: ingest::url(&app.public_url, &x.endpoint.slug),
@@ -773,12 +1002,21 @@ const VIEWER_BACKLOG: i64 = 20;
 /// arrives now instead of falling further behind.
 const VIEWER_BATCH: i64 = 100;
 
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// The newest delivery the page already shows, as `Last-Event-ID` would say it: the
+    /// page's server-rendered list, before the stream has sent anything.
+    #[serde(default)]
+    after: Option<String>,
+}
+
 /// The Test viewer's stream: the latest deliveries, then each new one as it is recorded.
 /// It reads the deliveries table (off the ingest path: publishing costs senders nothing)
 /// and stays open as long as the page does.
 ///
 /// A browser that reconnects sends the id of the last delivery it saw (`Last-Event-ID`)
-/// and is sent what came after it. Deliveries left out under a flood are announced by a
+/// and is sent what came after it; a page that already shows deliveries says the newest
+/// with `?after=` (what `Last-Event-ID` says wins). Deliveries left out under a flood are announced by a
 /// `skipped` event with their count; every delivery is still on the Deliveries page.
 /// Requests refused without a valid key are not deliveries: a `refusals` event gives the
 /// last hour's count of them whenever it changes.
@@ -786,6 +1024,7 @@ async fn events(
     State(app): State<AppState>,
     admin: Admin,
     Path((id, key)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
     let a = agent(&app, &id).await?;
@@ -794,6 +1033,7 @@ async fn events(
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
+        .or(q.after.as_deref())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|id| *id >= 0);
     app.writer.settle().await?;

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{DraftBar, Page, PageResult, after, agent, agent_draft, by, render};
+use super::confirm::Confirmation;
+use super::{DraftBar, Page, PageResult, after, agent, agent_draft, by, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::Action;
 use crate::domain::phone::Region;
@@ -23,7 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/agents/{agent}/tokens", post(create_token))
         .route(
             "/admin/agents/{agent}/tokens/{token}/revoke",
-            post(revoke_token),
+            get(confirm_revoke_token).post(revoke_token),
         )
 }
 
@@ -285,6 +286,45 @@ async fn create_token(
             Err(e),
         ),
     }
+}
+
+/// The confirmation page of a runtime token's Revoke: the call runtime sending it is
+/// refused from then on.
+async fn confirm_revoke_token(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, token)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let back = format!("/admin/agents/{id}#tokens");
+    let Some(t) = tokens::list(&app.db, a.id)
+        .await?
+        .into_iter()
+        .find(|t| t.id == token)
+    else {
+        return Err(not_found("This token"));
+    };
+    if t.revoked_at.is_some() {
+        let done = "that token was already revoked".to_owned();
+        return after(&app, &admin, &back, Err(StoreError::Conflict(done)));
+    }
+    let flash = app.flash.take(admin.session_id);
+    let page = Confirmation::new(
+        Page::new(&admin, format!("Revoke a token · {}", a.name), &flash),
+        ("Revoke the runtime token ", &t.name, "?"),
+        format!("/admin/agents/{id}/tokens/{token}/revoke"),
+        &back,
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .says(format!(
+        "The token ending in {} stops at once: the call runtime sending it is refused \
+         (401) from then on, for new calls and for answers to calls under way.",
+        t.last_chars
+    ))
+    .says("A revoked token cannot be restored: make a new one for the runtime first if it must go on.")
+    .buttons("Keep it", "Revoke");
+    Ok(render(page))
 }
 
 async fn revoke_token(

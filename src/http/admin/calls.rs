@@ -181,9 +181,20 @@ struct StepLine {
     label: String,
     flow: String,
     said: Option<String>,
-    /// What happened: the case taken, the variable asked for or skipped, the answer.
-    what: Option<String>,
+    /// What happened: the case taken, the variable asked for or skipped, the answer. Each
+    /// part says whether it is user text (a value, a case's name), shown isolated.
+    what: Vec<(bool, String)>,
     why: Option<String>,
+}
+
+/// Words of the console.
+fn words(s: &str) -> (bool, String) {
+    (false, s.to_owned())
+}
+
+/// Text a user or a caller wrote.
+fn theirs(s: impl Into<String>) -> (bool, String) {
+    (true, s.into())
 }
 
 fn step_line(s: Step) -> StepLine {
@@ -198,24 +209,31 @@ fn step_line(s: Step) -> StepLine {
         kind => flow::label(kind),
     };
     let what = match s.kind.as_str() {
-        "collect" if s.skipped == Some(true) => {
-            Some(format!("Skipped: {variable} is known ({answer})"))
-        }
-        "collect" => Some(format!("Asked for {variable}")),
-        "answer" => Some(format!("{variable} = {answer}")),
-        "filter" | "precall_filter" => s.case.as_ref().map(|c| format!("Case taken: {c}")),
+        "collect" if s.skipped == Some(true) => vec![
+            words(&format!("Skipped: {variable} is known (")),
+            theirs(answer),
+            words(")"),
+        ],
+        "collect" => vec![words(&format!("Asked for {variable}"))],
+        "answer" => vec![words(&format!("{variable} = ")), theirs(answer)],
+        "filter" | "precall_filter" => s
+            .case
+            .as_ref()
+            .map(|c| vec![words("Case taken: "), theirs(c.clone())])
+            .unwrap_or_default(),
         "transfer_call" => {
             let to: Vec<&str> = [s.destination.as_deref(), s.department.as_deref()]
                 .into_iter()
                 .flatten()
                 .collect();
-            Some(if to.is_empty() {
-                "Transferred".to_owned()
-            } else {
-                format!("Transferred to {}", to.join(" · "))
-            })
+            let mut what = vec![words("Transferred")];
+            for (i, t) in to.into_iter().enumerate() {
+                what.push(words(if i == 0 { " to " } else { " · " }));
+                what.push(theirs(t));
+            }
+            what
         }
-        _ => None,
+        _ => Vec::new(),
     };
     // A skipped Collect's reason is already in `what`.
     let why = s.why.filter(|_| s.skipped != Some(true));

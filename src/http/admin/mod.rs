@@ -5,11 +5,13 @@ mod actions;
 mod agents;
 mod api_tokens;
 mod calls;
+mod confirm;
 mod draft;
 mod flows;
 mod people;
 mod rules;
 mod simulate;
+mod time;
 mod variables;
 
 use askama::Template;

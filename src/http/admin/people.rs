@@ -11,7 +11,8 @@ use axum::{Form, Router};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
-use super::{Page, PageResult, after, render};
+use super::confirm::Confirmation;
+use super::{Page, PageResult, after, not_found, render};
 use crate::auth::keys::SecretHash;
 use crate::auth::password::{self, Password};
 use crate::auth::session::{self, Admin, AdminForm};
@@ -26,7 +27,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(|| async { Redirect::to("/admin/agents") }))
         .route("/admin/admins", get(admins_page).post(add_admin))
         .route("/admin/sessions/others/delete", post(sign_out_others))
-        .route("/admin/admins/{id}/sessions/delete", post(sign_out_admin))
+        .route(
+            "/admin/admins/{id}/sessions/delete",
+            get(confirm_sign_out_admin).post(sign_out_admin),
+        )
 }
 
 /// Emails are compared without case; this is what is stored and shown.
@@ -339,6 +343,53 @@ async fn sign_out_others(State(app): State<AppState>, f: AdminForm<Empty>) -> Pa
             n => format!("Signed out of {n} other sessions."),
         });
     after(&app, &admin, "/admin/admins", result)
+}
+
+/// The confirmation page of Sign out everywhere: how many browsers it signs out.
+async fn confirm_sign_out_admin(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let Some(who) = admins::list(&app.db)
+        .await?
+        .into_iter()
+        .find(|a| a.id == id)
+    else {
+        return Err(not_found("This admin"));
+    };
+    let sessions = admins::live_sessions(&app.db)
+        .await?
+        .into_iter()
+        .find(|(a, _)| *a == id)
+        .map_or(0, |(_, n)| n);
+    let flash = app.flash.take(admin.session_id);
+    let me = id == admin.id;
+    let mut page = Confirmation::new(
+        Page::new(&admin, "Sign out everywhere", &flash),
+        if me {
+            ("Sign yourself (", &who.email, ") out everywhere?")
+        } else {
+            ("Sign ", &who.email, " out everywhere?")
+        },
+        format!("/admin/admins/{id}/sessions/delete"),
+        "/admin/admins",
+    )
+    .crumb("/admin/admins", "Admins")
+    .says(match sessions {
+        0 => "No browser is signed in as this admin now: nothing would end.".to_owned(),
+        1 => "1 session ends at its next request: that browser must sign in again.".to_owned(),
+        n => format!("{n} sessions end at their next request: each browser must sign in again."),
+    });
+    page = if me {
+        page.says("This browser is signed out too: you go to the sign-in page.")
+    } else {
+        page.says(
+            "The account stays, with its password: an open Test viewer of theirs stops, and \
+             anyone with the password can sign in again.",
+        )
+    };
+    Ok(render(page.buttons("Cancel", "Sign out everywhere")))
 }
 
 /// Signs an admin out everywhere (their sessions end at their next request). Signing

@@ -5,11 +5,12 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DraftBar, Page, PageResult, agent, agent_draft, by, edited, render};
+use super::confirm::Confirmation;
+use super::{DraftBar, Page, PageResult, agent, agent_draft, by, edited, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::{AgentDocument, MAX_TEXT, Source, VariableDoc};
 use crate::domain::variables::{SYSTEM_VARIABLES, VarType, VariableName};
@@ -21,7 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/agents/{agent}/variables", get(page).post(save))
         .route(
             "/admin/agents/{agent}/variables/{name}/delete",
-            post(delete),
+            get(confirm_delete).post(delete),
         )
 }
 
@@ -255,6 +256,47 @@ async fn save(
 #[serde(default)]
 struct Revision {
     revision: Option<i64>,
+}
+
+/// The confirmation page of a variable's Delete: what goes, and when calls notice.
+async fn confirm_delete(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<Revision>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let d = agent_draft(&app, &a).await?;
+    let Some(v) = d.doc().variables.iter().find(|v| v.name == name) else {
+        return Err(not_found("This variable"));
+    };
+    let published = d
+        .published
+        .as_ref()
+        .is_some_and(|p| p.document.variables.iter().any(|x| x.name == name));
+    let back = format!("/admin/agents/{id}/variables");
+    let flash = app.flash.take(admin.session_id);
+    let page = Confirmation::new(
+        Page::new(&admin, format!("Delete {name} · {}", a.name), &flash),
+        ("Delete the variable ", &v.name, " from the draft?"),
+        format!("/admin/agents/{id}/variables/{name}/delete"),
+        &back,
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .crumb(&back, "Variables")
+    .says(format!(
+        "Its declaration ({}, its default and description) goes with it.",
+        v.ty.as_str()
+    ))
+    .says(if published {
+        "Calls and webhooks keep the published declaration until the draft is published."
+    } else {
+        "It was never published: calls never used its declaration."
+    })
+    .field("revision", q.revision.unwrap_or(d.bar.revision))
+    .buttons("Keep it", "Delete");
+    Ok(render(page))
 }
 
 async fn delete(

@@ -3,6 +3,7 @@
 mod admin;
 mod body_limits;
 mod browser;
+mod browser_versions;
 mod call_pages;
 mod calls;
 mod console_polish;

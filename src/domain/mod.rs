@@ -4,6 +4,7 @@ pub mod conditions;
 pub mod document;
 pub mod flow;
 pub mod ids;
+pub mod layout;
 pub mod payload;
 pub mod phone;
 pub mod runtime;

@@ -27,6 +27,8 @@ pub struct TokenHolder {
     pub admin_email: String,
     pub name: String,
     pub read_only: bool,
+    /// A console token (the canvas's, bound to a session) rather than one an admin made.
+    pub console: bool,
 }
 
 /// Makes a token for `admin_id`; the returned secret is its one showing.
@@ -138,5 +140,6 @@ pub async fn holder(db: &Db, presented: &str) -> Result<Option<TokenHolder>, sql
         admin_email,
         name,
         read_only,
+        console: false,
     }))
 }

@@ -31,6 +31,7 @@ use crate::http::AppState;
 use crate::http::body::{read_limited, require_json};
 use crate::store::agents::Agent;
 use crate::store::api_tokens::{self, TokenHolder};
+use crate::store::console_tokens;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,6 +46,10 @@ pub struct ApiAdmin(pub TokenHolder);
 impl ApiAdmin {
     /// Who the drafts' and versions' records name: the token, and its admin.
     pub fn by(&self) -> String {
+        if self.0.console {
+            // The console's canvas: the admin, as the console's forms say it.
+            return self.0.admin_email.clone();
+        }
         format!("{} (API token {:?})", self.0.admin_email, self.0.name)
     }
 }
@@ -73,13 +78,22 @@ impl FromRequestParts<AppState> for ApiAdmin {
                 .lookup(ip)
                 .map_err(|e| AppError::Problem(rate_limited(e)))?;
         }
-        let Some(holder) = api_tokens::holder(&app.db, token).await? else {
+        let holder = if token.starts_with(console_tokens::PREFIX) {
+            console_tokens::holder(&app.db, token).await?
+        } else {
+            api_tokens::holder(&app.db, token).await?
+        };
+        let Some(holder) = holder else {
             if let Some(ip) = peer {
                 app.ingest_limits.lookup_failed(ip);
             }
             return Err(AppError::problem(
                 ProblemKind::Unauthorized,
-                "the API token is not valid (revoked, or its admin removed)",
+                if token.starts_with(console_tokens::PREFIX) {
+                    "the console token is not valid: its session ended (sign in again)"
+                } else {
+                    "the API token is not valid (revoked, or its admin removed)"
+                },
             ));
         };
         if holder.read_only && parts.method != Method::GET && parts.method != Method::HEAD {

@@ -50,6 +50,7 @@ pub fn router() -> Router<AppState> {
         super::api::manage::agents::discard,
         super::api::manage::agents::validate,
         super::api::manage::agents::changes,
+        super::api::manage::canvas::draft_layout,
         super::api::manage::agents::publish,
         super::api::manage::agents::list_versions,
         super::api::manage::agents::get_version,

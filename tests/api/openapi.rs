@@ -56,6 +56,7 @@ async fn openapi_document_is_served_as_openapi_3_1_and_names_every_api_route() {
             "draftChanges",
             "200",
         ),
+        (format!("{agent}/draft/layout"), "get", "draftLayout", "200"),
         (format!("{agent}/publish"), "post", "publish", "201"),
         (format!("{agent}/versions"), "get", "listVersions", "200"),
         (
@@ -232,7 +233,7 @@ async fn every_route_in_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 31);
+    assert_eq!(checked, 32);
 }
 
 /// The JSON examples of docs/api.md, each with the schema it shows.

@@ -26,6 +26,7 @@ use crate::domain::variables::VariableName;
 use crate::drafts::{self, EditError};
 use crate::http::AppState;
 use crate::store::agents::Agent;
+use crate::store::console_tokens;
 
 pub fn router() -> Router<AppState> {
     let flow = "/admin/agents/{agent}/flows/{flow}";
@@ -212,6 +213,14 @@ struct EditorPage {
     /// published.
     problems: Vec<String>,
     revision: i64,
+    /// The flow drawn as a graph, and the map of the agent's flows (server-side SVG).
+    graph: String,
+    map: String,
+    /// Blocks no path from the entry reaches, as "#n Kind".
+    unreachable: Vec<(String, String)>,
+    /// The console token the canvas's script presents to the management API (empty when
+    /// the page is shown after a refused form: the script then leaves the forms alone).
+    console_token: String,
 }
 
 #[derive(Deserialize)]
@@ -359,9 +368,25 @@ fn editor_page(
     let mut block_problems: HashMap<&str, Vec<String>> = HashMap::new();
     let mut problems = Vec::new();
     let mut unfinished_rules: Vec<&str> = Vec::new();
+    let mut marks = super::flow_svg::Marks::default();
+    let mut unreachable = Vec::new();
     for x in &found {
         match &x.at {
+            At::Block(fk, b) if fk == flow_key && x.detail.starts_with("no path from") => {
+                marks.unreachable.push(b.clone());
+                unreachable.push((b.clone(), label_of(f, b)));
+                block_problems
+                    .entry(b.as_str())
+                    .or_default()
+                    .push(x.detail.clone());
+                problems.push(format!("{}: {}", label_of(f, b), x.detail));
+            }
             At::Block(fk, b) if fk == flow_key => {
+                marks
+                    .unfinished
+                    .entry(b.clone())
+                    .or_default()
+                    .push(x.detail.clone());
                 block_problems
                     .entry(b.as_str())
                     .or_default()
@@ -370,6 +395,7 @@ fn editor_page(
             }
             At::Flow(fk) if fk == flow_key => problems.push(x.detail.clone()),
             At::Rule(r) if is_first => {
+                marks.unfinished_actions.push(r.clone());
                 unfinished_rules.push(r.as_str());
                 problems.push(x.describe(&program));
             }
@@ -488,6 +514,10 @@ fn editor_page(
             .map(|k| (k.kind, k.label))
             .collect(),
         problems,
+        graph: super::flow_svg::flow_svg(doc, f, selected, &marks),
+        map: super::flow_svg::map_svg(doc, flow_key),
+        unreachable,
+        console_token: String::new(),
     })
 }
 
@@ -496,11 +526,17 @@ async fn editor(
     admin: Admin,
     Path((id, flow_key)): Path<(String, String)>,
     Query(q): Query<EditorQuery>,
+    jar: axum_extra::extract::cookie::CookieJar,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let d = agent_draft(&app, &a).await?;
     let flash = app.flash.take(admin.session_id);
-    let page = editor_page(&admin, &a, d, &flow_key, q.block.as_deref(), None, &flash)?;
+    let mut page = editor_page(&admin, &a, d, &flow_key, q.block.as_deref(), None, &flash)?;
+    // The canvas's credential for the management API, bound to this session.
+    if let Some(secret) = jar.get(crate::auth::session::COOKIE) {
+        page.console_token =
+            console_tokens::issue(&app.db, admin.session_id, secret.value()).await?;
+    }
     Ok(render(page))
 }
 

@@ -7,6 +7,7 @@ mod api_tokens;
 mod calls;
 mod confirm;
 mod draft;
+mod flow_svg;
 mod flows;
 mod people;
 mod rules;

@@ -388,6 +388,11 @@ pub struct DraftChanges {
     changes: Vec<String>,
     /// What would stop its publish.
     problems: Vec<Problem>,
+    /// Who saved the draft last (an admin's email, with the API token's name when it was
+    /// one), and when.
+    updated_by: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{agentId}/draft/changes", tag = "manage", operation_id = "draftChanges",
@@ -412,6 +417,8 @@ pub async fn changes(
             .map(|p| document::changes(&p.document, &draft.document))
             .unwrap_or_else(|| vec!["Nothing is published yet".into()]),
         problems: document::check(&draft.document),
+        updated_by: draft.updated_by.clone(),
+        updated_at: rfc3339(draft.updated_at),
     };
     Ok(with_etag(json(StatusCode::OK, &body), draft.revision))
 }

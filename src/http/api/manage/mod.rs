@@ -9,6 +9,7 @@
 //! token only reads. No cookie, no CSRF.
 
 pub mod agents;
+pub mod canvas;
 pub mod records;
 pub mod webhooks;
 
@@ -36,6 +37,7 @@ use crate::store::console_tokens;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(agents::router())
+        .merge(canvas::router())
         .merge(webhooks::router())
         .merge(records::router())
 }

@@ -4,6 +4,7 @@ mod admin;
 mod body_limits;
 mod browser;
 mod browser_versions;
+mod browser_canvas;
 mod call_pages;
 mod calls;
 mod canvas;

@@ -241,6 +241,7 @@
       renderTop();
       renderProblems();
       renderGraph();
+      panelProblems();
     }
   }
   function undo() {
@@ -303,7 +304,7 @@
     const heading = document.querySelector(".heading");
     if (heading) heading.classList.add("cv-heading");
     const addSelect = h("select", { id: "cv-add-kind", "aria-label": "Kind of block to add" },
-      ADDABLE.map(([k, l]) => h("option", { value: k, text: l })));
+      ADDABLE.map(([k, l]) => h("option", { value: k, text: LABEL[k], title: l })));
     const bar = h("div", { class: "cv-bar", role: "toolbar", "aria-label": "Canvas tools" },
       h("div", { class: "cv-group" }, addSelect,
         h("button", { type: "button", class: "button small primary", id: "cv-add", onclick: () => addBlock(addSelect.value), title: "Add a block (A)" }, "Add block")),
@@ -408,22 +409,25 @@
         h("button", { type: "button", class: "button primary", id: "cv-publish", onclick: publish, disabled: n === 0 }, "Publish"),
         h("a", { href: `/admin/agents/${AGENT}/draft`, class: "button small link" }, "Review page")),
       h("h3", {}, "Versions"),
-      h("ol", { class: "cv-versions", id: "cv-versions" }, h("li", { class: "muted", text: "Loading…" })),
+      h("ol", { class: "cv-versions", id: "cv-versions" }, S.versions ? versionItems() : h("li", { class: "muted", text: "Loading…" })),
       h("a", { href: `/admin/agents/${AGENT}/versions` }, "All versions"));
     d.append(box);
   }
   async function loadVersions() {
     const r = await api("GET", "/versions");
+    if (!r.ok) return;
+    S.versions = r.data.versions;
     const list = document.getElementById("cv-versions");
-    if (!list || !r.ok) return;
+    if (!list) return;
     list.textContent = "";
-    for (const v of r.data.versions.slice(0, 8)) {
-      list.append(h("li", {},
+    list.append(...versionItems());
+  }
+  function versionItems() {
+    return S.versions.slice(0, 8).map((v) => (h("li", {},
         h("a", { href: `/admin/agents/${AGENT}/versions/${v.version}` }, `Version ${v.version}`),
         v.live ? h("span", { class: "badge ok", text: "live" }) : null,
         h("span", { class: "muted", text: ` ${new Date(v.publishedAt).toLocaleString()} · ${v.publishedBy}${v.message ? " · " + v.message : ""} ` }),
-        h("button", { type: "button", class: "button small", onclick: () => restore(v.version) }, `Restore ${v.version}`)));
-    }
+        v.live ? null : h("button", { type: "button", class: "button small", onclick: () => restore(v.version) }, `Restore ${v.version}`))));
   }
   async function restore(n) {
     S.queue = S.queue.then(async () => {
@@ -573,8 +577,7 @@
     } else if (entry) {
       const p = pos[entry.key];
       const from = [minX + LANE_W / 2, y + LANE_H];
-      edges.append(s("path", { d: edgePath(from, [p.x + width(entry) / 2, p.y], right), class: "edge lane-edge", "marker-end": "url(#cv-arrow)" }),
-        s("text", { x: from[0] + 8, y: from[1] + 22, class: "edge-label", text: "then the call is answered" }));
+      edges.append(s("path", { d: edgePath(from, [p.x + width(entry) / 2, p.y], right), class: "edge lane-edge", "marker-end": "url(#cv-arrow)" }));
     }
   }
   function actionLine(a) {
@@ -606,7 +609,7 @@
     const all = S.doc.flows.filter((f) => boxes[f.key]);
     const w = Math.max(...all.map((f) => boxes[f.key].x + boxes[f.key].width)) + 24;
     const hgt = Math.max(...all.map((f) => boxes[f.key].y + boxes[f.key].height)) + 24;
-    const m = s("svg", { class: "flow-map", viewBox: `0 0 ${w} ${hgt}`, width: Math.min(w, 220), role: "group", "aria-label": "Map of the agent's flows" },
+    const m = s("svg", { class: "flow-map", viewBox: `0 0 ${w} ${hgt}`, width: 170, role: "group", "aria-label": "Map of the agent's flows" },
       s("defs", {}, s("marker", { id: "cv-map-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto" }, s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }))));
     for (const l of S.layout.links) {
       const a = boxes[l.from], b = boxes[l.to];
@@ -637,6 +640,18 @@
     S.view.x = cx - (cx - S.view.x) * (k / S.view.k);
     S.view.y = cy - (cy - S.view.y) * (k / S.view.k);
     S.view.k = k;
+    applyView();
+  }
+  /** Pans so that the block `key` is in view, when it is not. */
+  function reveal(key) {
+    const p = S.pos[S.flow] && S.pos[S.flow][key];
+    if (!p) return;
+    const r = svg.getBoundingClientRect();
+    const k = S.view.k;
+    const x = p.x * k + S.view.x, y = p.y * k + S.view.y, w = NODE_W * k, hh = NODE_H * k;
+    if (x >= 8 && y >= 8 && x + w <= r.width - 8 && y + hh + 24 <= r.height - 8) return;
+    S.view.x = r.width / 2 - (p.x + NODE_W / 2) * k;
+    S.view.y = r.height / 2 - (p.y + NODE_H / 2) * k;
     applyView();
   }
   function fit() {
@@ -770,6 +785,7 @@
     S.deleting = false;
     renderGraph();
     renderPanel();
+    reveal(key);
     if (focusPanel) {
       const first = panel.querySelector("input, select, textarea, button");
       (first || panel).focus();
@@ -784,6 +800,11 @@
     document.title = `${f.name} · Precall`;
     const h1 = document.querySelector(".heading h1 bdi");
     if (h1) h1.textContent = f.name;
+    const badge = document.querySelector(".heading h1 .badge.first");
+    if (badge) badge.hidden = S.doc.firstFlow !== flowKey;
+    const crumb = document.querySelector(".crumbs [aria-current] bdi");
+    if (crumb) crumb.textContent = f.name;
+    document.querySelectorAll(".heading form[action$='/first']").forEach((x) => { x.hidden = true; });
     renderAll();
     fit();
   }
@@ -936,7 +957,7 @@
     const P = problemIndex().blocks[b.key];
     const mut = (doc) => blockOf(flowOf(doc, S.flow), b.key);
     panel.append(h("h2", { id: "cv-panel-title", class: `kind-${b.kind}` }, h("span", { class: "dot" }), `${LABEL[b.kind]} #${i + 1}`));
-    if (P) panel.append(h("ul", { class: "cv-panel-problems", role: "alert" }, P.map((d) => h("li", { text: d.replace(/^.*?: /, "") }))));
+    panel.append(h("ul", { class: "cv-panel-problems", id: "cv-panel-problems", role: "alert", hidden: !P }, (P || []).map((d) => h("li", { text: d.replace(/^.*?: /, "") }))));
     const name = h("input", { value: b.key, maxlength: "64", pattern: "[A-Za-z0-9_-]+", spellcheck: "false" });
     name.addEventListener("change", () => renameBlock(b.key, name.value.trim()));
     panel.append(field("Name", name, "Letters, digits, - and _; arrows and Collect variables follow a rename."));
@@ -1005,6 +1026,15 @@
           h("button", { type: "button", class: "button small", onclick: () => { S.deleting = false; renderPanel(); } }, "Cancel"))));
     }
   }
+  /** The selected block's problems, refreshed without rebuilding the fields being typed in. */
+  function panelProblems() {
+    const ul = document.getElementById("cv-panel-problems");
+    if (!ul || !S.selected || S.selected.startsWith("precall:")) return;
+    const P = problemIndex().blocks[S.selected];
+    ul.textContent = "";
+    ul.hidden = !P;
+    for (const d of P || []) ul.append(h("li", { text: d.replace(/^.*?: /, "") }));
+  }
   function renameBlock(from, to) {
     if (to === from) return;
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(to)) { setStatus("A name is 1 to 64 letters, digits, - or _.", true); return; }
@@ -1062,7 +1092,8 @@
         else cond.value = t === "number" ? 0 : t === "boolean" ? true : "";
       });
       const ops = OPS_FOR[type] || OPS_FOR.string;
-      const osel = h("select", { "aria-label": `${what} condition ${k + 1}: comparison`, class: "cv-op" },
+      const wide = x.op === "exists" || x.op === "not_exists";
+      const osel = h("select", { "aria-label": `${what} condition ${k + 1}: comparison`, class: wide ? "cv-op wide" : "cv-op" },
         ops.map((o) => h("option", { value: o, selected: o === x.op, text: OPS[o] })));
       bind(osel, `${what}: comparison`, (doc, v) => {
         const cond = get(doc).conditions[k];
@@ -1232,6 +1263,7 @@
     renderTop();
     renderGraph();
     if (!keepPanel) renderPanel();
+    else panelProblems();
     renderProblems();
     if (keep && document.getElementById(keep) && document.activeElement === document.body) document.getElementById(keep).focus();
   }

@@ -69,7 +69,11 @@ async fn js(b: &Browser, script: &str) -> Value {
 
 /// The draft, as the management API gives it (with the page's console token).
 async fn draft(b: &Browser, app: &TestApp, agent: &str) -> Value {
-    let token = js(b, "return document.getElementById('flow-canvas').dataset.token;").await;
+    let token = js(
+        b,
+        "return document.getElementById('flow-canvas').dataset.token;",
+    )
+    .await;
     app.client
         .get(format!("{}/api/v1/agents/{agent}/draft", app.address))
         .bearer_auth(token.as_str().unwrap())
@@ -86,8 +90,12 @@ async fn press(b: &Browser, keys: &[Key]) {
     let mut actions = KeyActions::new("keys".into());
     for k in keys {
         actions = actions
-            .then(KeyAction::Down { value: char::from(*k) })
-            .then(KeyAction::Up { value: char::from(*k) });
+            .then(KeyAction::Down {
+                value: char::from(*k),
+            })
+            .then(KeyAction::Up {
+                value: char::from(*k),
+            });
     }
     b.client.perform_actions(actions).await.unwrap();
 }
@@ -167,7 +175,9 @@ async fn enter(b: &Browser, selector: &str, text: &str) {
 
 /// The panel's field labelled `label`.
 fn field(label: &str) -> String {
-    format!("//aside[@id='cv-panel']//div[@class='cv-field'][label[normalize-space()='{label}']]/*[self::input or self::textarea or self::select]")
+    format!(
+        "//aside[@id='cv-panel']//div[@class='cv-field'][label[normalize-space()='{label}']]/*[self::input or self::textarea or self::select]"
+    )
 }
 
 async fn fill_x(b: &Browser, xpath: &str, text: &str) {
@@ -195,14 +205,424 @@ async fn choose_x(b: &Browser, xpath: &str, value: &str) {
     settled(b).await;
 }
 
+/// Selects the block `key` with the pointer.
+async fn pick(b: &Browser, key: &str) {
+    // Fit to screen first, as an admin would to find it.
+    b.click("#cv-fit").await;
+    b.click(&format!("#cv-node-{key}")).await;
+    b.css(&format!("#cv-node-{key}.selected")).await;
+}
+
+/// Adds a block of `kind` after the selected one with the toolbar, names it `name`.
+async fn add_after(b: &Browser, kind: &str, name: &str) {
+    choose(b, "#cv-add-kind", kind).await;
+    b.click("#cv-add").await;
+    settled(b).await;
+    fill_x(b, &field("Name"), name).await;
+    b.css(&format!("#cv-node-{name}.selected")).await;
+}
+
+/// The connections of a flow of a document: (block, output target) in order.
+fn shape(doc: &Value, flow: usize) -> Vec<(String, String, Vec<String>)> {
+    doc["flows"][flow]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let mut to = Vec::new();
+            if let Some(cases) = b["cases"].as_array() {
+                for c in cases {
+                    to.push(c["next"].as_str().unwrap_or("-").to_owned());
+                }
+                to.push(b["else"].as_str().unwrap_or("-").to_owned());
+            } else if let Some(n) = b.get("next") {
+                to.push(n.as_str().unwrap_or("-").to_owned());
+            }
+            (
+                b["key"].as_str().unwrap().to_owned(),
+                b["kind"].as_str().unwrap().to_owned(),
+                to,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver"]
 async fn an_admin_builds_the_lead_qualification_flow_on_the_canvas_publishes_calls_and_breaks_it() {
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
-    let agent = new_agent(&b, &app, "Acme leads").await;
-    b.shot("canvas-01-empty").await;
-    let shown = b.text("#cv-svg").await;
-    assert!(shown.contains("Greeting"), "{shown}");
-    let _ = (&agent, &overflow, &unlabelled, &full_shot, &drag, &focused, &choose, &enter, &field("x"), &fill_x, &choose_x, &type_text, &draft);
+    // An agent with a CRM webhook (the wizard) and the variables it fills.
+    let agent = crate::browser::new_webhook(&b, &app, "Acme leads", "CRM webhook").await;
+    let url = b.text("#webhook-url").await;
+    let key = b.text("#api-key").await;
+    for (name, ty) in [
+        ("budget", "number"),
+        ("customer_name", "string"),
+        ("interest", "string"),
+        ("lead_source", "string"),
+    ] {
+        app.declare(&agent, name, ty, None);
+    }
+    b.client
+        .goto(&format!("{}/admin/agents/{agent}", app.address))
+        .await
+        .unwrap();
+    let page = b.client.source().await.unwrap();
+    let marker = format!("/admin/agents/{agent}/flows/");
+    let at = page.find(&marker).unwrap() + marker.len();
+    let main = page[at..at + page[at..].find('"').unwrap()].to_owned();
+    b.client
+        .goto(&format!("{}{marker}{main}", app.address))
+        .await
+        .unwrap();
+    ready(&b).await;
+    b.shot("canvas-01-new-agent").await;
+    assert!(
+        b.text("#cv-svg").await.contains("CRM webhook"),
+        "the pre-call lane"
+    );
+
+    // Main: the Greeting, then a Filter on whether the CRM knows the lead.
+    pick(&b, "greeting").await;
+    fill_x(
+        &b,
+        &field("Message"),
+        "Hello {{customer_name|there}}, thanks for calling Acme.",
+    )
+    .await;
+    add_after(&b, "filter", "route").await;
+    fill_x(&b, "//fieldset[@class='cv-case']//input", "Known lead").await;
+    b.click(".cv-case .cv-add-cond").await;
+    settled(&b).await;
+    choose(&b, ".cv-case .cv-var", "lead_source").await;
+    // Only the operators a text variable takes are offered.
+    let ops = js(
+        &b,
+        "return [...document.querySelectorAll('.cv-case .cv-op option')].map(o => o.value);",
+    )
+    .await;
+    assert_eq!(
+        ops,
+        json!(["equals", "not_equals", "contains", "exists", "not_exists"])
+    );
+    choose(&b, ".cv-case .cv-op", "exists").await;
+    b.shot("canvas-02-condition-builder").await;
+
+    // A second flow, from the tabs.
+    b.click("#cv-new-flow").await;
+    b.fill("#cv-flow-name", "Sales qualification").await;
+    b.click("#cv-create-flow").await;
+    settled(&b).await;
+    b.css("#cv-node-start").await;
+    let sales = js(&b, "return location.pathname.split('/').pop();")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    pick(&b, "start").await;
+    fill_x(&b, &field("Message"), "Thanks for your interest in Acme.").await;
+
+    // With the keyboard: the Start has the focus; A → the kind → Add block.
+    b.client
+        .execute("document.getElementById('cv-node-start').focus();", vec![])
+        .await
+        .unwrap();
+    type_text(&b, "a").await;
+    assert!(
+        focused(&b).await.starts_with("cv-add-kind"),
+        "{}",
+        focused(&b).await
+    );
+    choose(&b, "#cv-add-kind", "collect").await;
+    press(&b, &[Key::Tab, Key::Enter]).await;
+    settled(&b).await;
+    fill_x(&b, &field("Name"), "ask_budget").await;
+    fill_x(&b, &field("Variable to fill"), "budget").await;
+    fill_x(
+        &b,
+        &field("Question"),
+        "What budget do you have in mind, in dollars?",
+    )
+    .await;
+    add_after(&b, "collect", "ask_interest").await;
+    fill_x(&b, &field("Variable to fill"), "interest").await;
+    fill_x(
+        &b,
+        &field("Question"),
+        "Which of our products are you interested in?",
+    )
+    .await;
+    add_after(&b, "filter", "qualify").await;
+    fill_x(&b, "//fieldset[@class='cv-case']//input", "Large deal").await;
+    b.click(".cv-case .cv-add-cond").await;
+    settled(&b).await;
+    choose(&b, ".cv-case .cv-var", "budget").await;
+    let ops = js(
+        &b,
+        "return [...document.querySelectorAll('.cv-case .cv-op option')].map(o => o.value);",
+    )
+    .await;
+    assert_eq!(
+        ops,
+        json!([
+            "equals",
+            "not_equals",
+            "greater_than",
+            "less_than",
+            "exists",
+            "not_exists"
+        ])
+    );
+    choose(&b, ".cv-case .cv-op", "greater_than").await;
+    let kind = js(
+        &b,
+        "return document.querySelector('.cv-case .cv-value').type;",
+    )
+    .await;
+    assert_eq!(kind, "number", "a number's value is typed as a number");
+    b.fill(".cv-case .cv-value", "10000").await;
+    press(&b, &[Key::Tab]).await;
+    settled(&b).await;
+    // Its first output (the case) gets the enterprise pitch, the Else the standard one.
+    add_after(&b, "talk", "pitch_enterprise").await;
+    fill_x(
+        &b,
+        &field("Message"),
+        "For {{interest}} at that scale, our enterprise team will put together a tailored offer.",
+    )
+    .await;
+    add_after(&b, "transfer_call", "enterprise_sales").await;
+    fill_x(&b, &field("or department"), "Enterprise sales").await;
+    fill_x(
+        &b,
+        &field("Message before transferring"),
+        "Connecting you now.",
+    )
+    .await;
+    pick(&b, "qualify").await;
+    add_after(&b, "talk", "pitch").await;
+    fill_x(
+        &b,
+        &field("Message"),
+        "Our {{interest}} plans start small and grow with you.",
+    )
+    .await;
+    add_after(&b, "transfer_call", "sales_desk").await;
+    fill_x(&b, &field("or department"), "Sales").await;
+    b.click("#cv-fit").await;
+    b.shot("canvas-03-sales-flow").await;
+
+    // Back to Main by its tab: the Filter's case continues in Sales, its Else asks why.
+    b.click(&format!("#cv-tabs a[href$='/flows/{main}']")).await;
+    pick(&b, "route").await;
+    add_after(&b, "transfer_flow", "to_sales").await;
+    choose_x(&b, &field("Continue in"), &sales).await;
+    pick(&b, "route").await;
+    add_after(&b, "collect", "ask_reason").await;
+    fill_x(&b, &field("Variable to fill"), "reason").await;
+    fill_x(&b, &field("Question"), "How can I help you today?").await;
+    add_after(&b, "transfer_call", "front_desk").await;
+    fill_x(&b, &field("or department"), "Front desk").await;
+    b.click("#cv-fit").await;
+    b.shot("canvas-04-main-flow").await;
+
+    // The draft has the example's shape.
+    let doc = draft(&b, &app, &agent).await;
+    let mut main_shape = shape(&doc, 0);
+    main_shape.sort();
+    assert_eq!(
+        main_shape,
+        vec![
+            (
+                "ask_reason".into(),
+                "collect".into(),
+                vec!["front_desk".into()]
+            ),
+            ("front_desk".into(), "transfer_call".into(), vec![]),
+            ("greeting".into(), "greeting".into(), vec!["route".into()]),
+            (
+                "route".into(),
+                "filter".into(),
+                vec!["to_sales".into(), "ask_reason".into()]
+            ),
+            ("to_sales".into(), "transfer_flow".into(), vec![]),
+        ]
+    );
+    let mut sales_shape = shape(&doc, 1);
+    sales_shape.sort();
+    assert_eq!(sales_shape.len(), 8);
+    assert!(sales_shape.contains(&(
+        "qualify".into(),
+        "filter".into(),
+        vec!["pitch_enterprise".into(), "pitch".into()]
+    )));
+    assert_eq!(
+        doc["flows"][1]["blocks"][3]["cases"][0]["conditions"][0],
+        json!({"variable": "budget", "op": "greater_than", "value": 10000})
+    );
+    assert!(b.text("#cv-problems").await.contains("Nothing to finish"));
+
+    // Publish from the canvas: the badge counts the changes, lists them, takes a message.
+    let badge = b.text("#cv-badge").await;
+    assert!(badge.contains("change"), "{badge}");
+    b.click("#cv-badge").await;
+    let listed = b.text("#cv-draft-panel ul.changes").await;
+    assert!(listed.contains("Sales qualification"), "{listed}");
+    b.fill("#cv-message", "Lead qualification").await;
+    b.shot("canvas-05-publish").await;
+    b.click("#cv-publish").await;
+    b.until("the published status", |s| {
+        s.contains("Published as version")
+    })
+    .await;
+    settled(&b).await;
+    assert!(b.text("#cv-versions").await.contains("Lead qualification"));
+    b.shot("canvas-06-published").await;
+
+    // A call from a known lead: Sales, no question asked, the enterprise pitch.
+    let res = app
+        .client
+        .post(&url)
+        .header("X-Authorization", &key)
+        .json(
+            &json!({"agentId": agent, "phoneNumber": "+12125550150", "customer_name": "Ada",
+            "lead_source": "ads", "budget": 25000, "interest": "voice analytics"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let token = app.create_token(&agent);
+    let call: Value = app
+        .start_call_as(&token, &agent, "+12125550150")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        call["greeting"], "Hello Ada, thanks for calling Acme.",
+        "{call:#}"
+    );
+    let steps = call["steps"].as_array().unwrap();
+    let route = steps.iter().find(|s| s["kind"] == "filter").unwrap();
+    assert_eq!(route["case"], "Known lead", "{call:#}");
+    assert!(
+        steps
+            .iter()
+            .filter(|s| s["kind"] == "collect")
+            .all(|s| s["skipped"] == true),
+        "Collect skipped when known: {call:#}"
+    );
+    let qualify = steps.iter().rfind(|s| s["kind"] == "filter").unwrap();
+    assert_eq!(qualify["case"], "Large deal", "{call:#}");
+    assert_eq!(call["transfer"]["department"], "Enterprise sales");
+
+    // Break it: a cycle (dragged from the pitch's output back to a question) and an
+    // unknown variable; both show on their blocks and the publish is refused.
+    b.click(&format!("#cv-tabs a[href$='/flows/{sales}']"))
+        .await;
+    b.css("#cv-node-pitch_enterprise").await;
+    b.click("#cv-fit").await;
+    drag(
+        &b,
+        "#cv-node-pitch_enterprise .port-g .port",
+        "#cv-node-ask_interest .box",
+    )
+    .await;
+    settled(&b).await;
+    b.css("#cv-node-pitch_enterprise.unfinished, #cv-node-ask_interest.unfinished, #cv-node-qualify.unfinished").await;
+    let problems = b.text("#cv-problems").await;
+    assert!(problems.contains("cycle"), "{problems}");
+    pick(&b, "pitch").await;
+    fill_x(&b, &field("Message"), "Our {{interst}} plans start small.").await;
+    b.css("#cv-node-pitch.unfinished").await;
+    assert!(
+        b.text("#cv-panel .cv-panel-problems")
+            .await
+            .contains("{{interst}}")
+    );
+    if b.client
+        .find(Locator::Css("#cv-draft-panel"))
+        .await
+        .is_err()
+    {
+        b.click("#cv-badge").await;
+    }
+    b.click("#cv-publish").await;
+    b.until("the refusal", |s| s.contains("Publish refused"))
+        .await;
+    b.shot("canvas-07-broken").await;
+
+    // Undo twice puts both right (the message, then the arrow).
+    b.client
+        .execute("document.getElementById('cv-node-pitch').focus();", vec![])
+        .await
+        .unwrap();
+    let mut undo = KeyActions::new("undo".into());
+    for _ in 0..2 {
+        undo = undo
+            .then(KeyAction::Down {
+                value: char::from(Key::Control),
+            })
+            .then(KeyAction::Down { value: 'z' })
+            .then(KeyAction::Up { value: 'z' })
+            .then(KeyAction::Up {
+                value: char::from(Key::Control),
+            })
+            .then(KeyAction::Pause {
+                duration: Duration::from_millis(400),
+            });
+    }
+    b.client.perform_actions(undo).await.unwrap();
+    settled(&b).await;
+    b.until("nothing to finish", |s| {
+        s.contains("Nothing to finish in this flow")
+    })
+    .await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(doc["flows"][1]["blocks"][4]["next"], "enterprise_sales");
+
+    // Someone else saves meanwhile: the next change is refused, not overwritten, and says who.
+    let other = app.cli_json(&["api-token", "create", "--name", "robot"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut changed = doc.clone();
+    changed["flows"][1]["blocks"][0]["message"] = json!("Changed by a robot.");
+    let res = app
+        .client
+        .put(format!("{}/api/v1/agents/{agent}/draft", app.address))
+        .bearer_auth(&other)
+        .header("if-match", "*")
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    pick(&b, "start").await;
+    fill_x(&b, &field("Message"), "Mine.").await;
+    let stale = b.text("#cv-stale").await;
+    assert!(
+        stale.contains("robot") && stale.contains("not saved"),
+        "{stale}"
+    );
+    b.shot("canvas-08-stale").await;
+    assert_eq!(
+        draft(&b, &app, &agent).await["flows"][1]["blocks"][0]["message"],
+        "Changed by a robot."
+    );
+    b.click("#cv-stale button").await;
+    b.until("the reloaded draft", |s| s.contains("Changed by a robot"))
+        .await;
+
+    // The same canvas in a phone's width.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.click("#cv-fit").await;
+    assert!(overflow(&b).await <= 0, "the canvas page fits 390 px");
+    assert_eq!(unlabelled(&b).await, json!([]));
+    b.shot("canvas-09-narrow").await;
+    pick(&b, "qualify").await;
+    b.scroll_to("#cv-panel").await;
+    b.shot("canvas-10-narrow-settings").await;
 }

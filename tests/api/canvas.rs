@@ -134,7 +134,7 @@ async fn a_flow_is_drawn_as_a_graph_with_its_branches_precall_lane_and_map_witho
     let svg = graph(&html);
     assert!(svg.contains("Before the call is answered"));
     assert!(svg.contains("CRM webhook") && svg.contains("Waits up to 2 s"));
-    assert!(svg.contains("then the call is answered"));
+    assert!(svg.contains("<title>then the call is answered</title>"));
 
     // A block no path reaches is dashed and listed; one left unfinished is marked.
     let mut doc = example();

@@ -3,8 +3,8 @@
 mod admin;
 mod body_limits;
 mod browser;
-mod browser_versions;
 mod browser_canvas;
+mod browser_versions;
 mod call_pages;
 mod calls;
 mod canvas;

@@ -233,10 +233,8 @@ pub fn flow_svg(doc: &AgentDocument, f: &FlowDoc, selected: Option<&str>, marks:
             let to = (p.centre_x(), p.y + top);
             let _ = write!(
                 s,
-                r##"<path d="{}" class="edge lane-edge" marker-end="url(#arrow)"/><text x="{:.0}" y="{:.0}" class="edge-label">then the call is answered</text>"##,
+                r##"<path d="{}" class="edge lane-edge" marker-end="url(#arrow)"><title>then the call is answered</title></path>"##,
                 edge_path(from, to, right),
-                from.0 + 8.0,
-                from.1 + 22.0
             );
         }
     }

@@ -109,13 +109,15 @@ pub fn layered(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Vec<(f64, f64)
             ))
         })
         .collect();
-    let mut seen = std::collections::HashSet::new();
-    for &(from, to) in edges {
-        // One arrow per pair is enough to place them; a box's arrow to itself places nothing.
-        if from != to && from < sizes.len() && to < sizes.len() && seen.insert((from, to)) {
-            graph.add_edge(Arrow::simple(""), handles[from], handles[to]);
-        }
+    for (from, to) in forward_edges(sizes.len(), edges) {
+        graph.add_edge(Arrow::simple(""), handles[from], handles[to]);
     }
+    // layout-rs checks each arrow it is given for a cycle, and its whole graph again between
+    // passes, by enumerating paths: exponential in the number of branches that merge again
+    // (a Filter whose cases meet further down). Its arrows are handed over acyclic and in
+    // order instead (see `forward_edges`), so that each check stops at once, and the whole
+    // graph checks are left off.
+    graph.dag.set_validate(false);
     let mut boxes = Boxes(Vec::with_capacity(sizes.len()));
     graph.do_it(false, false, false, &mut boxes);
     let mut out = vec![(0.0, 0.0); sizes.len()];
@@ -131,6 +133,59 @@ pub fn layered(sizes: &[(f64, f64)], edges: &[(usize, usize)]) -> Vec<(f64, f64)
     out.iter()
         .map(|(x, y)| ((x - min_x + MARGIN).round(), (y - min_y + MARGIN).round()))
         .collect()
+}
+
+/// `edges` without duplicates or loops, each pointing forward in a depth-first order from
+/// box 0 (the entry) and then from the other boxes in turn: an arrow that leads back up
+/// (a cycle) is turned around, as a layered layout draws it anyway. Sorted by where they
+/// start in that order, so that when one is added nothing leaves its end yet.
+fn forward_edges(n: usize, edges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(from, to) in edges {
+        if from != to && from < n && to < n && !out[from].contains(&to) {
+            out[from].push(to);
+        }
+    }
+    // Reverse post-order of an iterative depth-first search.
+    let mut seen = vec![false; n];
+    let mut post = Vec::with_capacity(n);
+    for root in 0..n {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((node, next)) = stack.pop() {
+            if let Some(&to) = out[node].get(next) {
+                stack.push((node, next + 1));
+                if !seen[to] {
+                    seen[to] = true;
+                    stack.push((to, 0));
+                }
+            } else {
+                post.push(node);
+            }
+        }
+    }
+    let mut rank = vec![0; n];
+    for (i, node) in post.iter().rev().enumerate() {
+        rank[*node] = i;
+    }
+    let mut forward: Vec<(usize, usize)> = Vec::new();
+    for (from, tos) in out.iter().enumerate() {
+        for &to in tos {
+            let edge = if rank[from] < rank[to] {
+                (from, to)
+            } else {
+                (to, from)
+            };
+            if !forward.contains(&edge) {
+                forward.push(edge);
+            }
+        }
+    }
+    forward.sort_by_key(|&(from, to)| (rank[from], rank[to]));
+    forward
 }
 
 /// Where the canvas draws each block of `flow`, in the flow's order: the saved positions,
@@ -331,5 +386,29 @@ mod tests {
         assert_eq!(at.len(), 3);
         assert_eq!(layered(&[(10.0, 10.0)], &[]), vec![(MARGIN, MARGIN)]);
         assert!(layered(&[], &[]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod merging {
+    /// Branches that meet again (a Filter whose cases join further down) made the layout's
+    /// own cycle checks enumerate every path: 2^20 of them here.
+    #[test]
+    fn two_hundred_boxes_with_twenty_merging_branches_lay_out_downwards() {
+        let n = 200;
+        let sizes = vec![(248.0, 96.0); n];
+        let mut edges: Vec<(usize, usize)> = (0..n - 1).map(|i| (i, i + 1)).collect();
+        for i in (5..n - 2).step_by(10) {
+            edges.push((i, i + 2));
+        }
+        let at = super::layered(&sizes, &edges);
+        for &(from, to) in &edges {
+            assert!(
+                at[to].1 > at[from].1,
+                "{from} → {to}: {:?} {:?}",
+                at[from],
+                at[to]
+            );
+        }
     }
 }

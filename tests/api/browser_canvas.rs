@@ -166,13 +166,6 @@ async fn choose(b: &Browser, selector: &str, value: &str) {
     settled(b).await;
 }
 
-/// Types into the field matching `selector` and leaves it (the canvas saves on blur).
-async fn enter(b: &Browser, selector: &str, text: &str) {
-    b.fill(selector, text).await;
-    press(b, &[Key::Tab]).await;
-    settled(b).await;
-}
-
 /// The panel's field labelled `label`.
 fn field(label: &str) -> String {
     format!(
@@ -625,4 +618,171 @@ async fn an_admin_builds_the_lead_qualification_flow_on_the_canvas_publishes_cal
     pick(&b, "qualify").await;
     b.scroll_to("#cv-panel").await;
     b.shot("canvas-10-narrow-settings").await;
+}
+
+/// A flow of `n` blocks: a Greeting, then Talks in a chain with a Filter every tenth block
+/// that either goes on or skips one, and an End Call.
+fn long_flow(n: usize) -> Value {
+    let key = |i: usize| format!("b{i}");
+    let mut blocks =
+        vec![json!({"key": "b0", "kind": "greeting", "message": "Hello.", "next": "b1"})];
+    for i in 1..n - 1 {
+        let next = key(i + 1);
+        if i % 10 == 5 && i + 2 < n {
+            blocks.push(json!({"key": key(i), "kind": "filter", "cases": [
+                {"name": "Known", "join": "and", "conditions": [{"variable": "caller_phone", "op": "exists"}], "next": next}],
+                "else": key(i + 2)}));
+        } else {
+            blocks.push(json!({"key": key(i), "kind": "talk", "message": format!("Step {i}."), "next": next}));
+        }
+    }
+    blocks.push(
+        json!({"key": key(n - 1), "kind": "end_call", "message": "Bye.", "outcome": "completed"}),
+    );
+    json!({"format": "precall-agent/1", "firstFlow": "main",
+        "flows": [{"key": "main", "name": "Long", "blocks": blocks}],
+        "precall": [], "variables": []})
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn a_200_block_flow_is_laid_out_and_drawn_and_the_editor_stays_light() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    let agent = new_agent(&b, &app, "Long flow").await;
+    let token = js(
+        &b,
+        "return document.getElementById('flow-canvas').dataset.token;",
+    )
+    .await;
+    let res = app
+        .client
+        .put(format!("{}/api/v1/agents/{agent}/draft", app.address))
+        .bearer_auth(token.as_str().unwrap())
+        .header("if-match", "*")
+        .json(&long_flow(200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let started = Instant::now();
+    b.client
+        .goto(&format!("{}/admin/agents/{agent}/flows/main", app.address))
+        .await
+        .unwrap();
+    ready(&b).await;
+    let page = started.elapsed();
+    let drawn = js(
+        &b,
+        "return Number(document.getElementById('flow-canvas').dataset.rendered);",
+    )
+    .await;
+    let nodes = js(
+        &b,
+        "return document.querySelectorAll('#cv-svg .node[data-key]').length;",
+    )
+    .await;
+    assert_eq!(nodes, 200);
+    println!(
+        "200-block flow: the canvas read, laid out (server) and drew it in {drawn} ms after its script started; the whole page with its server-drawn graph took {} ms (debug build)",
+        page.as_millis()
+    );
+    b.shot("canvas-11-200-blocks").await;
+
+    // The editor's own JavaScript and CSS, compressed as a browser receives them.
+    let sizes = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             Promise.all(['/static/canvas.js', '/static/canvas.css', '/static/app.js', '/static/app.css'].map(async (u) => {
+               const body = await (await fetch(u)).blob();
+               const gz = await new Response(body.stream().pipeThrough(new CompressionStream('gzip'))).arrayBuffer();
+               return [u, body.size, gz.byteLength];
+             })).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let total: u64 = sizes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[2].as_u64().unwrap())
+        .sum();
+    println!("editor page weight (raw, gzip bytes): {sizes}; total gzip {total} bytes");
+    assert!(total < 200 * 1024, "{total}");
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn without_javascript_the_flow_is_a_server_drawn_graph_and_the_forms_edit_it() {
+    let app = spawn_app().await;
+    let b = Browser::start_without_scripts(1280, 900).await;
+    sign_up(&b, &app).await;
+    b.fill("#agent-name", "Leads").await;
+    b.click("form[action='/admin/agents'] button[type=submit]")
+        .await;
+    let agent = b.text("#agent-id").await;
+    let token = app.cli_json(&["api-token", "create", "--name", "import"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let example: Value =
+        serde_json::from_str(include_str!("../../examples/lead-qualification.json")).unwrap();
+    let res = app
+        .client
+        .put(format!("{}/api/v1/agents/{agent}/draft", app.address))
+        .bearer_auth(&token)
+        .header("if-match", "*")
+        .json(&example)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    b.client
+        .goto(&format!("{}/admin/agents/{agent}/flows/sales", app.address))
+        .await
+        .unwrap();
+    b.css("svg.flow-graph").await;
+    assert!(
+        b.client
+            .find(Locator::Css("#flow-canvas.cv-ready"))
+            .await
+            .is_err(),
+        "no script ran"
+    );
+    full_shot(&b, "canvas-nojs-01-graph", 1280).await;
+
+    // A block is a link to its settings; the form saves and the graph shows it.
+    b.click("a#node-pitch").await;
+    b.css("#f-message").await;
+    b.fill("#f-message", "Our plans grow with you.").await;
+    b.click("#settings form button.primary").await;
+    b.until("the saved message in the graph", |s| {
+        s.contains("Our plans grow with you.")
+    })
+    .await;
+    // A block added at the end is not reached yet: dashed, and listed.
+    b.click("#new-kind").await;
+    let option = b.css("#new-kind option[value='talk']").await;
+    option.click().await.unwrap();
+    b.click("form[action$='/blocks'] button[type=submit]").await;
+    let page = b
+        .until("the new block", |s| {
+            s.contains("Not reached from the entry")
+        })
+        .await;
+    assert!(
+        page.contains(" unreachable\" id=\"node-"),
+        "dashed on the graph"
+    );
+    full_shot(&b, "canvas-nojs-02-edited", 1280).await;
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.client.refresh().await.unwrap();
+    b.css("svg.flow-graph").await;
+    assert!(
+        overflow(&b).await <= 0,
+        "the page fits 390 px (the graph scrolls in its box)"
+    );
+    full_shot(&b, "canvas-nojs-03-narrow", 390).await;
 }

@@ -249,7 +249,7 @@
     if (!last) { setStatus("Nothing to undo."); return; }
     const current = S.doc;
     S.queue = S.queue.then(async () => {
-      if (await save(clone(last.doc), `undo ${last.what}`)) S.redo.push({ doc: current, what: last.what });
+      if (await save(clone(last.doc), `undo ${last.what}`)) { S.redo.push({ doc: current, what: last.what }); syncPos(); }
       else S.undo.push(last);
       renderAll();
     });
@@ -259,7 +259,7 @@
     if (!last) { setStatus("Nothing to redo."); return; }
     const current = S.doc;
     S.queue = S.queue.then(async () => {
-      if (await save(clone(last.doc), `redo ${last.what}`)) S.undo.push({ doc: current, what: last.what });
+      if (await save(clone(last.doc), `redo ${last.what}`)) { S.undo.push({ doc: current, what: last.what }); syncPos(); }
       else S.redo.push(last);
       renderAll();
     });
@@ -270,7 +270,7 @@
     const f = cur();
     const pos = (S.pos[S.flow] = S.pos[S.flow] || {});
     for (const b of f.blocks) {
-      if (b.position) pos[b.key] = { x: b.position.x, y: b.position.y };
+      if (b.position && !pos[b.key]) pos[b.key] = { x: b.position.x, y: b.position.y };
     }
     // A block the layout did not place yet goes below what leads to it.
     for (const b of f.blocks) {
@@ -281,6 +281,13 @@
       pos[b.key] = at;
     }
     return pos;
+  }
+  /** After an undo or redo: the places the draft now keeps. */
+  function syncPos() {
+    for (const f of S.doc.flows) {
+      const pos = (S.pos[f.key] = S.pos[f.key] || {});
+      for (const b of f.blocks) if (b.position) pos[b.key] = { x: b.position.x, y: b.position.y };
+    }
   }
   const lowest = (pos) => Object.values(pos).reduce((m, p) => Math.max(m, p.y), 0);
   function freeSpot(pos, at) {
@@ -550,7 +557,7 @@
     const minX = Math.min(...Object.values(pos).map((p) => p.x));
     const minY = Math.min(...Object.values(pos).map((p) => p.y));
     const y = minY - LANE_ROOM;
-    let x = minX;
+    let x = entry && pos[entry.key] ? Math.min(pos[entry.key].x, minX + 400) : minX;
     nodes.append(s("text", { x, y: y - 12, class: "lane-title", text: "Before the call is answered" }));
     S.doc.precall.forEach((a, i) => {
       const problems = P.actions[a.key];
@@ -576,7 +583,7 @@
       nodes.append(s("text", { x: x + 52, y: y + 40, class: "edge-label", text: "No pre-call actions: calls start at the Greeting. + adds a Webhook, Filter or End Call." }));
     } else if (entry) {
       const p = pos[entry.key];
-      const from = [minX + LANE_W / 2, y + LANE_H];
+      const from = [(entry && pos[entry.key] ? Math.min(pos[entry.key].x, minX + 400) : minX) + LANE_W / 2, y + LANE_H];
       edges.append(s("path", { d: edgePath(from, [p.x + width(entry) / 2, p.y], right), class: "edge lane-edge", "marker-end": "url(#cv-arrow)" }));
     }
   }
@@ -1224,7 +1231,9 @@
     }
     if (typing || !S.doc) return;
     const onCanvas = t && t.closest && t.closest("#cv-svg");
-    const key = S.selected && !S.selected.startsWith("precall:") ? S.selected : null;
+    // The keys act on the block that has the focus, else on the selected one.
+    const focusedNode = t && t.closest && t.closest(".node[data-key]");
+    const key = focusedNode ? focusedNode.dataset.key : S.selected && !S.selected.startsWith("precall:") ? S.selected : null;
     if (mod && e.key.toLowerCase() === "d" && key) { e.preventDefault(); duplicate(key); return; }
     if (mod || e.altKey) return;
     if (!onCanvas && !(t === document.body)) return;

@@ -786,3 +786,211 @@ async fn without_javascript_the_flow_is_a_server_drawn_graph_and_the_forms_edit_
     );
     full_shot(&b, "canvas-nojs-03-narrow", 390).await;
 }
+
+/// Presses `key` with Control (and Shift) held.
+async fn chord(b: &Browser, shift: bool, key: char) {
+    let mut a = KeyActions::new("chord".into()).then(KeyAction::Down {
+        value: char::from(Key::Control),
+    });
+    if shift {
+        a = a.then(KeyAction::Down {
+            value: char::from(Key::Shift),
+        });
+    }
+    a = a
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    if shift {
+        a = a.then(KeyAction::Up {
+            value: char::from(Key::Shift),
+        });
+    }
+    a = a.then(KeyAction::Up {
+        value: char::from(Key::Control),
+    });
+    b.client.perform_actions(a).await.unwrap();
+    settled(b).await;
+}
+
+fn block<'a>(doc: &'a Value, flow: usize, key: &str) -> Option<&'a Value> {
+    doc["flows"][flow]["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["key"] == key)
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_keyboard() {
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    let agent = new_agent(&b, &app, "Edits").await;
+    let token = js(
+        &b,
+        "return document.getElementById('flow-canvas').dataset.token;",
+    )
+    .await;
+    let example: Value =
+        serde_json::from_str(include_str!("../../examples/lead-qualification.json")).unwrap();
+    let res = app
+        .client
+        .put(format!("{}/api/v1/agents/{agent}/draft", app.address))
+        .bearer_auth(token.as_str().unwrap())
+        .header("if-match", "*")
+        .json(&example)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    b.client
+        .goto(&format!("{}/admin/agents/{agent}/flows/sales", app.address))
+        .await
+        .unwrap();
+    ready(&b).await;
+    b.shot("canvas-12-example").await;
+
+    // Insert a Talk on the arrow from the Filter's Else to the standard pitch.
+    b.click(".edge-add[data-from='qualify'][data-out='1']")
+        .await;
+    b.click("#cv-insert button.kind-talk").await;
+    settled(&b).await;
+    b.css("#cv-node-talk_1.selected").await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(block(&doc, 1, "qualify").unwrap()["else"], "talk_1");
+    assert_eq!(block(&doc, 1, "talk_1").unwrap()["next"], "pitch");
+
+    // The keyboard: Tab reaches the blocks, Enter opens one, D duplicates it.
+    b.client
+        .execute("document.getElementById('cv-node-start').focus();", vec![])
+        .await
+        .unwrap();
+    press(&b, &[Key::Tab]).await;
+    assert!(
+        focused(&b).await.starts_with("cv-node-ask_budget"),
+        "{}",
+        focused(&b).await
+    );
+    b.client
+        .execute("document.getElementById('cv-node-talk_1').focus();", vec![])
+        .await
+        .unwrap();
+    press(&b, &[Key::Enter]).await;
+    assert!(
+        focused(&b).await.starts_with("cv-f-"),
+        "Enter opens the settings: {}",
+        focused(&b).await
+    );
+    press(&b, &[Key::Escape]).await;
+    assert!(
+        focused(&b).await.starts_with("cv-node-talk_1"),
+        "Escape goes back: {}",
+        focused(&b).await
+    );
+    b.shot("canvas-13-keyboard-focus").await;
+    type_text(&b, "d").await;
+    settled(&b).await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(
+        block(&doc, 1, "talk_2").unwrap()["next"],
+        "pitch",
+        "the copy keeps its Next"
+    );
+
+    // Shift+arrow moves the block; its place is saved with the others'.
+    b.client
+        .execute("document.getElementById('cv-node-talk_2').focus();", vec![])
+        .await
+        .unwrap();
+    let before = block(&draft(&b, &app, &agent).await, 1, "talk_2").unwrap()["position"]["x"]
+        .as_f64()
+        .unwrap();
+    let mut shifted = KeyActions::new("move".into()).then(KeyAction::Down {
+        value: char::from(Key::Shift),
+    });
+    shifted = shifted
+        .then(KeyAction::Down {
+            value: char::from(Key::Right),
+        })
+        .then(KeyAction::Up {
+            value: char::from(Key::Right),
+        })
+        .then(KeyAction::Up {
+            value: char::from(Key::Shift),
+        });
+    b.client.perform_actions(shifted).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    settled(&b).await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(
+        block(&doc, 1, "talk_2").unwrap()["position"]["x"]
+            .as_f64()
+            .unwrap(),
+        before + 64.0
+    );
+    assert!(
+        block(&doc, 1, "start").unwrap()["position"].is_object(),
+        "every place is kept"
+    );
+
+    // Delete asks what the predecessors connect to: by default, the block's own Next.
+    b.client
+        .execute("document.getElementById('cv-node-talk_1').focus();", vec![])
+        .await
+        .unwrap();
+    press(&b, &[Key::Delete]).await;
+    assert!(
+        focused(&b).await.starts_with("cv-reconnect"),
+        "{}",
+        focused(&b).await
+    );
+    let said = b.text(".cv-confirm").await;
+    assert!(said.contains("qualify leads to it"), "{said}");
+    b.shot("canvas-14-delete").await;
+    b.click("#cv-confirm-delete").await;
+    settled(&b).await;
+    let doc = draft(&b, &app, &agent).await;
+    assert!(block(&doc, 1, "talk_1").is_none());
+    assert_eq!(block(&doc, 1, "qualify").unwrap()["else"], "pitch");
+
+    // Undo brings it back, redo deletes it again.
+    b.client
+        .execute(
+            "document.getElementById('cv-node-qualify').focus();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    chord(&b, false, 'z').await;
+    b.css("#cv-node-talk_1").await;
+    assert_eq!(
+        block(&draft(&b, &app, &agent).await, 1, "qualify").unwrap()["else"],
+        "talk_1"
+    );
+    b.client
+        .execute(
+            "document.getElementById('cv-node-qualify').focus();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    chord(&b, true, 'z').await;
+    assert!(block(&draft(&b, &app, &agent).await, 1, "talk_1").is_none());
+
+    // Zoom and fit from the keyboard.
+    b.client
+        .execute(
+            "document.getElementById('cv-node-qualify').focus();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let zoom = |t: String| t.trim_end_matches('%').parse::<u32>().unwrap();
+    let fitted = zoom(b.text("#cv-zoom").await);
+    type_text(&b, "+").await;
+    let zoomed = zoom(b.text("#cv-zoom").await);
+    assert!(zoomed > fitted, "{zoomed} after {fitted}");
+    type_text(&b, "0").await;
+    assert!(zoom(b.text("#cv-zoom").await) < zoomed, "fitted again");
+    b.shot("canvas-15-after-edits").await;
+}

@@ -661,11 +661,14 @@
     S.view.y = r.height / 2 - (p.y + NODE_H / 2) * k;
     applyView();
   }
-  function fit() {
+  /** Fits the whole flow in view; `atLeast` keeps the text readable (a first view), the
+   *  rest of a long flow then below, to pan to. */
+  function fit(atLeast) {
     const bb = vp.getBBox();
     const r = svg.getBoundingClientRect();
     if (!bb.width || !r.width) return;
-    const k = Math.min(1, Math.max(0.2, Math.min((r.width - 48) / bb.width, (r.height - 48) / bb.height)));
+    let k = Math.min(1, Math.max(0.2, Math.min((r.width - 48) / bb.width, (r.height - 48) / bb.height)));
+    if (typeof atLeast === "number") k = Math.max(k, Math.min(atLeast, (r.width - 24) / NODE_W));
     S.view = { k, x: (r.width - bb.width * k) / 2 - bb.x * k, y: 24 - bb.y * k };
     applyView();
   }
@@ -813,7 +816,7 @@
     if (crumb) crumb.textContent = f.name;
     document.querySelectorAll(".heading form[action$='/first']").forEach((x) => { x.hidden = true; });
     renderAll();
-    fit();
+    fit(0.75);
   }
   /** Adds a block of `kind` after the selected block (on its first free output), else alone. */
   function addBlock(kind) {
@@ -1294,7 +1297,7 @@
     const selected = new URLSearchParams(location.search).get("block");
     if (selected && blockOf(cur(), selected)) S.selected = selected;
     renderAll();
-    if (!keepView) fit();
+    if (!keepView) fit(0.75);
     root.dataset.rendered = String(Math.round(performance.now() - started));
     root.classList.add("cv-ready");
     refreshChanges();

@@ -976,6 +976,16 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
         .unwrap();
     chord(&b, true, 'z').await;
     assert!(block(&draft(&b, &app, &agent).await, 1, "talk_1").is_none());
+    // The copy, which nothing reaches (dashed), goes too.
+    b.css("#cv-node-talk_2.unreachable").await;
+    b.client
+        .execute("document.getElementById('cv-node-talk_2').focus();", vec![])
+        .await
+        .unwrap();
+    press(&b, &[Key::Delete]).await;
+    b.click("#cv-confirm-delete").await;
+    settled(&b).await;
+    assert!(block(&draft(&b, &app, &agent).await, 1, "talk_2").is_none());
 
     // Zoom and fit from the keyboard.
     b.client
@@ -993,4 +1003,57 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
     type_text(&b, "0").await;
     assert!(zoom(b.text("#cv-zoom").await) < zoomed, "fitted again");
     b.shot("canvas-15-after-edits").await;
+
+    // The First Flow's lane: a pre-call End Call whose condition is chosen, typed by its
+    // variable (a number here).
+    b.click("#cv-tabs a[href$='/flows/main']").await;
+    b.css("#cv-action-crm").await;
+    b.click(".lane-add").await;
+    b.click("#cv-panel .cv-actions button:nth-of-type(2)").await;
+    settled(&b).await;
+    b.css("#cv-panel .cv-add-cond").await;
+    b.click("#cv-panel .cv-add-cond").await;
+    settled(&b).await;
+    choose(&b, "#cv-panel .cv-var", "budget").await;
+    choose(&b, "#cv-panel .cv-op", "less_than").await;
+    b.fill("#cv-panel .cv-value", "100").await;
+    press(&b, &[Key::Tab]).await;
+    settled(&b).await;
+    fill_x(
+        &b,
+        &field("Last message"),
+        "Sorry, we only take larger projects.",
+    )
+    .await;
+    b.shot("canvas-16-precall-end-call").await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(doc["precall"][1]["kind"], "end_call");
+    assert_eq!(
+        doc["precall"][1]["conditions"][0],
+        json!({"variable": "budget", "op": "less_than", "value": 100})
+    );
+
+    // Published, then the first version restored from the Draft badge: back in the draft.
+    b.click("#cv-badge").await;
+    b.click("#cv-publish").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = b.text("#cv-live").await;
+        if status.contains("Published as version 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not published: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    settled(&b).await;
+    b.css("#cv-versions button").await;
+    b.click("#cv-versions button").await;
+    b.until("the restored draft", |s| s.contains("is the draft again"))
+        .await;
+    settled(&b).await;
+    assert!(
+        b.client.find(Locator::Css("#cv-node-route")).await.is_err(),
+        "version 1 has no Filter"
+    );
+    b.shot("canvas-17-restored").await;
 }

@@ -25,6 +25,21 @@
     ["end_call", "End Call — says goodbye"],
   ];
   const SYSTEM = ["caller_phone", "called_number", "call_id"];
+  const ICONS = {
+    greeting: ["fill", "M2,1 L11,6 L2,11 Z"],
+    start: ["fill", "M2,1 L11,6 L2,11 Z"],
+    talk: ["line", "M1,2 h10 v6 h-5 l-3,3 v-3 h-2 z"],
+    collect: ["line", "M1,3 h10 v6 h-10 z M3.5,6 h5"],
+    filter: ["line", "M1,1 h10 l-4,5 v5 l-2,-1 v-4 z"],
+    transfer_call: ["line", "M1,6 h8 M6,3 l3,3 -3,3 M11,1 v10"],
+    transfer_flow: ["line", "M1,3.5 h9 M7.5,1 l2.5,2.5 -2.5,2.5 M11,8.5 h-9 M4.5,6 l-2.5,2.5 2.5,2.5"],
+    end_call: ["fill", "M2,2 h8 v8 h-8 z"],
+    webhook: ["line", "M6,1 v6 M3,4.5 l3,3 3,-3 M1,9 v2 h10 v-2"],
+  };
+  const icon = (kind, x, y) => {
+    const [mode, d] = ICONS[kind] || ICONS.talk;
+    return s("path", { d, class: `icon ${mode}`, transform: `translate(${x},${y})` });
+  };
   const OPS = {
     equals: "equals", not_equals: "does not equal", greater_than: "is greater than",
     less_than: "is less than", contains: "contains", exists: "is known", not_exists: "is not known",
@@ -524,7 +539,8 @@
     g.append(
       s("rect", { x: a.x, y: a.y, width: a.w, height: a.h, rx: 10, class: "box" }),
       s("path", { d: `M${a.x},${a.y + 10} a10,10 0 0 1 10,-10 h${a.w - 20} a10,10 0 0 1 10,10 v${HEAD - 10} h${-a.w} z`, class: "head" }),
-      s("text", { x: a.x + 14, y: a.y + 19, class: "kind", text: label }),
+      icon(b.kind, a.x + 12, a.y + 8),
+      s("text", { x: a.x + 32, y: a.y + 19, class: "kind", text: label }),
       s("text", { x: a.x + a.w - 14, y: a.y + 19, class: "num", text: `#${i + 1}` }),
       s("text", { x: a.x + 14, y: a.y + 50, class: "name", text: clip(b.key, 30) }));
     const outs = outputs(b);
@@ -565,7 +581,8 @@
       const g = s("g", { class: `node action kind-${kind}${problems ? " unfinished" : ""}${S.selected === "precall:" + a.key ? " selected" : ""}`, tabindex: "0", role: "button", "data-action": a.key, id: `cv-action-${a.key}`, "aria-label": `Pre-call ${LABEL[kind]} ${a.name}: ${actionLine(a)}` },
         s("rect", { x, y, width: LANE_W, height: LANE_H, rx: 10, class: "box" }),
         s("rect", { x, y, width: 6, height: LANE_H, rx: 3, class: "stripe" }),
-        s("text", { x: x + 16, y: y + 20, class: "kind", text: LABEL[kind] }),
+        icon(kind, x + 16, y + 9),
+        s("text", { x: x + 34, y: y + 20, class: "kind", text: LABEL[kind] }),
         s("text", { x: x + 16, y: y + 40, class: "name", text: clip(a.name, 24) }),
         s("text", { x: x + 16, y: y + 60, class: "line", text: clip(actionLine(a), 30) }));
       if (problems) g.append(s("circle", { cx: x + LANE_W - 16, cy: y + 16, r: 9, class: "mark" }), s("text", { x: x + LANE_W - 16, y: y + 20, class: "mark-text", text: "!" }));

@@ -93,6 +93,24 @@ fn edge_path(from: (f64, f64), to: (f64, f64), right: f64) -> String {
     }
 }
 
+/// A small white drawing of a block's kind, for its header: (filled or drawn, path).
+fn icon(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "greeting" => ("fill", "M2,1 L11,6 L2,11 Z"),
+        "start" => ("fill", "M2,1 L11,6 L2,11 Z"),
+        "collect" => ("line", "M1,3 h10 v6 h-10 z M3.5,6 h5"),
+        "filter" => ("line", "M1,1 h10 l-4,5 v5 l-2,-1 v-4 z"),
+        "transfer_call" => ("line", "M1,6 h8 M6,3 l3,3 -3,3 M11,1 v10"),
+        "transfer_flow" => (
+            "line",
+            "M1,3.5 h9 M7.5,1 l2.5,2.5 -2.5,2.5 M11,8.5 h-9 M4.5,6 l-2.5,2.5 2.5,2.5",
+        ),
+        "end_call" => ("fill", "M2,2 h8 v8 h-8 z"),
+        "webhook" => ("line", "M6,1 v6 M3,4.5 l3,3 3,-3 M1,9 v2 h10 v-2"),
+        _ => ("line", "M1,2 h10 v6 h-5 l-3,3 v-3 h-2 z"),
+    }
+}
+
 /// The one line a pre-call action's box says.
 fn action_line(doc: &AgentDocument, a: &Action) -> (String, &'static str, &'static str) {
     let flow_name = |k: &str| doc.flow(k).map_or(k.to_owned(), |f| f.name.clone());
@@ -190,11 +208,15 @@ pub fn flow_svg(doc: &AgentDocument, f: &FlowDoc, selected: Option<&str>, marks:
             };
             let _ = write!(
                 s,
-                r##"<a href="{href}" class="node action kind-{kind}{}"><title>{label}: {} — {}</title><rect x="{x:.0}" y="{y:.0}" width="{LANE_W:.0}" height="{LANE_H:.0}" rx="10" class="box"/><rect x="{x:.0}" y="{y:.0}" width="6" height="{LANE_H:.0}" rx="3" class="stripe"/><text x="{:.0}" y="{:.0}" class="kind">{label}</text><text x="{:.0}" y="{:.0}" class="name">{}</text><text x="{:.0}" y="{:.0}" class="line">{}</text>{}</a>"##,
+                r##"<a href="{href}" class="node action kind-{kind}{}"><title>{label}: {} — {}</title><rect x="{x:.0}" y="{y:.0}" width="{LANE_W:.0}" height="{LANE_H:.0}" rx="10" class="box"/><rect x="{x:.0}" y="{y:.0}" width="6" height="{LANE_H:.0}" rx="3" class="stripe"/><path d="{}" class="icon {}" transform="translate({:.0},{:.0})"/><text x="{:.0}" y="{:.0}" class="kind">{label}</text><text x="{:.0}" y="{:.0}" class="name" dir="auto">{}</text><text x="{:.0}" y="{:.0}" class="line" dir="auto">{}</text>{}</a>"##,
                 if unfinished { " unfinished" } else { "" },
                 esc(&a.name),
                 esc(&line),
+                icon(kind).1,
+                icon(kind).0,
                 x + 16.0,
+                y + 9.0,
+                x + 34.0,
                 y + 20.0,
                 x + 16.0,
                 y + 40.0,
@@ -295,13 +317,17 @@ pub fn flow_svg(doc: &AgentDocument, f: &FlowDoc, selected: Option<&str>, marks:
         };
         let _ = write!(
             s,
-            r##"<a href="?block={key}#settings" class="{class}" id="node-{key}" data-key="{key}"{current}><title>{}</title><rect x="{x:.0}" y="{y:.0}" width="{w:.0}" height="{h:.0}" rx="10" class="box"/><path d="M{x:.0},{:.0} a10,10 0 0 1 10,-10 h{:.0} a10,10 0 0 1 10,10 v{:.0} h{:.0} z" class="head"/><text x="{:.0}" y="{:.0}" class="kind">{}</text><text x="{:.0}" y="{:.0}" class="num">#{}</text><text x="{:.0}" y="{:.0}" class="name">{}</text>"##,
+            r##"<a href="?block={key}#settings" class="{class}" id="node-{key}" data-key="{key}"{current}><title>{}</title><rect x="{x:.0}" y="{y:.0}" width="{w:.0}" height="{h:.0}" rx="10" class="box"/><path d="M{x:.0},{:.0} a10,10 0 0 1 10,-10 h{:.0} a10,10 0 0 1 10,10 v{:.0} h{:.0} z" class="head"/><path d="{}" class="icon {}" transform="translate({:.0},{:.0})"/><text x="{:.0}" y="{:.0}" class="kind">{}</text><text x="{:.0}" y="{:.0}" class="num">#{}</text><text x="{:.0}" y="{:.0}" class="name">{}</text>"##,
             esc(&tip),
             y + 10.0,
             w - 20.0,
             HEAD - 10.0,
             -w,
-            x + 14.0,
+            icon(kind).1,
+            icon(kind).0,
+            x + 12.0,
+            y + 8.0,
+            x + 32.0,
             y + 19.0,
             esc(label),
             x + w - 14.0,
@@ -327,7 +353,7 @@ pub fn flow_svg(doc: &AgentDocument, f: &FlowDoc, selected: Option<&str>, marks:
                 let chars = ((slot - 16.0) / 7.0).max(4.0) as usize;
                 let _ = write!(
                     s,
-                    r##"<text x="{cx:.0}" y="{:.0}" class="port-label{}">{}</text>"##,
+                    r##"<text x="{cx:.0}" y="{:.0}" class="port-label{}" dir="auto">{}</text>"##,
                     y + h - 12.0,
                     if j + 1 == outputs.len() { " else" } else { "" },
                     esc(&clip(label, chars))
@@ -336,7 +362,7 @@ pub fn flow_svg(doc: &AgentDocument, f: &FlowDoc, selected: Option<&str>, marks:
         } else {
             let _ = write!(
                 s,
-                r##"<text x="{:.0}" y="{:.0}" class="line">{}</text>"##,
+                r##"<text x="{:.0}" y="{:.0}" class="line" dir="auto">{}</text>"##,
                 x + 14.0,
                 y + 74.0,
                 esc(&clip(&summary, 32))
@@ -387,7 +413,7 @@ pub fn map_svg(doc: &AgentDocument, current: &str) -> String {
         let first = doc.first_flow.as_deref() == Some(f.key.as_str());
         let _ = write!(
             s,
-            r##"<a href="{}" class="map-node{}{}"><title>{}</title><rect x="{:.0}" y="{:.0}" width="{:.0}" height="{:.0}" rx="8"/><text x="{:.0}" y="{:.0}">{}{}</text></a>"##,
+            r##"<a href="{}" class="map-node{}{}"><title>{}</title><rect x="{:.0}" y="{:.0}" width="{:.0}" height="{:.0}" rx="8"/><text x="{:.0}" y="{:.0}" dir="auto">{}{}</text></a>"##,
             esc(&f.key),
             if f.key == current { " current" } else { "" },
             if first { " first" } else { "" },

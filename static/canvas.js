@@ -338,7 +338,8 @@
         h("span", { class: "cv-zoom", id: "cv-zoom", "aria-live": "polite" }, "100%"),
         h("button", { type: "button", class: "button small", "aria-label": "Zoom in", title: "Zoom in (+)", onclick: () => zoom(1.2) }, "+"),
         h("button", { type: "button", class: "button small", id: "cv-fit", title: "Fit to screen (0)", onclick: fit }, "Fit"),
-        h("button", { type: "button", class: "button small", id: "cv-tidy", title: "Lay the flow out afresh", onclick: tidy }, "Tidy up")));
+        h("button", { type: "button", class: "button small", id: "cv-tidy", title: "Lay the flow out afresh", onclick: tidy }, "Tidy up")),
+      h("a", { class: "cv-list-view", href: `?view=list`, onclick: (e) => { e.currentTarget.href = `/admin/agents/${AGENT}/flows/${S.flow}?view=list`; } }, "List view"));
     svg = s("svg", { class: "canvas-svg", id: "cv-svg", role: "group", "aria-label": "Flow canvas: Tab moves between blocks, Enter opens one" },
       s("defs", {},
         s("marker", { id: "cv-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },

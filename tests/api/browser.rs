@@ -244,7 +244,8 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
     .await;
     b.shot("03-flow-editor").await;
 
-    // ➕ → Webhook → Setup.
+    // ➕ → Webhook → Setup, from the list view.
+    list_view(&b).await;
     b.click("details.add-precall summary").await;
     b.click("details.add-precall .menu a").await;
     b.css(".steps li.current").await;
@@ -571,6 +572,7 @@ async fn an_admin_adds_a_precall_filter_from_the_plus_menu_and_a_simulated_call_
         .await
         .unwrap();
     b.click("nav.tabs a[href*='/flows/']").await;
+    list_view(&b).await;
     b.click(".add-precall summary").await;
     full_shot(&b, "16-plus-menu", 1280).await;
     b.click(".add-precall input[value=filter] ~ button").await;
@@ -762,4 +764,13 @@ async fn action_of(b: &Browser) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
+}
+
+/// The flow page's list view (the blocks in order with their forms, without the canvas).
+pub(crate) async fn list_view(b: &Browser) {
+    let url = b.client.current_url().await.unwrap();
+    let mut url = url.clone();
+    url.set_query(Some("view=list"));
+    b.client.goto(url.as_str()).await.unwrap();
+    b.css(".editor").await;
 }

@@ -226,6 +226,8 @@ struct EditorPage {
 #[derive(Deserialize)]
 struct EditorQuery {
     block: Option<String>,
+    /// `list`: the blocks in order with their forms, without the canvas.
+    view: Option<String>,
 }
 
 fn label_of(f: &FlowDoc, key: &str) -> String {
@@ -532,8 +534,12 @@ async fn editor(
     let d = agent_draft(&app, &a).await?;
     let flash = app.flash.take(admin.session_id);
     let mut page = editor_page(&admin, &a, d, &flow_key, q.block.as_deref(), None, &flash)?;
-    // The canvas's credential for the management API, bound to this session.
-    if let Some(secret) = jar.get(crate::auth::session::COOKIE) {
+    // The canvas's credential for the management API, bound to this session (none in the
+    // list view, where the canvas does not start).
+    if let Some(secret) = jar
+        .get(crate::auth::session::COOKIE)
+        .filter(|_| q.view.as_deref() != Some("list"))
+    {
         page.console_token =
             console_tokens::issue(&app.db, admin.session_id, secret.value()).await?;
     }

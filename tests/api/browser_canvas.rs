@@ -850,6 +850,42 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
     ready(&b).await;
     b.shot("canvas-12-example").await;
 
+    // Dragged with the pointer, a block keeps its new place (and the others theirs).
+    let before = js(&b, "return document.querySelector('#cv-node-pitch .box').getAttribute('x');").await;
+    let node = b.css("#cv-node-pitch .box").await;
+    let mouse = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: node,
+            duration: None,
+            x: 0.0,
+            y: -20.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(100)),
+            x: 20.0,
+            y: 0.0,
+        })
+        .then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(200)),
+            x: 100.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    b.client.perform_actions(mouse).await.unwrap();
+    b.client.release_actions().await.unwrap();
+    settled(&b).await;
+    let after = js(&b, "return document.querySelector('#cv-node-pitch .box').getAttribute('x');").await;
+    let x = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    assert!(x(&after) > x(&before) + 50.0, "{before} → {after}");
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(block(&doc, 1, "pitch").unwrap()["position"]["x"].as_f64().unwrap(), x(&after));
+    assert!(block(&doc, 1, "start").unwrap()["position"].is_object());
+
     // Insert a Talk on the arrow from the Filter's Else to the standard pitch.
     b.click(".edge-add[data-from='qualify'][data-out='1']")
         .await;

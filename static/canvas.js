@@ -321,8 +321,11 @@
   // ---- the shell -----------------------------------------------------------------------
   let svg, vp, panel, stage, mapBox;
   function shell() {
-    document.querySelectorAll(".editor, .graph-static, .unreachable-list, aside.draftbar, .flow-switcher, section.card.warn")
+    document.querySelectorAll(".editor, .graph-static, .unreachable-list, aside.draftbar, .flow-switcher, section.card.warn, .heading form[action$='/first']")
       .forEach((e) => { e.hidden = true; });
+    // Renaming, Set as First Flow and deleting the flow move into the panel.
+    const flowCard = document.querySelector("form[action$='/rename']");
+    if (flowCard && flowCard.closest("section")) flowCard.closest("section").hidden = true;
     const heading = document.querySelector(".heading");
     if (heading) heading.classList.add("cv-heading");
     const addSelect = h("select", { id: "cv-add-kind", "aria-label": "Kind of block to add" },
@@ -379,6 +382,10 @@
     root.append(app);
     wireStage();
     window.addEventListener("keydown", onKey);
+    // The draft's panel closes on a click elsewhere, as a menu does.
+    document.addEventListener("pointerdown", (e) => {
+      if (S.showDraft && !e.target.closest("#cv-draft")) closeDraft();
+    });
     window.addEventListener("popstate", () => {
       const m = /\/flows\/([^/?#]+)/.exec(location.pathname);
       if (m && flowOf(S.doc, m[1])) { S.flow = m[1]; S.selected = null; renderAll(); fit(); }
@@ -435,6 +442,14 @@
       h("ol", { class: "cv-versions", id: "cv-versions" }, S.versions ? versionItems() : h("li", { class: "muted", text: "Loading…" })),
       h("a", { href: `/admin/agents/${AGENT}/versions` }, "All versions"));
     d.append(box);
+  }
+  /** Closes the draft's panel, leaving the rest of the top (a flow being named) as it is. */
+  function closeDraft() {
+    S.showDraft = false;
+    const box = document.getElementById("cv-draft-panel");
+    if (box) box.remove();
+    const badge = document.getElementById("cv-badge");
+    if (badge) badge.setAttribute("aria-expanded", "false");
   }
   async function loadVersions() {
     const r = await api("GET", "/versions");
@@ -976,11 +991,7 @@
     const f = cur();
     if (S.selected && S.selected.startsWith("precall:")) { precallPanel(S.selected.slice(8)); return; }
     const b = S.selected && blockOf(f, S.selected);
-    if (!b) {
-      panel.append(h("h2", { id: "cv-panel-title" }, "Settings"),
-        h("p", { class: "muted" }, "Click a block (or Tab to it and press Enter) to see and change its settings. Changes are saved to the draft as you make them; calls run the published version until you publish."));
-      return;
-    }
+    if (!b) { flowPanel(f); return; }
     const i = f.blocks.indexOf(b);
     const P = problemIndex().blocks[b.key];
     const mut = (doc) => blockOf(flowOf(doc, S.flow), b.key);
@@ -1062,6 +1073,51 @@
     ul.textContent = "";
     ul.hidden = !P;
     for (const d of P || []) ul.append(h("li", { text: d.replace(/^.*?: /, "") }));
+  }
+  /** With no block selected: the flow itself (name, First Flow, delete). */
+  function flowPanel(f) {
+    const first = S.doc.firstFlow === f.key;
+    panel.append(h("h2", { id: "cv-panel-title" }, "Flow"),
+      h("p", { class: "muted" }, "Click a block (or Tab to it and press Enter) to see and change its settings. Changes are saved to the draft as you make them; calls run the published version until you publish."));
+    const name = h("input", { maxlength: "100", dir: "auto", id: "cv-flow-rename" });
+    name.value = f.name;
+    name.addEventListener("change", () => {
+      const v = name.value.trim();
+      if (!v) return;
+      if (v === f.name) return;
+      if (S.doc.flows.some((x) => x.key !== f.key && x.name.toLowerCase() === v.toLowerCase())) { setStatus(`Another flow is already named ${v}.`, true); name.value = f.name; return; }
+      commit(`rename the flow to ${v}`, (doc) => { flowOf(doc, f.key).name = v; }, { after: () => { const t = document.querySelector(".heading h1 bdi"); if (t) t.textContent = v; } });
+    });
+    panel.append(field("Name of this flow", name));
+    if (first) {
+      panel.append(h("p", {}, h("span", { class: "badge first", text: "First Flow" }), " Calls start here, after the pre-call actions."));
+      return;
+    }
+    panel.append(h("div", { class: "cv-actions" },
+      h("button", { type: "button", class: "button small primary", id: "cv-set-first", onclick: () => setFirst(f.key) }, "Set as First Flow"),
+      h("button", { type: "button", class: "button small danger", id: "cv-delete-flow", onclick: () => deleteFlow(f) }, "Delete this flow")));
+  }
+  function setFirst(key) {
+    commit("set the First Flow", (doc) => {
+      doc.firstFlow = key;
+      // The First Flow begins with a Greeting, the others with a Start.
+      for (const x of doc.flows) for (const b of x.blocks) if (isEntry(b)) b.kind = x.key === key ? "greeting" : "start";
+    }, { after: () => {
+      const badge = document.querySelector(".heading h1 .badge.first");
+      if (badge) badge.hidden = false;
+      setStatus("This is the First Flow of the draft: once published, calls start here.");
+    } });
+  }
+  function deleteFlow(f) {
+    const users = [];
+    for (const x of S.doc.flows) for (const b of x.blocks) if (b.kind === "transfer_flow" && b.flow === f.key && x.key !== f.key) users.push(`${x.name} · ${b.key}`);
+    for (const a of S.doc.precall) if (a.kind === "filter" && a.cases.some((c) => c.flow === f.key)) users.push(`pre-call ${a.name}`);
+    if (users.length) { setStatus(`Not deleted: ${users.join(", ")} lead${users.length === 1 ? "s" : ""} to this flow.`, true); return; }
+    if (!window.confirm(`Delete the flow ${f.name} from the draft?`)) return;
+    commit(`delete the flow ${f.name}`, (doc) => {
+      doc.flows = doc.flows.filter((x) => x.key !== f.key);
+      for (const v of doc.variables) if (v.source && v.source.flow === f.key) v.source = null;
+    }, { after: () => go(S.doc.firstFlow || S.doc.flows[0].key) });
   }
   function renameBlock(from, to) {
     if (to === from) return;
@@ -1244,6 +1300,7 @@
     if (e.key === "Escape") {
       const m = document.getElementById("cv-insert");
       if (m) { m.remove(); return; }
+      if (S.showDraft) { closeDraft(); document.getElementById("cv-badge").focus(); return; }
       if (S.selected && panel.contains(t)) {
         const n = document.getElementById(`cv-node-${S.selected}`) || document.getElementById(`cv-action-${S.selected.slice(8)}`);
         if (n) { n.focus(); return; }

@@ -851,7 +851,11 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
     b.shot("canvas-12-example").await;
 
     // Dragged with the pointer, a block keeps its new place (and the others theirs).
-    let before = js(&b, "return document.querySelector('#cv-node-pitch .box').getAttribute('x');").await;
+    let before = js(
+        &b,
+        "return document.querySelector('#cv-node-pitch .box').getAttribute('x');",
+    )
+    .await;
     let node = b.css("#cv-node-pitch .box").await;
     let mouse = MouseActions::new("mouse".into())
         .then(PointerAction::MoveToElement {
@@ -879,11 +883,20 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
     b.client.perform_actions(mouse).await.unwrap();
     b.client.release_actions().await.unwrap();
     settled(&b).await;
-    let after = js(&b, "return document.querySelector('#cv-node-pitch .box').getAttribute('x');").await;
+    let after = js(
+        &b,
+        "return document.querySelector('#cv-node-pitch .box').getAttribute('x');",
+    )
+    .await;
     let x = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
     assert!(x(&after) > x(&before) + 50.0, "{before} → {after}");
     let doc = draft(&b, &app, &agent).await;
-    assert_eq!(block(&doc, 1, "pitch").unwrap()["position"]["x"].as_f64().unwrap(), x(&after));
+    assert_eq!(
+        block(&doc, 1, "pitch").unwrap()["position"]["x"]
+            .as_f64()
+            .unwrap(),
+        x(&after)
+    );
     assert!(block(&doc, 1, "start").unwrap()["position"].is_object());
 
     // Insert a Talk on the arrow from the Filter's Else to the standard pitch.
@@ -1092,4 +1105,42 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
         "version 1 has no Filter"
     );
     b.shot("canvas-17-restored").await;
+
+    // With no block selected, the panel holds the flow: renamed and made the First Flow
+    // without leaving the canvas.
+    b.client
+        .execute("document.querySelector('#cv-new-flow').click();", vec![])
+        .await
+        .unwrap();
+    b.fill("#cv-flow-name", "Callback").await;
+    b.click("#cv-create-flow").await;
+    settled(&b).await;
+    b.css("#cv-flow-rename").await;
+    b.fill("#cv-flow-rename", "Callbacks").await;
+    press(&b, &[Key::Tab]).await;
+    settled(&b).await;
+    assert!(b.text("#cv-tabs").await.contains("Callbacks"));
+    b.shot("canvas-18-flow-panel").await;
+    b.click("#cv-set-first").await;
+    settled(&b).await;
+    b.until("the First Flow badge", |s| s.contains("calls start here"))
+        .await;
+    let doc = draft(&b, &app, &agent).await;
+    let first = doc["firstFlow"].as_str().unwrap();
+    let callbacks = doc["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Callbacks")
+        .unwrap();
+    assert_eq!(callbacks["key"], first);
+    assert_eq!(callbacks["blocks"][0]["kind"], "greeting");
+    assert_eq!(doc["flows"][0]["blocks"][0]["kind"], "start", "{doc}");
+    assert!(
+        b.css(".heading h1 .badge.first")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+    );
 }

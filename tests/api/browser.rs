@@ -243,6 +243,7 @@ async fn an_admin_sets_up_a_webhook_and_watches_requests_arrive_live() {
     b.fill("#flow-name", "Main line").await;
     b.click("form[action$='/flows'] button[type=submit]").await;
     b.css(".editor").await;
+    list_view(&b).await;
     let source = b.client.source().await.unwrap();
     assert!(source.contains("Set as First Flow") && !source.contains("Add a pre-call action"));
     b.click("form[action$='/first'] button").await;

@@ -777,6 +777,20 @@ async fn without_javascript_the_flow_is_a_server_drawn_graph_and_the_forms_edit_
         "dashed on the graph"
     );
     full_shot(&b, "canvas-nojs-02-edited", 1280).await;
+    // The First Flow: its pre-call lane above the Greeting, each action a link to its page.
+    b.client
+        .goto(&format!("{}/admin/agents/{agent}/flows/main", app.address))
+        .await
+        .unwrap();
+    let lane = b.css("svg.flow-graph a.node.action").await;
+    assert!(
+        lane.attr("href")
+            .await
+            .unwrap()
+            .unwrap()
+            .ends_with("/actions/crm/configure")
+    );
+    full_shot(&b, "canvas-nojs-04-first-flow", 1280).await;
     b.client.set_window_size(390, 844).await.unwrap();
     b.client.refresh().await.unwrap();
     b.css("svg.flow-graph").await;

@@ -824,10 +824,12 @@
 
   // ---- editing -------------------------------------------------------------------------
   function select(key, focusPanel) {
+    const other = S.selected !== key;
     S.selected = key;
     S.deleting = false;
     renderGraph();
     renderPanel();
+    if (other) panel.scrollTop = 0;
     reveal(key);
     if (focusPanel) {
       const first = panel.querySelector("input, select, textarea, button");
@@ -985,7 +987,16 @@
       f.blocks.filter((b) => !isEntry(b) && b.key !== self).map((b) => h("option", { value: b.key, selected: b.key === value, text: `#${f.blocks.indexOf(b) + 1} ${LABEL[b.kind]} · ${b.key}` })));
     return bind(sel, what, (doc, v) => apply(doc, v || null));
   }
+  /** Rebuilds the panel where the admin was in it (and in the page). */
   function renderPanel() {
+    const top = panel.scrollTop, page = window.scrollY;
+    panel.style.minHeight = `${panel.offsetHeight}px`;
+    buildPanel();
+    panel.style.minHeight = "";
+    panel.scrollTop = top;
+    if (window.scrollY !== page) window.scrollTo(window.scrollX, page);
+  }
+  function buildPanel() {
     panel.textContent = "";
     uid = 0;
     const f = cur();

@@ -854,7 +854,7 @@
     fit(0.75);
   }
   /** Adds a block of `kind` after the selected block (on its first free output), else alone. */
-  function addBlock(kind) {
+  function addBlock(kind, onOutput) {
     const f = cur();
     const after = S.selected && blockOf(f, S.selected);
     const key = newKey(f.blocks.map((b) => b.key), kind);
@@ -863,7 +863,7 @@
     if (after) {
       const outs = outputs(after);
       const free = outs.findIndex((o) => !o.to);
-      const i = free >= 0 ? free : 0;
+      const i = onOutput != null ? onOutput : free >= 0 ? free : 0;
       at = freeSpot(pos, { x: pos[after.key].x + (outs.length > 1 ? (i - (outs.length - 1) / 2) * (NODE_W + 32) : 0), y: pos[after.key].y + NODE_H + 72 });
       if (outs.length) {
         const old = outs[i].to;
@@ -1053,9 +1053,14 @@
     }
     // Block actions.
     const acts = h("div", { class: "cv-actions" });
-    if (outputs(b).length) {
+    const outs = outputs(b);
+    if (outs.length) {
       const kind = h("select", { "aria-label": "Kind of block to add after this one" }, ADDABLE.map(([k, l]) => h("option", { value: k, text: l })));
-      acts.append(h("div", { class: "cv-row" }, kind, h("button", { type: "button", class: "button small", onclick: () => addBlock(kind.value) }, "Add after")));
+      // On which output (a Filter's case or Else): the block goes on that arrow.
+      const free = Math.max(0, outs.findIndex((o) => !o.to));
+      const on = outs.length > 1 ? h("select", { "aria-label": "On which output", id: "cv-add-on" },
+        outs.map((o, j) => h("option", { value: String(j), selected: j === free, text: `on ${o.label}` }))) : null;
+      acts.append(h("div", { class: "cv-row" }, kind, on, h("button", { type: "button", class: "button small", id: "cv-add-after", onclick: () => addBlock(kind.value, on ? Number(on.value) : undefined) }, "Add after")));
     }
     if (!isEntry(b)) {
       acts.append(h("div", { class: "cv-row" },

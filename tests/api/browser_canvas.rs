@@ -393,8 +393,14 @@ async fn an_admin_builds_the_lead_qualification_flow_on_the_canvas_publishes_cal
         "Connecting you now.",
     )
     .await;
+    // The Else from the panel's Add after, naming the output.
     pick(&b, "qualify").await;
-    add_after(&b, "talk", "pitch").await;
+    choose(&b, "#cv-panel .cv-actions select", "talk").await;
+    choose(&b, "#cv-add-on", "1").await;
+    b.click("#cv-add-after").await;
+    settled(&b).await;
+    fill_x(&b, &field("Name"), "pitch").await;
+    b.css("#cv-node-pitch.selected").await;
     fill_x(
         &b,
         &field("Message"),

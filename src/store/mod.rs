@@ -11,6 +11,7 @@ pub mod agents;
 pub mod api_tokens;
 pub mod batch;
 pub mod calls;
+pub mod connections;
 pub mod contexts;
 pub mod deliveries;
 pub mod documents;

@@ -6,6 +6,7 @@ mod browser;
 mod browser_versions;
 mod call_pages;
 mod calls;
+mod connect;
 mod console_polish;
 mod contract_gaps;
 mod disk_full;

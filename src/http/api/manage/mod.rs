@@ -9,6 +9,7 @@
 //! token only reads. No cookie, no CSRF.
 
 pub mod agents;
+pub mod connections;
 pub mod records;
 pub mod webhooks;
 
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(webhooks::router())
         .merge(records::router())
+        .merge(connections::router())
 }
 
 /// The admin an API token acts for. A read-only token passes only for GET.

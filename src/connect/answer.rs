@@ -139,6 +139,7 @@ pub fn json_answer(
                 json!({ "call_inbound": {
                     "override_model_id": agent.unwrap_or(""),
                     "custom_variables": call.text_variables(),
+                    "metadata": call.metadata(),
                 }}),
                 None,
             )

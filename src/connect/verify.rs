@@ -396,6 +396,20 @@ mod tests {
     }
 
     #[test]
+    fn retell_signs_as_retell_sdks_own_test_vector() {
+        // retell-python-sdk tests/test_webhook_auth.py: this body, key and timestamp.
+        let sig = retell_signature(
+            "test-api-key",
+            br#"{"event":"call_ended"}"#,
+            1_700_000_000_000,
+        );
+        assert_eq!(
+            sig,
+            "v=1700000000000,d=07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e"
+        );
+    }
+
+    #[test]
     fn synthflow_signs_the_call_id() {
         let v = Verifier::Synthflow {
             secret: "s3cret".into(),

@@ -697,3 +697,130 @@ async fn connections_are_managed_through_the_api_and_the_cli() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+#[tokio::test]
+async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
+    use futures_util::StreamExt;
+
+    use crate::admin::{Console, location, read_events};
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let (agent, hook, key) = connected_agent(&app, 0);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550150",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    let base = format!("/admin/agents/{agent}/connections");
+
+    // Setup: the platform and its secret.
+    let setup = admin.page(&format!("{base}/new")).await;
+    assert!(setup.contains("Retell API key"), "{setup}");
+    let res = admin
+        .submit(
+            &format!("{base}/new"),
+            &base,
+            &[
+                ("platform", "retell"),
+                ("secret", RETELL_KEY),
+                ("scheme", ""),
+                ("name", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let configure = location(&res);
+    assert!(configure.ends_with("/configure"), "{configure}");
+
+    // Configure: the URL to paste, where, the deadline and margin, the mapping.
+    let page = admin.page(&configure).await;
+    let at = page.find("id=\"connection-url\">").unwrap() + "id=\"connection-url\">".len();
+    let url = page[at..at + page[at..].find('<').unwrap()].to_owned();
+    assert!(
+        url.starts_with(&format!("{}/connect/", app.address)),
+        "{url}"
+    );
+    assert!(page.contains("Inbound Webhook URL"), "{page}");
+    assert!(page.contains("<strong>10000 ms</strong>"), "{page}");
+    assert!(
+        page.contains("<strong>1500 ms</strong>"),
+        "the margin is shown: {page}"
+    );
+    assert!(
+        page.contains("<strong>8500 ms</strong>"),
+        "the longest wait is shown: {page}"
+    );
+    assert!(
+        !page.contains(RETELL_KEY),
+        "the secret is never shown again"
+    );
+    let cid = configure.split('/').rev().nth(1).unwrap().to_owned();
+    let res = admin
+        .submit(
+            &configure,
+            &format!("{base}/{cid}/mapping"),
+            &[
+                ("default_agent", "agent_main"),
+                ("flow:vip", "agent_vip"),
+                ("flow:main", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(admin.page(&configure).await.contains("value=\"agent_vip\""));
+
+    // Test: the requests live, with their verdicts.
+    let test_page = admin.page(&format!("{base}/{cid}/test")).await;
+    assert!(
+        test_page.contains("No request has reached this URL"),
+        "{test_page}"
+    );
+    let res = admin.get(&format!("{base}/{cid}/events")).await;
+    assert_eq!(res.status(), 200);
+    let mut stream = res.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("listening"));
+    let body = retell_body("+12125550150");
+    let forged = verify::retell_signature("wrong key", body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &forged).await.status(), 401);
+    let good = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    let answer: Value = post_retell(&app, &url, &body, &good)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["call_inbound"]["override_agent_id"], "agent_vip");
+    let events = read_events(&mut stream, |e| e.len() >= 2).await;
+    let (refused, answered) = (&events[0].1, &events[1].1);
+    assert_eq!(refused["status"], 401);
+    assert!(
+        refused["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{refused}"
+    );
+    assert_eq!(answered["status"], 200);
+    assert_eq!(answered["caller"], "+12125550150");
+    let verdict = answered["verdict"].as_str().unwrap();
+    assert!(verdict.contains("flow vip → agent_vip"), "{verdict}");
+
+    // The call page names the platform.
+    let call = answered["callId"].as_str().unwrap();
+    let call_page = admin
+        .page(&format!("/admin/agents/{agent}/calls/{call}"))
+        .await;
+    assert!(
+        call_page.contains("id=\"call-platform\">retell"),
+        "{call_page}"
+    );
+    let listed = admin.page(&format!("{base}/{cid}/test")).await;
+    assert!(
+        listed.contains("Refused") && listed.contains("Answered"),
+        "{listed}"
+    );
+}

@@ -303,8 +303,11 @@ async fn twilio(
             .map(|(_, v)| v.trim().to_owned())
     };
     let base = url(&app.public_url, slug);
-    let action = |call: &str| format!("{base}?call={call}");
-    let silence = |call: &str, n: u32| format!("{base}?call={call}&silence={n}");
+    // Each turn has its own URL, so that two turns with the same answer are not one request
+    // seen twice (refused as a replay).
+    let action = |call: &str, turn: u32| format!("{base}?call={call}&turn={turn}");
+    let silence =
+        |call: &str, turn: u32, n: u32| format!("{base}?call={call}&turn={turn}&silence={n}");
     let turn_of = turn_of(query);
     let inbound = twilio_inbound(form).ok();
     match turn_of {
@@ -322,13 +325,13 @@ async fn twilio(
             let body = twiml::turn(
                 &call.steps,
                 call.question.as_ref(),
-                &action(&call.call_id),
-                &silence(&call.call_id, 1),
+                &action(&call.call_id, 1),
+                &silence(&call.call_id, 1, 1),
             );
             let verdict = describe(&call, None, target);
             twiml_outcome(body, verdict, Some(inbound), Some(call.call_id))
         }
-        Some((call_id, silent)) => {
+        Some((call_id, turn, silent)) => {
             let said = field("SpeechResult")
                 .filter(|s| !s.is_empty())
                 .or_else(|| field("Digits").filter(|s| !s.is_empty()));
@@ -358,8 +361,8 @@ async fn twilio(
                     twiml::Twiml::default()
                         .gather(
                             &question.prompt,
-                            &action(&call_id),
-                            &silence(&call_id, n + 1),
+                            &action(&call_id, turn),
+                            &silence(&call_id, turn, n + 1),
                         )
                         .finish()
                 };
@@ -384,8 +387,8 @@ async fn twilio(
                     let body = twiml::turn(
                         &call.steps,
                         call.question.as_ref(),
-                        &action(&call.call_id),
-                        &silence(&call.call_id, 1),
+                        &action(&call.call_id, turn + 1),
+                        &silence(&call.call_id, turn + 1, 1),
                     );
                     twiml_outcome(
                         body,
@@ -408,13 +411,14 @@ async fn twilio(
     }
 }
 
-/// The call, and how many silent turns in a row, that a Twilio turn's URL names: Precall's
+/// The call, its turn, and how many silent turns in a row, that a Twilio turn's URL names: Precall's
 /// own action URLs carry `call` (and `silence`) in their query, which Twilio signs with the
 /// rest of the URL.
-fn turn_of(query: Option<&str>) -> Option<(String, u32)> {
+fn turn_of(query: Option<&str>) -> Option<(String, u32, u32)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let call = get("call").filter(|c| !c.is_empty())?;
+    let turn = get("turn").and_then(|s| s.parse().ok()).unwrap_or(1);
     let silence = get("silence").and_then(|s| s.parse().ok()).unwrap_or(0);
-    Some((call, silence))
+    Some((call, turn, silence))
 }

@@ -37,8 +37,13 @@ pub fn connected_agent(app: &TestApp, wait_ms: u64) -> (String, String, String) 
         "flows": [
             {"key": "main", "name": "Main", "blocks": [
                 {"key": "greeting", "kind": "greeting", "message": "Hello {{customer_name|there}}.", "next": "ask_reason"},
-                {"key": "ask_reason", "kind": "collect", "variable": "reason", "prompt": "How can I help?", "next": "bye"},
-                {"key": "bye", "kind": "end_call", "message": "Thanks, we will call you back about {{reason}}.", "outcome": "completed"}
+                {"key": "ask_reason", "kind": "collect", "variable": "reason", "prompt": "How can I help?", "next": "to_wrapup"},
+                {"key": "to_wrapup", "kind": "transfer_flow", "flow": "wrapup"}
+            ]},
+            {"key": "wrapup", "name": "Wrap-up", "blocks": [
+                {"key": "start", "kind": "start", "message": "One more thing.", "next": "ask_time"},
+                {"key": "ask_time", "kind": "collect", "variable": "callback_time", "prompt": "When shall we call back?", "next": "bye"},
+                {"key": "bye", "kind": "end_call", "message": "Thanks, we will call you back about {{reason}} at {{callback_time}}.", "outcome": "completed"}
             ]},
             {"key": "vip", "name": "VIP", "blocks": [
                 {"key": "start", "kind": "start", "message": "Welcome back.", "next": "desk"},
@@ -59,7 +64,8 @@ pub fn connected_agent(app: &TestApp, wait_ms: u64) -> (String, String, String) 
             {"name": "tier", "type": "string", "default": "", "description": "", "source": {"action": "crm"}},
             {"name": "blocked", "type": "boolean", "default": false, "description": "", "source": {"action": "crm"}},
             {"name": "budget", "type": "number", "default": 0, "description": "", "source": {"action": "crm"}},
-            {"name": "reason", "type": "string", "default": null, "description": "", "source": {"flow": "main", "block": "ask_reason"}}
+            {"name": "reason", "type": "string", "default": null, "description": "", "source": {"flow": "main", "block": "ask_reason"}},
+            {"name": "callback_time", "type": "string", "default": null, "description": "", "source": {"flow": "wrapup", "block": "ask_time"}}
         ]
     });
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -571,7 +577,9 @@ async fn twilio_runs_the_flow_greeting_gather_answer_and_end() {
     );
     let action = gather_action(&first);
     assert!(action.starts_with(&format!("{url}?call=")), "{action}");
-    // Silence asks again; the answer continues the flow to its End Call.
+    // Silence asks again; the answer continues the flow, through a Transfer Flow, to the
+    // next Collect, then to its End Call. The same keypad answer twice is two turns, not a
+    // replay.
     let again = twilio_post(
         &app,
         &format!("{action}&silence=1"),
@@ -582,21 +590,52 @@ async fn twilio_runs_the_flow_greeting_gather_answer_and_end() {
         again.contains("<Say>How can I help?</Say></Gather>"),
         "{again}"
     );
-    let end = twilio_post(
+    let answer = [
+        ("CallSid", "CA123"),
+        ("From", "+12125550140"),
+        ("Digits", "1"),
+    ];
+    let next = twilio_post(&app, &action, &answer).await;
+    assert!(
+        next.contains("<Response><Say>One more thing.</Say><Gather "),
+        "{next}"
+    );
+    assert!(
+        next.contains("<Say>When shall we call back?</Say></Gather>"),
+        "{next}"
+    );
+    let second = gather_action(&next);
+    assert_ne!(second, action, "each turn has its own URL");
+    let end = twilio_post(&app, &second, &answer).await;
+    assert!(
+        end.ends_with(
+            "<Say>Thanks, we will call you back about 1 at 1.</Say><Hangup /></Response>"
+        ),
+        "{end}"
+    );
+    // A VIP is routed to the flow that transfers: said, then dialled.
+    crm(
         &app,
-        &action,
+        &hook,
+        &key,
+        &agent,
+        "+12125550142",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    let vip = twilio_post(
+        &app,
+        &url,
         &[
-            ("CallSid", "CA123"),
-            ("From", "+12125550140"),
-            ("SpeechResult", "my invoice"),
+            ("CallSid", "CA125"),
+            ("From", "+12125550142"),
+            ("To", "+12125550199"),
         ],
     )
     .await;
     assert!(
-        end.ends_with(
-            "<Say>Thanks, we will call you back about my invoice.</Say><Hangup /></Response>"
-        ),
-        "{end}"
+        vip.ends_with("<Response><Say>Welcome back.</Say><Say>Connecting you to your manager.</Say><Dial>+12125550100</Dial></Response>"),
+        "{vip}"
     );
     // A pre-call End Call rejects the call.
     let rejected = twilio_post(

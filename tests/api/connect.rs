@@ -498,6 +498,49 @@ async fn a_routing_filter_and_an_end_call_map_to_each_platforms_means() {
         .await
         .unwrap();
     assert_eq!(a, json!({"call_inbound": {}}));
+
+    // Telnyx keeps its assistant: the route is told in precall_flow, and since its webhook
+    // cannot decline a call, a refusal in precall_refused and precall_message.
+    let telnyx = connect(&app, &agent, "telnyx", &secret_of("telnyx", "tx"), &[]);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550136",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550137",
+        json!({"blocked": true}),
+    )
+    .await;
+    let a: Value = announce(&app, "telnyx", &telnyx, "+12125550136", "tx")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["dynamic_variables"]["precall_flow"], "vip", "{a}");
+    assert_eq!(a["dynamic_variables"]["precall_refused"], "false", "{a}");
+    let a: Value = announce(&app, "telnyx", &telnyx, "+12125550137", "tx")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["dynamic_variables"]["precall_refused"], "true", "{a}");
+    assert_eq!(
+        a["dynamic_variables"]["precall_message"],
+        "Sorry, we cannot take your call."
+    );
 }
 
 fn twilio_sign(token: &str, url: &str, form: &[(&str, &str)]) -> String {
@@ -862,4 +905,221 @@ async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
         listed.contains("Refused") && listed.contains("Answered"),
         "{listed}"
     );
+}
+
+/// A signed request of `platform` announcing a call from `from`, as the platform sends it
+/// (signed with `secret`), at `url`.
+fn announce(
+    app: &TestApp,
+    platform: &str,
+    url: &str,
+    from: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let call_id = format!("call-{from}-{}", now_ms());
+    match platform {
+        "retell" => {
+            let body = retell_body(from);
+            let sig = verify::retell_signature(secret, body.as_bytes(), now_ms());
+            app.client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-retell-signature", sig)
+                .body(body)
+        }
+        "synthflow" => app
+            .client
+            .post(url)
+            .header(
+                "HTTP_SYNTHFLOW_SIGNATURE",
+                verify::synthflow_signature(secret, &call_id),
+            )
+            .json(&json!({"event": "call_inbound", "call_id": call_id, "call_inbound": {
+                "model_id": "m", "from_number": from, "to_number": "+12125550199"}})),
+        "vapi" => app.client.post(url).header("x-vapi-secret", secret).json(&json!({
+            "message": {"type": "assistant-request", "call": {"id": call_id, "customer": {"number": from}},
+                        "phoneNumber": {"number": "+12125550199"}}})),
+        "telnyx" => {
+            use ed25519_dalek::Signer;
+            let key = telnyx_signing_key(secret);
+            let body = json!({"data": {"event_type": "assistant.initialization", "payload": {
+                "telnyx_end_user_target": from, "telnyx_agent_target": "+12125550199",
+                "call_control_id": call_id, "telnyx_conversation_channel": "phone_call"}}})
+            .to_string();
+            let ts = (now_ms() / 1000).to_string();
+            let sig = STANDARD.encode(key.sign(format!("{ts}|{body}").as_bytes()).to_bytes());
+            app.client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("telnyx-signature-ed25519", sig)
+                .header("telnyx-timestamp", ts)
+                .body(body)
+        }
+        "twilio" => {
+            let form = [
+                ("CallSid", call_id.as_str()),
+                ("From", from),
+                ("To", "+12125550199"),
+            ];
+            app.client
+                .post(url)
+                .header("X-Twilio-Signature", twilio_sign(secret, url, &form))
+                .form(&form)
+        }
+        other => panic!("no platform {other}"),
+    }
+}
+
+/// Telnyx signs with a private key; the connection holds its public key. The tests derive
+/// both from a seed word.
+fn telnyx_signing_key(seed: &str) -> ed25519_dalek::SigningKey {
+    let mut bytes = [0u8; 32];
+    for (b, s) in bytes.iter_mut().zip(seed.bytes().cycle()) {
+        *b = s;
+    }
+    ed25519_dalek::SigningKey::from_bytes(&bytes)
+}
+
+/// What a connection of `platform` is given: the secret it verifies with (Telnyx's public
+/// key for the seed word).
+fn secret_of(platform: &str, word: &str) -> String {
+    if platform == "telnyx" {
+        STANDARD.encode(telnyx_signing_key(word).verifying_key().to_bytes())
+    } else {
+        word.to_owned()
+    }
+}
+
+/// The caller's name as the platform's answer carries it.
+fn name_in(platform: &str, answer: &str) -> Option<String> {
+    if platform == "twilio" {
+        let at = answer.find("<Say>Hello ")? + "<Say>Hello ".len();
+        return Some(answer[at..at + answer[at..].find('.')?].to_owned());
+    }
+    let v: Value = serde_json::from_str(answer).ok()?;
+    let vars = match platform {
+        "retell" => &v["call_inbound"]["dynamic_variables"],
+        "synthflow" => &v["call_inbound"]["custom_variables"],
+        "vapi" => &v["assistantOverrides"]["variableValues"],
+        _ => &v["dynamic_variables"],
+    };
+    vars["customer_name"].as_str().map(str::to_owned)
+}
+
+const PLATFORMS: [&str; 5] = ["retell", "synthflow", "vapi", "telnyx", "twilio"];
+
+#[tokio::test]
+async fn every_platform_answers_cached_data_and_refuses_forged_and_replayed_requests() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 1000);
+    for (i, platform) in PLATFORMS.into_iter().enumerate() {
+        let url = connect(
+            &app,
+            &agent,
+            platform,
+            &secret_of(platform, "right-secret"),
+            &[],
+        );
+        let from = format!("+1212555016{i}");
+        crm(
+            &app,
+            &hook,
+            &key,
+            &agent,
+            &from,
+            json!({"customer_name": "Ada"}),
+        )
+        .await;
+        // Forged: signed with another secret.
+        let res = announce(&app, platform, &url, &from, "wrong-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{platform}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        // Signed: answered at once with the cached data.
+        let req = announce(&app, platform, &url, &from, "right-secret");
+        let replay = req.try_clone().unwrap();
+        let t = Instant::now();
+        let res = req.send().await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{platform}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(res.status(), 200, "{platform}");
+        let answer = res.text().await.unwrap();
+        assert_eq!(
+            name_in(platform, &answer).as_deref(),
+            Some("Ada"),
+            "{platform}: {answer}"
+        );
+        // The same request again is a replay.
+        let res = replay.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{platform}");
+        let p: Value = res.json().await.unwrap();
+        assert!(
+            p["detail"].as_str().unwrap().contains("replay"),
+            "{platform}: {p}"
+        );
+    }
+    // Only the five verified requests made calls, each with its platform in the trace.
+    let calls: Value = app
+        .client
+        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
+        .bearer_auth(api_token(&app).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(5), "{calls}");
+}
+
+#[tokio::test]
+async fn every_platforms_request_before_the_crm_webhook_is_woken_by_it() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 10_000);
+    let mut asked = Vec::new();
+    for (i, platform) in PLATFORMS.into_iter().enumerate() {
+        let url = connect(&app, &agent, platform, &secret_of(platform, "s3cret"), &[]);
+        let from = format!("+1212555017{i}");
+        let req = announce(&app, platform, &url, &from, "s3cret");
+        asked.push((
+            platform,
+            from,
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                (res.status(), res.text().await.unwrap(), Instant::now())
+            }),
+        ));
+    }
+    // Telnyx's default deadline leaves 1.2 s: the data lands well within it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (_, from, _) in &asked {
+        crm(
+            &app,
+            &hook,
+            &key,
+            &agent,
+            from,
+            json!({"customer_name": "Grace"}),
+        )
+        .await;
+    }
+    let landed = Instant::now();
+    for (platform, _, task) in asked {
+        let (status, answer, at) = task.await.unwrap();
+        assert_eq!(status, 200, "{platform}: {answer}");
+        assert_eq!(
+            name_in(platform, &answer).as_deref(),
+            Some("Grace"),
+            "{platform}: {answer}"
+        );
+        assert!(
+            at.saturating_duration_since(landed) < Duration::from_millis(900),
+            "{platform} was woken, not left to fall back"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod browser_versions;
 mod call_pages;
 mod calls;
 mod connect;
+mod connect_libs;
 mod console_polish;
 mod contract_gaps;
 mod disk_full;

@@ -15,7 +15,11 @@
 //! * a request's line and headers may take at most `max_header_bytes`: HTTP/1.1 gets a `431`
 //!   problem, HTTP/2 a bare `431` on the stream (or GOAWAY when far over);
 //! * at most `max_connections` are served at once: the next ones wait in the listen queue,
-//!   and connections idle for a second are closed to make room for them.
+//!   and connections idle for a second are closed to make room for them;
+//! * an HTTP/1.1 request answered before its body was read to the end (refused as too large,
+//!   too slow, or without needing it) is answered `Connection: close`, and the connection is
+//!   closed only once the client has sent the rest, up to [`LINGER_BYTES`] within
+//!   [`LINGER_TIME`]: see [`linger`].
 //!
 //! Producing an answer is never timed: a call legitimately waits for its webhook data, and a
 //! connection with a request in flight is never closed for being idle or to make room.
@@ -92,6 +96,14 @@ const MAKE_ROOM_AFTER: Duration = Duration::from_secs(1);
 /// An idle connection told to close (HTTP/2 GOAWAY) is dropped if the client has not closed
 /// it after this long.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// After an answer that left part of its request unread, what arrives of the rest is read
+/// and dropped ([`linger`]) for at most this long,
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// up to this much of it (as much as a management document may be),
+const LINGER_BYTES: usize = 4 << 20;
+/// and only while the client keeps sending: a pause this long ends it.
+const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// Accepts connections on `listener` until `signal` resolves, then stops accepting, lets every
 /// connection finish its in-flight requests, and returns when the last one has closed.
@@ -285,6 +297,9 @@ struct ConnState {
     waiting: Mutex<Vec<(u64, Instant)>>,
     /// Numbers the answers of the connection.
     answers: AtomicU64,
+    /// An HTTP/1.1 request's body was dropped before its end: its answer closes the
+    /// connection, and what the client still sends is read before closing.
+    left_unread: AtomicBool,
     /// The socket, handed back when hyper lets go of it, to answer 408 or 431 on.
     returned: Mutex<Option<TcpStream>>,
 }
@@ -296,6 +311,7 @@ impl ConnState {
             unanswered: AtomicBool::new(false),
             h2: AtomicBool::new(false),
             too_large: AtomicBool::new(false),
+            left_unread: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(now),
             went_idle: Notify::new(),
@@ -329,6 +345,11 @@ impl ConnState {
 
     fn is_h2(&self) -> bool {
         self.h2.load(Ordering::Relaxed)
+    }
+
+    /// An HTTP/1.1 request's body was left unread (see [`ConnState::left_unread`]).
+    fn left_unread(&self) -> bool {
+        !self.is_h2() && self.left_unread.load(Ordering::Relaxed)
     }
 
     /// An HTTP/1.1 request is partly read.
@@ -457,6 +478,10 @@ enum Ending {
     Closed,
     /// No complete request within the header timeout.
     TimedOut,
+    /// hyper gave up on the connection (a request it could not parse, say).
+    Failed,
+    /// The client took none of an answer in time.
+    Stalled,
 }
 
 async fn connection(
@@ -484,11 +509,22 @@ async fn connection(
         let state = state.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = InFlight::start(&state);
-            let mut req = req.map(|body| Body::new(TimedBody::new(body, timeouts.body)));
+            let mut req =
+                req.map(|body| Body::new(TimedBody::new(body, timeouts.body, state.clone())));
             req.extensions_mut().insert(ConnectInfo(peer));
             let answer = router.clone().call(req);
+            let state = state.clone();
             async move {
-                let res = answer.await?;
+                let mut res = answer.await?;
+                // Left unread, the rest of the body would be taken for the next request:
+                // hyper closes after this answer, which the client must know before it
+                // reuses the connection.
+                if state.left_unread() {
+                    res.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(res.map(|body| Answer::new(body, in_flight)))
             }
         })
@@ -525,7 +561,7 @@ async fn connection(
             if due <= now {
                 if !idle {
                     tracing::debug!(%peer, "the client took none of its answer in time; closing");
-                    break Ending::Closed;
+                    break Ending::Stalled;
                 }
                 if !state.is_idle() {
                     continue;
@@ -548,10 +584,10 @@ async fn connection(
             timer.as_mut().reset(due);
             tokio::select! {
                 result = conn.as_mut() => {
-                    break if result.is_err_and(|e| is_header_timeout(&*e)) {
-                        Ending::TimedOut
-                    } else {
-                        Ending::Closed
+                    break match result {
+                        Ok(()) => Ending::Closed,
+                        Err(e) if is_header_timeout(&*e) => Ending::TimedOut,
+                        Err(_) => Ending::Failed,
                     };
                 }
                 () = state.went_idle.notified() => {}
@@ -590,6 +626,11 @@ async fn connection(
                 ),
             );
             answer_and_close(stream, problem).await;
+        } else if !state.is_h2()
+            && (state.left_unread() || ending == Ending::Failed)
+            && ending != Ending::Stalled
+        {
+            linger(stream).await;
         }
     }
     drop((open, room));
@@ -612,17 +653,40 @@ async fn answer_and_close(mut stream: TcpStream, problem: ApiProblem) {
         status.canonical_reason().unwrap_or_default(),
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let written = tokio::time::timeout(Duration::from_secs(2), async {
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await?;
-        // Read what the client still sends until it closes, so that closing does not
-        // reset the connection before the answer is read.
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, io::Error>(())
+        stream.write_all(body.as_bytes()).await
     })
     .await;
+    if matches!(written, Ok(Ok(()))) {
+        linger(stream).await;
+    }
+}
+
+/// Closes a connection whose client may still be sending (the rest of a body the server
+/// did not read, or of headers it gave up on): says so (FIN), then reads and drops what
+/// arrives until the client closes, pauses, or passes the bounds, and only then closes.
+///
+/// Closing a socket with unread bytes makes the system send RST instead of FIN, and a
+/// client that receives RST may lose the answer it has not read yet (its own stack
+/// discards it, or the answer still waiting in the server's send buffer is dropped), or
+/// fail its request while still writing the body: it sees "connection reset" instead of
+/// the 413 or 408 it was sent. RFC 9112 §9.6 asks servers to close in these stages.
+async fn linger(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    // On the heap, and only while lingering: a connection's future does not carry it.
+    let mut sink = vec![0u8; 4096];
+    loop {
+        let until = deadline.min(Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 && n < left => left -= n,
+            _ => return,
+        }
+    }
 }
 
 /// `10 s`, `1.5 s`, `300 ms`.
@@ -800,20 +864,34 @@ impl std::error::Error for BodyTimeout {}
 
 /// The body as it arrives, failing with [`BodyTimeout`] once its deadline has passed. The
 /// timer is only armed when the body is not already there, so small bodies cost nothing.
+/// Dropped before its end, it tells its connection (which then closes after the answer).
 struct TimedBody {
     inner: Incoming,
     limit: Duration,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Read to its end.
+    ended: bool,
+    conn: Arc<ConnState>,
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, limit: Duration) -> Self {
+    fn new(inner: Incoming, limit: Duration, conn: Arc<ConnState>) -> Self {
         Self {
             inner,
             limit,
             deadline: Instant::now() + limit,
             timer: None,
+            ended: false,
+            conn,
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
+            self.conn.left_unread.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -830,6 +908,7 @@ impl http_body::Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.ended |= frame.is_none();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let deadline = this.deadline;

@@ -77,6 +77,9 @@ pub fn constraint_of(err: &sqlx::Error) -> Option<String> {
 pub struct Db {
     pub read: SqlitePool,
     pub write: SqlitePool,
+    /// The background checkpoint's own connection: a checkpoint's copy and sync must not
+    /// hold up configuration writes, which have the one `write` connection.
+    checkpoints: SqlitePool,
     options: Arc<SqliteConnectOptions>,
 }
 
@@ -138,6 +141,10 @@ impl Db {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory")
+            // No checkpoint inside a commit: a configuration write that pushed the log past
+            // SQLite's threshold (a published version is a few hundred KB) would copy and
+            // sync the whole log before answering. The background checkpoint copies it.
+            .pragma("wal_autocheckpoint", "0")
             .disable_statement_logging();
 
         let write = SqlitePoolOptions::new()
@@ -164,6 +171,7 @@ impl Db {
         let db_for_upgrade = Self {
             read: write.clone(),
             write: write.clone(),
+            checkpoints: write.clone(),
             options: Arc::new(options.clone()),
         };
         documents::upgrade(&db_for_upgrade).await?;
@@ -174,9 +182,15 @@ impl Db {
             .min_connections(1)
             .connect_with(options.clone().read_only(true))
             .await?;
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_with(options.clone())
+            .await?;
         Ok(Self {
             read,
             write,
+            checkpoints,
             options: Arc::new(options),
         })
     }
@@ -225,7 +239,7 @@ impl Db {
     pub async fn checkpoint(&self) -> Result<WalState, sqlx::Error> {
         let (_busy, frames, copied): (i64, i64, i64) =
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.write)
+                .fetch_one(&self.checkpoints)
                 .await?;
         let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * PAGE_SIZE;
         Ok(WalState {
@@ -241,6 +255,7 @@ impl Db {
 
     pub async fn close(&self) {
         self.read.close().await;
+        self.checkpoints.close().await;
         self.write.close().await;
     }
 }

@@ -6,6 +6,7 @@
 //! `apt-get install -y chromium chromium-driver`.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +19,9 @@ use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A chromedriver on a free port, stopped on drop.
+/// A chromedriver on a free port, in a process group of its own, which is killed on drop:
+/// the Chromium it started goes with it even when a test fails before closing its session
+/// (killing chromedriver alone leaves its Chromium running).
 struct Driver {
     child: Child,
     port: u16,
@@ -26,6 +29,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -39,6 +46,7 @@ fn start_driver() -> Driver {
         .port();
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

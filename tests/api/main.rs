@@ -31,4 +31,5 @@ mod routing_errors;
 mod samples;
 mod signing;
 mod slow_clients;
+mod unread_bodies;
 mod wakeups;

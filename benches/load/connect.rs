@@ -104,6 +104,7 @@ pub async fn rows(
 
     // 1. Throughput, closed loop, each level with callers of its own.
     let before = nearby_baseline(baseline, o, echo).await;
+    let (cpu0, gen0) = (precall.cpu_time(), super::own_cpu());
     let used = std::sync::atomic::AtomicU64::new(0);
     let max = best_of(&o.levels, |conns, _| {
         let (used, request) = (&used, request.clone());
@@ -129,6 +130,8 @@ pub async fn rows(
         }
     })
     .await;
+    let cpu_us = super::per_request_us(precall.cpu_time() - cpu0, max.all_ok);
+    let gen_us = super::per_request_us(super::own_cpu() - gen0, max.all_ok);
     let after = nearby_baseline(baseline, o, echo).await;
     let near = (before + after) / 2.0;
     let r = max.rps() / near;
@@ -139,7 +142,8 @@ pub async fn rows(
         figure: format!("{r:.3} of baseline ({} conns)", max.connections),
         target: "≥ 0.25".into(),
         pass: Some(r >= 0.25 && max.errors == 0 && max.refused == 0),
-        extra: json!({ "nearby_baseline_rps": near, "baseline_rps_before": before,
+        extra: json!({ "server_cpu_us_per_request": cpu_us, "generator_cpu_us_per_request": gen_us,
+                       "nearby_baseline_rps": near, "baseline_rps_before": before,
                        "baseline_rps_after": after }),
         stats: Some(max),
     });

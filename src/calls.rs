@@ -55,11 +55,34 @@ pub struct PrecallStep {
     pub fields: Vec<String>,
 }
 
+/// The voice platform that announced a call through a connection, and its id of the call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformCall {
+    /// `retell`, `synthflow`, `vapi`, `telnyx` or `twilio`.
+    pub platform: String,
+    /// The platform's id of the call, when it has one when it asks (Retell's inbound
+    /// webhook comes before its call exists).
+    #[serde(default)]
+    pub call_id: Option<String>,
+}
+
+/// A call started by a voice platform: who it is, and how long the call may wait for its
+/// data (the platform's deadline less a margin).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub platform: PlatformCall,
+    pub wait_cap: Duration,
+}
+
 /// The trace a call keeps of what it ran, as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trace {
     pub precall: Vec<PrecallStep>,
+    /// The voice platform that announced the call, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformCall>,
     /// The pre-call rules that applied and every block entered, in order, over all turns.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -119,6 +142,9 @@ pub struct CallView {
     pub late_context: Option<LateContext>,
     /// The version of the agent's configuration the call runs.
     pub version: Option<i64>,
+    /// The voice platform that announced the call through a connection, and its call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformCall>,
 }
 
 /// Where a run left a call: its status, outcome, question and transfer.
@@ -160,7 +186,19 @@ pub struct Started {
 /// committed meanwhile is not missed), then waits until woken or until the step's fallback
 /// time, counted from the call's start, runs out.
 pub async fn start(app: &AppState, token_agent: i64, req: StartCall) -> Result<Started, AppError> {
-    start_with(app, token_agent, req, None).await
+    start_with(app, token_agent, req, None, None).await
+}
+
+/// Starts a call a voice platform announced: exactly as [`start`], with each Webhook
+/// action's wait capped by the platform's deadline, and the platform and its call id in
+/// the call's trace.
+pub async fn start_from(
+    app: &AppState,
+    token_agent: i64,
+    req: StartCall,
+    origin: Origin,
+) -> Result<Started, AppError> {
+    start_with(app, token_agent, req, None, Some(origin)).await
 }
 
 /// What a simulated call's Webhook action receives: the payload typed in the simulator,
@@ -183,7 +221,7 @@ pub async fn simulate(
     req: StartCall,
     sim: Option<Simulation>,
 ) -> Result<Started, AppError> {
-    start_with(app, token_agent, req, Some(sim)).await
+    start_with(app, token_agent, req, Some(sim), None).await
 }
 
 async fn start_with(
@@ -191,8 +229,11 @@ async fn start_with(
     token_agent: i64,
     req: StartCall,
     simulated: Option<Option<Simulation>>,
+    origin: Option<Origin>,
 ) -> Result<Started, AppError> {
     let started = Instant::now();
+    let wait_cap = origin.as_ref().map_or(Duration::MAX, |o| o.wait_cap);
+    let platform = origin.map(|o| o.platform);
     let started_at = now_ms();
     let runtime = app.catalog.agent(&req.agent_id).await?.ok_or_else(|| {
         AppError::problem(
@@ -280,6 +321,7 @@ async fn start_with(
             started_at,
             states: states.clone(),
             gave_up,
+            platform: platform.clone(),
         };
         let attempt = CallAttempt {
             public_id: call_id.to_string(),
@@ -332,6 +374,7 @@ async fn start_with(
             started_at,
             states: states.clone(),
             gave_up: gave_up.clone(),
+            platform: platform.clone(),
         };
         let attempt = CallAttempt {
             public_id: call_id.to_string(),
@@ -368,8 +411,9 @@ async fn start_with(
                 continue;
             }
         }
-        let deadline =
-            started + Duration::from_millis(steps[missing].fallback_wait_ms.max(0) as u64);
+        // A platform's deadline caps every wait: the call answers before the platform gives up.
+        let deadline = started
+            + Duration::from_millis(steps[missing].fallback_wait_ms.max(0) as u64).min(wait_cap);
         if Instant::now() >= deadline {
             states[missing] = StepState::GaveUp;
             gave_up[missing] = Some(started.elapsed());
@@ -406,6 +450,7 @@ struct CallContext {
     started_at: i64,
     states: Vec<StepState>,
     gave_up: Vec<Option<Duration>>,
+    platform: Option<PlatformCall>,
 }
 
 impl CallContext {
@@ -480,6 +525,7 @@ impl CallContext {
         let steps = to_raw(&run.steps);
         let trace = serde_json::to_string(&StoredTrace {
             precall: &precall,
+            platform: self.platform.as_ref(),
             steps: &steps,
             greeting: greeting.as_deref(),
             question: question.as_ref(),
@@ -504,6 +550,7 @@ impl CallContext {
             transfer,
             late_context: None,
             version: Some(self.runtime.version),
+            platform: self.platform.clone(),
         };
         let response = serde_json::to_string(&view).expect("call serialises");
         CallRecord {
@@ -523,6 +570,8 @@ impl CallContext {
 #[serde(rename_all = "camelCase")]
 struct StoredTrace<'a> {
     precall: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a PlatformCall>,
     steps: &'a RawValue,
     greeting: Option<&'a str>,
     question: Option<&'a Question>,
@@ -554,6 +603,8 @@ struct TraceRead {
     question: Option<Question>,
     #[serde(default)]
     transfer: Option<Transfer>,
+    #[serde(default)]
+    platform: Option<PlatformCall>,
 }
 
 fn empty_list() -> Box<RawValue> {
@@ -568,6 +619,7 @@ pub fn view_of(row: stored_calls::CallRow) -> CallView {
         greeting: None,
         question: None,
         transfer: None,
+        platform: None,
     });
     let late_context = match (row.late_fields, row.late_at) {
         (Some(fields), Some(at)) => Some(LateContext {
@@ -594,6 +646,7 @@ pub fn view_of(row: stored_calls::CallRow) -> CallView {
         transfer: trace.transfer,
         late_context,
         version: row.version,
+        platform: trace.platform,
     }
 }
 

@@ -118,9 +118,22 @@ async fn runtime_of(
 /// of each reading the database.
 type Inflight<T> = Mutex<HashMap<(String, u64), Arc<OnceCell<Option<Arc<T>>>>>>;
 
+/// What a connection's endpoint needs to know, by its URL slug.
+#[derive(Debug)]
+pub struct ConnectionTarget {
+    pub id: i64,
+    pub agent_id: i64,
+    pub agent_public_id: String,
+    pub platform: crate::connect::Platform,
+    pub verifier: crate::connect::verify::Verifier,
+    pub mapping: crate::connect::Mapping,
+    pub deadline_ms: i64,
+}
+
 #[derive(Default)]
 struct Entries {
     webhooks: HashMap<String, Arc<WebhookTarget>>,
+    connections: HashMap<String, Arc<ConnectionTarget>>,
     agents: HashMap<String, Arc<AgentRuntime>>,
     tokens: HashMap<[u8; 32], i64>,
     /// Earlier versions' programs, for calls that started before a publish.
@@ -273,6 +286,42 @@ impl Catalog {
             Ok(Some(target))
         })
         .await
+    }
+
+    /// The connection at `slug`, if there is one (cached until the configuration changes).
+    pub async fn connection(
+        &self,
+        slug: &str,
+    ) -> Result<Option<Arc<ConnectionTarget>>, sqlx::Error> {
+        if let Some(hit) = self
+            .entries
+            .read()
+            .expect("catalog lock")
+            .connections
+            .get(slug)
+        {
+            return Ok(Some(hit.clone()));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(row) = crate::store::connections::by_slug(&self.db, slug).await? else {
+            return Ok(None);
+        };
+        let verifier = row
+            .verifier()
+            .map_err(|e| sqlx::Error::Decode(format!("connection {}: {e}", row.id).into()))?;
+        let target = Arc::new(ConnectionTarget {
+            id: row.id,
+            agent_id: row.agent_id,
+            platform: row.platform(),
+            mapping: row.mapping(),
+            deadline_ms: row.deadline_ms,
+            agent_public_id: row.agent_public_id,
+            verifier,
+        });
+        self.store(generation, |e| {
+            e.connections.insert(slug.to_owned(), target.clone());
+        });
+        Ok(Some(target))
     }
 
     /// The agent with this public id and what its calls run.

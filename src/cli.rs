@@ -6,7 +6,8 @@ use std::io::Read;
 use serde_json::{Value, json};
 
 use crate::config::{
-    ActionCommand, AgentCommand, ApiTokenCommand, Command, OnOff, TokenCommand, VariableCommand,
+    ActionCommand, AgentCommand, ApiTokenCommand, Command, ConnectionCommand, OnOff, TokenCommand,
+    VariableCommand,
 };
 use crate::domain::document::{
     self, Action, ActionDoc, AgentDocument, MAX_TTL_SECS, MAX_WAIT_MS, VariableDoc,
@@ -132,6 +133,7 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
             Ok(())
         }
         Command::ApiToken(c) => api_token_command(c, db).await,
+        Command::Connection(c) => connection_command(c, db, public_url).await,
         Command::Deliveries { agent, limit, json } => {
             let agent = find_agent(db, &agent).await?;
             let rows =
@@ -820,5 +822,121 @@ fn explain_edit(e: drafts::EditError) -> anyhow::Error {
     match e {
         drafts::EditError::Database(e) => e.into(),
         other => anyhow::Error::msg(other.to_string()),
+    }
+}
+
+async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> anyhow::Result<()> {
+    use crate::connect::{Mapping, Platform, wait_cap};
+    use crate::store::connections::{self, NewConnection};
+    let shown = |c: &connections::ConnectionRow| {
+        let p = c.platform();
+        json!({
+            "id": c.id,
+            "agentId": c.agent_public_id,
+            "platform": p.as_str(),
+            "name": c.name,
+            "url": crate::http::connect::url(public_url, &c.slug),
+            "scheme": c.scheme(),
+            "mapping": c.mapping(),
+            "deadlineMs": c.deadline_ms,
+            "maxWaitMs": wait_cap(p, c.deadline_ms).as_millis() as i64,
+            "createdAt": rfc3339(c.created_at),
+        })
+    };
+    match c {
+        ConnectionCommand::Create {
+            agent,
+            platform,
+            secret,
+            scheme,
+            name,
+            default_agent,
+            flow_agents,
+            deadline_ms,
+            json,
+        } => {
+            let agent = find_agent(db, &agent).await?;
+            let platform = Platform::parse(&platform).map_err(anyhow::Error::msg)?;
+            let (secret, kind) = connections::secret_for(platform, scheme.as_deref(), &secret)
+                .map_err(anyhow::Error::msg)?;
+            let mut mapping = Mapping {
+                default_agent,
+                ..Mapping::default()
+            };
+            for pair in flow_agents {
+                let (flow, id) = pair.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--flow-agent takes FLOW_KEY=AGENT_ID, got {pair:?}")
+                })?;
+                mapping
+                    .flow_agents
+                    .insert(flow.trim().to_owned(), id.trim().to_owned());
+            }
+            mapping.check().map_err(anyhow::Error::msg)?;
+            let deadline_ms = deadline_ms.unwrap_or(platform.deadline_ms());
+            crate::http::api::manage::connections::check_deadline(platform, deadline_ms)
+                .map_err(anyhow::Error::msg)?;
+            let row = connections::create(
+                db,
+                NewConnection {
+                    agent_id: agent.id,
+                    platform,
+                    name: name.unwrap_or_else(|| platform.label().to_owned()),
+                    secret,
+                    secret_kind: kind,
+                    mapping,
+                    deadline_ms,
+                },
+            )
+            .await
+            .map_err(explain)?;
+            let out = shown(&row);
+            print(json, &out, || {
+                format!(
+                    "{} connection {} for {:?}.\nPaste this URL into {}: {}\nA call waits for its data at most {} ms (the {} ms deadline less {} ms).",
+                    platform.label(),
+                    row.id,
+                    agent.name,
+                    platform.label(),
+                    out["url"].as_str().unwrap_or_default(),
+                    out["maxWaitMs"],
+                    row.deadline_ms,
+                    platform.margin_ms()
+                )
+            });
+            Ok(())
+        }
+        ConnectionCommand::List { agent, json } => {
+            let rows = match agent {
+                Some(a) => {
+                    let agent = find_agent(db, &a).await?;
+                    connections::of_agent(db, agent.id).await?
+                }
+                None => connections::all(db).await?,
+            };
+            let out = Value::Array(rows.iter().map(shown).collect());
+            print(json, &out, || {
+                if rows.is_empty() {
+                    return "No connections.".to_owned();
+                }
+                rows.iter()
+                    .map(|c| {
+                        format!(
+                            "{}\t{}\t{}\t{}",
+                            c.id,
+                            c.agent_public_id,
+                            c.platform,
+                            crate::http::connect::url(public_url, &c.slug)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        ConnectionCommand::Delete { id } => {
+            connections::delete_any(db, id).await.map_err(explain)?;
+            println!("Connection {id} deleted: its URL no longer answers.");
+            Ok(())
+        }
     }
 }

@@ -138,6 +138,9 @@ pub enum Command {
     /// Manage admin API tokens for the management API.
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// Connect voice platforms (Retell, Synthflow, Vapi, Telnyx, Twilio) to an agent.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
     /// Create one agent per pre-call example, imported from its document in `examples/`, with
     /// its webhook URL, API key and a runtime token, and print how to try each.
     Demo {
@@ -464,4 +467,50 @@ impl Settings {
             max_header_bytes: 16 * 1024,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Connect a voice platform to an agent: prints the connection's id and the URL to paste
+    /// into the platform.
+    Create {
+        /// The agent's public id.
+        #[arg(long)]
+        agent: String,
+        /// retell, synthflow, vapi, telnyx or twilio.
+        #[arg(long)]
+        platform: String,
+        /// The platform's secret that verifies its requests (Retell API key, Synthflow
+        /// webhook secret, Vapi server or HMAC secret, Telnyx public key, Twilio auth token);
+        /// read from PRECALL_CONNECTION_SECRET when left out.
+        #[arg(long, env = "PRECALL_CONNECTION_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Vapi only: secret (X-Vapi-Secret, the default) or hmac.
+        #[arg(long)]
+        scheme: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The platform agent (Retell agent id, Synthflow model id, Vapi assistant id) that
+        /// takes calls no pre-call Filter routed elsewhere.
+        #[arg(long)]
+        default_agent: Option<String>,
+        /// A flow's platform agent, as FLOW_KEY=AGENT_ID (repeat for each flow).
+        #[arg(long = "flow-agent", value_name = "FLOW_KEY=AGENT_ID")]
+        flow_agents: Vec<String>,
+        /// Telnyx only: the assistant's dynamic-variables webhook timeout in ms (1500 by
+        /// default).
+        #[arg(long)]
+        deadline_ms: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connections (an agent's, or all).
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a connection: its URL stops answering at once.
+    Delete { id: i64 },
 }

@@ -5,6 +5,7 @@ pub mod calls;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod domain;
 pub mod drafts;

@@ -104,6 +104,7 @@ impl Application {
             ingest_limits: Arc::new(IngestLimits::new(settings.rates)),
             refusals: Arc::default(),
             delivery_retention: settings.delivery_retention,
+            connect: Arc::default(),
         });
         Ok(Self {
             listener,

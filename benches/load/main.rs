@@ -14,6 +14,7 @@
 //! to compare two builds at the same load (its row then has no target).
 
 mod client;
+mod connect;
 mod publish;
 mod server;
 mod stalls;
@@ -40,7 +41,7 @@ struct Options {
     /// Park calls over HTTP/1.1 (a connection each) instead of HTTP/2.
     parked_http1: bool,
     /// Scenarios to run (`ingest`, `open`, `echo-open`, `viewer`, `calls`, `wake`, `fallback`,
-    /// `parked`, `publish`); all if empty.
+    /// `parked`, `publish`, `connect`); all if empty.
     only: Vec<String>,
     /// Where to write the open loop's requests, one line each: when it was due (µs from
     /// the start), its latency and how late the generator sent it (µs).
@@ -804,6 +805,24 @@ async fn run(o: Options) -> anyhow::Result<()> {
             extra: json!({ "calls": p.calls, "mixed": p.mixed, "versions_seen": p.versions_seen, "errors": p.call_errors }),
             stats: None,
         });
+    }
+
+    if o.runs("connect") {
+        // Voice platforms' connections (connect.rs).
+        connect::rows(
+            &o,
+            &baseline,
+            &precall,
+            &echo,
+            &main_agent,
+            dir.path(),
+            ingest_rps,
+            &mut rows,
+            &mut acked,
+            &mut sent,
+            &mut refused,
+        )
+        .await?;
     }
 
     // 9. Peak memory over the whole run.

@@ -11,7 +11,10 @@ use crate::error::{ApiProblem, ProblemKind};
 
 /// Whether `path` is answered in problem+json.
 pub fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path.starts_with("/webhooks/") || path == "/api"
+    path.starts_with("/api/")
+        || path.starts_with("/webhooks/")
+        || path.starts_with("/connect/")
+        || path == "/api"
 }
 
 /// The router's fallback: nothing is routed at this path.

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod body;
+pub mod connect;
 pub mod fallback;
 pub mod health;
 pub mod ingest;
@@ -71,6 +72,8 @@ pub struct Shared {
     pub refusals: Arc<crate::store::refusals::RefusalCounter>,
     /// How long deliveries are kept.
     pub delivery_retention: std::time::Duration,
+    /// Voice platforms' connections: their latest requests and the requests already taken.
+    pub connect: Arc<crate::connect::log::ConnectState>,
 }
 
 /// Every route of the server.
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(ingest::router())
+        .merge(connect::router())
         .merge(api::router())
         .merge(openapi::router())
         .merge(pages::router())

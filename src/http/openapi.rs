@@ -68,6 +68,10 @@ pub fn router() -> Router<AppState> {
         super::api::manage::records::revoke_runtime_token,
         super::api::manage::records::list_deliveries,
         super::api::manage::records::list_calls,
+        super::api::manage::connections::list_connections,
+        super::api::manage::connections::create_connection,
+        super::api::manage::connections::update_connection,
+        super::api::manage::connections::delete_connection,
     ),
     components(schemas(
         crate::http::api::manage::AgentDocumentSchema,

@@ -12,6 +12,7 @@ pub mod api_tokens;
 pub mod batch;
 pub mod calls;
 pub mod console_tokens;
+pub mod connections;
 pub mod contexts;
 pub mod deliveries;
 pub mod documents;

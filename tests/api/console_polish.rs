@@ -1309,9 +1309,35 @@ async fn console_pages_fit_a_390_px_window() {
         .unwrap()
         .unwrap();
 
+    // A voice platform's connection, for its list and its wizard's steps.
+    let connection = app.cli_json(&[
+        "connection",
+        "create",
+        "--agent",
+        &agent_id,
+        "--platform",
+        "vapi",
+        "--secret",
+        "a-vapi-server-secret-for-the-north-east-line",
+        "--default-agent",
+        "asst_0123456789abcdef0123456789abcdef01234567",
+    ])["id"]
+        .as_i64()
+        .unwrap();
+
     let mut wide = Vec::new();
     for (name, path) in [
         ("home", format!("{}/", app.address)),
+        ("connections", format!("{base}/connections")),
+        ("connection-setup", format!("{base}/connections/new")),
+        (
+            "connection-configure",
+            format!("{base}/connections/{connection}/configure"),
+        ),
+        (
+            "connection-test",
+            format!("{base}/connections/{connection}/test"),
+        ),
         ("agents", format!("{}/admin/agents", app.address)),
         ("agent", base.clone()),
         ("variables", format!("{base}/variables")),

@@ -8,6 +8,8 @@ mod browser_versions;
 mod call_pages;
 mod calls;
 mod canvas;
+mod connect;
+mod connect_libs;
 mod console_polish;
 mod contract_gaps;
 mod disk_full;

@@ -124,6 +124,30 @@ async fn openapi_document_is_served_as_openapi_3_1_and_names_every_api_route() {
             "200",
         ),
         (format!("{agent}/calls"), "get", "listCalls", "200"),
+        (
+            format!("{agent}/connections"),
+            "get",
+            "listConnections",
+            "200",
+        ),
+        (
+            format!("{agent}/connections"),
+            "post",
+            "createConnection",
+            "201",
+        ),
+        (
+            format!("{agent}/connections/{{connectionId}}"),
+            "patch",
+            "updateConnection",
+            "200",
+        ),
+        (
+            format!("{agent}/connections/{{connectionId}}"),
+            "delete",
+            "deleteConnection",
+            "204",
+        ),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
@@ -219,6 +243,7 @@ async fn every_route_in_the_openapi_document_is_served() {
                     .replace("{name}", "budget")
                     .replace("{keyId}", "1")
                     .replace("{tokenId}", "1")
+                    .replace("{connectionId}", "1")
             );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let res = app
@@ -233,7 +258,7 @@ async fn every_route_in_the_openapi_document_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 32);
+    assert_eq!(checked, 36);
 }
 
 /// The JSON examples of docs/api.md, each with the schema it shows.

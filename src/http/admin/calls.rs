@@ -284,6 +284,8 @@ struct CallPage {
     first_flow: Option<String>,
     /// The version of the agent's configuration the call ran.
     version: Option<i64>,
+    /// The voice platform that announced the call, and its id of the call.
+    platform: Option<crate::calls::PlatformCall>,
     id: String,
     started_at: String,
     caller: String,
@@ -334,6 +336,7 @@ async fn detail(
         agent_name: a.name,
         first_flow,
         version: row.version,
+        platform: trace.platform.clone(),
         id: row.public_id,
         started_at: rfc3339(row.started_at),
         caller: row.caller,

@@ -6,6 +6,7 @@ mod agents;
 mod api_tokens;
 mod calls;
 mod confirm;
+mod connections;
 mod draft;
 mod flow_svg;
 mod flows;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(agents::router())
         .merge(flows::router())
         .merge(actions::router())
+        .merge(connections::router())
         .merge(rules::router())
         .merge(variables::router())
         .merge(calls::router())

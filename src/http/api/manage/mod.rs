@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod canvas;
+pub mod connections;
 pub mod records;
 pub mod webhooks;
 
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .merge(canvas::router())
         .merge(webhooks::router())
         .merge(records::router())
+        .merge(connections::router())
 }
 
 /// The admin an API token acts for. A read-only token passes only for GET.

@@ -1,0 +1,153 @@
+//! What the connections remember in memory: the latest requests of each (for its Test
+//! step's live viewer, with their verdicts) and the requests already taken (to refuse a
+//! replay). Neither is written to the database: a request refused as unverified keeps
+//! nothing, and anyone who knows a connection's URL could otherwise fill the disk.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Requests each connection's viewer keeps.
+pub const KEPT_PER_CONNECTION: usize = 100;
+/// How long a request taken is remembered: twice the signed timestamps' tolerance, so that
+/// a replay is refused by its timestamp or by this memory.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(2 * super::verify::TOLERANCE_SECS as u64);
+/// Most requests remembered at once; past it the oldest are forgotten first.
+const REPLAY_CAP: usize = 1_000_000;
+
+/// One request as the Test viewer shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub id: u64,
+    /// Unix ms.
+    pub received_at: i64,
+    pub status: u16,
+    pub accepted: bool,
+    /// Why it was refused, or what was answered, in words.
+    pub verdict: String,
+    pub caller: Option<String>,
+    pub called: Option<String>,
+    pub platform_call_id: Option<String>,
+    /// The Precall call it started or continued.
+    pub call_id: Option<String>,
+    /// The answer, shortened.
+    pub answer: String,
+    pub latency_ms: u64,
+}
+
+#[derive(Default)]
+struct Requests {
+    next: u64,
+    by_connection: HashMap<i64, VecDeque<Entry>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<[u8; 32]>,
+    order: VecDeque<(Instant, [u8; 32])>,
+}
+
+/// Shared by the connection endpoints and the console.
+#[derive(Default)]
+pub struct ConnectState {
+    requests: Mutex<Requests>,
+    seen: Mutex<Seen>,
+}
+
+impl ConnectState {
+    /// Keeps a request for its connection's viewer (the newest [`KEPT_PER_CONNECTION`]).
+    pub fn record(&self, connection: i64, mut entry: Entry) {
+        let mut r = self.requests.lock().expect("connect log");
+        r.next += 1;
+        entry.id = r.next;
+        let list = r.by_connection.entry(connection).or_default();
+        if list.len() == KEPT_PER_CONNECTION {
+            list.pop_front();
+        }
+        list.push_back(entry);
+    }
+
+    /// The connection's requests after `after` (by id), oldest first.
+    pub fn after(&self, connection: i64, after: u64) -> Vec<Entry> {
+        let r = self.requests.lock().expect("connect log");
+        r.by_connection
+            .get(&connection)
+            .map(|l| l.iter().filter(|e| e.id > after).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a deleted connection's requests.
+    pub fn forget(&self, connection: i64) {
+        self.requests
+            .lock()
+            .expect("connect log")
+            .by_connection
+            .remove(&connection);
+    }
+
+    /// Whether a request (its digest) is seen for the first time within [`REPLAY_WINDOW`];
+    /// it is remembered from now on.
+    pub fn first_time(&self, digest: [u8; 32], now: Instant) -> bool {
+        let mut s = self.seen.lock().expect("replay memory");
+        while let Some((at, d)) = s.order.front().copied() {
+            if now.duration_since(at) < REPLAY_WINDOW && s.order.len() < REPLAY_CAP {
+                break;
+            }
+            s.order.pop_front();
+            s.set.remove(&d);
+        }
+        if !s.set.insert(digest) {
+            return false;
+        }
+        s.order.push_back((now, digest));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            id: 0,
+            received_at: 0,
+            status: 200,
+            accepted: true,
+            verdict: String::new(),
+            caller: None,
+            called: None,
+            platform_call_id: None,
+            call_id: None,
+            answer: String::new(),
+            latency_ms: 0,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_requests_of_each_connection() {
+        let s = ConnectState::default();
+        for _ in 0..KEPT_PER_CONNECTION + 5 {
+            s.record(1, entry());
+        }
+        s.record(2, entry());
+        let all = s.after(1, 0);
+        assert_eq!(all.len(), KEPT_PER_CONNECTION);
+        assert_eq!(all.first().unwrap().id, 6);
+        assert_eq!(s.after(1, all.last().unwrap().id).len(), 0);
+        assert_eq!(s.after(2, 0).len(), 1);
+    }
+
+    #[test]
+    fn a_request_seen_again_within_the_window_is_a_replay() {
+        let s = ConnectState::default();
+        let t = Instant::now();
+        assert!(s.first_time([1; 32], t));
+        assert!(!s.first_time([1; 32], t + Duration::from_secs(1)));
+        assert!(s.first_time([2; 32], t));
+        assert!(s.first_time([1; 32], t + REPLAY_WINDOW + Duration::from_secs(1)));
+    }
+}

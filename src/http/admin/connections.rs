@@ -1,0 +1,526 @@
+//! Voice platforms' connections in the console: a list per agent, and the Setup → Configure
+//! → Test wizard (platform and secret; the URL to paste, where, the flow → platform-agent
+//! mapping, the deadline and Precall's margin; the platform's requests live with their
+//! verdicts). The Test viewer reads the requests from memory (see `connect::log`), as a
+//! server-sent stream.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+
+use super::{HtmlError, Page, PageResult, after, agent, agent_draft, not_found, render};
+use crate::auth::session::{Admin, AdminForm};
+use crate::connect::log::Entry;
+use crate::connect::{Mapping, Platform, wait_cap};
+use crate::http::AppState;
+use crate::http::api::manage::connections::check_deadline;
+use crate::store::admins;
+use crate::store::connections::{self, Change, ConnectionRow, NewConnection};
+use crate::store::{StoreError, rfc3339};
+
+pub fn router() -> Router<AppState> {
+    let base = "/admin/agents/{agent}/connections";
+    Router::new()
+        .route(base, get(list).post(create))
+        .route(&format!("{base}/new"), get(setup_step))
+        .route(&format!("{base}/{{id}}/configure"), get(configure_step))
+        .route(&format!("{base}/{{id}}/secret"), post(save_secret))
+        .route(&format!("{base}/{{id}}/mapping"), post(save_mapping))
+        .route(&format!("{base}/{{id}}/delete"), post(delete))
+        .route(&format!("{base}/{{id}}/test"), get(test_step))
+        .route(&format!("{base}/{{id}}/events"), get(events))
+}
+
+struct PlatformChoice {
+    value: &'static str,
+    label: &'static str,
+    secret: &'static str,
+}
+
+fn choices() -> Vec<PlatformChoice> {
+    Platform::ALL
+        .iter()
+        .map(|p| PlatformChoice {
+            value: p.as_str(),
+            label: p.label(),
+            secret: p.secret_word(),
+        })
+        .collect()
+}
+
+struct Line {
+    id: i64,
+    name: String,
+    platform: &'static str,
+    url: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/connections.html")]
+struct ListPage {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    connections: Vec<Line>,
+}
+
+async fn list(State(app): State<AppState>, admin: Admin, Path(id): Path<String>) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let flash = app.flash.take(admin.session_id);
+    let connections = connections::of_agent(&app.db, a.id)
+        .await?
+        .iter()
+        .map(|c| Line {
+            id: c.id,
+            name: c.name.clone(),
+            platform: c.platform().label(),
+            url: crate::http::connect::url(&app.public_url, &c.slug),
+        })
+        .collect();
+    Ok(render(ListPage {
+        page: Page::new(&admin, "Voice platforms", &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        connections,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "admin/connection_setup.html")]
+struct SetupStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    platforms: Vec<PlatformChoice>,
+}
+
+async fn setup_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let flash = app.flash.take(admin.session_id);
+    Ok(render(SetupStep {
+        page: Page::new(&admin, "Connect a voice platform", &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        platforms: choices(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct NewForm {
+    platform: String,
+    secret: String,
+    #[serde(default)]
+    scheme: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    f: AdminForm<NewForm>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let back = format!("/admin/agents/{id}/connections/new");
+    let made = async {
+        let platform = Platform::parse(&f.form.platform).map_err(StoreError::Conflict)?;
+        let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
+        let (secret, kind) = connections::secret_for(platform, scheme, &f.form.secret)
+            .map_err(StoreError::Conflict)?;
+        let name = Some(f.form.name.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| platform.label().to_owned());
+        if name.chars().count() > 100 {
+            return Err(StoreError::Conflict("a name is 1 to 100 characters".into()));
+        }
+        connections::create(
+            &app.db,
+            NewConnection {
+                agent_id: a.id,
+                platform,
+                name,
+                secret,
+                secret_kind: kind,
+                mapping: Mapping::default(),
+                deadline_ms: platform.deadline_ms(),
+            },
+        )
+        .await
+    }
+    .await;
+    match made {
+        Ok(c) => {
+            app.catalog.invalidate();
+            app.flash.notice(
+                f.admin.session_id,
+                "Connected: paste the URL below into the platform.",
+            );
+            Ok(Redirect::to(&format!(
+                "/admin/agents/{id}/connections/{}/configure",
+                c.id
+            ))
+            .into_response())
+        }
+        Err(e) => after(&app, &f.admin, &back, Err(e)),
+    }
+}
+
+async fn connection_of(app: &AppState, agent_id: i64, id: i64) -> Result<ConnectionRow, HtmlError> {
+    connections::find(&app.db, id)
+        .await?
+        .filter(|c| c.agent_id == agent_id)
+        .ok_or_else(|| not_found("This connection"))
+}
+
+struct FlowRow {
+    key: String,
+    name: String,
+    agent: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/connection_configure.html")]
+struct ConfigureStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    id: i64,
+    name: String,
+    platform: &'static str,
+    platform_key: &'static str,
+    url: String,
+    /// Where the URL and the secret go in the platform, in words.
+    where_to_paste: &'static str,
+    secret_word: &'static str,
+    secret_last_chars: String,
+    scheme: String,
+    routes: bool,
+    agent_word: &'static str,
+    default_agent: String,
+    flows: Vec<FlowRow>,
+    deadline_ms: i64,
+    deadline_editable: bool,
+    margin_ms: i64,
+    max_wait_ms: i64,
+}
+
+/// Where each platform takes the URL and the secret.
+fn where_to_paste(p: Platform) -> &'static str {
+    match p {
+        Platform::Retell => {
+            "In Retell's dashboard, Phone Numbers → your number → Inbound Webhook URL. The secret is the API key that has the webhook badge (Settings → API Keys). To let Precall decline calls, leave the number's Inbound Call Agent unset and give the connection a default agent."
+        }
+        Platform::Synthflow => {
+            "In Synthflow, the agent's inbound call webhook URL (inbound_call_webhook_url). The secret is the webhook secret from Settings → Security → Webhooks."
+        }
+        Platform::Vapi => {
+            "In Vapi's dashboard, Phone Numbers → your number → Server URL, with no assistant on the number (so that Vapi sends assistant-request). The secret is the token of a Bearer Token credential with the header X-Vapi-Secret (scheme secret), or the secret key of an HMAC credential with SHA256, hex encoding and the default payload {timestamp}.{body} (scheme hmac)."
+        }
+        Platform::Telnyx => {
+            "In Telnyx's portal, the AI Assistant → Dynamic Variables Webhook URL; set the same timeout here as there. The secret is your account's public key (Keys & Credentials → Public Key)."
+        }
+        Platform::Twilio => {
+            "In Twilio's console, Phone Numbers → your number → Voice Configuration → A call comes in: Webhook, HTTP POST, this URL. The secret is the account's Auth Token. The server's --public-url must be the address Twilio calls, because Twilio signs the URL."
+        }
+    }
+}
+
+async fn configure_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, cid)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let d = agent_draft(&app, &a).await?;
+    let flash = app.flash.take(admin.session_id);
+    let p = c.platform();
+    let mapping = c.mapping();
+    let flows = d
+        .doc()
+        .flows
+        .iter()
+        .map(|f| FlowRow {
+            agent: mapping.flow_agents.get(&f.key).cloned().unwrap_or_default(),
+            key: f.key.clone(),
+            name: f.name.clone(),
+        })
+        .collect();
+    Ok(render(ConfigureStep {
+        page: Page::new(&admin, format!("Configure · {}", c.name), &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        id: c.id,
+        platform: p.label(),
+        platform_key: p.as_str(),
+        url: crate::http::connect::url(&app.public_url, &c.slug),
+        where_to_paste: where_to_paste(p),
+        secret_word: p.secret_word(),
+        secret_last_chars: c.secret_last_chars.clone(),
+        scheme: c.scheme().unwrap_or_default().to_owned(),
+        routes: p.routes_to_agents(),
+        agent_word: p.agent_word(),
+        default_agent: mapping.default_agent.clone().unwrap_or_default(),
+        flows,
+        deadline_ms: c.deadline_ms,
+        deadline_editable: p == Platform::Telnyx,
+        margin_ms: p.margin_ms(),
+        max_wait_ms: wait_cap(p, c.deadline_ms).as_millis() as i64,
+        name: c.name,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SecretForm {
+    secret: String,
+    #[serde(default)]
+    scheme: String,
+}
+
+async fn save_secret(
+    State(app): State<AppState>,
+    Path((id, cid)): Path<(String, i64)>,
+    f: AdminForm<SecretForm>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let back = format!("/admin/agents/{id}/connections/{cid}/configure");
+    let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
+    let result = match connections::secret_for(c.platform(), scheme, &f.form.secret) {
+        Ok(secret) => connections::update(
+            &app.db,
+            a.id,
+            c.id,
+            Change {
+                secret: Some(secret),
+                ..Change::default()
+            },
+        )
+        .await
+        .map(|()| "Secret saved: requests are checked with it from now on.".to_owned()),
+        Err(e) => Err(StoreError::Conflict(e)),
+    };
+    app.catalog.invalidate();
+    after(&app, &f.admin, &back, result)
+}
+
+async fn save_mapping(
+    State(app): State<AppState>,
+    Path((id, cid)): Path<(String, i64)>,
+    f: AdminForm<Vec<(String, String)>>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let back = format!("/admin/agents/{id}/connections/{cid}/configure");
+    let field = |k: &str| {
+        f.form
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let mut mapping = Mapping {
+        default_agent: field("default_agent").filter(|v| !v.is_empty()),
+        ..Mapping::default()
+    };
+    for (k, v) in &f.form {
+        if let Some(flow) = k.strip_prefix("flow:")
+            && !v.trim().is_empty()
+        {
+            mapping
+                .flow_agents
+                .insert(flow.to_owned(), v.trim().to_owned());
+        }
+    }
+    let deadline = match field("deadline_ms") {
+        Some(d) if !d.is_empty() => match d.parse::<i64>() {
+            Ok(ms) => Some(ms),
+            Err(_) => {
+                return after(
+                    &app,
+                    &f.admin,
+                    &back,
+                    Err(StoreError::Conflict(format!(
+                        "deadline: {d:?} is not milliseconds"
+                    ))),
+                );
+            }
+        },
+        _ => None,
+    };
+    let checked = mapping
+        .check()
+        .and_then(|()| deadline.map_or(Ok(()), |d| check_deadline(c.platform(), d)));
+    let result = match checked {
+        Ok(()) => connections::update(
+            &app.db,
+            a.id,
+            c.id,
+            Change {
+                mapping: Some(mapping),
+                deadline_ms: deadline,
+                ..Change::default()
+            },
+        )
+        .await
+        .map(|()| "Saved: calls use it at once.".to_owned()),
+        Err(e) => Err(StoreError::Conflict(e)),
+    };
+    app.catalog.invalidate();
+    after(&app, &f.admin, &back, result)
+}
+
+#[derive(Deserialize)]
+struct Nothing {}
+
+async fn delete(
+    State(app): State<AppState>,
+    Path((id, cid)): Path<(String, i64)>,
+    f: AdminForm<Nothing>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let result = connections::delete(&app.db, a.id, cid)
+        .await
+        .map(|()| "Connection deleted: its URL no longer answers.".to_owned());
+    app.catalog.invalidate();
+    app.connect.forget(cid);
+    after(
+        &app,
+        &f.admin,
+        &format!("/admin/agents/{id}/connections"),
+        result,
+    )
+}
+
+struct EntryView {
+    accepted: bool,
+    status: u16,
+    received_at: String,
+    verdict: String,
+    caller: String,
+    call_id: String,
+    answer: String,
+}
+
+impl EntryView {
+    fn of(e: &Entry) -> Self {
+        Self {
+            accepted: e.accepted,
+            status: e.status,
+            received_at: rfc3339(e.received_at),
+            verdict: e.verdict.clone(),
+            caller: e.caller.clone().unwrap_or_default(),
+            call_id: e.call_id.clone().unwrap_or_default(),
+            answer: e.answer.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/connection_test.html")]
+struct TestStep {
+    page: Page,
+    agent_id: String,
+    agent_name: String,
+    id: i64,
+    name: String,
+    url: String,
+    last: u64,
+    entries: Vec<EntryView>,
+}
+
+async fn test_step(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, cid)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let flash = app.flash.take(admin.session_id);
+    let mut all = app.connect.after(c.id, 0);
+    let last = all.last().map_or(0, |e| e.id);
+    all.reverse();
+    Ok(render(TestStep {
+        page: Page::new(&admin, format!("Test · {}", c.name), &flash),
+        agent_id: a.public_id,
+        agent_name: a.name,
+        id: c.id,
+        url: crate::http::connect::url(&app.public_url, &c.slug),
+        name: c.name,
+        last,
+        entries: all.iter().map(EntryView::of).collect(),
+    }))
+}
+
+/// How often an open viewer looks for new requests.
+const VIEWER_POLL: Duration = Duration::from_millis(250);
+/// Every how many polls it checks that its session is still signed in.
+const SESSION_CHECK_EVERY: u32 = 8;
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+/// The Test viewer's stream: each request after the page's newest, as it comes, with its
+/// verdict (`event: request`, the entry as JSON); it ends with the admin's session.
+async fn events(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, cid)): Path<(String, i64)>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    let session = admin.session_id;
+    let first = stream::once(async { Ok(Event::default().comment("listening")) });
+    let rest = stream::unfold((last, 0u32), move |(last, polls)| {
+        let app = app.clone();
+        async move {
+            let mut polls = polls;
+            loop {
+                tokio::time::sleep(VIEWER_POLL).await;
+                polls = polls.wrapping_add(1);
+                if polls % SESSION_CHECK_EVERY == 0
+                    && !matches!(admins::session_alive(&app.db, session).await, Ok(true))
+                {
+                    return None;
+                }
+                let new = app.connect.after(c.id, last);
+                if let Some(newest) = new.last().map(|e| e.id) {
+                    let events: Vec<Result<Event, std::convert::Infallible>> = new
+                        .iter()
+                        .map(|e| {
+                            Ok(Event::default()
+                                .event("request")
+                                .id(e.id.to_string())
+                                .json_data(e)
+                                .unwrap_or_default())
+                        })
+                        .collect();
+                    return Some((stream::iter(events), (newest, polls)));
+                }
+            }
+        }
+    })
+    .flatten();
+    Ok(Sse::new(first.chain(rest)).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+}

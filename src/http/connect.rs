@@ -1,0 +1,424 @@
+//! `POST /connect/{slug}`: a voice platform asks about an inbound call. One route for every
+//! platform: the connection says which platform it is, and so how its request is verified,
+//! read and answered.
+//!
+//! A request that fails the platform's verification (or repeats one already taken) is
+//! answered 401 and keeps nothing: no call, no database row (the Test viewer shows it from
+//! memory). A verified one starts a call exactly as `POST /api/v1/calls` does, with each
+//! Webhook action's wait capped by the platform's deadline less its margin, and is answered
+//! in the platform's format. Twilio's calls are run by Precall itself: each Collect's answer
+//! is posted back here (`?call=…`) and continues the call as `POST /api/v1/calls/{id}/input`
+//! does.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::body::read_limited;
+use crate::calls::{self, CallInput, Origin, PlatformCall, StartCall};
+use crate::catalog::ConnectionTarget;
+use crate::connect::answer::{CallOutcome, json_answer};
+use crate::connect::log::Entry;
+use crate::connect::verify::{Signed, VerifyError};
+use crate::connect::{
+    Inbound, Platform, inbound_of, synthflow_call_id, twilio_inbound, twiml, wait_cap,
+};
+use crate::error::{ApiProblem, AppError, ProblemKind};
+use crate::store::now_ms;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/connect/{slug}", post(receive))
+        .layer(axum::middleware::map_response(
+            super::fallback::api_problems,
+        ))
+}
+
+/// The URL to paste into the platform for the connection with `slug`.
+pub fn url(public_url: &str, slug: &str) -> String {
+    format!("{public_url}/connect/{slug}")
+}
+
+/// Silent turns in a row after which a Twilio call is hung up.
+const MAX_SILENCES: u32 = 3;
+
+/// What one request became, for its answer and the Test viewer.
+struct Outcome {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    verdict: String,
+    inbound: Option<Inbound>,
+    call_id: Option<String>,
+}
+
+impl Outcome {
+    fn refused(problem: ApiProblem, inbound: Option<Inbound>) -> Self {
+        Self {
+            status: problem.kind.status(),
+            content_type: "application/problem+json",
+            body: problem.body().to_string(),
+            verdict: problem.detail.clone(),
+            inbound,
+            call_id: None,
+        }
+    }
+}
+
+fn unauthorized(e: VerifyError) -> ApiProblem {
+    ApiProblem::new(ProblemKind::Unauthorized, e.to_string())
+}
+
+async fn receive(
+    State(app): State<AppState>,
+    Path(slug): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let received_at = now_ms();
+    let target = match app.catalog.connection(&slug).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return ApiProblem::new(ProblemKind::NotFound, "no connection at this URL")
+                .into_response();
+        }
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    let outcome = match read_limited(&headers, body, app.body_limit).await {
+        Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
+        Err(p) => Outcome::refused(p, None),
+    };
+    let mut res = (outcome.status, outcome.body.clone()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(outcome.content_type),
+    );
+    if outcome.status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Signature"),
+        );
+    }
+    let inbound = outcome.inbound;
+    app.connect.record(
+        target.id,
+        Entry {
+            id: 0,
+            received_at,
+            status: outcome.status.as_u16(),
+            accepted: outcome.status.is_success(),
+            verdict: outcome.verdict,
+            caller: inbound.as_ref().map(|i| i.from.clone()),
+            called: inbound.as_ref().and_then(|i| i.to.clone()),
+            platform_call_id: inbound.and_then(|i| i.call_id),
+            call_id: outcome.call_id,
+            answer: crate::http::body::excerpt(
+                &outcome.body.as_bytes()[..outcome.body.len().min(600)],
+            ),
+            latency_ms: started.elapsed().as_millis() as u64,
+        },
+    );
+    res
+}
+
+async fn handle(
+    app: &AppState,
+    target: &ConnectionTarget,
+    slug: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    received_at: i64,
+) -> Outcome {
+    let platform = target.platform;
+    let url = format!(
+        "{}{}",
+        app.public_url,
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let form: Vec<(String, String)> = if platform == Platform::Twilio {
+        serde_urlencoded::from_bytes(bytes).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let json: Option<Value> = if platform == Platform::Twilio {
+        None
+    } else {
+        serde_json::from_slice(bytes).ok()
+    };
+    let call_id = json.as_ref().and_then(synthflow_call_id);
+    let verified = {
+        let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
+        let signed = Signed {
+            header: &get,
+            body: bytes,
+            url: &url,
+            form: &form,
+            call_id: call_id.as_deref(),
+        };
+        target.verifier.verify(&signed, received_at)
+    };
+    if let Err(e) = verified {
+        return Outcome::refused(unauthorized(e), None);
+    }
+    // The exact request (what was signed, and the signature) taken once.
+    let mut digest = Sha256::new();
+    digest.update(slug.as_bytes());
+    digest.update(url.as_bytes());
+    for name in [
+        "x-retell-signature",
+        "http_synthflow_signature",
+        "synthflow-signature",
+        "x-signature",
+        "x-timestamp",
+        "telnyx-signature-ed25519",
+        "telnyx-timestamp",
+        "x-twilio-signature",
+    ] {
+        if let Some(v) = headers.get(name) {
+            digest.update(name.as_bytes());
+            digest.update(v.as_bytes());
+        }
+    }
+    digest.update(bytes);
+    if !app
+        .connect
+        .first_time(digest.finalize().into(), Instant::now())
+    {
+        return Outcome::refused(unauthorized(VerifyError::Replayed), None);
+    }
+    if platform == Platform::Twilio {
+        return twilio(app, target, slug, uri.query(), &form).await;
+    }
+    let Some(json) = json else {
+        return Outcome::refused(
+            ApiProblem::new(ProblemKind::MalformedJson, "the body is not JSON"),
+            None,
+        );
+    };
+    let inbound = match inbound_of(platform, &json) {
+        Ok(i) => i,
+        Err(e) => {
+            return Outcome::refused(ApiProblem::new(ProblemKind::ValidationFailed, e), None);
+        }
+    };
+    let started = match start(app, target, &inbound).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::refused(e.into_problem(), Some(inbound)),
+    };
+    let (answer, note) = json_answer(platform, &started, &target.mapping);
+    let verdict = describe(&started, note, target);
+    Outcome {
+        status: StatusCode::OK,
+        content_type: "application/json",
+        body: answer.to_string(),
+        verdict,
+        call_id: Some(started.call_id),
+        inbound: Some(inbound),
+    }
+}
+
+/// Starts the call a platform announced, as `POST /api/v1/calls` does.
+async fn start(
+    app: &AppState,
+    target: &ConnectionTarget,
+    inbound: &Inbound,
+) -> Result<CallOutcome, AppError> {
+    let started = calls::start_from(
+        app,
+        target.agent_id,
+        StartCall {
+            agent_id: target.agent_public_id.clone(),
+            from: inbound.from.clone(),
+            to: inbound.to.clone(),
+        },
+        Origin {
+            platform: PlatformCall {
+                platform: target.platform.as_str().to_owned(),
+                call_id: inbound.call_id.clone(),
+            },
+            wait_cap: wait_cap(target.platform, target.deadline_ms),
+        },
+    )
+    .await?;
+    CallOutcome::parse(&started.json).map_err(|e| AppError::Other(e.into()))
+}
+
+/// The verdict the Test viewer shows for an answered request.
+fn describe(call: &CallOutcome, note: Option<String>, target: &ConnectionTarget) -> String {
+    let mut parts = vec![format!(
+        "answered: call {} ({} data)",
+        call.call_id, call.source
+    )];
+    if let Some(flow) = call.entry_flow() {
+        let agent = target.mapping.agent_for(Some(flow));
+        parts.push(match agent {
+            Some(a) if target.platform.routes_to_agents() => format!("flow {flow} → {a}"),
+            _ => format!("flow {flow}"),
+        });
+    }
+    if let Some(n) = note {
+        parts.push(n);
+    }
+    parts.join("; ")
+}
+
+fn twiml_outcome(
+    body: String,
+    verdict: String,
+    inbound: Option<Inbound>,
+    call: Option<String>,
+) -> Outcome {
+    Outcome {
+        status: StatusCode::OK,
+        content_type: "text/xml",
+        body,
+        verdict,
+        inbound,
+        call_id: call,
+    }
+}
+
+/// Twilio: a new call (its incoming-call webhook), or a turn of one Precall runs (`?call=`).
+async fn twilio(
+    app: &AppState,
+    target: &ConnectionTarget,
+    slug: &str,
+    query: Option<&str>,
+    form: &[(String, String)],
+) -> Outcome {
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let base = url(&app.public_url, slug);
+    // Each turn has its own URL, so that two turns with the same answer are not one request
+    // seen twice (refused as a replay).
+    let action = |call: &str, turn: u32| format!("{base}?call={call}&turn={turn}");
+    let silence =
+        |call: &str, turn: u32, n: u32| format!("{base}?call={call}&turn={turn}&silence={n}");
+    let turn_of = turn_of(query);
+    let inbound = twilio_inbound(form).ok();
+    match turn_of {
+        None => {
+            let Some(inbound) = inbound else {
+                return Outcome::refused(
+                    ApiProblem::new(ProblemKind::ValidationFailed, "the From field is missing"),
+                    None,
+                );
+            };
+            let call = match start(app, target, &inbound).await {
+                Ok(c) => c,
+                Err(e) => return Outcome::refused(e.into_problem(), Some(inbound)),
+            };
+            let body = twiml::turn(
+                &call.steps,
+                call.question.as_ref(),
+                &action(&call.call_id, 1),
+                &silence(&call.call_id, 1, 1),
+            );
+            let verdict = describe(&call, None, target);
+            twiml_outcome(body, verdict, Some(inbound), Some(call.call_id))
+        }
+        Some((call_id, turn, silent)) => {
+            let said = field("SpeechResult")
+                .filter(|s| !s.is_empty())
+                .or_else(|| field("Digits").filter(|s| !s.is_empty()));
+            let current = match calls::find(app, target.agent_id, &call_id).await {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    return Outcome::refused(
+                        ApiProblem::new(ProblemKind::NotFound, "no such call for this connection"),
+                        inbound,
+                    );
+                }
+                Err(e) => return Outcome::refused(e.into_problem(), inbound),
+            };
+            let Some(question) = current.question.clone() else {
+                let body = twiml::Twiml::default().hangup().finish();
+                return twiml_outcome(
+                    body,
+                    "the call has ended: hung up".into(),
+                    inbound,
+                    Some(call_id),
+                );
+            };
+            let ask_again = |n: u32, why: &str| {
+                let body = if n > MAX_SILENCES {
+                    twiml::Twiml::default().hangup().finish()
+                } else {
+                    twiml::Twiml::default()
+                        .gather(
+                            &question.prompt,
+                            &action(&call_id, turn),
+                            &silence(&call_id, turn, n + 1),
+                        )
+                        .finish()
+                };
+                twiml_outcome(body, why.to_owned(), inbound.clone(), Some(call_id.clone()))
+            };
+            let Some(answer) = said else {
+                return ask_again(silent, "no answer: asked again");
+            };
+            let mut answers = Map::new();
+            answers.insert(question.variable.clone(), Value::String(answer.clone()));
+            match calls::answer(app, target.agent_id, &call_id, CallInput { answers }).await {
+                Ok(view) => {
+                    let call = serde_json::to_string(&view)
+                        .ok()
+                        .and_then(|j| CallOutcome::parse(&j).ok());
+                    let Some(call) = call else {
+                        return Outcome::refused(
+                            ApiProblem::new(ProblemKind::Internal, "internal error"),
+                            inbound,
+                        );
+                    };
+                    let body = twiml::turn(
+                        &call.steps,
+                        call.question.as_ref(),
+                        &action(&call.call_id, turn + 1),
+                        &silence(&call.call_id, turn + 1, 1),
+                    );
+                    twiml_outcome(
+                        body,
+                        format!("answered {}: {answer:?}", question.variable),
+                        inbound,
+                        Some(call.call_id),
+                    )
+                }
+                Err(AppError::Problem(p)) if p.kind == ProblemKind::ValidationFailed => ask_again(
+                    silent,
+                    &format!("answer not taken ({}): asked again", p.detail),
+                ),
+                Err(AppError::Problem(p)) if p.kind == ProblemKind::CallConflict => {
+                    let body = twiml::Twiml::default().hangup().finish();
+                    twiml_outcome(body, p.detail, inbound, Some(call_id))
+                }
+                Err(e) => Outcome::refused(e.into_problem(), inbound),
+            }
+        }
+    }
+}
+
+/// The call, its turn, and how many silent turns in a row, that a Twilio turn's URL names: Precall's
+/// own action URLs carry `call` (and `silence`) in their query, which Twilio signs with the
+/// rest of the URL.
+fn turn_of(query: Option<&str>) -> Option<(String, u32, u32)> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let call = get("call").filter(|c| !c.is_empty())?;
+    let turn = get("turn").and_then(|s| s.parse().ok()).unwrap_or(1);
+    let silence = get("silence").and_then(|s| s.parse().ok()).unwrap_or(0);
+    Some((call, turn, silence))
+}

@@ -1,0 +1,1130 @@
+//! Voice platforms' connections (`POST /connect/{slug}`): each platform's signed request,
+//! answered in its format with the caller's cached data; a request before the CRM's webhook,
+//! woken by it; the fallback before the deadline; forged and replayed signatures refused; a
+//! routing Filter and an End Call mapped to each platform's means; Twilio's Gather loop.
+//!
+//! The request and answer shapes follow each platform's documentation:
+//! - Retell: https://docs.retellai.com/features/inbound-call-webhook and
+//!   https://docs.retellai.com/features/secure-webhook (x-retell-signature, as retell-sdk's
+//!   `webhook_auth.py` signs)
+//! - Synthflow: https://docs.synthflow.ai/inbound-webhook-api and
+//!   https://docs.synthflow.ai/webhooks-security
+//! - Vapi: https://docs.vapi.ai/server-url/events (assistant-request) and
+//!   https://docs.vapi.ai/server-url/server-authentication
+//! - Telnyx: https://developers.telnyx.com/docs/inference/ai-assistants/dynamic-variables and
+//!   telnyx-python's `lib/webhook_verification.py` (Ed25519 over "{timestamp}|{body}")
+//! - Twilio: https://www.twilio.com/docs/usage/security#validating-requests and
+//!   https://www.twilio.com/docs/voice/twiml
+//!
+//! The official libraries sign and check the same requests in `connect_libs.rs`.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use precall::connect::verify;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// An agent whose First Flow greets by name and asks why the caller calls, a pre-call
+/// Filter that sends VIPs to a flow that transfers them, and an End Call for blocked callers;
+/// its CRM webhook waits `wait_ms`.
+pub fn connected_agent(app: &TestApp, wait_ms: u64) -> (String, String, String) {
+    let agent = app.create_agent("US");
+    let doc = json!({
+        "format": "precall-agent/1", "firstFlow": "main",
+        "flows": [
+            {"key": "main", "name": "Main", "blocks": [
+                {"key": "greeting", "kind": "greeting", "message": "Hello {{customer_name|there}}.", "next": "ask_reason"},
+                {"key": "ask_reason", "kind": "collect", "variable": "reason", "prompt": "How can I help?", "next": "to_wrapup"},
+                {"key": "to_wrapup", "kind": "transfer_flow", "flow": "wrapup"}
+            ]},
+            {"key": "wrapup", "name": "Wrap-up", "blocks": [
+                {"key": "start", "kind": "start", "message": "One more thing.", "next": "ask_time"},
+                {"key": "ask_time", "kind": "collect", "variable": "callback_time", "prompt": "When shall we call back?", "next": "bye"},
+                {"key": "bye", "kind": "end_call", "message": "Thanks, we will call you back about {{reason}} at {{callback_time}}.", "outcome": "completed"}
+            ]},
+            {"key": "vip", "name": "VIP", "blocks": [
+                {"key": "start", "kind": "start", "message": "Welcome back.", "next": "desk"},
+                {"key": "desk", "kind": "transfer_call", "destination": "+12125550100", "department": "", "message": "Connecting you to your manager."}
+            ]}
+        ],
+        "precall": [
+            {"key": "crm", "kind": "webhook", "name": "CRM webhook", "waitMs": wait_ms, "ttlSecs": 600, "enabled": true},
+            {"key": "route", "kind": "filter", "name": "VIP route", "cases": [
+                {"name": "VIP", "join": "and", "conditions": [{"variable": "tier", "op": "equals", "value": "vip"}], "flow": "vip"}
+            ]},
+            {"key": "block", "kind": "end_call", "name": "Blocked", "join": "and",
+             "conditions": [{"variable": "blocked", "op": "equals", "value": true}],
+             "message": "Sorry, we cannot take your call.", "outcome": "refused"}
+        ],
+        "variables": [
+            {"name": "customer_name", "type": "string", "default": null, "description": "", "source": {"action": "crm"}},
+            {"name": "tier", "type": "string", "default": "", "description": "", "source": {"action": "crm"}},
+            {"name": "blocked", "type": "boolean", "default": false, "description": "", "source": {"action": "crm"}},
+            {"name": "budget", "type": "number", "default": 0, "description": "", "source": {"action": "crm"}},
+            {"name": "reason", "type": "string", "default": null, "description": "", "source": {"flow": "main", "block": "ask_reason"}},
+            {"name": "callback_time", "type": "string", "default": null, "description": "", "source": {"flow": "wrapup", "block": "ask_time"}}
+        ]
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    let out = app.cli_json(&[
+        "agent",
+        "import",
+        &agent,
+        file.path().to_str().unwrap(),
+        "--publish",
+    ]);
+    let hook = &out["webhooks"][0];
+    (
+        agent,
+        hook["url"].as_str().unwrap().to_owned(),
+        hook["apiKey"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Connects `platform` to `agent`; returns the URL to paste.
+pub fn connect(app: &TestApp, agent: &str, platform: &str, secret: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "connection",
+        "create",
+        "--agent",
+        agent,
+        "--platform",
+        platform,
+        "--secret",
+        secret,
+        "--default-agent",
+        "agent_main",
+        "--flow-agent",
+        "vip=agent_vip",
+    ];
+    args.extend_from_slice(extra);
+    app.cli_json(&args)["url"].as_str().unwrap().to_owned()
+}
+
+pub async fn crm(app: &TestApp, url: &str, key: &str, agent: &str, phone: &str, fields: Value) {
+    let mut body = json!({"agentId": agent, "phoneNumber": phone});
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let res = app
+        .client
+        .post(url)
+        .header("X-Authorization", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+const RETELL_KEY: &str = "key_retell_0123456789abcdef";
+
+fn retell_body(from: &str) -> String {
+    json!({"event": "call_inbound", "call_inbound": {"agent_id": "agent_main", "from_number": from, "to_number": "+12125550199"}}).to_string()
+}
+
+async fn post_retell(app: &TestApp, url: &str, body: &str, sig: &str) -> reqwest::Response {
+    app.client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-retell-signature", sig)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retell_gets_the_cached_data_as_string_dynamic_variables_at_once() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 2000);
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550123",
+        json!({"customer_name": "Ada", "budget": 12000}),
+    )
+    .await;
+    let body = retell_body("+12125550123");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    let t = Instant::now();
+    let res = post_retell(&app, &url, &body, &sig).await;
+    let waited = t.elapsed();
+    assert_eq!(res.status(), 200);
+    let a: Value = res.json().await.unwrap();
+    let i = &a["call_inbound"];
+    assert_eq!(i["dynamic_variables"]["customer_name"], "Ada");
+    assert_eq!(i["dynamic_variables"]["budget"], "12000");
+    assert_eq!(i["dynamic_variables"]["precall_greeting"], "Hello Ada.");
+    assert!(
+        i["dynamic_variables"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(Value::is_string),
+        "{a}"
+    );
+    assert_eq!(i["override_agent_id"], "agent_main");
+    assert_eq!(i["metadata"]["precall_source"], "webhook");
+    assert!(
+        waited < Duration::from_secs(1),
+        "cached data is answered at once: {waited:?}"
+    );
+    // The call is recorded like any other, with the platform in its trace.
+    let call = i["metadata"]["precall_call_id"].as_str().unwrap();
+    let token = app.create_token(&agent);
+    let read: Value = app
+        .client
+        .get(format!("{}/api/v1/calls/{call}", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["platform"]["platform"], "retell");
+    assert_eq!(read["variables"]["customer_name"], "Ada");
+}
+
+#[tokio::test]
+async fn a_request_before_the_crm_webhook_is_woken_by_it() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 8000);
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let body = retell_body("+12125550124");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    let t = Instant::now();
+    let asked = tokio::spawn({
+        let (client, url) = (app.client.clone(), url.clone());
+        async move {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-retell-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550124",
+        json!({"customer_name": "Grace"}),
+    )
+    .await;
+    let res = asked.await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "woken, not fallen back: {:?}",
+        t.elapsed()
+    );
+    let a: Value = res.json().await.unwrap();
+    assert_eq!(
+        a["call_inbound"]["dynamic_variables"]["customer_name"],
+        "Grace"
+    );
+    assert_eq!(a["call_inbound"]["metadata"]["precall_source"], "webhook");
+}
+
+#[tokio::test]
+async fn the_fallback_comes_before_the_platforms_deadline() {
+    let app = spawn_app().await;
+    // The webhook would wait 10 s; Telnyx's deadline is 1.5 s by default, less 0.3 s.
+    let (agent, _, _) = connected_agent(&app, 10_000);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let public = STANDARD.encode(signing.verifying_key().to_bytes());
+    let url = connect(&app, &agent, "telnyx", &public, &[]);
+    let body = json!({"data": {"event_type": "assistant.initialization", "payload": {
+        "telnyx_end_user_target": "+12125550125", "telnyx_agent_target": "+12125550199",
+        "call_control_id": "v3:abc", "telnyx_conversation_channel": "phone_call"}}})
+    .to_string();
+    let t = Instant::now();
+    let res = telnyx_post(&app, &url, &signing, &body, now_ms() / 1000).await;
+    let waited = t.elapsed();
+    assert_eq!(res.status(), 200);
+    assert!(
+        waited < Duration::from_millis(1500),
+        "answered before Telnyx's 1.5 s: {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1100),
+        "it waited for the data: {waited:?}"
+    );
+    let a: Value = res.json().await.unwrap();
+    assert_eq!(a["dynamic_variables"]["precall_source"], "fallback");
+    assert_eq!(a["dynamic_variables"]["customer_name"], "");
+    assert_eq!(a["dynamic_variables"]["precall_refused"], "false");
+}
+
+async fn telnyx_post(
+    app: &TestApp,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+    body: &str,
+    ts: i64,
+) -> reqwest::Response {
+    use ed25519_dalek::Signer;
+    let sig = STANDARD.encode(key.sign(format!("{ts}|{body}").as_bytes()).to_bytes());
+    app.client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("telnyx-signature-ed25519", sig)
+        .header("telnyx-timestamp", ts.to_string())
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forged_old_and_replayed_signatures_are_refused_and_start_no_call() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let body = retell_body("+12125550126");
+    let forged = verify::retell_signature("not the key", body.as_bytes(), now_ms());
+    let old = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms() - 400_000);
+    for (sig, why) in [
+        (forged.as_str(), "does not match"),
+        (old.as_str(), "replay"),
+        ("", "malformed"),
+    ] {
+        let res = post_retell(&app, &url, &body, sig).await;
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let p: Value = res.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
+    }
+    let good = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &good).await.status(), 200);
+    let again = post_retell(&app, &url, &body, &good).await;
+    assert_eq!(again.status(), 401);
+    let p: Value = again.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("replay"), "{p}");
+    // Only the one verified request made a call.
+    let token = app.create_token(&agent);
+    let calls: Value = app
+        .client
+        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
+        .bearer_auth(api_token(&app).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = token;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
+    // An unknown URL is not found.
+    let res = post_retell(&app, &format!("{}/connect/nope", app.address), &body, &good).await;
+    assert_eq!(res.status(), 404);
+}
+
+/// An admin API token (the first admin is made through the setup link).
+async fn api_token(app: &TestApp) -> String {
+    crate::admin::Console::set_up(app).await;
+    let out = app.cli_json(&["api-token", "create", "--name", "tests"]);
+    out["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_routing_filter_and_an_end_call_map_to_each_platforms_means() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 0);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550130",
+        json!({"tier": "vip", "customer_name": "Lin"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550131",
+        json!({"blocked": true}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550132",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550133",
+        json!({"blocked": true}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550134",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550135",
+        json!({"blocked": true}),
+    )
+    .await;
+
+    // Retell: the routed flow's agent overrides; a refusal gives no agent.
+    let retell = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let post = |from: &str| {
+        let body = retell_body(from);
+        let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+        (body, sig)
+    };
+    let (b, s) = post("+12125550130");
+    let a: Value = post_retell(&app, &retell, &b, &s)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["call_inbound"]["override_agent_id"], "agent_vip");
+    assert_eq!(
+        a["call_inbound"]["dynamic_variables"]["precall_flow"],
+        "vip"
+    );
+    let (b, s) = post("+12125550131");
+    let a: Value = post_retell(&app, &retell, &b, &s)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(a["call_inbound"].get("override_agent_id").is_none(), "{a}");
+    assert!(a["call_inbound"].get("dynamic_variables").is_none(), "{a}");
+
+    // Vapi: the routed flow that transfers at once is a transfer destination; a refusal an
+    // error spoken to the caller.
+    let vapi = connect(&app, &agent, "vapi", "vapi-server-secret", &[]);
+    let vapi_post = |from: &str| {
+        app.client
+            .post(&vapi)
+            .header("x-vapi-secret", "vapi-server-secret")
+            .json(&json!({"message": {"type": "assistant-request", "call": {"id": format!("call-{from}"), "customer": {"number": from}}, "phoneNumber": {"number": "+12125550199"}}}))
+            .send()
+    };
+    let a: Value = vapi_post("+12125550132")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        a["destination"],
+        json!({"type": "number", "number": "+12125550100", "message": "Connecting you to your manager."})
+    );
+    let a: Value = vapi_post("+12125550133")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a, json!({"error": "Sorry, we cannot take your call."}));
+    let wrong = app
+        .client
+        .post(&vapi)
+        .header("x-vapi-secret", "guess")
+        .json(&json!({"message": {"type": "assistant-request"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // Synthflow: the routed flow's agent; a refusal is an empty call_inbound.
+    let synthflow = connect(&app, &agent, "synthflow", "synthflow-secret", &[]);
+    let sf_post = |from: &str, call: &str| {
+        let sig = verify::synthflow_signature("synthflow-secret", call);
+        app.client
+            .post(&synthflow)
+            .header("HTTP_SYNTHFLOW_SIGNATURE", sig)
+            .json(&json!({"event": "call_inbound", "call_id": call, "call_inbound": {"model_id": "m", "from_number": from, "to_number": "+12125550199"}}))
+            .send()
+    };
+    let a: Value = sf_post("+12125550134", "sf-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["call_inbound"]["override_model_id"], "agent_vip");
+    assert!(
+        a["call_inbound"]["custom_variables"]["tier"] == "vip",
+        "{a}"
+    );
+    let a: Value = sf_post("+12125550135", "sf-2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a, json!({"call_inbound": {}}));
+
+    // Telnyx keeps its assistant: the route is told in precall_flow, and since its webhook
+    // cannot decline a call, a refusal in precall_refused and precall_message.
+    let telnyx = connect(&app, &agent, "telnyx", &secret_of("telnyx", "tx"), &[]);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550136",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550137",
+        json!({"blocked": true}),
+    )
+    .await;
+    let a: Value = announce(&app, "telnyx", &telnyx, "+12125550136", "tx")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["dynamic_variables"]["precall_flow"], "vip", "{a}");
+    assert_eq!(a["dynamic_variables"]["precall_refused"], "false", "{a}");
+    let a: Value = announce(&app, "telnyx", &telnyx, "+12125550137", "tx")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["dynamic_variables"]["precall_refused"], "true", "{a}");
+    assert_eq!(
+        a["dynamic_variables"]["precall_message"],
+        "Sorry, we cannot take your call."
+    );
+}
+
+fn twilio_sign(token: &str, url: &str, form: &[(&str, &str)]) -> String {
+    let form: Vec<(String, String)> = form
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    STANDARD.encode(verify::twilio_signature(token, url, &form))
+}
+
+async fn twilio_post(app: &TestApp, url: &str, form: &[(&str, &str)]) -> String {
+    let sig = twilio_sign("twilio-auth-token", url, form);
+    let res = app
+        .client
+        .post(url)
+        .header("X-Twilio-Signature", sig)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/xml");
+    res.text().await.unwrap()
+}
+
+/// The `action` URL of the TwiML's Gather, unescaped.
+fn gather_action(twiml: &str) -> String {
+    let start = twiml.find("<Gather action=\"").expect("a Gather") + 16;
+    let end = start + twiml[start..].find('"').unwrap();
+    twiml[start..end].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn twilio_runs_the_flow_greeting_gather_answer_and_end() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 2000);
+    let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550140",
+        json!({"customer_name": "Ada"}),
+    )
+    .await;
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550141",
+        json!({"blocked": true}),
+    )
+    .await;
+    let first = twilio_post(
+        &app,
+        &url,
+        &[
+            ("CallSid", "CA123"),
+            ("From", "+12125550140"),
+            ("To", "+12125550199"),
+            ("AccountSid", "AC1"),
+        ],
+    )
+    .await;
+    assert!(
+        first.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Hello Ada.</Say><Gather "
+        ),
+        "{first}"
+    );
+    assert!(first.contains("input=\"speech dtmf\""), "{first}");
+    assert!(
+        first.contains("<Say>How can I help?</Say></Gather><Redirect"),
+        "{first}"
+    );
+    let action = gather_action(&first);
+    assert!(action.starts_with(&format!("{url}?call=")), "{action}");
+    // Silence asks again; the answer continues the flow, through a Transfer Flow, to the
+    // next Collect, then to its End Call. The same keypad answer twice is two turns, not a
+    // replay.
+    let again = twilio_post(
+        &app,
+        &format!("{action}&silence=1"),
+        &[("CallSid", "CA123"), ("From", "+12125550140")],
+    )
+    .await;
+    assert!(
+        again.contains("<Say>How can I help?</Say></Gather>"),
+        "{again}"
+    );
+    let answer = [
+        ("CallSid", "CA123"),
+        ("From", "+12125550140"),
+        ("Digits", "1"),
+    ];
+    let next = twilio_post(&app, &action, &answer).await;
+    assert!(
+        next.contains("<Response><Say>One more thing.</Say><Gather "),
+        "{next}"
+    );
+    assert!(
+        next.contains("<Say>When shall we call back?</Say></Gather>"),
+        "{next}"
+    );
+    let second = gather_action(&next);
+    assert_ne!(second, action, "each turn has its own URL");
+    let end = twilio_post(&app, &second, &answer).await;
+    assert!(
+        end.ends_with(
+            "<Say>Thanks, we will call you back about 1 at 1.</Say><Hangup /></Response>"
+        ),
+        "{end}"
+    );
+    // A VIP is routed to the flow that transfers: said, then dialled.
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550142",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    let vip = twilio_post(
+        &app,
+        &url,
+        &[
+            ("CallSid", "CA125"),
+            ("From", "+12125550142"),
+            ("To", "+12125550199"),
+        ],
+    )
+    .await;
+    assert!(
+        vip.ends_with("<Response><Say>Welcome back.</Say><Say>Connecting you to your manager.</Say><Dial>+12125550100</Dial></Response>"),
+        "{vip}"
+    );
+    // A pre-call End Call rejects the call.
+    let rejected = twilio_post(
+        &app,
+        &url,
+        &[
+            ("CallSid", "CA124"),
+            ("From", "+12125550141"),
+            ("To", "+12125550199"),
+        ],
+    )
+    .await;
+    assert!(
+        rejected.ends_with("<Response><Reject /></Response>"),
+        "{rejected}"
+    );
+    // A forged Twilio request is refused.
+    let res = app
+        .client
+        .post(&url)
+        .header(
+            "X-Twilio-Signature",
+            twilio_sign("wrong", &url, &[("From", "+1")]),
+        )
+        .form(&[("From", "+1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn connections_are_managed_through_the_api_and_the_cli() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("US");
+    let token = api_token(&app).await;
+    let api = format!("{}/api/v1/agents/{agent}/connections", app.address);
+    let res = app
+        .client
+        .post(&api)
+        .bearer_auth(&token)
+        .json(&json!({"platform": "telnyx", "secret": "not a key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let res = app
+        .client
+        .post(&api)
+        .bearer_auth(&token)
+        .json(&json!({"platform": "retell", "secret": RETELL_KEY, "deadlineMs": 3000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "only Telnyx's deadline can change");
+    let res = app
+        .client
+        .post(&api)
+        .bearer_auth(&token)
+        .json(&json!({"platform": "vapi", "secret": "s", "scheme": "hmac", "mapping": {"defaultAgent": "asst_1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let made: Value = res.json().await.unwrap();
+    assert_eq!(made["maxWaitMs"], 4000);
+    assert!(
+        made["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/connect/", app.address))
+    );
+    assert!(
+        !made.to_string().contains("\"s\""),
+        "the secret is never shown: {made}"
+    );
+    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
+    assert_eq!(list[0]["platform"], "vapi");
+    let id = made["id"].as_i64().unwrap();
+    let res = app
+        .client
+        .patch(format!("{api}/{id}"))
+        .bearer_auth(&token)
+        .json(&json!({"mapping": {"defaultAgent": "asst_2", "flowAgents": {"vip": "asst_3"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let changed: Value = res.json().await.unwrap();
+    assert_eq!(changed["mapping"]["flowAgents"]["vip"], "asst_3");
+    app.cli(&["connection", "delete", &id.to_string()]);
+    let gone = app
+        .client
+        .post(made["url"].as_str().unwrap())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
+    use futures_util::StreamExt;
+
+    use crate::admin::{Console, location, read_events};
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let (agent, hook, key) = connected_agent(&app, 0);
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550150",
+        json!({"tier": "vip"}),
+    )
+    .await;
+    let base = format!("/admin/agents/{agent}/connections");
+
+    // Setup: the platform and its secret.
+    let setup = admin.page(&format!("{base}/new")).await;
+    assert!(setup.contains("Retell API key"), "{setup}");
+    let res = admin
+        .submit(
+            &format!("{base}/new"),
+            &base,
+            &[
+                ("platform", "retell"),
+                ("secret", RETELL_KEY),
+                ("scheme", ""),
+                ("name", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let configure = location(&res);
+    assert!(configure.ends_with("/configure"), "{configure}");
+
+    // Configure: the URL to paste, where, the deadline and margin, the mapping.
+    let page = admin.page(&configure).await;
+    let at = page.find("id=\"connection-url\">").unwrap() + "id=\"connection-url\">".len();
+    let url = page[at..at + page[at..].find('<').unwrap()].to_owned();
+    assert!(
+        url.starts_with(&format!("{}/connect/", app.address)),
+        "{url}"
+    );
+    assert!(page.contains("Inbound Webhook URL"), "{page}");
+    assert!(page.contains("<strong>10000 ms</strong>"), "{page}");
+    assert!(
+        page.contains("<strong>1500 ms</strong>"),
+        "the margin is shown: {page}"
+    );
+    assert!(
+        page.contains("<strong>8500 ms</strong>"),
+        "the longest wait is shown: {page}"
+    );
+    assert!(
+        !page.contains(RETELL_KEY),
+        "the secret is never shown again"
+    );
+    let cid = configure.split('/').rev().nth(1).unwrap().to_owned();
+    let res = admin
+        .submit(
+            &configure,
+            &format!("{base}/{cid}/mapping"),
+            &[
+                ("default_agent", "agent_main"),
+                ("flow:vip", "agent_vip"),
+                ("flow:main", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(admin.page(&configure).await.contains("value=\"agent_vip\""));
+
+    // Test: the requests live, with their verdicts.
+    let test_page = admin.page(&format!("{base}/{cid}/test")).await;
+    assert!(
+        test_page.contains("No request has reached this URL"),
+        "{test_page}"
+    );
+    let res = admin.get(&format!("{base}/{cid}/events")).await;
+    assert_eq!(res.status(), 200);
+    let mut stream = res.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("listening"));
+    let body = retell_body("+12125550150");
+    let forged = verify::retell_signature("wrong key", body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &forged).await.status(), 401);
+    let good = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    let answer: Value = post_retell(&app, &url, &body, &good)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["call_inbound"]["override_agent_id"], "agent_vip");
+    let events = read_events(&mut stream, |e| e.len() >= 2).await;
+    let (refused, answered) = (&events[0].1, &events[1].1);
+    assert_eq!(refused["status"], 401);
+    assert!(
+        refused["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{refused}"
+    );
+    assert_eq!(answered["status"], 200);
+    assert_eq!(answered["caller"], "+12125550150");
+    let verdict = answered["verdict"].as_str().unwrap();
+    assert!(verdict.contains("flow vip → agent_vip"), "{verdict}");
+
+    // The call page names the platform.
+    let call = answered["callId"].as_str().unwrap();
+    let call_page = admin
+        .page(&format!("/admin/agents/{agent}/calls/{call}"))
+        .await;
+    assert!(
+        call_page.contains("id=\"call-platform\">retell"),
+        "{call_page}"
+    );
+    let listed = admin.page(&format!("{base}/{cid}/test")).await;
+    assert!(
+        listed.contains("Refused") && listed.contains("Answered"),
+        "{listed}"
+    );
+}
+
+/// A signed request of `platform` announcing a call from `from`, as the platform sends it
+/// (signed with `secret`), at `url`.
+fn announce(
+    app: &TestApp,
+    platform: &str,
+    url: &str,
+    from: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let call_id = format!("call-{from}-{}", now_ms());
+    match platform {
+        "retell" => {
+            let body = retell_body(from);
+            let sig = verify::retell_signature(secret, body.as_bytes(), now_ms());
+            app.client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-retell-signature", sig)
+                .body(body)
+        }
+        "synthflow" => app
+            .client
+            .post(url)
+            .header(
+                "HTTP_SYNTHFLOW_SIGNATURE",
+                verify::synthflow_signature(secret, &call_id),
+            )
+            .json(&json!({"event": "call_inbound", "call_id": call_id, "call_inbound": {
+                "model_id": "m", "from_number": from, "to_number": "+12125550199"}})),
+        "vapi" => app.client.post(url).header("x-vapi-secret", secret).json(&json!({
+            "message": {"type": "assistant-request", "call": {"id": call_id, "customer": {"number": from}},
+                        "phoneNumber": {"number": "+12125550199"}}})),
+        "telnyx" => {
+            use ed25519_dalek::Signer;
+            let key = telnyx_signing_key(secret);
+            let body = json!({"data": {"event_type": "assistant.initialization", "payload": {
+                "telnyx_end_user_target": from, "telnyx_agent_target": "+12125550199",
+                "call_control_id": call_id, "telnyx_conversation_channel": "phone_call"}}})
+            .to_string();
+            let ts = (now_ms() / 1000).to_string();
+            let sig = STANDARD.encode(key.sign(format!("{ts}|{body}").as_bytes()).to_bytes());
+            app.client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("telnyx-signature-ed25519", sig)
+                .header("telnyx-timestamp", ts)
+                .body(body)
+        }
+        "twilio" => {
+            let form = [
+                ("CallSid", call_id.as_str()),
+                ("From", from),
+                ("To", "+12125550199"),
+            ];
+            app.client
+                .post(url)
+                .header("X-Twilio-Signature", twilio_sign(secret, url, &form))
+                .form(&form)
+        }
+        other => panic!("no platform {other}"),
+    }
+}
+
+/// Telnyx signs with a private key; the connection holds its public key. The tests derive
+/// both from a seed word.
+fn telnyx_signing_key(seed: &str) -> ed25519_dalek::SigningKey {
+    let mut bytes = [0u8; 32];
+    for (b, s) in bytes.iter_mut().zip(seed.bytes().cycle()) {
+        *b = s;
+    }
+    ed25519_dalek::SigningKey::from_bytes(&bytes)
+}
+
+/// What a connection of `platform` is given: the secret it verifies with (Telnyx's public
+/// key for the seed word).
+fn secret_of(platform: &str, word: &str) -> String {
+    if platform == "telnyx" {
+        STANDARD.encode(telnyx_signing_key(word).verifying_key().to_bytes())
+    } else {
+        word.to_owned()
+    }
+}
+
+/// The caller's name as the platform's answer carries it.
+fn name_in(platform: &str, answer: &str) -> Option<String> {
+    if platform == "twilio" {
+        let at = answer.find("<Say>Hello ")? + "<Say>Hello ".len();
+        return Some(answer[at..at + answer[at..].find('.')?].to_owned());
+    }
+    let v: Value = serde_json::from_str(answer).ok()?;
+    let vars = match platform {
+        "retell" => &v["call_inbound"]["dynamic_variables"],
+        "synthflow" => &v["call_inbound"]["custom_variables"],
+        "vapi" => &v["assistantOverrides"]["variableValues"],
+        _ => &v["dynamic_variables"],
+    };
+    vars["customer_name"].as_str().map(str::to_owned)
+}
+
+const PLATFORMS: [&str; 5] = ["retell", "synthflow", "vapi", "telnyx", "twilio"];
+
+#[tokio::test]
+async fn every_platform_answers_cached_data_and_refuses_forged_and_replayed_requests() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 1000);
+    for (i, platform) in PLATFORMS.into_iter().enumerate() {
+        let url = connect(
+            &app,
+            &agent,
+            platform,
+            &secret_of(platform, "right-secret"),
+            &[],
+        );
+        let from = format!("+1212555016{i}");
+        crm(
+            &app,
+            &hook,
+            &key,
+            &agent,
+            &from,
+            json!({"customer_name": "Ada"}),
+        )
+        .await;
+        // Forged: signed with another secret.
+        let res = announce(&app, platform, &url, &from, "wrong-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{platform}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        // Signed: answered at once with the cached data.
+        let req = announce(&app, platform, &url, &from, "right-secret");
+        let replay = req.try_clone().unwrap();
+        let t = Instant::now();
+        let res = req.send().await.unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{platform}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(res.status(), 200, "{platform}");
+        let answer = res.text().await.unwrap();
+        assert_eq!(
+            name_in(platform, &answer).as_deref(),
+            Some("Ada"),
+            "{platform}: {answer}"
+        );
+        // The same request again is a replay.
+        let res = replay.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{platform}");
+        let p: Value = res.json().await.unwrap();
+        assert!(
+            p["detail"].as_str().unwrap().contains("replay"),
+            "{platform}: {p}"
+        );
+    }
+    // Only the five verified requests made calls, each with its platform in the trace.
+    let calls: Value = app
+        .client
+        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
+        .bearer_auth(api_token(&app).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(5), "{calls}");
+}
+
+#[tokio::test]
+async fn every_platforms_request_before_the_crm_webhook_is_woken_by_it() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 10_000);
+    let mut asked = Vec::new();
+    for (i, platform) in PLATFORMS.into_iter().enumerate() {
+        let url = connect(&app, &agent, platform, &secret_of(platform, "s3cret"), &[]);
+        let from = format!("+1212555017{i}");
+        let req = announce(&app, platform, &url, &from, "s3cret");
+        asked.push((
+            platform,
+            from,
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                (res.status(), res.text().await.unwrap(), Instant::now())
+            }),
+        ));
+    }
+    // Telnyx's default deadline leaves 1.2 s: its caller's data lands first, well within it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut order: Vec<_> = asked
+        .iter()
+        .map(|(p, from, _)| (*p, from.clone()))
+        .collect();
+    order.sort_by_key(|(p, _)| *p != "telnyx");
+    for (_, from) in &order {
+        crm(
+            &app,
+            &hook,
+            &key,
+            &agent,
+            from,
+            json!({"customer_name": "Grace"}),
+        )
+        .await;
+    }
+    let landed = Instant::now();
+    for (platform, _, task) in asked {
+        let (status, answer, at) = task.await.unwrap();
+        assert_eq!(status, 200, "{platform}: {answer}");
+        assert_eq!(
+            name_in(platform, &answer).as_deref(),
+            Some("Grace"),
+            "{platform}: {answer}"
+        );
+        assert!(
+            at.saturating_duration_since(landed) < Duration::from_millis(900),
+            "{platform} was woken, not left to fall back"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::catalog::AgentRuntime;
+use crate::connect::answer::CallOutcome;
 use crate::domain::ids::CallId;
 use crate::domain::payload::Problem;
 use crate::domain::phone::PhoneNumber;
@@ -16,7 +17,9 @@ use crate::domain::runtime::{Question, Run, Step, Stop, Transfer};
 use crate::domain::variables::resolve;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
-use crate::store::writer::{Attempted, CallAttempt, CallRecord, Claimed, StepAttempt, StepState};
+use crate::store::writer::{
+    Attachment, Attempted, CallAttempt, CallRecord, Claimed, StepAttempt, StepState,
+};
 use crate::store::{calls as stored_calls, now_ms, rfc3339};
 use crate::wakeups::{Subscription, WakeKey};
 
@@ -176,6 +179,12 @@ fn invalid(pointer: &str, detail: String) -> AppError {
 pub struct Started {
     pub call_id: String,
     pub json: String,
+    /// The call's outcome as values, for a call a voice platform announced.
+    pub outcome: Option<Box<CallOutcome>>,
+}
+
+fn outcome_of(attachment: Option<Attachment>) -> Option<Box<CallOutcome>> {
+    attachment.and_then(|a| a.0.downcast::<CallOutcome>().ok())
 }
 
 /// Starts a call for the agent the runtime token speaks for.
@@ -342,9 +351,10 @@ async fn start_with(
             preset,
         };
         return match app.writer.start_call(attempt).await? {
-            Attempted::Started(json) => Ok(Started {
+            Attempted::Started(json, attachment) => Ok(Started {
                 call_id: call_id.to_string(),
                 json,
+                outcome: outcome_of(attachment),
             }),
             Attempted::Missing(_) => Err(AppError::Other(anyhow::anyhow!(
                 "a simulated call waits for nothing"
@@ -395,10 +405,11 @@ async fn start_with(
             preset: Vec::new(),
         };
         let missing = match app.writer.start_call(attempt).await? {
-            Attempted::Started(json) => {
+            Attempted::Started(json, attachment) => {
                 return Ok(Started {
                     call_id: call_id.to_string(),
                     json,
+                    outcome: outcome_of(attachment),
                 });
             }
             Attempted::Missing(i) => i,
@@ -553,6 +564,22 @@ impl CallContext {
             platform: self.platform.clone(),
         };
         let response = serde_json::to_string(&view).expect("call serialises");
+        // A voice platform's connection answers from these values: handed over as they are,
+        // they need not be read back from the JSON.
+        let attachment = self.platform.is_some().then(|| {
+            Attachment(Box::new(CallOutcome {
+                call_id: view.call_id,
+                source: view.source.clone(),
+                variables,
+                greeting: view.greeting,
+                steps: run.steps,
+                question: view.question,
+                status: view.status,
+                outcome: view.outcome.clone(),
+                transfer: view.transfer,
+                version: view.version,
+            }) as Box<dyn std::any::Any + Send>)
+        });
         CallRecord {
             source,
             waited_ms,
@@ -561,6 +588,7 @@ impl CallContext {
             status,
             outcome: view.outcome,
             response,
+            attachment,
         }
     }
 }

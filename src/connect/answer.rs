@@ -1,7 +1,8 @@
 //! A started call's answer in each JSON platform's format.
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use super::{Mapping, Platform};
 use crate::domain::runtime::{Question, Step, Transfer};
@@ -57,42 +58,129 @@ impl CallOutcome {
             .any(|s| s.kind == "precall_filter" && s.flow_key.is_some())
     }
 
-    /// The call's variables as text, as platforms whose dynamic variables are strings take
-    /// them (a list is said as its items joined by commas; an empty value is ""), with
-    /// Precall's own: `precall_call_id`, `precall_source`, `precall_flow` and, when there is
-    /// one, `precall_greeting`.
-    pub fn text_variables(&self) -> Map<String, Value> {
-        let mut out: Map<String, Value> = self
-            .variables
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(spoken(v).unwrap_or_default())))
-            .collect();
-        out.insert("precall_call_id".into(), self.call_id.clone().into());
-        out.insert("precall_source".into(), self.source.clone().into());
-        if let Some(flow) = self.entry_flow() {
-            out.insert("precall_flow".into(), flow.into());
-        }
-        if let Some(g) = &self.greeting {
-            out.insert("precall_greeting".into(), g.clone().into());
-        }
-        out
+    /// Precall's own variables: `precall_call_id`, `precall_source`, `precall_flow` and,
+    /// when there is one, `precall_greeting`.
+    fn own_variables(&self) -> [(&'static str, Option<&str>); 4] {
+        [
+            ("precall_call_id", Some(&self.call_id)),
+            ("precall_source", Some(&self.source)),
+            ("precall_flow", self.entry_flow()),
+            ("precall_greeting", self.greeting.as_deref()),
+        ]
     }
 
     /// What Precall says of the call in the platform's metadata.
-    fn metadata(&self) -> Value {
-        json!({
-            "precall_call_id": self.call_id,
-            "precall_source": self.source,
-            "precall_version": self.version,
-        })
+    fn metadata(&self) -> Metadata<'_> {
+        Metadata {
+            precall_call_id: &self.call_id,
+            precall_source: &self.source,
+            precall_version: self.version,
+        }
     }
 
     /// What the refusing End Call said (its message), or a plain sentence.
-    fn refusal_message(&self) -> String {
+    fn refusal_message(&self) -> &str {
         self.refused_by()
-            .and_then(|s| s.said.clone())
-            .unwrap_or_else(|| "Sorry, this call cannot be taken.".to_owned())
+            .and_then(|s| s.said.as_deref())
+            .unwrap_or("Sorry, this call cannot be taken.")
     }
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    precall_call_id: &'a str,
+    precall_source: &'a str,
+    precall_version: Option<i64>,
+}
+
+/// The call's variables as text, as platforms whose dynamic variables are strings take them
+/// (a list is said as its items joined by commas; an empty value is ""), with Precall's own
+/// (see [`CallOutcome::own_variables`]) and `extra`, which win over a variable of the same
+/// name. Written as they are serialised: no map is built.
+struct TextVariables<'a> {
+    call: &'a CallOutcome,
+    extra: &'a [(&'static str, &'a str)],
+}
+
+impl Serialize for TextVariables<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let own = self.call.own_variables();
+        let own = own.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+        let ours = |k: &str| {
+            self.call.own_variables().iter().any(|(n, v)| *n == k && v.is_some())
+                || self.extra.iter().any(|(n, _)| *n == k)
+        };
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in &self.call.variables {
+            if !ours(k) {
+                m.serialize_entry(k, &spoken(v).unwrap_or_default())?;
+            }
+        }
+        for (k, v) in own.chain(self.extra.iter().copied()) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct CallInbound<T> {
+    call_inbound: T,
+}
+
+#[derive(Serialize)]
+struct RetellInbound<'a> {
+    metadata: Metadata<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_variables: Option<TextVariables<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    override_agent_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SynthflowInbound<'a> {
+    override_model_id: &'a str,
+    custom_variables: TextVariables<'a>,
+    metadata: Metadata<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum VapiAnswer<'a> {
+    Error {
+        error: &'a str,
+    },
+    Transfer {
+        destination: VapiNumber<'a>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Assistant {
+        assistant_id: &'a str,
+        assistant_overrides: VapiOverrides<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct VapiNumber<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    number: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VapiOverrides<'a> {
+    variable_values: TextVariables<'a>,
+}
+
+#[derive(Serialize)]
+struct TelnyxAnswer<'a> {
+    dynamic_variables: TextVariables<'a>,
+}
+
+fn to_json<T: Serialize>(answer: &T) -> String {
+    serde_json::to_string(answer).expect("an answer serialises")
 }
 
 /// The JSON answer of a JSON platform, and a note for the Test viewer when the answer is
@@ -101,74 +189,81 @@ pub fn json_answer(
     platform: Platform,
     call: &CallOutcome,
     mapping: &Mapping,
-) -> (Value, Option<String>) {
+) -> (String, Option<String>) {
     let refused = call.refused_by().is_some();
     let agent = mapping.agent_for(call.entry_flow());
+    let vars = |extra| TextVariables { call, extra };
     match platform {
         // https://docs.retellai.com/features/inbound-call-webhook: fields grouped under
         // call_inbound; a call left without an agent (no override, and no Inbound Call Agent
         // on the number) is not taken.
         Platform::Retell => {
-            let mut inbound = Map::new();
-            inbound.insert("metadata".into(), call.metadata());
             if refused {
+                let inbound = RetellInbound {
+                    metadata: call.metadata(),
+                    dynamic_variables: None,
+                    override_agent_id: None,
+                };
                 return (
-                    json!({ "call_inbound": inbound }),
+                    to_json(&CallInbound { call_inbound: inbound }),
                     Some("refused: no agent given (leave the number's Inbound Call Agent unset so that Retell declines)".into()),
                 );
             }
-            inbound.insert(
-                "dynamic_variables".into(),
-                Value::Object(call.text_variables()),
-            );
-            if let Some(a) = agent {
-                inbound.insert("override_agent_id".into(), a.into());
-            }
-            (json!({ "call_inbound": inbound }), None)
+            let inbound = RetellInbound {
+                metadata: call.metadata(),
+                dynamic_variables: Some(vars(&[])),
+                override_agent_id: agent,
+            };
+            (to_json(&CallInbound { call_inbound: inbound }), None)
         }
         // https://docs.synthflow.ai/inbound-webhook-api: an empty call_inbound disconnects
         // the call; override_model_id "" keeps the agent that received it.
         Platform::Synthflow => {
             if refused {
                 return (
-                    json!({ "call_inbound": {} }),
+                    r#"{"call_inbound":{}}"#.to_owned(),
                     Some("refused: an empty call_inbound disconnects the call".into()),
                 );
             }
-            (
-                json!({ "call_inbound": {
-                    "override_model_id": agent.unwrap_or(""),
-                    "custom_variables": call.text_variables(),
-                    "metadata": call.metadata(),
-                }}),
-                None,
-            )
+            let inbound = SynthflowInbound {
+                override_model_id: agent.unwrap_or(""),
+                custom_variables: vars(&[]),
+                metadata: call.metadata(),
+            };
+            (to_json(&CallInbound { call_inbound: inbound }), None)
         }
         // https://docs.vapi.ai/server-url/events: an assistant, a transfer destination, or
         // an error spoken to the caller.
         Platform::Vapi => {
             if refused {
-                return (json!({ "error": call.refusal_message() }), None);
+                let error = call.refusal_message();
+                return (to_json(&VapiAnswer::Error { error }), None);
             }
             if let Some(t) = &call.transfer
                 && call.status == "ended"
                 && let Some(number) = &t.destination
             {
-                return (
-                    json!({ "destination": { "type": "number", "number": number, "message": t.message } }),
-                    None,
-                );
+                let destination = VapiNumber {
+                    kind: "number",
+                    number,
+                    message: &t.message,
+                };
+                return (to_json(&VapiAnswer::Transfer { destination }), None);
             }
             match agent {
-                Some(a) => (
-                    json!({
-                        "assistantId": a,
-                        "assistantOverrides": { "variableValues": call.text_variables() },
-                    }),
-                    None,
-                ),
+                Some(a) => {
+                    let answer = VapiAnswer::Assistant {
+                        assistant_id: a,
+                        assistant_overrides: VapiOverrides {
+                            variable_values: vars(&[]),
+                        },
+                    };
+                    (to_json(&answer), None)
+                }
                 None => (
-                    json!({ "error": "Sorry, this number is not ready to take calls." }),
+                    to_json(&VapiAnswer::Error {
+                        error: "Sorry, this number is not ready to take calls.",
+                    }),
                     Some(
                         "no Vapi assistant is mapped: give the connection a default assistant id"
                             .into(),
@@ -180,28 +275,39 @@ pub fn json_answer(
         // variables under a top-level dynamic_variables. The webhook cannot decline a call:
         // a refusal is told in precall_refused and precall_message.
         Platform::Telnyx => {
-            let mut vars = call.text_variables();
             if refused {
-                vars.insert("precall_refused".into(), "true".into());
-                vars.insert("precall_message".into(), call.refusal_message().into());
+                let extra = [
+                    ("precall_refused", "true"),
+                    ("precall_message", call.refusal_message()),
+                ];
+                let answer = TelnyxAnswer {
+                    dynamic_variables: vars(&extra),
+                };
                 return (
-                    json!({ "dynamic_variables": vars }),
+                    to_json(&answer),
                     Some(
                         "refused: told in precall_refused (Telnyx's webhook cannot decline a call)"
                             .into(),
                     ),
                 );
             }
-            vars.insert("precall_refused".into(), "false".into());
-            (json!({ "dynamic_variables": vars }), None)
+            let answer = TelnyxAnswer {
+                dynamic_variables: vars(&[("precall_refused", "false")]),
+            };
+            (to_json(&answer), None)
         }
-        Platform::Twilio => (Value::Null, None),
+        Platform::Twilio => ("null".to_owned(), None),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn answer(platform: Platform, call: &CallOutcome, mapping: &Mapping) -> Value {
+        serde_json::from_str(&json_answer(platform, call, mapping).0).unwrap()
+    }
 
     fn call(steps: Value, extra: Value) -> CallOutcome {
         let mut v = json!({
@@ -226,7 +332,7 @@ mod tests {
             default_agent: Some("agent_main".into()),
             flow_agents: [("vip".to_owned(), "agent_vip".to_owned())].into(),
         };
-        let (a, _) = json_answer(Platform::Retell, &c, &m);
+        let a = answer(Platform::Retell, &c, &m);
         let i = &a["call_inbound"];
         assert_eq!(i["override_agent_id"], "agent_vip");
         assert_eq!(i["dynamic_variables"]["budget"], "12000");
@@ -253,19 +359,19 @@ mod tests {
             default_agent: Some("agent_main".into()),
             ..Mapping::default()
         };
-        let (r, _) = json_answer(Platform::Retell, &c, &m);
+        let r = answer(Platform::Retell, &c, &m);
         assert!(r["call_inbound"].get("override_agent_id").is_none());
         assert!(r["call_inbound"].get("dynamic_variables").is_none());
         assert_eq!(
-            json_answer(Platform::Synthflow, &c, &m).0,
+            answer(Platform::Synthflow, &c, &m),
             json!({"call_inbound": {}})
         );
         assert_eq!(
-            json_answer(Platform::Vapi, &c, &m).0,
+            answer(Platform::Vapi, &c, &m),
             json!({"error": "Goodbye."})
         );
         assert_eq!(
-            json_answer(Platform::Telnyx, &c, &m).0["dynamic_variables"]["precall_refused"],
+            answer(Platform::Telnyx, &c, &m)["dynamic_variables"]["precall_refused"],
             "true"
         );
     }

@@ -4,6 +4,7 @@
 //! nothing, and anyone who knows a connection's URL could otherwise fill the disk.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,15 @@ use serde::Serialize;
 
 /// Requests each connection's viewer keeps.
 pub const KEPT_PER_CONNECTION: usize = 100;
-/// How long a request taken is remembered: twice the signed timestamps' tolerance, so that
-/// a replay is refused by its timestamp or by this memory.
+/// How long a request taken is remembered at least: twice the signed timestamps' tolerance,
+/// so that a replay is refused by its timestamp or by this memory. (It is forgotten after
+/// one to two windows: memory is kept in two generations, and the older is dropped whole.)
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(2 * super::verify::TOLERANCE_SECS as u64);
-/// Most requests remembered at once; past it the oldest are forgotten first.
+/// Most requests remembered at once; past it the oldest generation is forgotten early.
 const REPLAY_CAP: usize = 1_000_000;
+/// The replay memory is split by digest, so that requests seldom wait on one another and a
+/// table that grows copies a sixteenth of the whole.
+const REPLAY_SHARDS: usize = 16;
 
 /// One request as the Test viewer shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -44,17 +49,57 @@ struct Requests {
     by_connection: HashMap<i64, VecDeque<Entry>>,
 }
 
+/// Digests are SHA-256: any eight of their bytes are already a uniform hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Digests = HashSet<u64, BuildHasherDefault<DigestHasher>>;
+
+/// One shard of the replay memory: the digests taken in the current generation and in the
+/// one before.
 #[derive(Default)]
 struct Seen {
-    set: HashSet<[u8; 32]>,
-    order: VecDeque<(Instant, [u8; 32])>,
+    current: Digests,
+    previous: Digests,
+    since: Option<Instant>,
+}
+
+impl Seen {
+    fn first_time(&mut self, key: u64, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        let age = now.saturating_duration_since(since);
+        if age >= REPLAY_WINDOW || self.current.len() >= REPLAY_CAP / REPLAY_SHARDS / 2 {
+            self.previous = if age >= 2 * REPLAY_WINDOW {
+                Digests::default()
+            } else {
+                std::mem::take(&mut self.current)
+            };
+            self.current.clear();
+            self.since = Some(now);
+        }
+        !self.previous.contains(&key) && self.current.insert(key)
+    }
 }
 
 /// Shared by the connection endpoints and the console.
 #[derive(Default)]
 pub struct ConnectState {
     requests: Mutex<Requests>,
-    seen: Mutex<Seen>,
+    seen: [Mutex<Seen>; REPLAY_SHARDS],
 }
 
 impl ConnectState {
@@ -91,19 +136,12 @@ impl ConnectState {
     /// Whether a request (its digest) is seen for the first time within [`REPLAY_WINDOW`];
     /// it is remembered from now on.
     pub fn first_time(&self, digest: [u8; 32], now: Instant) -> bool {
-        let mut s = self.seen.lock().expect("replay memory");
-        while let Some((at, d)) = s.order.front().copied() {
-            if now.duration_since(at) < REPLAY_WINDOW && s.order.len() < REPLAY_CAP {
-                break;
-            }
-            s.order.pop_front();
-            s.set.remove(&d);
-        }
-        if !s.set.insert(digest) {
-            return false;
-        }
-        s.order.push_back((now, digest));
-        true
+        let key = u64::from_le_bytes(digest[..8].try_into().expect("eight bytes"));
+        let shard = usize::from(digest[8]) % REPLAY_SHARDS;
+        self.seen[shard]
+            .lock()
+            .expect("replay memory")
+            .first_time(key, now)
     }
 }
 
@@ -148,6 +186,34 @@ mod tests {
         assert!(s.first_time([1; 32], t));
         assert!(!s.first_time([1; 32], t + Duration::from_secs(1)));
         assert!(s.first_time([2; 32], t));
-        assert!(s.first_time([1; 32], t + REPLAY_WINDOW + Duration::from_secs(1)));
+        // Remembered for one window at least, and forgotten after two.
+        assert!(!s.first_time([1; 32], t + REPLAY_WINDOW + Duration::from_secs(1)));
+        assert!(s.first_time([1; 32], t + 2 * REPLAY_WINDOW + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_flood_of_requests_is_remembered_within_its_cap() {
+        let s = ConnectState::default();
+        let t = Instant::now();
+        let digest = |i: u32| {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            d[8] = (i % 251) as u8;
+            d
+        };
+        for i in 0..200_000 {
+            assert!(s.first_time(digest(i), t));
+        }
+        assert!(!s.first_time(digest(199_999), t));
+        assert!(!s.first_time(digest(0), t));
+        let kept: usize = s
+            .seen
+            .iter()
+            .map(|m| {
+                let m = m.lock().unwrap();
+                m.current.len() + m.previous.len()
+            })
+            .sum();
+        assert!(kept <= REPLAY_CAP, "{kept}");
     }
 }

@@ -100,6 +100,18 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// [`same`] for lowercase hex `expected` against hex `got` in either case (an ASCII letter
+/// is made lowercase by setting its 0x20 bit, which digits already have).
+fn same_hex(expected: &[u8], got: &[u8]) -> bool {
+    expected.len() == got.len()
+        && bool::from(
+            expected
+                .iter()
+                .zip(got)
+                .fold(subtle::Choice::from(1), |ok, (e, g)| ok & e.ct_eq(&(g | 0x20))),
+        )
+}
+
 fn fresh(ts_secs: i64, now_secs: i64) -> Result<(), VerifyError> {
     let off = (now_secs - ts_secs).abs();
     if off > TOLERANCE_SECS {
@@ -148,7 +160,7 @@ impl Verifier {
                     api_key.as_bytes(),
                     &[r.body, ts.to_string().as_bytes()],
                 ));
-                if same(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes()) {
+                if same_hex(expected.as_bytes(), digest.as_bytes()) {
                     Ok(())
                 } else {
                     Err(VerifyError::Mismatch(
@@ -290,13 +302,13 @@ pub fn twilio_signature(auth_token: &str, url: &str, form: &[(String, String)]) 
 
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Retell's `x-retell-signature` for `body` at `ts_ms` (what Retell's SDK `sign` makes).

@@ -98,7 +98,8 @@ async fn receive(
         Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
         Err(p) => Outcome::refused(p, None),
     };
-    let mut res = (outcome.status, outcome.body.clone()).into_response();
+    let answer = crate::http::body::excerpt(&outcome.body.as_bytes()[..outcome.body.len().min(600)]);
+    let mut res = (outcome.status, outcome.body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(outcome.content_type),
@@ -122,9 +123,7 @@ async fn receive(
             called: inbound.as_ref().and_then(|i| i.to.clone()),
             platform_call_id: inbound.and_then(|i| i.call_id),
             call_id: outcome.call_id,
-            answer: crate::http::body::excerpt(
-                &outcome.body.as_bytes()[..outcome.body.len().min(600)],
-            ),
+            answer,
             latency_ms: started.elapsed().as_millis() as u64,
         },
     );
@@ -221,7 +220,7 @@ async fn handle(
     Outcome {
         status: StatusCode::OK,
         content_type: "application/json",
-        body: answer.to_string(),
+        body: answer,
         verdict,
         call_id: Some(started.call_id),
         inbound: Some(inbound),
@@ -251,7 +250,10 @@ async fn start(
         },
     )
     .await?;
-    CallOutcome::parse(&started.json).map_err(|e| AppError::Other(e.into()))
+    match started.outcome {
+        Some(outcome) => Ok(*outcome),
+        None => CallOutcome::parse(&started.json).map_err(|e| AppError::Other(e.into())),
+    }
 }
 
 /// The verdict the Test viewer shows for an answered request.

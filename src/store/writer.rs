@@ -407,7 +407,7 @@ pub struct Claimed {
 pub type Finish = Box<dyn Fn(&[Option<Claimed>]) -> CallRecord + Send + Sync>;
 
 /// What is stored for a started call, and its answer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CallRecord {
     pub source: &'static str,
     pub waited_ms: i64,
@@ -418,13 +418,25 @@ pub struct CallRecord {
     pub outcome: Option<String>,
     /// The API's answer, as JSON.
     pub response: String,
+    /// Whatever the caller built beside the answer and wants handed back with it (a voice
+    /// platform's connection takes the call's outcome as values, not as JSON to read again).
+    pub attachment: Option<Attachment>,
+}
+
+/// Handed back untouched with a started call's answer.
+pub struct Attachment(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attachment")
+    }
 }
 
 /// What became of an attempt.
 #[derive(Debug)]
 pub enum Attempted {
-    /// Recorded; the API's answer.
-    Started(String),
+    /// Recorded; the API's answer, and the record's attachment.
+    Started(String, Option<Attachment>),
     /// The step at this position has no data yet; nothing was claimed or written.
     Missing(usize),
 }

@@ -179,7 +179,8 @@ fn invalid(pointer: &str, detail: String) -> AppError {
 pub struct Started {
     pub call_id: String,
     pub json: String,
-    /// The call's outcome as values, for a call a voice platform announced.
+    /// The call's outcome as values, for a call a voice platform announced (whose `json`
+    /// is then empty: the platform is answered from these).
     pub outcome: Option<Box<CallOutcome>>,
 }
 
@@ -563,9 +564,13 @@ impl CallContext {
             version: Some(self.runtime.version),
             platform: self.platform.clone(),
         };
-        let response = serde_json::to_string(&view).expect("call serialises");
-        // A voice platform's connection answers from these values: handed over as they are,
-        // they need not be read back from the JSON.
+        // A voice platform's connection answers from these values, handed over as they are:
+        // it needs no JSON answer, nor to read one back.
+        let response = if self.platform.is_some() {
+            String::new()
+        } else {
+            serde_json::to_string(&view).expect("call serialises")
+        };
         let attachment = self.platform.is_some().then(|| {
             Attachment(Box::new(CallOutcome {
                 call_id: view.call_id,

@@ -13,8 +13,10 @@ use serde_json::json;
 
 use super::client::{Conn, Keep, Pace, Stats, drive, post};
 use super::server::{Server, cli};
+use super::stalls::StallProbe;
 use super::{
-    Agent, Make, Options, Row, account, best_of, contains, ingest_request, nearby_baseline, phone,
+    Agent, Make, OPEN_ATTEMPTS, Options, Row, account, best_of, contains, disturbing, ingest_request,
+    ms, nearby_baseline, open_figure, open_loop_extra, phone, stalls_ms,
 };
 
 /// Callers of the connector scenarios, apart from every other scenario's (see `phone`: the
@@ -69,6 +71,7 @@ fn retell_request(path: &str) -> Make {
 #[allow(clippy::too_many_arguments)]
 pub async fn rows(
     o: &Options,
+    probe: &StallProbe,
     baseline: &Server,
     precall: &Server,
     echo: &Make,
@@ -87,7 +90,8 @@ pub async fn rows(
     // Every caller has its data cached before the clock starts: as many as the closed loops
     // and the open loop can use at ingest's rate.
     let per_level = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(20_000);
-    let preload_n = per_level * (o.levels.len() as u64 + 1);
+    // The closed loops' callers, then those of each open-loop attempt.
+    let preload_n = per_level * (o.levels.len() as u64 + OPEN_ATTEMPTS);
     let preload = drive(
         precall.addr,
         o.connections,
@@ -148,30 +152,72 @@ pub async fn rows(
         stats: Some(max),
     });
 
-    // 2. p99 at half that throughput, open loop, on callers not used above.
+    // 2. p99 at half that throughput, open loop, on callers not used above. The machine
+    // itself may stop for tens of milliseconds (see `stalls`): as for ingest's open loop, an
+    // attempt during which it did is measured again, up to `OPEN_ATTEMPTS` in all, and
+    // every attempt is reported.
     let rate = (max_rps / 2.0).max(1.0);
-    let open = drive(
-        precall.addr,
-        open_conns,
-        o.duration,
-        Some(per_level),
-        CACHED + per_level * o.levels.len() as u64,
-        Pace::Open { rate },
-        StatusCode::OK,
-        Keep::Nothing,
-        request.clone(),
-    )
-    .await;
+    let mut attempts = Vec::new();
+    let mut earlier_errors = 0;
+    let (open, cpu, gen_cpu, stalls) = loop {
+        let attempt = attempts.len() as u64;
+        let (cpu0, gen0) = (precall.cpu_time(), super::own_cpu());
+        let open = drive(
+            precall.addr,
+            open_conns,
+            o.duration,
+            Some(per_level),
+            CACHED + per_level * (o.levels.len() as u64 + attempt),
+            Pace::Open { rate },
+            StatusCode::OK,
+            Keep::Nothing,
+            request.clone(),
+        )
+        .await;
+        let (cpu, gen_cpu) = (precall.cpu_time() - cpu0, super::own_cpu() - gen0);
+        let stalls = probe.during(&open);
+        let stopped = match disturbing(&stalls) {
+            Some(stop) if attempt + 1 < OPEN_ATTEMPTS => stop,
+            _ => break (open, cpu, gen_cpu, stalls),
+        };
+        println!(
+            "connector open loop, attempt {}: the machine stopped for {:.1} ms (p99 {:.2} ms); measuring again",
+            attempt + 1,
+            ms(stopped),
+            open.ms(0.99)
+        );
+        earlier_errors += open.errors + open.refused;
+        attempts.push(json!({
+            "p99_ms": open.ms(0.99),
+            "p50_ms": open.ms(0.5),
+            "requests": open.ok,
+            "refused": open.refused,
+            "errors": open.errors,
+            "machine_stalls_ms": stalls_ms(&stalls),
+        }));
+    };
     // Each answer must carry the cached data: a sample read back after the loops.
     let (sampled, not_cached) = sample(precall, &request, CACHED + preload_n - 100, 100).await?;
     let p99 = open.ms(0.99);
+    let mut extra = open_loop_extra(&open, rate, cpu, gen_cpu, &stalls);
+    extra["earlier_attempts"] = json!(attempts);
+    extra["sampled"] = json!(sampled);
+    extra["sampled_not_from_webhook"] = json!(not_cached);
+    let mut figure = open_figure(&open, &stalls);
+    if !attempts.is_empty() {
+        figure += &format!(" (attempt {})", attempts.len() + 1);
+    }
     rows.push(Row {
         name: format!("connector (Retell): p99 at {rate:.0} req/s, context cached (open loop)"),
         ratio: Some(open.rps() / near),
-        figure: format!("p99 {p99:.2} ms"),
+        figure,
         target: "p99 ≤ 5 ms".into(),
-        pass: Some(p99 <= 5.0 && open.errors == 0 && open.refused == 0 && not_cached == 0),
-        extra: json!({ "sampled": sampled, "sampled_not_from_webhook": not_cached }),
+        pass: Some(
+            p99 <= 5.0
+                && open.errors + open.refused + earlier_errors == 0
+                && not_cached == 0,
+        ),
+        extra,
         stats: Some(open),
     });
 

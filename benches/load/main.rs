@@ -811,6 +811,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // Voice platforms' connections (connect.rs).
         connect::rows(
             &o,
+            &probe,
             &baseline,
             &precall,
             &echo,

@@ -250,10 +250,10 @@ async fn start(
         },
     )
     .await?;
-    match started.outcome {
-        Some(outcome) => Ok(*outcome),
-        None => CallOutcome::parse(&started.json).map_err(|e| AppError::Other(e.into())),
-    }
+    started
+        .outcome
+        .map(|o| *o)
+        .ok_or_else(|| AppError::Other(anyhow::anyhow!("a platform's call without its outcome")))
 }
 
 /// The verdict the Test viewer shows for an answered request.

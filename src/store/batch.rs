@@ -648,7 +648,10 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
                 .map(|(s, _)| (*c, s.action_id)),
         );
         let mut record = (c.finish)(&mine);
-        outcomes.push(Attempted::Started(std::mem::take(&mut record.response)));
+        outcomes.push(Attempted::Started(
+            std::mem::take(&mut record.response),
+            record.tally,
+        ));
         started.push((c, record));
     }
 

@@ -217,7 +217,8 @@ async fn receive(
 ) -> Response {
     let metrics = app.metrics.clone();
     let res = answer(app, slug, peer, headers, body).await;
-    let replayed = res.headers().contains_key("idempotent-replayed");
+    let replayed =
+        res.status() == StatusCode::ACCEPTED && res.headers().contains_key("idempotent-replayed");
     metrics.webhook(WebhookOutcome::of_status(res.status().as_u16(), replayed));
     res
 }

@@ -364,3 +364,88 @@ async fn metrics_count_a_voice_platforms_calls_under_its_name() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn metrics_count_each_kind_of_webhook_refusal_once() {
+    let (app, token) = server_and_scraper().await;
+    let setup = app.setup(0);
+    let before = scrape(&app, &token).await;
+
+    let post = |url: String, content_type: &'static str, body: Vec<u8>| {
+        app.client
+            .post(url)
+            .header("X-Authorization", &setup.key)
+            .header("content-type", content_type)
+            .header("Idempotency-Key", "metrics-1")
+            .body(body)
+            .send()
+    };
+    let payload = example_payload(&setup.agent_id).to_string().into_bytes();
+    let json = "application/json";
+    for (url, content_type, body, status) in [
+        (setup.url.clone(), json, payload.clone(), 202),
+        // The same Idempotency-Key and body: the first answer again.
+        (setup.url.clone(), json, payload.clone(), 202),
+        (
+            format!("{}/webhooks/nosuchwebhookslug0000000", app.address),
+            json,
+            payload.clone(),
+            404,
+        ),
+        (setup.url.clone(), "text/plain", payload.clone(), 415),
+        (setup.url.clone(), json, b"{not json".to_vec(), 400),
+        (setup.url.clone(), json, vec![b' '; 70_000], 413),
+    ] {
+        let res = post(url, content_type, body).await.unwrap();
+        assert_eq!(res.status(), status);
+    }
+    let res = app
+        .ingest(&setup, &json!({"agentId": setup.agent_id}))
+        .await;
+    assert_eq!(res.status(), 422);
+
+    let after = scrape(&app, &token).await;
+    for (outcome, n) in [
+        ("accepted", 1.0),
+        ("replayed", 1.0),
+        ("not_found", 1.0),
+        ("unsupported_media_type", 1.0),
+        ("bad_request", 1.0),
+        ("too_large", 1.0),
+        ("validation", 1.0),
+        ("unauthorized", 0.0),
+        ("rate_limited", 0.0),
+        ("error", 0.0),
+    ] {
+        let series = format!("precall_webhooks_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(moved(&before, &after, &series), n, "{outcome}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_connections_while_they_are_open() {
+    let (app, token) = server_and_scraper().await;
+    let open = || async { scrape(&app, &token).await.get("precall_open_connections") };
+    let before = open().await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open().await < before + 3.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted the three"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(idle);
+    while open().await > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still counted once closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::catalog::AgentRuntime;
-use crate::connect::answer::CallOutcome;
+use crate::connect::answer::CallOutcome as PlatformAnswer;
 use crate::domain::ids::CallId;
 use crate::domain::payload::Problem;
 use crate::domain::phone::PhoneNumber;
@@ -17,8 +17,9 @@ use crate::domain::runtime::{Question, Run, Step, Stop, Transfer};
 use crate::domain::variables::resolve;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
+use crate::metrics::{CallOutcome, CallSource, DbOp};
 use crate::store::writer::{
-    Attachment, Attempted, CallAttempt, CallRecord, Claimed, StepAttempt, StepState,
+    Attachment, Attempted, CallAttempt, CallRecord, CallTally, Claimed, StepAttempt, StepState,
 };
 use crate::store::{calls as stored_calls, now_ms, rfc3339};
 use crate::wakeups::{Subscription, WakeKey};
@@ -75,6 +76,8 @@ pub struct PlatformCall {
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub platform: PlatformCall,
+    /// The platform, for the call counters.
+    pub kind: crate::connect::Platform,
     pub wait_cap: Duration,
 }
 
@@ -181,11 +184,38 @@ pub struct Started {
     pub json: String,
     /// The call's outcome as values, for a call a voice platform announced (whose `json`
     /// is then empty: the platform is answered from these).
-    pub outcome: Option<Box<CallOutcome>>,
+    pub outcome: Option<Box<PlatformAnswer>>,
 }
 
-fn outcome_of(attachment: Option<Attachment>) -> Option<Box<CallOutcome>> {
-    attachment.and_then(|a| a.0.downcast::<CallOutcome>().ok())
+fn outcome_of(attachment: Option<Attachment>) -> Option<Box<PlatformAnswer>> {
+    attachment.and_then(|a| a.0.downcast::<PlatformAnswer>().ok())
+}
+
+/// Starts a call as [`start_call`] does, and counts what it came to.
+async fn start_with(
+    app: &AppState,
+    token_agent: i64,
+    req: StartCall,
+    simulated: Option<Option<Simulation>>,
+    origin: Option<Origin>,
+) -> Result<Started, AppError> {
+    let source = match (&simulated, &origin) {
+        (Some(_), _) => CallSource::Console,
+        (None, Some(o)) => o.kind.into(),
+        (None, None) => CallSource::Api,
+    };
+    let started = start_call(app, token_agent, req, simulated, origin).await;
+    match &started {
+        Ok((_, tally)) => {
+            app.metrics.call(source, tally.outcome);
+            app.metrics.call_waited(tally.waited);
+        }
+        Err(AppError::Problem(p)) => app
+            .metrics
+            .call(source, CallOutcome::of_failure(p.kind.status().as_u16())),
+        Err(_) => app.metrics.call(source, CallOutcome::Error),
+    }
+    started.map(|(s, _)| s)
 }
 
 /// Starts a call for the agent the runtime token speaks for.
@@ -234,13 +264,13 @@ pub async fn simulate(
     start_with(app, token_agent, req, Some(sim), None).await
 }
 
-async fn start_with(
+async fn start_call(
     app: &AppState,
     token_agent: i64,
     req: StartCall,
     simulated: Option<Option<Simulation>>,
     origin: Option<Origin>,
-) -> Result<Started, AppError> {
+) -> Result<(Started, CallTally), AppError> {
     let started = Instant::now();
     let wait_cap = origin.as_ref().map_or(Duration::MAX, |o| o.wait_cap);
     let platform = origin.map(|o| o.platform);
@@ -352,11 +382,14 @@ async fn start_with(
             preset,
         };
         return match app.writer.start_call(attempt).await? {
-            Attempted::Started(json, attachment) => Ok(Started {
-                call_id: call_id.to_string(),
-                json,
-                outcome: outcome_of(attachment),
-            }),
+            Attempted::Started(json, tally, attachment) => Ok((
+                Started {
+                    call_id: call_id.to_string(),
+                    json,
+                    outcome: outcome_of(attachment),
+                },
+                tally,
+            )),
             Attempted::Missing(_) => Err(AppError::Other(anyhow::anyhow!(
                 "a simulated call waits for nothing"
             ))),
@@ -406,12 +439,15 @@ async fn start_with(
             preset: Vec::new(),
         };
         let missing = match app.writer.start_call(attempt).await? {
-            Attempted::Started(json, attachment) => {
-                return Ok(Started {
-                    call_id: call_id.to_string(),
-                    json,
-                    outcome: outcome_of(attachment),
-                });
+            Attempted::Started(json, tally, attachment) => {
+                return Ok((
+                    Started {
+                        call_id: call_id.to_string(),
+                        json,
+                        outcome: outcome_of(attachment),
+                    },
+                    tally,
+                ));
             }
             Attempted::Missing(i) => i,
         };
@@ -442,12 +478,13 @@ async fn start_with(
                 continue;
             }
         };
-        if tokio::time::timeout_at(deadline.into(), subscription_for_it.woken())
-            .await
-            .is_err()
-        {
-            states[missing] = StepState::GaveUp;
-            gave_up[missing] = Some(started.elapsed());
+        match tokio::time::timeout_at(deadline.into(), subscription_for_it.woken()).await {
+            Ok(Some(notified)) => app.metrics.woken(notified.elapsed()),
+            Ok(None) => {}
+            Err(_) => {
+                states[missing] = StepState::GaveUp;
+                gave_up[missing] = Some(started.elapsed());
+            }
         }
     }
 }
@@ -531,7 +568,14 @@ impl CallContext {
             .iter()
             .find(|s| s.kind == "greeting")
             .and_then(|s| s.said.clone());
-        let waited_ms = self.started.elapsed().as_millis() as i64;
+        let waited = self.started.elapsed();
+        let waited_ms = waited.as_millis() as i64;
+        // A pre-call End Call that ends the call is the run's last step.
+        let ended_before_greeting = matches!(run.stop, Stop::Ended { .. })
+            && run
+                .steps
+                .last()
+                .is_some_and(|s| s.kind == "precall_end_call");
         // Each part is serialised once: stored as is, and embedded in the answer.
         let precall = to_raw(&precall);
         let steps = to_raw(&run.steps);
@@ -572,7 +616,7 @@ impl CallContext {
             serde_json::to_string(&view).expect("call serialises")
         };
         let attachment = self.platform.is_some().then(|| {
-            Attachment(Box::new(CallOutcome {
+            Attachment(Box::new(PlatformAnswer {
                 call_id: view.call_id,
                 source: view.source.clone(),
                 variables,
@@ -594,6 +638,16 @@ impl CallContext {
             outcome: view.outcome,
             response,
             attachment,
+            tally: CallTally {
+                outcome: if ended_before_greeting {
+                    CallOutcome::EndedBeforeGreeting
+                } else if source == "webhook" {
+                    CallOutcome::Webhook
+                } else {
+                    CallOutcome::Fallback
+                },
+                waited,
+            },
         }
     }
 }
@@ -683,6 +737,17 @@ pub fn view_of(row: stored_calls::CallRow) -> CallView {
     }
 }
 
+/// A stored call, timed as a database round trip.
+async fn read_call(
+    app: &AppState,
+    public_id: &str,
+) -> Result<Option<stored_calls::CallRow>, sqlx::Error> {
+    let asked = Instant::now();
+    let row = stored_calls::find(&app.db, public_id).await;
+    app.metrics.db(DbOp::ReadCall, asked.elapsed());
+    row
+}
+
 /// A call of the token's agent, read back.
 pub async fn find(
     app: &AppState,
@@ -691,7 +756,7 @@ pub async fn find(
 ) -> Result<Option<CallView>, AppError> {
     // Late data for the call may be acknowledged and not yet committed.
     app.writer.settle().await?;
-    Ok(stored_calls::find(&app.db, public_id)
+    Ok(read_call(app, public_id)
         .await?
         .filter(|row| row.agent_id == token_agent)
         .map(view_of))
@@ -726,7 +791,7 @@ pub async fn answer(
         )
     };
     app.writer.settle().await?;
-    let row = stored_calls::find(&app.db, public_id)
+    let row = read_call(app, public_id)
         .await?
         .filter(|row| row.agent_id == token_agent)
         .ok_or_else(not_found)?;

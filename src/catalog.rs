@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -20,6 +20,7 @@ use crate::domain::document::AgentDocument;
 use crate::domain::phone::Region;
 use crate::domain::runtime::Program;
 use crate::domain::variables::VariableDef;
+use crate::metrics::{DbOp, Metrics};
 use crate::store::actions::{self, ActiveKey};
 use crate::store::agents::{self, Agent};
 use crate::store::documents::{self, webhook_settings};
@@ -144,6 +145,8 @@ struct Entries {
 #[derive(Clone)]
 pub struct Catalog {
     db: Db,
+    /// Where loads on a cache miss are timed.
+    metrics: Arc<Metrics>,
     entries: Arc<RwLock<Entries>>,
     /// Bumped by every invalidation, so that a load that raced one is not cached.
     generation: Arc<AtomicU64>,
@@ -181,9 +184,10 @@ where
 }
 
 impl Catalog {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, metrics: Arc<Metrics>) -> Self {
         Self {
             db,
+            metrics,
             entries: Arc::default(),
             generation: Arc::default(),
             seen_version: Arc::new(AtomicI64::new(i64::MIN)),
@@ -241,8 +245,9 @@ impl Catalog {
         {
             return Ok(Some(hit.clone()));
         }
+        let asked = Instant::now();
         let generation = self.generation.load(Ordering::Acquire);
-        single_flight(&self.loading_webhooks, slug, generation, || async {
+        let loaded = single_flight(&self.loading_webhooks, slug, generation, || async {
             let Some(row) = actions::find_ingest_target(&self.db, slug).await? else {
                 return Ok(None);
             };
@@ -285,7 +290,9 @@ impl Catalog {
             });
             Ok(Some(target))
         })
-        .await
+        .await;
+        self.metrics.db(DbOp::ReadConfig, asked.elapsed());
+        loaded
     }
 
     /// The connection at `slug`, if there is one (cached until the configuration changes).
@@ -303,7 +310,10 @@ impl Catalog {
             return Ok(Some(hit.clone()));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let Some(row) = crate::store::connections::by_slug(&self.db, slug).await? else {
+        let asked = Instant::now();
+        let row = crate::store::connections::by_slug(&self.db, slug).await;
+        self.metrics.db(DbOp::ReadConfig, asked.elapsed());
+        let Some(row) = row? else {
             return Ok(None);
         };
         let verifier = row
@@ -335,8 +345,9 @@ impl Catalog {
         {
             return Ok(Some(hit.clone()));
         }
+        let asked = Instant::now();
         let generation = self.generation.load(Ordering::Acquire);
-        single_flight(&self.loading_agents, public_id, generation, || async {
+        let loaded = single_flight(&self.loading_agents, public_id, generation, || async {
             let Some(agent) = agents::find_by_public_id(&self.db, public_id).await? else {
                 return Ok(None);
             };
@@ -350,7 +361,9 @@ impl Catalog {
             });
             Ok(Some(runtime))
         })
-        .await
+        .await;
+        self.metrics.db(DbOp::ReadConfig, asked.elapsed());
+        loaded
     }
 
     /// The program of version `version` of the agent `runtime` runs: for a call that
@@ -392,7 +405,10 @@ impl Catalog {
             return Ok(Some(*agent));
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let agent = tokens::agent_for(&self.db, presented).await?;
+        let asked = Instant::now();
+        let agent = tokens::agent_for(&self.db, presented).await;
+        self.metrics.db(DbOp::ReadConfig, asked.elapsed());
+        let agent = agent?;
         if let Some(agent) = agent {
             self.store(generation, |e| {
                 e.tokens.insert(key, agent);

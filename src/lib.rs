@@ -11,6 +11,7 @@ pub mod domain;
 pub mod drafts;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod phones;
 pub mod serve;
 pub mod startup;

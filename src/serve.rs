@@ -47,7 +47,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::error::{ApiProblem, ProblemKind};
+use crate::metrics::OpenConnection;
 
 /// How long a client has to send a request's parts.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +115,7 @@ pub async fn serve(
     router: Router,
     timeouts: ReadTimeouts,
     limits: ConnectionLimits,
+    open_connections: Gauge,
     signal: impl Future<Output = ()> + Send + 'static,
 ) {
     // Connections hold a receiver of `stop_rx`'s channel; dropping it tells them to finish.
@@ -198,6 +202,7 @@ pub async fn serve(
                 crowded: crowded.subscribe(),
                 _open: open_rx.clone(),
                 _room: permit,
+                _counted: OpenConnection::new(&open_connections),
             },
         ));
     }
@@ -271,6 +276,8 @@ struct Held {
     _open: watch::Receiver<()>,
     /// Its place under the connection cap.
     _room: OwnedSemaphorePermit,
+    /// Counts it in `precall_open_connections` while it is open.
+    _counted: OpenConnection,
 }
 
 /// What a connection's parts tell each other.
@@ -498,6 +505,7 @@ async fn connection(
         mut crowded,
         _open: open,
         _room: room,
+        _counted: counted,
     } = held;
     let state = Arc::new(ConnState::new());
     let io = TokioIo::new(Watched {
@@ -633,7 +641,7 @@ async fn connection(
             linger(stream).await;
         }
     }
-    drop((open, room));
+    drop((open, room, counted));
 }
 
 fn is_header_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

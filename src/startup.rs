@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::domain::phone::PhoneNumber;
 use crate::http::rate::IngestLimits;
 use crate::http::{self, AppState, Shared};
+use crate::metrics::Metrics;
 use crate::serve::{ConnectionLimits, ReadTimeouts};
 use crate::store::journal::Journal;
 use crate::store::refusals::spawn_flusher;
@@ -37,6 +38,7 @@ impl Application {
         let db = Db::open(&settings.database_url).await?;
         PhoneNumber::warm_up();
         let wakeups: Arc<dyn Wakeups> = Arc::new(InProcessWakeups::new());
+        let metrics = Arc::new(Metrics::new());
         let journal = match db.journal_path() {
             // Opened even when commits are not deferred, to apply what an earlier run left.
             Some(path) => {
@@ -71,6 +73,7 @@ impl Application {
             journal,
             settings.pacing,
             wakeups.clone(),
+            metrics.clone(),
         )?;
         let listener = listen(&settings.bind).await?;
         let addr = listener.local_addr()?;
@@ -78,7 +81,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let catalog = Catalog::new(db.clone());
+        let catalog = Catalog::new(db.clone(), metrics.clone());
         // On a full disk the server still starts: it serves reads, and its writes wait for
         // room. It registers once it can.
         let server = match register(&db, &catalog).await {
@@ -105,6 +108,7 @@ impl Application {
             refusals: Arc::default(),
             delivery_retention: settings.delivery_retention,
             connect: Arc::default(),
+            metrics,
         });
         Ok(Self {
             listener,
@@ -176,6 +180,7 @@ impl Application {
         let watcher = state.catalog.spawn_watcher();
         let checkpointer =
             spawn_checkpointer(db.clone(), state.writer.clone(), settings.wal_restart_bytes);
+        let open_connections = state.metrics.open_connections.clone();
         let app = http::router(state);
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,7 +201,8 @@ impl Application {
             max_header_bytes: settings.max_header_bytes as usize,
         };
         let cut_short = {
-            let serve = crate::serve::serve(listener, app, timeouts, limits, signal);
+            let serve =
+                crate::serve::serve(listener, app, timeouts, limits, open_connections, signal);
             tokio::select! {
                 () = serve => false,
                 _ = async {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -27,14 +28,16 @@ pub trait Wakeups: Send + Sync + 'static {
 
 /// Resolves when the key is notified. Dropping it withdraws the interest.
 pub struct Subscription {
-    rx: oneshot::Receiver<()>,
+    /// Receives when the key was notified.
+    rx: oneshot::Receiver<Instant>,
     on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Subscription {
-    /// Waits until notified (or the notifier goes away).
-    pub async fn woken(mut self) {
-        let _ = (&mut self.rx).await;
+    /// Waits until notified (or the notifier goes away); returns when it was notified, so
+    /// that the time a waiting call takes to resume can be measured.
+    pub async fn woken(mut self) -> Option<Instant> {
+        (&mut self.rx).await.ok()
     }
 }
 
@@ -48,7 +51,7 @@ impl Drop for Subscription {
 
 const SHARDS: usize = 16;
 
-type Waiters = HashMap<WakeKey, Vec<(u64, oneshot::Sender<()>)>>;
+type Waiters = HashMap<WakeKey, Vec<(u64, oneshot::Sender<Instant>)>>;
 
 /// Wake-ups within one process: a sharded map from key to waiting calls.
 pub struct InProcessWakeups {
@@ -107,8 +110,11 @@ impl Wakeups for Arc<InProcessWakeups> {
 
     fn notify(&self, key: &WakeKey) {
         let waiters = self.shard(key).lock().unwrap().remove(key);
-        for (_, tx) in waiters.into_iter().flatten() {
-            let _ = tx.send(());
+        if let Some(waiters) = waiters {
+            let now = Instant::now();
+            for (_, tx) in waiters {
+                let _ = tx.send(now);
+            }
         }
     }
 }

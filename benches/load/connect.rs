@@ -15,8 +15,8 @@ use super::client::{Conn, Keep, Pace, Stats, drive, post};
 use super::server::{Server, cli};
 use super::stalls::StallProbe;
 use super::{
-    Agent, Make, OPEN_ATTEMPTS, Options, Row, account, best_of, contains, disturbing, ingest_request,
-    ms, nearby_baseline, open_figure, open_loop_extra, phone, stalls_ms,
+    Agent, Make, OPEN_ATTEMPTS, Options, Row, account, best_of, contains, disturbing,
+    ingest_request, ms, nearby_baseline, open_figure, open_loop_extra, phone, stalls_ms,
 };
 
 /// Callers of the connector scenarios, apart from every other scenario's (see `phone`: the
@@ -213,9 +213,7 @@ pub async fn rows(
         figure,
         target: "p99 ≤ 5 ms".into(),
         pass: Some(
-            p99 <= 5.0
-                && open.errors + open.refused + earlier_errors == 0
-                && not_cached == 0,
+            p99 <= 5.0 && open.errors + open.refused + earlier_errors == 0 && not_cached == 0,
         ),
         extra,
         stats: Some(open),

@@ -107,7 +107,10 @@ impl Serialize for TextVariables<'_> {
         let own = self.call.own_variables();
         let own = own.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
         let ours = |k: &str| {
-            self.call.own_variables().iter().any(|(n, v)| *n == k && v.is_some())
+            self.call
+                .own_variables()
+                .iter()
+                .any(|(n, v)| *n == k && v.is_some())
                 || self.extra.iter().any(|(n, _)| *n == k)
         };
         let mut m = s.serialize_map(None)?;
@@ -214,7 +217,12 @@ pub fn json_answer(
                 dynamic_variables: Some(vars(&[])),
                 override_agent_id: agent,
             };
-            (to_json(&CallInbound { call_inbound: inbound }), None)
+            (
+                to_json(&CallInbound {
+                    call_inbound: inbound,
+                }),
+                None,
+            )
         }
         // https://docs.synthflow.ai/inbound-webhook-api: an empty call_inbound disconnects
         // the call; override_model_id "" keeps the agent that received it.
@@ -230,7 +238,12 @@ pub fn json_answer(
                 custom_variables: vars(&[]),
                 metadata: call.metadata(),
             };
-            (to_json(&CallInbound { call_inbound: inbound }), None)
+            (
+                to_json(&CallInbound {
+                    call_inbound: inbound,
+                }),
+                None,
+            )
         }
         // https://docs.vapi.ai/server-url/events: an assistant, a transfer destination, or
         // an error spoken to the caller.
@@ -366,10 +379,7 @@ mod tests {
             answer(Platform::Synthflow, &c, &m),
             json!({"call_inbound": {}})
         );
-        assert_eq!(
-            answer(Platform::Vapi, &c, &m),
-            json!({"error": "Goodbye."})
-        );
+        assert_eq!(answer(Platform::Vapi, &c, &m), json!({"error": "Goodbye."}));
         assert_eq!(
             answer(Platform::Telnyx, &c, &m)["dynamic_variables"]["precall_refused"],
             "true"

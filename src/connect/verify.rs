@@ -108,7 +108,9 @@ fn same_hex(expected: &[u8], got: &[u8]) -> bool {
             expected
                 .iter()
                 .zip(got)
-                .fold(subtle::Choice::from(1), |ok, (e, g)| ok & e.ct_eq(&(g | 0x20))),
+                .fold(subtle::Choice::from(1), |ok, (e, g)| {
+                    ok & e.ct_eq(&(g | 0x20))
+                }),
         )
 }
 

@@ -32,6 +32,7 @@ use crate::connect::{
     Inbound, Platform, inbound_of, synthflow_call_id, twilio_inbound, twiml, wait_cap,
 };
 use crate::error::{ApiProblem, AppError, ProblemKind};
+use crate::metrics;
 use crate::store::now_ms;
 
 pub fn router() -> Router<AppState> {
@@ -98,7 +99,18 @@ async fn receive(
         Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
         Err(p) => Outcome::refused(p, None),
     };
-    let answer = crate::http::body::excerpt(&outcome.body.as_bytes()[..outcome.body.len().min(600)]);
+    // A request refused before its call could start (no valid signature, a replay, not a
+    // call) has no caller; one refused by the call start has, and was counted there. A
+    // Twilio turn continues a call rather than starting one.
+    let twilio_turn = || target.platform == Platform::Twilio && turn_of(uri.query()).is_some();
+    if !outcome.status.is_success() && outcome.inbound.is_none() && !twilio_turn() {
+        app.metrics.call(
+            target.platform.into(),
+            metrics::CallOutcome::of_failure(outcome.status.as_u16()),
+        );
+    }
+    let answer =
+        crate::http::body::excerpt(&outcome.body.as_bytes()[..outcome.body.len().min(600)]);
     let mut res = (outcome.status, outcome.body).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -246,6 +258,7 @@ async fn start(
                 platform: target.platform.as_str().to_owned(),
                 call_id: inbound.call_id.clone(),
             },
+            kind: target.platform,
             wait_cap: wait_cap(target.platform, target.deadline_ms),
         },
     )

@@ -31,6 +31,7 @@ use crate::auth::signing::{self, SignatureError, SignedHeaders};
 use crate::catalog::WebhookTarget;
 use crate::domain::payload::{self, PayloadError};
 use crate::error::{ApiProblem, AppError, ProblemKind};
+use crate::metrics::WebhookOutcome;
 use crate::store::now_ms;
 use crate::store::refusals::RefusalReason;
 use crate::store::writer::{Idempotency, IngestCommitted, IngestWrite, NewDelivery};
@@ -210,6 +211,21 @@ impl Attempt {
 async fn receive(
     State(app): State<AppState>,
     Path(slug): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = app.metrics.clone();
+    let res = answer(app, slug, peer, headers, body).await;
+    let replayed =
+        res.status() == StatusCode::ACCEPTED && res.headers().contains_key("idempotent-replayed");
+    metrics.webhook(WebhookOutcome::of_status(res.status().as_u16(), replayed));
+    res
+}
+
+async fn answer(
+    app: AppState,
+    slug: String,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,

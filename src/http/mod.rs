@@ -8,6 +8,7 @@ pub mod connect;
 pub mod fallback;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod rate;
@@ -74,12 +75,15 @@ pub struct Shared {
     pub delivery_retention: std::time::Duration,
     /// Voice platforms' connections: their latest requests and the requests already taken.
     pub connect: Arc<crate::connect::log::ConnectState>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .merge(ingest::router())
         .merge(connect::router())
         .merge(api::router())

@@ -72,6 +72,7 @@ pub fn router() -> Router<AppState> {
         super::api::manage::connections::create_connection,
         super::api::manage::connections::update_connection,
         super::api::manage::connections::delete_connection,
+        super::metrics::metrics,
     ),
     components(schemas(
         crate::http::api::manage::AgentDocumentSchema,
@@ -86,6 +87,7 @@ pub fn router() -> Router<AppState> {
     tags(
         (name = "ingest", description = "Webhook senders: cache a caller's context before the call."),
         (name = "calls", description = "The call runtime: calls, their variables and flow steps."),
+        (name = "operations", description = "Operators: the server's metrics for Prometheus. An admin API token (`pcat_…`) as Bearer; a read-only one is enough."),
         (name = "manage", description = "Automation: agents, their configuration as a versioned document (draft, publish, versions), webhooks' secrets, variables, tokens, deliveries and calls. An admin API token (`pcat_…`) as Bearer."),
     )
 )]

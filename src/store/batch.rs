@@ -650,6 +650,7 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         let mut record = (c.finish)(&mine);
         outcomes.push(Attempted::Started(
             std::mem::take(&mut record.response),
+            record.tally,
             record.attachment.take(),
         ));
         started.push((c, record));

@@ -29,6 +29,7 @@ use super::batch::{self, DeliveryRow};
 use super::journal::{self, Journal, Record};
 use super::refusals::RefusalCount;
 use super::{config_writer_waiting, now_ms};
+use crate::metrics::{DbOp, Metrics};
 use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests run as one group.
@@ -406,6 +407,14 @@ pub struct Claimed {
 /// Builds a call's record from what each step claimed.
 pub type Finish = Box<dyn Fn(&[Option<Claimed>]) -> CallRecord + Send + Sync>;
 
+/// What a started call came to and how long it waited for its data, for the call
+/// counters of `GET /metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTally {
+    pub outcome: crate::metrics::CallOutcome,
+    pub waited: Duration,
+}
+
 /// What is stored for a started call, and its answer.
 #[derive(Debug)]
 pub struct CallRecord {
@@ -421,6 +430,7 @@ pub struct CallRecord {
     /// Whatever the caller built beside the answer and wants handed back with it (a voice
     /// platform's connection takes the call's outcome as values, not as JSON to read again).
     pub attachment: Option<Attachment>,
+    pub tally: CallTally,
 }
 
 /// Handed back untouched with a started call's answer.
@@ -435,8 +445,8 @@ impl std::fmt::Debug for Attachment {
 /// What became of an attempt.
 #[derive(Debug)]
 pub enum Attempted {
-    /// Recorded; the API's answer, and the record's attachment.
-    Started(String, Option<Attachment>),
+    /// Recorded; the API's answer, what the call came to, and the record's attachment.
+    Started(String, CallTally, Option<Attachment>),
     /// The step at this position has no data yet; nothing was claimed or written.
     Missing(usize),
 }
@@ -550,6 +560,7 @@ impl Writer {
         mut journal: Option<Journal>,
         pacing: Pacing,
         wakeups: Arc<dyn Wakeups>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, JoinHandle<()>)> {
         let health = Arc::new(Health::new());
         let mut behind = false;
@@ -586,6 +597,7 @@ impl Writer {
         let signals = Signals {
             holding: holding.clone(),
             health: health.clone(),
+            metrics,
         };
         let spawned = std::thread::Builder::new()
             .name("precall-writer".into())
@@ -673,6 +685,11 @@ impl Writer {
         self.submit(|r| Command::Sweep(at, r)).await
     }
 
+    /// Requests waiting in the writer's queue now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Commits every webhook acknowledged so far, so that what is read next includes them.
     /// Reads of what ingest writes (deliveries, late data on calls) call this first; it
     /// returns at once when nothing is held. While the database does not take them (a full
@@ -689,6 +706,7 @@ impl Writer {
 struct Signals {
     holding: Arc<AtomicBool>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 fn run(
@@ -723,6 +741,7 @@ fn run(
         replay_failed_logged: behind.then(Instant::now),
         holding: signals.holding,
         health: signals.health,
+        metrics: signals.metrics,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut last_group = Instant::now();
@@ -769,6 +788,8 @@ fn run(
         let group_started = Instant::now();
         let results = w.run(&batch);
         let took = group_started.elapsed();
+        w.metrics.groups.observe(batch.len() as u64);
+        w.metrics.db(DbOp::WriteGroup, took);
         if took > SLOW_GROUP {
             tracing::warn!(
                 size = batch.len(),
@@ -812,6 +833,7 @@ struct Groups<'c> {
     /// Shared with [`Writer::settle`]: the open transaction holds acknowledged webhooks.
     holding: Arc<AtomicBool>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 impl Groups<'_> {
@@ -1000,6 +1022,7 @@ impl Groups<'_> {
             .as_ref()
             .filter(|j| !j.is_empty() || j.is_broken())
             .map(Journal::last_seq);
+        let asked = Instant::now();
         let committed = journaled
             .map_or(Ok(0), |seq| {
                 self.conn
@@ -1007,6 +1030,7 @@ impl Groups<'_> {
                     .execute([seq])
             })
             .and_then(|_| self.conn.execute_batch("COMMIT"));
+        self.metrics.db(DbOp::Commit, asked.elapsed());
         if let Err(e) = committed {
             self.failed(&e);
             self.abandon();

@@ -23,6 +23,7 @@ mod ingest;
 mod ingest_refusals;
 mod key_rotation;
 mod manage;
+mod metrics;
 mod openapi;
 mod precall_semantics;
 mod process;

@@ -1,7 +1,8 @@
 //! `POST /api/v1/calls` starts a call, `POST /api/v1/calls/{id}/input` answers its question,
 //! `GET /api/v1/calls/{id}` reads it back.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -9,8 +10,9 @@ use axum::{Json, Router};
 
 use super::{ApiJson, RuntimeAgent};
 use crate::calls::{self, CallInput, StartCall};
-use crate::error::{AppError, ProblemKind};
+use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
+use crate::metrics::{CallOutcome, CallSource};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,8 +56,8 @@ pub fn router() -> Router<AppState> {
 )]
 async fn start(
     State(app): State<AppState>,
-    RuntimeAgent(agent_id): RuntimeAgent,
-    ApiJson(req): ApiJson<StartCall>,
+    Counted(RuntimeAgent(agent_id)): Counted<RuntimeAgent>,
+    Counted(ApiJson(req)): Counted<ApiJson<StartCall>>,
 ) -> Result<Response, AppError> {
     let call = calls::start(&app, agent_id, req).await?;
     let location = format!("/api/v1/calls/{}", call.call_id);
@@ -68,6 +70,47 @@ async fn start(
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
+}
+
+/// A part of a call start whose refusal (no valid token, not a call) is counted as a refused
+/// call; the call start counts what comes after.
+struct Counted<T>(T);
+
+fn count_refusal(app: &AppState, status: StatusCode) {
+    app.metrics
+        .call(CallSource::Api, CallOutcome::of_failure(status.as_u16()));
+}
+
+impl FromRequestParts<AppState> for Counted<RuntimeAgent> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, AppError> {
+        match RuntimeAgent::from_request_parts(parts, app).await {
+            Ok(agent) => Ok(Self(agent)),
+            Err(e) => {
+                let status = match &e {
+                    AppError::Problem(p) => p.kind.status(),
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                count_refusal(app, status);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl FromRequest<AppState> for Counted<ApiJson<StartCall>> {
+    type Rejection = ApiProblem;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiProblem> {
+        match ApiJson::from_request(req, app).await {
+            Ok(body) => Ok(Self(body)),
+            Err(p) => {
+                count_refusal(app, p.kind.status());
+                Err(p)
+            }
+        }
+    }
 }
 
 #[utoipa::path(

@@ -196,6 +196,16 @@ pub async fn rows(
             "machine_stalls_ms": stalls_ms(&stalls),
         }));
     };
+    if let Some(path) = &o.open_trace {
+        // Beside ingest's trace: each request's due time, latency and lateness, in µs.
+        let mut trace = open.trace.clone();
+        trace.sort_unstable();
+        let text: String = trace
+            .iter()
+            .map(|(due, latency, late)| format!("{due} {latency} {late}\n"))
+            .collect();
+        std::fs::write(path.with_extension("connect"), text)?;
+    }
     // Each answer must carry the cached data: a sample read back after the loops.
     let (sampled, not_cached) = sample(precall, &request, CACHED + preload_n - 100, 100).await?;
     let p99 = open.ms(0.99);

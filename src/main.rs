@@ -4,9 +4,6 @@ use tracing_subscriber::EnvFilter;
 use precall::config::{Cli, Command, Settings};
 use precall::startup::{Application, shutdown_signal};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

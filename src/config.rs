@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Pre-call webhooks and flows for voice agents"
 )]
 pub struct Cli {
-    /// SQLite database URL; the file is created and migrated if missing.
+    /// Database URL: `sqlite://…` (the file is created if missing), or `postgres://…`
+    /// for a PostgreSQL database shared by the servers of a cluster. Migrated at start.
     #[arg(
         long,
         env = "PRECALL_DATABASE_URL",

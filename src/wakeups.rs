@@ -1,8 +1,9 @@
 //! Wakes a waiting call the moment its caller's data is committed.
 //!
 //! A call subscribes to (action, caller) *before* it looks for data, so a commit that
-//! lands between the look and the wait is never missed. [`Wakeups`] is a trait so that a
-//! multi-node deployment can back it with the shared database's notifications.
+//! lands between the look and the wait is never missed. On PostgreSQL every server's
+//! listener (see `store::pg::listener`) turns the shared database's notifications into
+//! wake-ups of the calls waiting on that server.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -23,6 +24,9 @@ pub trait Wakeups: Send + Sync + 'static {
     fn subscribe(&self, key: WakeKey) -> Subscription;
     /// Wakes every call waiting on `key`.
     fn notify(&self, key: &WakeKey);
+    /// Wakes every waiting call, to look at the store again: after notifications may have
+    /// been missed (a listener's connection to a shared database that was lost).
+    fn notify_all(&self);
 }
 
 /// Resolves when the key is notified. Dropping it withdraws the interest.
@@ -111,6 +115,15 @@ impl Wakeups for Arc<InProcessWakeups> {
             let _ = tx.send(());
         }
     }
+
+    fn notify_all(&self) {
+        for shard in &self.shards {
+            let waiters = std::mem::take(&mut *shard.lock().unwrap());
+            for (_, tx) in waiters.into_values().flatten() {
+                let _ = tx.send(());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +152,21 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_every_waiting_call() {
+        let w = InProcessWakeups::new();
+        let subs: Vec<_> = (0..40)
+            .map(|i| w.subscribe(key(&format!("+{i}"))))
+            .collect();
+        w.notify_all();
+        for s in subs {
+            tokio::time::timeout(Duration::from_secs(1), s.woken())
+                .await
+                .expect("woken");
+        }
+        assert_eq!(w.waiting(), 0);
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ const GATHER: usize = 32;
 /// and the earlier 100 and 500 µs runs).
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// A group commit slower than this is logged.
-pub(in crate::store) const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
+const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.
 pub(in crate::store) const QUEUE: usize = 8192;
 /// How long an Idempotency-Key is remembered.

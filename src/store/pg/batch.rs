@@ -280,7 +280,7 @@ async fn ingest_round<'a>(
         .filter(|(w, _)| w.idempotency.is_some())
         .collect();
     if !keyed.is_empty() {
-        fn key<'w>(w: &'w IngestWrite) -> &'w crate::store::writer::Idempotency {
+        fn key(w: &IngestWrite) -> &crate::store::writer::Idempotency {
             w.idempotency.as_ref().expect("keyed")
         }
         sqlx::query(

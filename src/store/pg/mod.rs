@@ -15,16 +15,15 @@ use std::time::Duration;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-/// A PostgreSQL database: one pool, and how to reach it.
+/// A PostgreSQL database: one pool.
 #[derive(Clone)]
 pub struct PgDb {
     pub pool: PgPool,
-    options: PgConnectOptions,
 }
 
 /// The advisory lock every configuration write holds for its transaction (see
 /// [`super::begin_write`]): "precall" in ASCII.
-pub const CONFIG_WRITE_LOCK: i64 = 0x7072_6563_616c_6c;
+pub const CONFIG_WRITE_LOCK: i64 = 0x0070_7265_6361_6c6c;
 
 /// How long a connection may wait for a lock before its statement fails.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,15 +38,10 @@ impl PgDb {
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(8))
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, options })
-    }
-
-    /// The options the pool connects with, for connections of its own (the listener).
-    pub fn connect_options(&self) -> &PgConnectOptions {
-        &self.options
+        Ok(Self { pool })
     }
 
     /// `SELECT 1`: is the database reachable?

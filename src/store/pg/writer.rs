@@ -21,10 +21,14 @@ use super::batch;
 use crate::store::batch::DeliveryRow;
 use crate::store::now_ms;
 use crate::store::writer::{
-    self, CallAttempt, Command, Done, Health, IngestWrite, MAX_BATCH, QUEUE, SLOW_GROUP, Target,
-    WriteError, WriteFailure, Writer,
+    self, CallAttempt, Command, Done, Health, IngestWrite, MAX_BATCH, QUEUE, Target, WriteError,
+    WriteFailure, Writer,
 };
 use crate::wakeups::Wakeups;
+
+/// A group slower than this is logged: a commit waits for PostgreSQL to flush its log, a
+/// few milliseconds on an ordinary disk.
+const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Starts the writer as a task on `pool`. The returned handle finishes when every `Writer`
 /// is dropped and the queue is drained.

@@ -28,8 +28,9 @@ fn cli(database_url: &str, address: &str, args: &[&str]) -> Value {
     serde_json::from_str(&run_cli(database_url, address, &args)).unwrap()
 }
 
-/// An agent whose calls wait up to `wait_ms` for one Webhook action, and its runtime token.
-fn set_up(database_url: &str, address: &str, wait_ms: u64) -> Setup {
+/// An agent whose calls wait up to `wait_ms` for one Webhook action, its runtime token, and
+/// the action's key in the agent's document.
+fn set_up(database_url: &str, address: &str, wait_ms: u64) -> (Setup, String) {
     let agent = cli(
         database_url,
         address,
@@ -55,12 +56,13 @@ fn set_up(database_url: &str, address: &str, wait_ms: u64) -> Setup {
         address,
         &["token", "create", "--agent", &agent_id],
     );
-    Setup {
+    let setup = Setup {
         agent_id,
         url: hook["url"].as_str().unwrap().to_owned(),
         key: hook["apiKey"].as_str().unwrap().to_owned(),
         token: token["token"].as_str().unwrap().to_owned(),
-    }
+    };
+    (setup, hook["actionKey"].as_str().unwrap().to_owned())
 }
 
 /// The webhook's URL on the server at `address`.
@@ -128,7 +130,7 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
         nodes.push(node(&sub, &url).await);
     }
     let addresses: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
-    let setup = set_up(&url, &addresses[0], 5_000);
+    let (mut setup, action_key) = set_up(&url, &addresses[0], 5_000);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -179,7 +181,44 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
         waits[waits.len() - 1]
     );
 
-    // 2. The use-once rule across servers: two calls for one caller on two servers, one
+    // 2. A key rotated with the command line: once the command returns, the old key opens
+    //    the webhook on no server and the new one on every server.
+    let old_key = setup.key.clone();
+    let rotated = cli(
+        &url,
+        &addresses[0],
+        &[
+            "action",
+            "rotate-key",
+            "--agent",
+            &setup.agent_id,
+            "--action",
+            &action_key,
+            "--grace-secs",
+            "0",
+        ],
+    );
+    setup.key = rotated["apiKey"].as_str().unwrap().to_owned();
+    let old = Setup {
+        key: old_key,
+        ..setup.clone()
+    };
+    for (i, address) in addresses.iter().enumerate() {
+        assert_eq!(
+            post_webhook(&client, &old, address, 50 + i).await.unwrap(),
+            401,
+            "old key on server {i}"
+        );
+        assert_eq!(
+            post_webhook(&client, &setup, address, 50 + i)
+                .await
+                .unwrap(),
+            202,
+            "new key on server {i}"
+        );
+    }
+
+    // 3. The use-once rule across servers: two calls for one caller on two servers, one
     //    gets the data.
     assert_eq!(
         post_webhook(&client, &setup, &addresses[0], 100)
@@ -198,7 +237,7 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
         "exactly one call gets the data: {got:?}"
     );
 
-    // 3. Webhooks sent to the three servers in turn; the second server is killed midway.
+    // 4. Webhooks sent to the three servers in turn; the second server is killed midway.
     let sent = (200..500).map(|n| {
         let (client, setup, address) = (&client, &setup, &addresses[n % 3]);
         async move {

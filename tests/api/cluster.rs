@@ -353,3 +353,69 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
     }
     database.drop().await;
 }
+
+#[tokio::test]
+async fn a_call_waiting_on_a_server_whose_notifications_were_cut_off_still_gets_its_data_at_once() {
+    let Some(base) = postgres_base() else {
+        eprintln!(
+            "skipped on SQLite: a cluster needs PostgreSQL ({})",
+            crate::helpers::TEST_DATABASE_ENV
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let url = database.url.clone();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let sub = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        nodes.push(node(&sub, &url).await);
+    }
+    let (a, b) = (nodes[0].1.clone(), nodes[1].1.clone());
+    let (setup, _) = set_up(&url, &a, 5_000);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+
+    for round in 0..3 {
+        let n = 700 + round;
+        let begun = std::time::Instant::now();
+        let waiting = start_call(&client, &setup, &b, n);
+        let cut_and_send = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Every server's listening connection is cut (PostgreSQL's own way to end a
+            // session), and the caller's data is sent right away, maybe before they listen
+            // again.
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+            let cut: Vec<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE datname = $1 AND query LIKE 'LISTEN%' AND pg_terminate_backend(pid)",
+            )
+            .bind(&name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            assert!(!cut.is_empty(), "the servers were listening");
+            post_webhook(&client, &setup, &a, n).await.unwrap()
+        };
+        let (call, status) = tokio::join!(waiting, cut_and_send);
+        assert_eq!(status, 202);
+        let took = begun.elapsed();
+        assert_eq!(order_of(&call.unwrap()), Some(n as i64));
+        assert!(
+            took < Duration::from_secs(3),
+            "round {round}: the call looked again once its server listened again, \
+             rather than waiting out its 5 s: {took:?}"
+        );
+    }
+
+    for (mut child, _) in nodes {
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    database.drop().await;
+}

@@ -56,11 +56,12 @@ pub fn spawn(db: PgDb, wakeups: Arc<dyn Wakeups>, config_changed: Arc<Notify>) -
                         }
                     }
                     Ok(Some(_)) => config_changed.notify_one(),
-                    // The connection was lost; the next call connects again.
+                    // The connection was lost: listen on a new one, and only then have the
+                    // waiting calls look again (what commits before the new LISTEN they
+                    // find; what commits after it is announced).
                     Ok(None) => {
                         tracing::warn!("the notification connection was lost; listening again");
-                        wakeups.notify_all();
-                        config_changed.notify_one();
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "notifications failed; listening again");

@@ -11,14 +11,15 @@ use clap::{Args, Parser, Subcommand};
     about = "Pre-call webhooks and flows for voice agents"
 )]
 pub struct Cli {
-    /// SQLite database URL; the file is created and migrated if missing.
+    /// Database URL: `sqlite://…` (the file is created if missing), or `postgres://…`
+    /// for a PostgreSQL database shared by the servers of a cluster. Migrated at start.
     #[arg(
         long,
         env = "PRECALL_DATABASE_URL",
         default_value = "sqlite://precall.db",
         global = true
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 
     /// Base of generated webhook URLs, as senders reach this server
     /// (default: http:// and the bind address).
@@ -381,7 +382,7 @@ pub enum ApiTokenCommand {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: String,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub public_url: Option<String>,
     pub body_limit: usize,
     pub sweep_interval: Duration,
@@ -404,6 +405,55 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Largest request line and headers, in bytes.
     pub max_header_bytes: u32,
+}
+
+/// A database URL. A PostgreSQL URL may carry a password: `Debug` shows `***` instead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // scheme://user:password@host… → scheme://user:***@host…
+        let url = &self.0;
+        let shown = url
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|start| {
+                let at = start + url[start..].find('@')?;
+                let colon = start + url[start..at].find(':')?;
+                Some(format!("{}***{}", &url[..=colon], &url[at..]))
+            })
+            .unwrap_or_else(|| url.clone());
+        f.debug_tuple("DatabaseUrl").field(&shown).finish()
+    }
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -513,4 +563,23 @@ pub enum ConnectionCommand {
     },
     /// Delete a connection: its URL stops answering at once.
     Delete { id: i64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatabaseUrl;
+
+    #[test]
+    fn a_database_urls_password_stays_out_of_debug_output() {
+        let url: DatabaseUrl = "postgres://precall:s3cret@db.example:5432/precall".into();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://precall:***@db.example:5432/precall"),
+            "{shown}"
+        );
+        assert_eq!(&*url, "postgres://precall:s3cret@db.example:5432/precall");
+        let plain: DatabaseUrl = "sqlite://precall.db".into();
+        assert!(format!("{plain:?}").contains("sqlite://precall.db"));
+    }
 }

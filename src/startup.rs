@@ -20,7 +20,7 @@ use crate::serve::{ConnectionLimits, ReadTimeouts};
 use crate::store::journal::Journal;
 use crate::store::refusals::spawn_flusher;
 use crate::store::writer::{Sweep, SweepReport, Writer};
-use crate::store::{Db, now_ms};
+use crate::store::{Db, SqliteDb, now_ms};
 use crate::wakeups::{InProcessWakeups, Wakeups};
 
 /// A server bound to its address, ready to run.
@@ -68,13 +68,18 @@ impl Application {
             }
             _ => None,
         };
-        let (writer, writer_task) = Writer::spawn(
-            db.writer_connection(settings.wal_restart_bytes.saturating_mul(2))?,
-            journal,
-            settings.pacing,
-            wakeups.clone(),
-            metrics.clone(),
-        )?;
+        let (writer, writer_task) = match &db {
+            Db::Sqlite(lite) => Writer::spawn(
+                lite.writer_connection(settings.wal_restart_bytes.saturating_mul(2))?,
+                journal,
+                settings.pacing,
+                wakeups.clone(),
+                metrics.clone(),
+            )?,
+            Db::Postgres(pg) => {
+                crate::store::pg::writer::spawn(pg.pool.clone(), wakeups.clone(), metrics.clone())
+            }
+        };
         let listener = listen(&settings.bind).await?;
         let addr = listener.local_addr()?;
         let public_url = settings
@@ -178,9 +183,55 @@ impl Application {
         let flusher = spawn_flusher(refusals.clone(), state.writer.clone());
         let writer = state.writer.clone();
         let watcher = state.catalog.spawn_watcher();
-        let checkpointer =
-            spawn_checkpointer(db.clone(), state.writer.clone(), settings.wal_restart_bytes);
         let open_connections = state.metrics.open_connections.clone();
+        // PostgreSQL checkpoints on its own.
+        let checkpointer = match &db {
+            Db::Sqlite(lite) => Some(spawn_checkpointer(
+                lite.clone(),
+                state.writer.clone(),
+                settings.wal_restart_bytes,
+            )),
+            Db::Postgres(_) => None,
+        };
+        // On PostgreSQL, what other servers commit wakes the calls waiting here, and their
+        // configuration changes are applied as soon as they are announced (the watcher
+        // stays, in case an announcement is lost).
+        let listening = match &db {
+            Db::Postgres(pg) => {
+                let changed = Arc::new(tokio::sync::Notify::new());
+                let listener = crate::store::pg::listener::spawn(
+                    pg.clone(),
+                    state.wakeups.clone(),
+                    changed.clone(),
+                );
+                let catalog = state.catalog.clone();
+                let applier = tokio::spawn(async move {
+                    loop {
+                        changed.notified().await;
+                        if let Err(e) = catalog.check_for_changes().await {
+                            tracing::warn!(error = %e, "could not apply a configuration change");
+                        }
+                    }
+                });
+                let heart = {
+                    let (db, server) = (db.clone(), server.clone());
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(crate::store::servers::HEARTBEAT);
+                        loop {
+                            tick.tick().await;
+                            let id = server.load(Ordering::Acquire);
+                            if id != 0
+                                && let Err(e) = crate::store::servers::heartbeat(&db, id).await
+                            {
+                                tracing::debug!(error = %e, "heartbeat not recorded");
+                            }
+                        }
+                    })
+                };
+                vec![listener, applier, heart]
+            }
+            Db::Sqlite(_) => Vec::new(),
+        };
         let app = http::router(state);
 
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -219,7 +270,12 @@ impl Application {
         if let Some(registrar) = registrar {
             registrar.abort();
         }
-        checkpointer.abort();
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.abort();
+        }
+        for task in listening {
+            task.abort();
+        }
         flusher.abort();
         // The last refusals counted are written before the writer stops.
         let _ = tokio::time::timeout(Duration::from_secs(1), refusals.flush(&writer)).await;
@@ -385,7 +441,7 @@ const QUICK_PASS: Duration = Duration::from_millis(5);
 /// over 10 ms) or 17-46 ms (past 256 MiB). After more passes (see [`CATCH_UP_PASSES`]) it
 /// mostly takes 0-10 ms (up to ~40 ms when the disk is slow), every few seconds under load
 /// past 256 MiB (the default).
-fn spawn_checkpointer(db: Db, writer: Writer, restart_bytes: u64) -> JoinHandle<()> {
+fn spawn_checkpointer(db: SqliteDb, writer: Writer, restart_bytes: u64) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

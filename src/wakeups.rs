@@ -1,8 +1,9 @@
 //! Wakes a waiting call the moment its caller's data is committed.
 //!
 //! A call subscribes to (action, caller) *before* it looks for data, so a commit that
-//! lands between the look and the wait is never missed. [`Wakeups`] is a trait so that a
-//! multi-node deployment can back it with the shared database's notifications.
+//! lands between the look and the wait is never missed. On PostgreSQL every server's
+//! listener (see `store::pg::listener`) turns the shared database's notifications into
+//! wake-ups of the calls waiting on that server.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -24,20 +25,25 @@ pub trait Wakeups: Send + Sync + 'static {
     fn subscribe(&self, key: WakeKey) -> Subscription;
     /// Wakes every call waiting on `key`.
     fn notify(&self, key: &WakeKey);
+    /// Wakes every waiting call, to look at the store again: after notifications may have
+    /// been missed (a listener's connection to a shared database that was lost).
+    fn notify_all(&self);
 }
 
 /// Resolves when the key is notified. Dropping it withdraws the interest.
 pub struct Subscription {
-    /// Receives when the key was notified.
-    rx: oneshot::Receiver<Instant>,
+    /// Receives when the key was notified; `None` when every call was woken to look again
+    /// ([`Wakeups::notify_all`]), which is no wake-up by data.
+    rx: oneshot::Receiver<Option<Instant>>,
     on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Subscription {
-    /// Waits until notified (or the notifier goes away); returns when it was notified, so
-    /// that the time a waiting call takes to resume can be measured.
+    /// Waits until notified (or the notifier goes away); returns when its key was notified,
+    /// so that the time a waiting call takes to resume can be measured (`None` when it was
+    /// woken only to look again).
     pub async fn woken(mut self) -> Option<Instant> {
-        (&mut self.rx).await.ok()
+        (&mut self.rx).await.ok().flatten()
     }
 }
 
@@ -51,7 +57,7 @@ impl Drop for Subscription {
 
 const SHARDS: usize = 16;
 
-type Waiters = HashMap<WakeKey, Vec<(u64, oneshot::Sender<Instant>)>>;
+type Waiters = HashMap<WakeKey, Vec<(u64, oneshot::Sender<Option<Instant>>)>>;
 
 /// Wake-ups within one process: a sharded map from key to waiting calls.
 pub struct InProcessWakeups {
@@ -113,7 +119,16 @@ impl Wakeups for Arc<InProcessWakeups> {
         if let Some(waiters) = waiters {
             let now = Instant::now();
             for (_, tx) in waiters {
-                let _ = tx.send(now);
+                let _ = tx.send(Some(now));
+            }
+        }
+    }
+
+    fn notify_all(&self) {
+        for shard in &self.shards {
+            let waiters = std::mem::take(&mut *shard.lock().unwrap());
+            for (_, tx) in waiters.into_values().flatten() {
+                let _ = tx.send(None);
             }
         }
     }
@@ -137,14 +152,31 @@ mod tests {
         let a = w.subscribe(key("+1"));
         let b = w.subscribe(key("+2"));
         w.notify(&key("+1"));
-        tokio::time::timeout(Duration::from_secs(1), a.woken())
+        let notified = tokio::time::timeout(Duration::from_secs(1), a.woken())
             .await
             .expect("woken");
+        assert!(notified.is_some(), "a wake-up by data says when");
         assert!(
             tokio::time::timeout(Duration::from_millis(20), b.woken())
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_every_waiting_call() {
+        let w = InProcessWakeups::new();
+        let subs: Vec<_> = (0..40)
+            .map(|i| w.subscribe(key(&format!("+{i}"))))
+            .collect();
+        w.notify_all();
+        for s in subs {
+            let notified = tokio::time::timeout(Duration::from_secs(1), s.woken())
+                .await
+                .expect("woken");
+            assert!(notified.is_none(), "woken to look again, not by data");
+        }
+        assert_eq!(w.waiting(), 0);
     }
 
     #[tokio::test]

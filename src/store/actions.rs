@@ -3,7 +3,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, StoreError, begin_write, now_ms};
+use super::sql::sql;
+use super::{Db, StoreError, Tx, begin_write, now_ms};
 use crate::auth::keys::{Secret, SecretHash, SecretKind};
 use crate::auth::signing::SigningSecret;
 
@@ -22,20 +23,14 @@ pub fn check_key_grace(secs: i64) -> Result<(), String> {
 }
 
 async fn insert_key(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     action_id: i64,
     key: &Secret,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sql!(tx.exec(), query(
         "INSERT INTO webhook_keys (action_id, key_hash, last_chars, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(action_id)
-    .bind(key.hash().as_bytes())
-    .bind(key.last_chars())
-    .bind(now)
-    .execute(tx)
-    .await?;
+    ).bind(action_id).bind(key.hash().as_bytes()).bind(key.last_chars()).bind(now).execute)?;
     Ok(())
 }
 
@@ -47,25 +42,28 @@ pub async fn set_signing(
     required: bool,
 ) -> Result<Option<SigningSecret>, StoreError> {
     let mut tx = begin_write(db).await?;
-    let Some(existing): Option<Option<String>> =
-        sqlx::query_scalar("SELECT signing_secret FROM webhook_actions WHERE action_id = ?")
+    let Some(existing): Option<Option<String>> = sql!(
+        tx.exec(),
+        query_scalar("SELECT signing_secret FROM webhook_actions WHERE action_id = ?")
             .bind(action_id)
-            .fetch_optional(&mut *tx)
-            .await?
+            .fetch_optional
+    )?
     else {
         return Err(StoreError::NotFound("no such webhook".into()));
     };
     let made = (required && existing.is_none()).then(SigningSecret::generate);
-    sqlx::query(
-        "UPDATE webhook_actions SET signing_required = ?,
+    sql!(
+        tx.exec(),
+        query(
+            "UPDATE webhook_actions SET signing_required = ?,
                 signing_secret = coalesce(?, signing_secret)
           WHERE action_id = ?",
-    )
-    .bind(required)
-    .bind(made.as_ref().map(SigningSecret::expose))
-    .bind(action_id)
-    .execute(&mut *tx)
-    .await?;
+        )
+        .bind(required)
+        .bind(made.as_ref().map(SigningSecret::expose))
+        .bind(action_id)
+        .execute
+    )?;
     tx.commit().await?;
     Ok(made)
 }
@@ -77,12 +75,13 @@ pub async fn regenerate_signing_secret(
 ) -> Result<SigningSecret, StoreError> {
     let secret = SigningSecret::generate();
     let mut tx = begin_write(db).await?;
-    let n = sqlx::query("UPDATE webhook_actions SET signing_secret = ? WHERE action_id = ?")
-        .bind(secret.expose())
-        .bind(action_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sql!(
+        tx.exec(),
+        query("UPDATE webhook_actions SET signing_secret = ? WHERE action_id = ?")
+            .bind(secret.expose())
+            .bind(action_id)
+            .execute
+    )?;
     if n == 0 {
         return Err(StoreError::NotFound(format!(
             "no webhook action {action_id}"
@@ -119,17 +118,19 @@ impl std::fmt::Debug for IngestTarget {
 }
 
 pub async fn find_ingest_target(db: &Db, slug: &str) -> Result<Option<IngestTarget>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT w.action_id, a.key AS action_key, a.agent_id, g.public_id AS agent_public_id,
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT w.action_id, a.key AS action_key, a.agent_id, g.public_id AS agent_public_id,
                 g.default_region, w.signing_secret, w.signing_required
            FROM webhook_actions w
            JOIN precall_actions a ON a.id = w.action_id
            JOIN agents g ON g.id = a.agent_id
           WHERE w.slug = ? AND a.key IS NOT NULL",
+        )
+        .bind(slug)
+        .fetch_optional
     )
-    .bind(slug)
-    .fetch_optional(&db.read)
-    .await
 }
 
 /// A key that opens a webhook: the current one (no expiry) or a replaced one in its grace
@@ -149,14 +150,16 @@ impl ActiveKey {
 
 /// The keys that open this webhook now (the current one and any in their grace period).
 pub async fn active_keys(db: &Db, action_id: i64) -> Result<Vec<ActiveKey>, sqlx::Error> {
-    let rows: Vec<(Vec<u8>, Option<i64>)> = sqlx::query_as(
-        "SELECT key_hash, expires_at FROM webhook_keys
+    let rows: Vec<(Vec<u8>, Option<i64>)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT key_hash, expires_at FROM webhook_keys
           WHERE action_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-    )
-    .bind(action_id)
-    .bind(now_ms())
-    .fetch_all(&db.read)
-    .await?;
+        )
+        .bind(action_id)
+        .bind(now_ms())
+        .fetch_all
+    )?;
     Ok(rows
         .iter()
         .filter_map(|(b, expires_at)| {
@@ -180,15 +183,17 @@ pub struct KeyRow {
 
 /// The keys that open this webhook now, the current one first.
 pub async fn valid_keys(db: &Db, action_id: i64) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, last_chars, created_at, expires_at FROM webhook_keys
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT id, last_chars, created_at, expires_at FROM webhook_keys
           WHERE action_id = ? AND (expires_at IS NULL OR expires_at > ?)
           ORDER BY expires_at IS NOT NULL, id DESC",
+        )
+        .bind(action_id)
+        .bind(now_ms())
+        .fetch_all
     )
-    .bind(action_id)
-    .bind(now_ms())
-    .fetch_all(&db.read)
-    .await
 }
 
 /// A Webhook action's endpoint as the console shows it: never a secret, only the last
@@ -211,19 +216,28 @@ pub async fn endpoint(
     agent_id: i64,
     key: &str,
 ) -> Result<Option<EndpointRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT a.id, a.key, w.slug,
+    sql!(
+        db.read(),
+        query_as(
+            sqlite = "SELECT a.id, a.key, w.slug,
                 (SELECT k.last_chars FROM webhook_keys k
                   WHERE k.action_id = a.id AND k.expires_at IS NULL
                   ORDER BY k.id DESC LIMIT 1) AS key_last_chars,
                 w.signing_required, substr(w.signing_secret, -4) AS signing_last_chars
            FROM precall_actions a JOIN webhook_actions w ON w.action_id = a.id
           WHERE a.agent_id = ? AND a.key = ?",
+            pg = "SELECT a.id, a.key, w.slug,
+                (SELECT k.last_chars FROM webhook_keys k
+                  WHERE k.action_id = a.id AND k.expires_at IS NULL
+                  ORDER BY k.id DESC LIMIT 1) AS key_last_chars,
+                w.signing_required, right(w.signing_secret, 4) AS signing_last_chars
+           FROM precall_actions a JOIN webhook_actions w ON w.action_id = a.id
+          WHERE a.agent_id = $1 AND a.key = $2",
+        )
+        .bind(agent_id)
+        .bind(key)
+        .fetch_optional
     )
-    .bind(agent_id)
-    .bind(key)
-    .fetch_optional(&db.read)
-    .await
 }
 
 /// Makes a new key for a Webhook action. The keys that worked until now keep working for
@@ -238,25 +252,30 @@ pub async fn regenerate_key(
     let now = now_ms();
     let until = now + grace_secs * 1000;
     let mut tx = begin_write(db).await?;
-    let exists: Option<i64> =
-        sqlx::query_scalar("SELECT action_id FROM webhook_actions WHERE action_id = ?")
+    let exists: Option<i64> = sql!(
+        tx.exec(),
+        query_scalar("SELECT action_id FROM webhook_actions WHERE action_id = ?")
             .bind(action_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional
+    )?;
     if exists.is_none() {
         return Err(StoreError::NotFound(format!(
             "no webhook action {action_id}"
         )));
     }
-    sqlx::query(
-        "UPDATE webhook_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
+    sql!(
+        tx.exec(),
+        query(
+            sqlite = "UPDATE webhook_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
           WHERE action_id = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-    )
-    .bind(until)
-    .bind(action_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+            pg = "UPDATE webhook_keys SET expires_at = least(coalesce(expires_at, $1), $1)
+          WHERE action_id = $2 AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(until)
+        .bind(action_id)
+        .bind(now)
+        .execute
+    )?;
     insert_key(&mut tx, action_id, &key, now).await?;
     tx.commit().await?;
     Ok(key)
@@ -267,12 +286,13 @@ pub async fn regenerate_key(
 pub async fn revoke_key(db: &Db, action_id: i64, key_id: i64) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = begin_write(db).await?;
-    let expires: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT expires_at FROM webhook_keys WHERE id = ? AND action_id = ?")
+    let expires: Option<Option<i64>> = sql!(
+        tx.exec(),
+        query_scalar("SELECT expires_at FROM webhook_keys WHERE id = ? AND action_id = ?")
             .bind(key_id)
             .bind(action_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional
+    )?;
     match expires {
         None => return Err(StoreError::NotFound("no such key for this webhook".into())),
         Some(None) => {
@@ -283,11 +303,16 @@ pub async fn revoke_key(db: &Db, action_id: i64, key_id: i64) -> Result<(), Stor
         }
         Some(Some(_)) => {}
     }
-    sqlx::query("UPDATE webhook_keys SET expires_at = min(expires_at, ?) WHERE id = ?")
+    sql!(
+        tx.exec(),
+        query(
+            sqlite = "UPDATE webhook_keys SET expires_at = min(expires_at, ?) WHERE id = ?",
+            pg = "UPDATE webhook_keys SET expires_at = least(expires_at, $1) WHERE id = $2",
+        )
         .bind(now)
         .bind(key_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute
+    )?;
     tx.commit().await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::documents::NewEndpoint;
+use super::sql::sql;
 use super::{Db, StoreError, begin_write, now_ms};
 use crate::domain::document::AgentDocument;
 use crate::domain::ids::AgentId;
@@ -48,16 +49,11 @@ pub async fn create(
     let now = now_ms();
     let public_id = AgentId::generate();
     let mut tx = begin_write(db).await?;
-    let agent: Agent = sqlx::query_as(
+    let agent: Agent =
+        sql!(tx.exec(), query_as(
         "INSERT INTO agents (public_id, name, default_region, created_at) VALUES (?, ?, ?, ?)
          RETURNING id, public_id, name, default_region, published_version, created_at",
-    )
-    .bind(public_id.as_str())
-    .bind(name)
-    .bind(region.code())
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
+    ).bind(public_id.as_str()).bind(name).bind(region.code()).bind(now).fetch_one)?;
     let fresh = AgentDocument::new_agent();
     let created =
         super::documents::start_agent(&mut tx, agent.id, doc.unwrap_or(&fresh), by).await?;
@@ -74,42 +70,50 @@ pub async fn create(
 /// Changes an agent's default phone region.
 pub async fn set_region(db: &Db, agent_id: i64, region: Region) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    sqlx::query("UPDATE agents SET default_region = ? WHERE id = ?")
-        .bind(region.code())
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
+    sql!(
+        tx.exec(),
+        query("UPDATE agents SET default_region = ? WHERE id = ?")
+            .bind(region.code())
+            .bind(agent_id)
+            .execute
+    )?;
     tx.commit().await?;
     Ok(())
 }
 
 pub async fn find_by_public_id(db: &Db, public_id: &str) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, public_id, name, default_region, published_version, created_at
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT id, public_id, name, default_region, published_version, created_at
            FROM agents WHERE public_id = ?",
+        )
+        .bind(public_id)
+        .fetch_optional
     )
-    .bind(public_id)
-    .fetch_optional(&db.read)
-    .await
 }
 
 pub async fn list(db: &Db) -> Result<Vec<Agent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, public_id, name, default_region, published_version, created_at
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT id, public_id, name, default_region, published_version, created_at
            FROM agents ORDER BY created_at, id",
+        )
+        .fetch_all
     )
-    .fetch_all(&db.read)
-    .await
 }
 
 pub async fn rename(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError> {
     let name = check_name(name)?;
     let mut tx = begin_write(db).await?;
-    sqlx::query("UPDATE agents SET name = ? WHERE id = ?")
-        .bind(name)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
+    sql!(
+        tx.exec(),
+        query("UPDATE agents SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(agent_id)
+            .execute
+    )?;
     tx.commit().await?;
     Ok(())
 }
@@ -117,10 +121,12 @@ pub async fn rename(db: &Db, agent_id: i64, name: &str) -> Result<(), StoreError
 /// Deletes an agent and everything it owns (flows, actions, keys, data, calls, tokens).
 pub async fn delete(db: &Db, agent_id: i64) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    sqlx::query("DELETE FROM agents WHERE id = ?")
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
+    sql!(
+        tx.exec(),
+        query("DELETE FROM agents WHERE id = ?")
+            .bind(agent_id)
+            .execute
+    )?;
     tx.commit().await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::sql::sql;
 use super::{Db, StoreError, begin_write, now_ms};
 use crate::auth::keys::{Secret, SecretHash, SecretKind};
 
@@ -46,18 +47,20 @@ pub async fn create(
     }
     let token = Secret::generate(SecretKind::ApiToken);
     let mut tx = begin_write(db).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO api_tokens (admin_id, name, token_hash, last_chars, read_only, created_at)
+    let id: i64 = sql!(
+        tx.exec(),
+        query_scalar(
+            "INSERT INTO api_tokens (admin_id, name, token_hash, last_chars, read_only, created_at)
          VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(admin_id)
-    .bind(name)
-    .bind(token.hash().as_bytes())
-    .bind(token.last_chars())
-    .bind(read_only)
-    .bind(now_ms())
-    .fetch_one(&mut *tx)
-    .await?;
+        )
+        .bind(admin_id)
+        .bind(name)
+        .bind(token.hash().as_bytes())
+        .bind(token.last_chars())
+        .bind(read_only)
+        .bind(now_ms())
+        .fetch_one
+    )?;
     tx.commit().await?;
     Ok((id, token))
 }
@@ -70,15 +73,18 @@ const SELECT: &str = "SELECT t.id, t.admin_id, a.email AS admin_email, t.name, t
 pub async fn list(db: &Db, admin: Option<i64>) -> Result<Vec<ApiTokenRow>, sqlx::Error> {
     match admin {
         Some(a) => {
-            sqlx::query_as(&format!("{SELECT} WHERE t.admin_id = ? ORDER BY t.id DESC"))
-                .bind(a)
-                .fetch_all(&db.read)
-                .await
+            sql!(
+                db.read(),
+                query_as(&format!("{SELECT} WHERE t.admin_id = ? ORDER BY t.id DESC"))
+                    .bind(a)
+                    .fetch_all
+            )
         }
         None => {
-            sqlx::query_as(&format!("{SELECT} ORDER BY t.id DESC"))
-                .fetch_all(&db.read)
-                .await
+            sql!(
+                db.read(),
+                query_as(&format!("{SELECT} ORDER BY t.id DESC")).fetch_all
+            )
         }
     }
 }
@@ -86,17 +92,18 @@ pub async fn list(db: &Db, admin: Option<i64>) -> Result<Vec<ApiTokenRow>, sqlx:
 /// Revokes a token (of `admin`, when given): it stops working at once.
 pub async fn revoke(db: &Db, id: i64, admin: Option<i64>) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    let n = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?)
+    let n = sql!(
+        tx.exec(),
+        query(
+            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?)
           WHERE id = ? AND (? IS NULL OR admin_id = ?)",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .bind(admin)
-    .bind(admin)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(admin)
+        .bind(admin)
+        .execute
+    )?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("no API token {id}")));
     }
@@ -109,14 +116,12 @@ pub async fn revoke(db: &Db, id: i64, admin: Option<i64>) -> Result<(), StoreErr
 pub async fn holder(db: &Db, presented: &str) -> Result<Option<TokenHolder>, sqlx::Error> {
     let hash = SecretHash::of(presented);
     type Row = (i64, i64, String, String, bool, Vec<u8>, Option<i64>);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> =
+        sql!(db.read(), query_as(
         "SELECT t.id, t.admin_id, a.email, t.name, t.read_only, t.token_hash, t.last_used_at
            FROM api_tokens t JOIN admins a ON a.id = t.admin_id
           WHERE t.token_hash = ? AND t.revoked_at IS NULL",
-    )
-    .bind(hash.as_bytes())
-    .fetch_optional(&db.read)
-    .await?;
+    ).bind(hash.as_bytes()).fetch_optional)?;
     // The index finds the row; the comparison that decides is constant-time.
     let Some((token_id, admin_id, admin_email, name, read_only, stored, last_used)) = row else {
         return Ok(None);
@@ -127,11 +132,13 @@ pub async fn holder(db: &Db, presented: &str) -> Result<Option<TokenHolder>, sql
     let now = now_ms();
     if last_used.is_none_or(|t| now - t > 60_000) {
         let mut tx = begin_write(db).await?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(token_id)
-            .execute(&mut *tx)
-            .await?;
+        sql!(
+            tx.exec(),
+            query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(token_id)
+                .execute
+        )?;
         tx.commit().await?;
     }
     Ok(Some(TokenHolder {

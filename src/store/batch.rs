@@ -63,20 +63,20 @@ fn values(rows: usize, cols: usize) -> String {
 
 /// One row of `deliveries`.
 pub struct DeliveryRow<'a> {
-    action_id: i64,
-    received_at: i64,
-    status: i64,
-    outcome: &'static str,
-    phone: Option<&'a str>,
-    fields: Option<&'a str>,
-    problems: Option<String>,
-    body_excerpt: Option<&'a str>,
-    idempotency_key: Option<&'a str>,
-    latency_us: i64,
+    pub(in crate::store) action_id: i64,
+    pub(in crate::store) received_at: i64,
+    pub(in crate::store) status: i64,
+    pub(in crate::store) outcome: &'static str,
+    pub(in crate::store) phone: Option<&'a str>,
+    pub(in crate::store) fields: Option<&'a str>,
+    pub(in crate::store) problems: Option<String>,
+    pub(in crate::store) body_excerpt: Option<&'a str>,
+    pub(in crate::store) idempotency_key: Option<&'a str>,
+    pub(in crate::store) latency_us: i64,
     /// The context a cached webhook went into.
-    context_id: Option<i64>,
+    pub(in crate::store) context_id: Option<i64>,
     /// The call a late webhook's data was for (its public id).
-    late_call: Option<String>,
+    pub(in crate::store) late_call: Option<String>,
 }
 
 fn micros_since(started: std::time::Instant) -> i64 {
@@ -84,7 +84,11 @@ fn micros_since(started: std::time::Instant) -> i64 {
 }
 
 impl<'a> DeliveryRow<'a> {
-    fn for_webhook(w: &'a IngestWrite, status: i64, outcome: &'static str) -> Self {
+    pub(in crate::store) fn for_webhook(
+        w: &'a IngestWrite,
+        status: i64,
+        outcome: &'static str,
+    ) -> Self {
         Self {
             action_id: w.action_id,
             received_at: w.received_at,
@@ -129,7 +133,7 @@ pub struct IngestDone {
 /// The 202 answer: the caller, the names of the fields now cached (`field_names`, a JSON
 /// array, sorted, nulls left out) and the expiry (`2026-11-27T10:00:00.000Z`). Stored as is
 /// for idempotent replays, so a replay returns the first answer byte for byte.
-fn receipt(phone: &str, field_names: &str, expires_at: i64) -> String {
+pub(in crate::store) fn receipt(phone: &str, field_names: &str, expires_at: i64) -> String {
     let phone = serde_json::to_string(phone).expect("a string serialises");
     format!(
         r#"{{"status":"accepted","phoneNumber":{phone},"fields":{field_names},"expiresAt":"{}"}}"#,

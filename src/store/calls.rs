@@ -1,8 +1,9 @@
 //! Reading calls back. Calls are written by the writer.
 
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, Postgres, QueryBuilder, Sqlite};
 
 use super::Db;
+use super::sql::sql;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct CallRow {
@@ -26,16 +27,18 @@ pub struct CallRow {
 }
 
 pub async fn find(db: &Db, public_id: &str) -> Result<Option<CallRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.public_id, c.agent_id, g.public_id AS agent_public_id, c.caller, c.called,
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT c.public_id, c.agent_id, g.public_id AS agent_public_id, c.caller, c.called,
                 c.started_at, c.waited_ms, c.source, c.variables, c.trace, c.status,
                 c.outcome, c.turns, c.late_fields, c.late_at, c.version
            FROM calls c JOIN agents g ON g.id = c.agent_id
           WHERE c.public_id = ?",
+        )
+        .bind(public_id)
+        .fetch_optional
     )
-    .bind(public_id)
-    .fetch_optional(&db.read)
-    .await
 }
 
 /// Stores a call's next turn, if no other answer moved it on since `turns` was read.
@@ -49,19 +52,11 @@ pub async fn continue_call(
     outcome: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = super::begin_write(db).await?;
-    let done = sqlx::query(
+    let done =
+        sql!(tx.exec(), query(
         "UPDATE calls SET variables = ?, trace = ?, status = ?, outcome = ?, turns = turns + 1
           WHERE public_id = ? AND turns = ? AND status = 'active'",
-    )
-    .bind(variables)
-    .bind(trace)
-    .bind(status)
-    .bind(outcome)
-    .bind(public_id)
-    .bind(turns)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    ).bind(variables).bind(trace).bind(status).bind(outcome).bind(public_id).bind(turns).execute)?;
     tx.commit().await?;
     Ok(done == 1)
 }
@@ -109,7 +104,33 @@ pub async fn list(
     filter: &CallFilter,
     limit: i64,
 ) -> Result<Vec<CallSummary>, sqlx::Error> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+    match db {
+        Db::Sqlite(db) => {
+            history::<Sqlite>(agent_id, filter, limit)
+                .build_query_as()
+                .fetch_all(&db.read)
+                .await
+        }
+        Db::Postgres(db) => {
+            history::<Postgres>(agent_id, filter, limit)
+                .build_query_as()
+                .fetch_all(&db.pool)
+                .await
+        }
+    }
+}
+
+/// The history's query on either engine (the builder numbers PostgreSQL's placeholders).
+fn history<'a, E: sqlx::Database>(
+    agent_id: i64,
+    filter: &CallFilter,
+    limit: i64,
+) -> QueryBuilder<'a, E>
+where
+    i64: sqlx::Encode<'a, E> + sqlx::Type<E>,
+    String: sqlx::Encode<'a, E> + sqlx::Type<E>,
+{
+    let mut q: QueryBuilder<E> = QueryBuilder::new(
         "SELECT c.public_id, c.caller, c.called, c.started_at, c.waited_ms, c.source, c.status,
                 c.outcome
            FROM calls c
@@ -137,18 +158,20 @@ pub async fn list(
     }
     q.push(" ORDER BY c.started_at DESC, c.id DESC LIMIT ")
         .push_bind(limit);
-    q.build_query_as().fetch_all(&db.read).await
+    q
 }
 
 /// The outcomes an agent's calls ended with, for the history's filter.
 pub async fn outcomes(db: &Db, agent_id: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT outcome FROM calls
+    sql!(
+        db.read(),
+        query_scalar(
+            "SELECT DISTINCT outcome FROM calls
           WHERE agent_id = ? AND outcome IS NOT NULL ORDER BY outcome",
+        )
+        .bind(agent_id)
+        .fetch_all
     )
-    .bind(agent_id)
-    .fetch_all(&db.read)
-    .await
 }
 
 /// Records `fields` as data that arrived for the call after it fell back (a simulated late
@@ -160,15 +183,17 @@ pub async fn record_late(
     at: i64,
 ) -> Result<(), sqlx::Error> {
     let mut tx = super::begin_write(db).await?;
-    sqlx::query(
-        "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
+    sql!(
+        tx.exec(),
+        query(
+            "UPDATE calls SET late_fields = json_patch(coalesce(late_fields, '{}'), ?), late_at = ?
           WHERE public_id = ?",
-    )
-    .bind(fields)
-    .bind(at)
-    .bind(public_id)
-    .execute(&mut *tx)
-    .await?;
+        )
+        .bind(fields)
+        .bind(at)
+        .bind(public_id)
+        .execute
+    )?;
     tx.commit().await?;
     Ok(())
 }
@@ -180,13 +205,15 @@ pub async fn cached_for(
     action_id: i64,
     phone: &str,
 ) -> Result<Option<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT fields, received_at FROM contexts
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT fields, received_at FROM contexts
           WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?",
+        )
+        .bind(action_id)
+        .bind(phone)
+        .bind(super::now_ms())
+        .fetch_optional
     )
-    .bind(action_id)
-    .bind(phone)
-    .bind(super::now_ms())
-    .fetch_optional(&db.read)
-    .await
 }

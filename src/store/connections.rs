@@ -3,6 +3,7 @@
 
 use sqlx::FromRow;
 
+use super::sql::sql;
 use super::{Db, StoreError, begin_write, now_ms};
 use crate::auth::keys::SecretHash;
 use crate::connect::verify::{self, Verifier};
@@ -165,24 +166,11 @@ pub async fn create(db: &Db, c: NewConnection) -> Result<ConnectionRow, StoreErr
         ),
     };
     let mut tx = begin_write(db).await?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = sql!(tx.exec(), query_scalar(
         "INSERT INTO connections (agent_id, platform, name, slug, secret_kind, secret, secret_hash,
                                   secret_last_chars, mapping, deadline_ms, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(c.agent_id)
-    .bind(c.platform.as_str())
-    .bind(&c.name)
-    .bind(&slug)
-    .bind(c.secret_kind)
-    .bind(secret)
-    .bind(hash)
-    .bind(shown)
-    .bind(serde_json::to_string(&c.mapping).expect("mapping serialises"))
-    .bind(c.deadline_ms)
-    .bind(now_ms())
-    .fetch_one(&mut *tx)
-    .await?;
+    ).bind(c.agent_id).bind(c.platform.as_str()).bind(&c.name).bind(&slug).bind(c.secret_kind).bind(secret).bind(hash).bind(shown).bind(serde_json::to_string(&c.mapping).expect("mapping serialises")).bind(c.deadline_ms).bind(now_ms()).fetch_one)?;
     tx.commit().await?;
     find(db, id)
         .await?
@@ -190,32 +178,39 @@ pub async fn create(db: &Db, c: NewConnection) -> Result<ConnectionRow, StoreErr
 }
 
 pub async fn find(db: &Db, id: i64) -> Result<Option<ConnectionRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.id = ?"))
-        .bind(id)
-        .fetch_optional(&db.write)
-        .await
+    sql!(
+        db.write(),
+        query_as(&format!("{SELECT} WHERE c.id = ?"))
+            .bind(id)
+            .fetch_optional
+    )
 }
 
 pub async fn by_slug(db: &Db, slug: &str) -> Result<Option<ConnectionRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.slug = ?"))
-        .bind(slug)
-        .fetch_optional(&db.read)
-        .await
+    sql!(
+        db.read(),
+        query_as(&format!("{SELECT} WHERE c.slug = ?"))
+            .bind(slug)
+            .fetch_optional
+    )
 }
 
 /// An agent's connections, oldest first.
 pub async fn of_agent(db: &Db, agent_id: i64) -> Result<Vec<ConnectionRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.agent_id = ? ORDER BY c.id"))
-        .bind(agent_id)
-        .fetch_all(&db.read)
-        .await
+    sql!(
+        db.read(),
+        query_as(&format!("{SELECT} WHERE c.agent_id = ? ORDER BY c.id"))
+            .bind(agent_id)
+            .fetch_all
+    )
 }
 
 /// Every connection, by agent, oldest first.
 pub async fn all(db: &Db) -> Result<Vec<ConnectionRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} ORDER BY c.agent_id, c.id"))
-        .fetch_all(&db.read)
-        .await
+    sql!(
+        db.read(),
+        query_as(&format!("{SELECT} ORDER BY c.agent_id, c.id")).fetch_all
+    )
 }
 
 /// What a change of a connection sets (`None`: unchanged).
@@ -230,15 +225,7 @@ pub struct Change {
 /// Changes a connection of the agent; its URL stays.
 pub async fn update(db: &Db, agent_id: i64, id: i64, c: Change) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    let n = sqlx::query("UPDATE connections SET name = coalesce(?, name), mapping = coalesce(?, mapping), deadline_ms = coalesce(?, deadline_ms) WHERE id = ? AND agent_id = ?")
-        .bind(c.name)
-        .bind(c.mapping.map(|m| serde_json::to_string(&m).expect("mapping serialises")))
-        .bind(c.deadline_ms)
-        .bind(id)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sql!(tx.exec(), query("UPDATE connections SET name = coalesce(?, name), mapping = coalesce(?, mapping), deadline_ms = coalesce(?, deadline_ms) WHERE id = ? AND agent_id = ?").bind(c.name).bind(c.mapping.map(|m| serde_json::to_string(&m).expect("mapping serialises"))).bind(c.deadline_ms).bind(id).bind(agent_id).execute)?;
     if n == 0 {
         return Err(StoreError::NotFound(
             "no such connection for this agent".into(),
@@ -253,14 +240,7 @@ pub async fn update(db: &Db, agent_id: i64, id: i64, c: Change) -> Result<(), St
                 last_chars(s),
             ),
         };
-        sqlx::query("UPDATE connections SET secret_kind = ?, secret = ?, secret_hash = ?, secret_last_chars = ? WHERE id = ?")
-            .bind(kind)
-            .bind(kept)
-            .bind(hash)
-            .bind(shown)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sql!(tx.exec(), query("UPDATE connections SET secret_kind = ?, secret = ?, secret_hash = ?, secret_last_chars = ? WHERE id = ?").bind(kind).bind(kept).bind(hash).bind(shown).bind(id).execute)?;
     }
     tx.commit().await?;
     Ok(())
@@ -269,12 +249,13 @@ pub async fn update(db: &Db, agent_id: i64, id: i64, c: Change) -> Result<(), St
 /// Deletes a connection of the agent: its URL stops answering at once.
 pub async fn delete(db: &Db, agent_id: i64, id: i64) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    let n = sqlx::query("DELETE FROM connections WHERE id = ? AND agent_id = ?")
-        .bind(id)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sql!(
+        tx.exec(),
+        query("DELETE FROM connections WHERE id = ? AND agent_id = ?")
+            .bind(id)
+            .bind(agent_id)
+            .execute
+    )?;
     tx.commit().await?;
     if n == 0 {
         return Err(StoreError::NotFound(
@@ -286,10 +267,12 @@ pub async fn delete(db: &Db, agent_id: i64, id: i64) -> Result<(), StoreError> {
 
 /// Deletes a connection by id, whatever its agent (the command line).
 pub async fn delete_any(db: &Db, id: i64) -> Result<(), StoreError> {
-    let agent: Option<i64> = sqlx::query_scalar("SELECT agent_id FROM connections WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&db.write)
-        .await?;
+    let agent: Option<i64> = sql!(
+        db.write(),
+        query_scalar("SELECT agent_id FROM connections WHERE id = ?")
+            .bind(id)
+            .fetch_optional
+    )?;
     match agent {
         Some(a) => delete(db, a, id).await,
         None => Err(StoreError::NotFound(format!("no connection {id}"))),

@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::api_tokens::TokenHolder;
+use super::sql::sql;
 use super::{Db, begin_write, now_ms};
 use crate::auth::keys::SecretHash;
 
@@ -35,22 +36,27 @@ pub fn derive(session_secret: &str) -> String {
 pub async fn issue(db: &Db, session_id: i64, session_secret: &str) -> Result<String, sqlx::Error> {
     let token = derive(session_secret);
     let hash = SecretHash::of(&token);
-    let known: Option<i64> =
-        sqlx::query_scalar("SELECT session_id FROM console_tokens WHERE session_id = ?")
+    let known: Option<i64> = sql!(
+        db.read(),
+        query_scalar("SELECT session_id FROM console_tokens WHERE session_id = ?")
             .bind(session_id)
-            .fetch_optional(&db.read)
-            .await?;
+            .fetch_optional
+    )?;
     if known.is_none() {
         let mut tx = begin_write(db).await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO console_tokens (session_id, token_hash, created_at)
+        sql!(
+            tx.exec(),
+            query(
+                sqlite = "INSERT OR IGNORE INTO console_tokens (session_id, token_hash, created_at)
              SELECT id, ?, ? FROM sessions WHERE id = ?",
-        )
-        .bind(hash.as_bytes())
-        .bind(now_ms())
-        .bind(session_id)
-        .execute(&mut *tx)
-        .await?;
+                pg = "INSERT INTO console_tokens (session_id, token_hash, created_at)
+             SELECT id, $1, $2 FROM sessions WHERE id = $3 ON CONFLICT DO NOTHING",
+            )
+            .bind(hash.as_bytes())
+            .bind(now_ms())
+            .bind(session_id)
+            .execute
+        )?;
         tx.commit().await?;
     }
     Ok(token)
@@ -59,17 +65,19 @@ pub async fn issue(db: &Db, session_id: i64, session_secret: &str) -> Result<Str
 /// Who a presented console token acts for: its session's admin, while the session lasts.
 pub async fn holder(db: &Db, presented: &str) -> Result<Option<TokenHolder>, sqlx::Error> {
     let hash = SecretHash::of(presented);
-    let row: Option<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT s.id, s.admin_id, a.email, c.token_hash
+    let row: Option<(i64, i64, String, Vec<u8>)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT s.id, s.admin_id, a.email, c.token_hash
            FROM console_tokens c
            JOIN sessions s ON s.id = c.session_id
            JOIN admins a ON a.id = s.admin_id
           WHERE c.token_hash = ? AND s.expires_at > ?",
-    )
-    .bind(hash.as_bytes())
-    .bind(now_ms())
-    .fetch_optional(&db.read)
-    .await?;
+        )
+        .bind(hash.as_bytes())
+        .bind(now_ms())
+        .fetch_optional
+    )?;
     let Some((session_id, admin_id, admin_email, stored)) = row else {
         return Ok(None);
     };

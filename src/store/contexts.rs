@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::Db;
+use super::sql::sql;
 
 /// Unused, unexpired data for one caller on one Webhook action.
 #[derive(Debug, Clone)]
@@ -20,15 +21,17 @@ pub async fn find_live(
     phone: &str,
     now: i64,
 ) -> Result<Option<LiveContext>, sqlx::Error> {
-    let row: Option<(i64, String, i64)> = sqlx::query_as(
-        "SELECT id, fields, received_at FROM contexts
+    let row: Option<(i64, String, i64)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT id, fields, received_at FROM contexts
           WHERE action_id = ? AND phone = ? AND call_id IS NULL AND expires_at > ?",
-    )
-    .bind(action_id)
-    .bind(phone)
-    .bind(now)
-    .fetch_optional(&db.read)
-    .await?;
+        )
+        .bind(action_id)
+        .bind(phone)
+        .bind(now)
+        .fetch_optional
+    )?;
     Ok(row.map(|(id, raw, received_at)| LiveContext {
         id,
         fields: serde_json::from_str(&raw).unwrap_or_default(),
@@ -39,8 +42,10 @@ pub async fn find_live(
 
 /// How many contexts exist for a caller, used or not (for tests and diagnostics).
 pub async fn count_for_phone(db: &Db, phone: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM contexts WHERE phone = ?")
-        .bind(phone)
-        .fetch_one(&db.read)
-        .await
+    sql!(
+        db.read(),
+        query_scalar("SELECT count(*) FROM contexts WHERE phone = ?")
+            .bind(phone)
+            .fetch_one
+    )
 }

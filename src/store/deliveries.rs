@@ -3,6 +3,7 @@
 use sqlx::FromRow;
 
 use super::Db;
+use super::sql::sql;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct DeliveryRow {
@@ -46,15 +47,17 @@ pub async fn older_than(
     before_id: i64,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE d.action_id = ?2 AND d.id < ?4 ORDER BY d.id DESC LIMIT ?3"
-    ))
-    .bind(super::now_ms())
-    .bind(action_id)
-    .bind(limit)
-    .bind(before_id)
-    .fetch_all(&db.read)
-    .await
+    sql!(
+        db.read(),
+        query_as(&format!(
+            "{SELECT} WHERE d.action_id = ?2 AND d.id < ?4 ORDER BY d.id DESC LIMIT ?3"
+        ))
+        .bind(super::now_ms())
+        .bind(action_id)
+        .bind(limit)
+        .bind(before_id)
+        .fetch_all
+    )
 }
 
 /// What a live viewer shows next: the newest `limit` of the action's deliveries recorded
@@ -68,29 +71,27 @@ pub async fn newest_after(
     last_id: i64,
     limit: i64,
 ) -> Result<(Vec<DeliveryRow>, i64), sqlx::Error> {
-    let mut rows: Vec<DeliveryRow> = sqlx::query_as(&format!(
-        "{SELECT} WHERE d.action_id = ?2 AND d.id > ?3 ORDER BY d.id DESC LIMIT ?4"
-    ))
-    .bind(super::now_ms())
-    .bind(action_id)
-    .bind(last_id)
-    .bind(limit)
-    .fetch_all(&db.read)
-    .await?;
+    let mut rows: Vec<DeliveryRow> = sql!(
+        db.read(),
+        query_as(&format!(
+            "{SELECT} WHERE d.action_id = ?2 AND d.id > ?3 ORDER BY d.id DESC LIMIT ?4"
+        ))
+        .bind(super::now_ms())
+        .bind(action_id)
+        .bind(last_id)
+        .bind(limit)
+        .fetch_all
+    )?;
     rows.reverse();
-    let skipped = match rows.first() {
-        Some(oldest) if rows.len() as i64 == limit => {
-            sqlx::query_scalar(
+    let skipped =
+        match rows.first() {
+            Some(oldest) if rows.len() as i64 == limit => {
+                sql!(db.read(), query_scalar(
                 "SELECT count(*) FROM deliveries WHERE action_id = ?1 AND id > ?2 AND id < ?3",
-            )
-            .bind(action_id)
-            .bind(last_id)
-            .bind(oldest.id)
-            .fetch_one(&db.read)
-            .await?
-        }
-        _ => 0,
-    };
+            ).bind(action_id).bind(last_id).bind(oldest.id).fetch_one)?
+            }
+            _ => 0,
+        };
     Ok((rows, skipped))
 }
 
@@ -100,15 +101,17 @@ pub async fn recent_for_agent(
     agent_id: i64,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} JOIN precall_actions a ON a.id = d.action_id
+    sql!(
+        db.read(),
+        query_as(&format!(
+            "{SELECT} JOIN precall_actions a ON a.id = d.action_id
           WHERE a.agent_id = ?2 ORDER BY d.id DESC LIMIT ?3"
-    ))
-    .bind(super::now_ms())
-    .bind(agent_id)
-    .bind(limit)
-    .fetch_all(&db.read)
-    .await
+        ))
+        .bind(super::now_ms())
+        .bind(agent_id)
+        .bind(limit)
+        .fetch_all
+    )
 }
 
 impl DeliveryRow {
@@ -146,19 +149,21 @@ pub async fn for_agent(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT * FROM ({SELECT} JOIN precall_actions a ON a.id = d.action_id
+    sql!(
+        db.read(),
+        query_as(&format!(
+            "SELECT * FROM ({SELECT} JOIN precall_actions a ON a.id = d.action_id
                           WHERE a.agent_id = ?2 AND (?4 IS NULL OR d.action_id = ?4)
                             AND d.id < coalesce(?5, 9223372036854775807)
-                          ORDER BY d.id DESC)
+                          ORDER BY d.id DESC) AS page
           WHERE ?6 IS NULL OR outcome = ?6 ORDER BY id DESC LIMIT ?3"
-    ))
-    .bind(super::now_ms())
-    .bind(agent_id)
-    .bind(limit)
-    .bind(action)
-    .bind(before)
-    .bind(outcome)
-    .fetch_all(&db.read)
-    .await
+        ))
+        .bind(super::now_ms())
+        .bind(agent_id)
+        .bind(limit)
+        .bind(action)
+        .bind(before)
+        .bind(outcome)
+        .fetch_all
+    )
 }

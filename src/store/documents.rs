@@ -9,14 +9,13 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-use sqlx::SqliteConnection;
-
-use super::{Db, StoreError, begin_write, now_ms};
+use super::sql::sql;
+use super::{Db, StoreError, Tx, begin_write, now_ms};
 use crate::auth::keys::{Secret, SecretKind};
 use crate::domain::document::{self, Action, AgentDocument};
 use crate::domain::ids::WebhookSlug;
 use crate::domain::payload::Problem;
+use serde_json::Value;
 
 /// The draft as stored.
 #[derive(Debug, Clone)]
@@ -87,12 +86,14 @@ fn read_document(text: &str) -> Result<AgentDocument, sqlx::Error> {
 }
 
 pub async fn draft(db: &Db, agent_id: i64) -> Result<Option<Draft>, sqlx::Error> {
-    let row: Option<(String, i64, i64, String)> = sqlx::query_as(
-        "SELECT document, revision, updated_at, updated_by FROM drafts WHERE agent_id = ?",
-    )
-    .bind(agent_id)
-    .fetch_optional(&db.read)
-    .await?;
+    let row: Option<(String, i64, i64, String)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT document, revision, updated_at, updated_by FROM drafts WHERE agent_id = ?",
+        )
+        .bind(agent_id)
+        .fetch_optional
+    )?;
     row.map(|(text, revision, updated_at, updated_by)| {
         Ok(Draft {
             document: read_document(&text)?,
@@ -106,12 +107,13 @@ pub async fn draft(db: &Db, agent_id: i64) -> Result<Option<Draft>, sqlx::Error>
 
 /// The version calls run now.
 pub async fn published(db: &Db, agent_id: i64) -> Result<Option<Version>, sqlx::Error> {
-    let number: Option<i64> =
-        sqlx::query_scalar("SELECT published_version FROM agents WHERE id = ?")
+    let number: Option<i64> = sql!(
+        db.read(),
+        query_scalar("SELECT published_version FROM agents WHERE id = ?")
             .bind(agent_id)
-            .fetch_optional(&db.read)
-            .await?
-            .flatten();
+            .fetch_optional
+    )?
+    .flatten();
     match number {
         Some(n) => version(db, agent_id, n).await,
         None => Ok(None),
@@ -119,14 +121,16 @@ pub async fn published(db: &Db, agent_id: i64) -> Result<Option<Version>, sqlx::
 }
 
 pub async fn version(db: &Db, agent_id: i64, number: i64) -> Result<Option<Version>, sqlx::Error> {
-    let row: Option<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT document, published_at, published_by, message FROM versions
+    let row: Option<(String, i64, String, String)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT document, published_at, published_by, message FROM versions
           WHERE agent_id = ? AND number = ?",
-    )
-    .bind(agent_id)
-    .bind(number)
-    .fetch_optional(&db.read)
-    .await?;
+        )
+        .bind(agent_id)
+        .bind(number)
+        .fetch_optional
+    )?;
     row.map(|(text, published_at, published_by, message)| {
         Ok(Version {
             meta: VersionMeta {
@@ -143,13 +147,15 @@ pub async fn version(db: &Db, agent_id: i64, number: i64) -> Result<Option<Versi
 
 /// The agent's versions, newest first.
 pub async fn versions(db: &Db, agent_id: i64) -> Result<Vec<VersionMeta>, sqlx::Error> {
-    let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-        "SELECT number, published_at, published_by, message FROM versions
+    let rows: Vec<(i64, i64, String, String)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT number, published_at, published_by, message FROM versions
           WHERE agent_id = ? ORDER BY number DESC",
-    )
-    .bind(agent_id)
-    .fetch_all(&db.read)
-    .await?;
+        )
+        .bind(agent_id)
+        .fetch_all
+    )?;
     Ok(rows
         .into_iter()
         .map(
@@ -165,14 +171,16 @@ pub async fn versions(db: &Db, agent_id: i64) -> Result<Vec<VersionMeta>, sqlx::
 
 /// The endpoints of the agent's Webhook actions.
 pub async fn endpoints(db: &Db, agent_id: i64) -> Result<Vec<Endpoint>, sqlx::Error> {
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT a.id, a.key, w.slug FROM precall_actions a
+    let rows: Vec<(i64, String, String)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT a.id, a.key, w.slug FROM precall_actions a
            JOIN webhook_actions w ON w.action_id = a.id
           WHERE a.agent_id = ? AND a.key IS NOT NULL",
-    )
-    .bind(agent_id)
-    .fetch_all(&db.read)
-    .await?;
+        )
+        .bind(agent_id)
+        .fetch_all
+    )?;
     Ok(rows
         .into_iter()
         .map(|(id, key, slug)| Endpoint { id, key, slug })
@@ -204,37 +212,39 @@ pub async fn save_draft(
 
 /// The draft's revision and the published version's document, read in `tx`.
 async fn current(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     agent_id: i64,
 ) -> Result<(Option<(i64, String)>, Option<String>), StoreError> {
-    let exists: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT published_version FROM agents WHERE id = ?")
+    let exists: Option<Option<i64>> = sql!(
+        tx.exec(),
+        query_scalar("SELECT published_version FROM agents WHERE id = ?")
             .bind(agent_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional
+    )?;
     let Some(published) = exists else {
         return Err(StoreError::NotFound("no such agent".into()));
     };
-    let draft: Option<(i64, String)> =
-        sqlx::query_as("SELECT revision, document FROM drafts WHERE agent_id = ?")
+    let draft: Option<(i64, String)> = sql!(
+        tx.exec(),
+        query_as("SELECT revision, document FROM drafts WHERE agent_id = ?")
             .bind(agent_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional
+    )?;
     let published_doc: Option<String> = match published {
-        Some(n) => {
-            sqlx::query_scalar("SELECT document FROM versions WHERE agent_id = ? AND number = ?")
+        Some(n) => sql!(
+            tx.exec(),
+            query_scalar("SELECT document FROM versions WHERE agent_id = ? AND number = ?")
                 .bind(agent_id)
                 .bind(n)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
+                .fetch_optional
+        )?,
         None => None,
     };
     Ok((draft, published_doc))
 }
 
 async fn write_draft(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     agent_id: i64,
     doc: &AgentDocument,
     expected: Option<i64>,
@@ -248,19 +258,21 @@ async fn write_draft(
         return Err(StoreError::Stale { current: revision });
     }
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO drafts (agent_id, document, revision, updated_at, updated_by)
+    sql!(
+        tx.exec(),
+        query(
+            "INSERT INTO drafts (agent_id, document, revision, updated_at, updated_by)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (agent_id) DO UPDATE SET document = ?2, revision = ?3, updated_at = ?4,
                                               updated_by = ?5",
-    )
-    .bind(agent_id)
-    .bind(doc.to_json().to_string())
-    .bind(revision + 1)
-    .bind(now)
-    .bind(by)
-    .execute(&mut *tx)
-    .await?;
+        )
+        .bind(agent_id)
+        .bind(doc.to_json().to_string())
+        .bind(revision + 1)
+        .bind(now)
+        .bind(by)
+        .execute
+    )?;
     let published = published.map(|t| read_document(&t)).transpose()?;
     let created = reconcile(tx, agent_id, doc, published.as_ref()).await?;
     Ok(Saved {
@@ -272,18 +284,20 @@ async fn write_draft(
 /// Gives every Webhook action of the draft an endpoint, and removes the endpoints of
 /// actions neither the draft nor the published version holds (their URLs stop at once).
 async fn reconcile(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     agent_id: i64,
     draft: &AgentDocument,
     published: Option<&AgentDocument>,
 ) -> Result<Vec<NewEndpoint>, sqlx::Error> {
-    let existing: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, key FROM precall_actions WHERE agent_id = ? AND kind = 'webhook'
+    let existing: Vec<(i64, String)> = sql!(
+        tx.exec(),
+        query_as(
+            "SELECT id, key FROM precall_actions WHERE agent_id = ? AND kind = 'webhook'
             AND key IS NOT NULL",
-    )
-    .bind(agent_id)
-    .fetch_all(&mut *tx)
-    .await?;
+        )
+        .bind(agent_id)
+        .fetch_all
+    )?;
     let have: HashSet<&str> = existing.iter().map(|(_, k)| k.as_str()).collect();
     let mut keep: HashSet<&str> = draft.webhooks().map(|(a, ..)| a.key.as_str()).collect();
     if let Some(p) = published {
@@ -291,51 +305,61 @@ async fn reconcile(
     }
     for (id, key) in &existing {
         if !keep.contains(key.as_str()) {
-            sqlx::query("DELETE FROM precall_actions WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sql!(
+                tx.exec(),
+                query("DELETE FROM precall_actions WHERE id = ?")
+                    .bind(id)
+                    .execute
+            )?;
         }
     }
     let mut created = Vec::new();
     let now = now_ms();
     for (action, ..) in draft.webhooks() {
         if have.contains(action.key.as_str()) {
-            sqlx::query("UPDATE precall_actions SET name = ? WHERE agent_id = ? AND key = ?")
-                .bind(&action.name)
-                .bind(agent_id)
-                .bind(&action.key)
-                .execute(&mut *tx)
-                .await?;
+            sql!(
+                tx.exec(),
+                query("UPDATE precall_actions SET name = ? WHERE agent_id = ? AND key = ?")
+                    .bind(&action.name)
+                    .bind(agent_id)
+                    .bind(&action.key)
+                    .execute
+            )?;
             continue;
         }
         let slug = WebhookSlug::generate();
         let api_key = Secret::generate(SecretKind::WebhookKey);
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO precall_actions (agent_id, position, kind, name, key, created_at)
+        let id: i64 = sql!(
+            tx.exec(),
+            query_scalar(
+                "INSERT INTO precall_actions (agent_id, position, kind, name, key, created_at)
              VALUES (?, 0, 'webhook', ?, ?, ?) RETURNING id",
-        )
-        .bind(agent_id)
-        .bind(&action.name)
-        .bind(&action.key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO webhook_actions (action_id, slug) VALUES (?, ?)")
-            .bind(id)
-            .bind(slug.as_str())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO webhook_keys (action_id, key_hash, last_chars, created_at)
+            )
+            .bind(agent_id)
+            .bind(&action.name)
+            .bind(&action.key)
+            .bind(now)
+            .fetch_one
+        )?;
+        sql!(
+            tx.exec(),
+            query("INSERT INTO webhook_actions (action_id, slug) VALUES (?, ?)")
+                .bind(id)
+                .bind(slug.as_str())
+                .execute
+        )?;
+        sql!(
+            tx.exec(),
+            query(
+                "INSERT INTO webhook_keys (action_id, key_hash, last_chars, created_at)
              VALUES (?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(api_key.hash().as_bytes())
-        .bind(api_key.last_chars())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            )
+            .bind(id)
+            .bind(api_key.hash().as_bytes())
+            .bind(api_key.last_chars())
+            .bind(now)
+            .execute
+        )?;
         created.push(NewEndpoint {
             id,
             key: action.key.clone(),
@@ -392,31 +416,27 @@ pub async fn publish(
 }
 
 async fn insert_version(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     agent_id: i64,
     text: &str,
     by: &str,
     message: &str,
 ) -> Result<VersionMeta, sqlx::Error> {
     let now = now_ms();
-    let number: i64 = sqlx::query_scalar(
+    let number: i64 =
+        sql!(tx.exec(), query_scalar(
         "INSERT INTO versions (agent_id, number, document, published_at, published_by, message)
          VALUES (?1, (SELECT coalesce(max(number), 0) + 1 FROM versions WHERE agent_id = ?1),
                  ?2, ?3, ?4, ?5)
          RETURNING number",
-    )
-    .bind(agent_id)
-    .bind(text)
-    .bind(now)
-    .bind(by)
-    .bind(message)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE agents SET published_version = ? WHERE id = ?")
-        .bind(number)
-        .bind(agent_id)
-        .execute(&mut *tx)
-        .await?;
+    ).bind(agent_id).bind(text).bind(now).bind(by).bind(message).fetch_one)?;
+    sql!(
+        tx.exec(),
+        query("UPDATE agents SET published_version = ? WHERE id = ?")
+            .bind(number)
+            .bind(agent_id)
+            .execute
+    )?;
     Ok(VersionMeta {
         number,
         published_at: now,
@@ -456,7 +476,7 @@ pub async fn discard(
 
 /// A new agent's documents: `doc` as its draft and its version 1, published.
 pub async fn start_agent(
-    tx: &mut SqliteConnection,
+    tx: &mut Tx,
     agent_id: i64,
     doc: &AgentDocument,
     by: &str,
@@ -477,24 +497,25 @@ pub async fn start_agent(
 /// End Call actions, variables) into each agent's draft and version 1, once, when the
 /// server starts: keys are made from the old ids (`f12`, `b34`, `a5`).
 pub async fn upgrade(db: &Db) -> Result<(), sqlx::Error> {
-    let agents: Vec<(i64, Option<i64>)> = sqlx::query_as(
+    let agents: Vec<(i64, Option<i64>)> =
+        sql!(db.read(), query_as(
         "SELECT id, first_flow_id FROM agents WHERE id NOT IN (SELECT agent_id FROM drafts)",
-    )
-    .fetch_all(&db.read)
-    .await?;
+    ).fetch_all)?;
     for (agent_id, first_flow) in agents {
         let mut tx = begin_write(db).await?;
         let doc = legacy::document(&mut tx, agent_id, first_flow).await?;
         let text = doc.to_json().to_string();
-        sqlx::query(
-            "INSERT INTO drafts (agent_id, document, revision, updated_at, updated_by)
+        sql!(
+            tx.exec(),
+            query(
+                "INSERT INTO drafts (agent_id, document, revision, updated_at, updated_by)
              VALUES (?, ?, 1, ?, 'upgrade')",
-        )
-        .bind(agent_id)
-        .bind(&text)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+            )
+            .bind(agent_id)
+            .bind(&text)
+            .bind(now_ms())
+            .execute
+        )?;
         insert_version(
             &mut tx,
             agent_id,
@@ -513,8 +534,10 @@ pub async fn upgrade(db: &Db) -> Result<(), sqlx::Error> {
 mod legacy {
     use std::collections::HashMap;
 
+    use super::super::Tx;
+    use super::super::sql::sql;
+
     use serde_json::Value;
-    use sqlx::SqliteConnection;
 
     use crate::domain::conditions::Conditions;
     use crate::domain::document::{
@@ -562,22 +585,20 @@ mod legacy {
     }
 
     pub async fn document(
-        tx: &mut SqliteConnection,
+        tx: &mut Tx,
         agent_id: i64,
         first_flow: Option<i64>,
     ) -> Result<AgentDocument, sqlx::Error> {
-        let flows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, name FROM flows WHERE agent_id = ? ORDER BY id")
+        let flows: Vec<(i64, String)> = sql!(
+            tx.exec(),
+            query_as("SELECT id, name FROM flows WHERE agent_id = ? ORDER BY id")
                 .bind(agent_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let blocks: Vec<(i64, i64, String, String)> = sqlx::query_as(
+                .fetch_all
+        )?;
+        let blocks: Vec<(i64, i64, String, String)> = sql!(tx.exec(), query_as(
             "SELECT b.id, b.flow_id, b.kind, b.config FROM blocks b JOIN flows f ON f.id = b.flow_id
               WHERE f.agent_id = ? ORDER BY b.position, b.id",
-        )
-        .bind(agent_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        ).bind(agent_id).fetch_all)?;
         let flow_of: HashMap<i64, i64> = blocks.iter().map(|b| (b.0, b.1)).collect();
         let flow_key = |id: i64| flows.iter().any(|f| f.0 == id).then(|| format!("f{id}"));
         let mut doc = AgentDocument {
@@ -655,14 +676,12 @@ mod legacy {
             Option<i64>,
             Option<bool>,
         );
-        let actions: Vec<ActionRow> = sqlx::query_as(
+        let actions: Vec<ActionRow> =
+            sql!(tx.exec(), query_as(
             "SELECT a.id, a.kind, a.name, a.config, w.fallback_wait_ms, w.ttl_secs, w.enabled
                    FROM precall_actions a LEFT JOIN webhook_actions w ON w.action_id = a.id
                   WHERE a.agent_id = ? ORDER BY a.position, a.id",
-        )
-        .bind(agent_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        ).bind(agent_id).fetch_all)?;
         for (id, kind, name, config, wait, ttl, enabled) in actions {
             let c: Value = serde_json::from_str(&config).unwrap_or_default();
             let settings = match kind.as_str() {
@@ -688,11 +707,13 @@ mod legacy {
             };
             let key = format!("a{id}");
             if kind == "webhook" {
-                sqlx::query("UPDATE precall_actions SET key = ? WHERE id = ?")
-                    .bind(&key)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                sql!(
+                    tx.exec(),
+                    query("UPDATE precall_actions SET key = ? WHERE id = ?")
+                        .bind(&key)
+                        .bind(id)
+                        .execute
+                )?;
             }
             doc.precall.push(ActionDoc {
                 key,
@@ -708,13 +729,11 @@ mod legacy {
             Option<i64>,
             Option<i64>,
         );
-        let variables: Vec<VariableRow> = sqlx::query_as(
+        let variables: Vec<VariableRow> =
+            sql!(tx.exec(), query_as(
             "SELECT name, type, default_value, description, source_action_id, source_block_id
                    FROM variables WHERE agent_id = ? ORDER BY name",
-        )
-        .bind(agent_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        ).bind(agent_id).fetch_all)?;
         for (name, ty, default, description, action, block) in variables {
             let source = match (action, block) {
                 (Some(a), _) => Some(Source::Action(format!("a{a}"))),
@@ -738,14 +757,14 @@ mod legacy {
     }
 
     /// Removes what the document now holds from the old tables (Webhook endpoints stay).
-    pub async fn clear(tx: &mut SqliteConnection, agent_id: i64) -> Result<(), sqlx::Error> {
+    pub async fn clear(tx: &mut Tx, agent_id: i64) -> Result<(), sqlx::Error> {
         for sql in [
             "DELETE FROM variables WHERE agent_id = ?1",
             "DELETE FROM precall_actions WHERE agent_id = ?1 AND kind <> 'webhook'",
             "UPDATE agents SET first_flow_id = NULL WHERE id = ?1",
             "DELETE FROM flows WHERE agent_id = ?1",
         ] {
-            sqlx::query(sql).bind(agent_id).execute(&mut *tx).await?;
+            sql!(tx.exec(), query(sql).bind(agent_id).execute)?;
         }
         Ok(())
     }

@@ -1,6 +1,12 @@
 //! Every SQL statement lives under this module.
 //!
-//! Reads go through a pool of read-only connections. Hot-path writes (ingest, calls,
+//! The store runs on one of two engines, chosen by the database URL: SQLite (the embedded
+//! default) or PostgreSQL (a database shared by the servers of a cluster). [`Db`] says
+//! which; each store function has an implementation per engine, and nothing outside this
+//! module and the writer knows which one runs. The PostgreSQL implementations are in
+//! [`pg`].
+//!
+//! On SQLite, reads go through a pool of read-only connections. Hot-path writes (ingest, calls,
 //! sweeping) go through the single [`writer::Writer`] task, which commits them in groups.
 //! Rare configuration writes (agents, actions, tokens) use a one-connection pool and
 //! `BEGIN IMMEDIATE`, so a read-then-write never fails with SQLITE_BUSY.
@@ -17,8 +23,10 @@ pub mod contexts;
 pub mod deliveries;
 pub mod documents;
 pub mod journal;
+pub mod pg;
 pub mod refusals;
 pub mod servers;
+pub mod sql;
 pub mod tokens;
 pub mod writer;
 
@@ -28,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use sql::{Exec, Tx};
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -67,15 +76,83 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
-/// The name of the trigger or constraint an SQLite error reports, if any.
+/// The name of the trigger or constraint an error reports, if any: SQLite's message (a
+/// trigger's `RAISE`), PostgreSQL's constraint name or else its message (a trigger's
+/// `RAISE EXCEPTION`).
 pub fn constraint_of(err: &sqlx::Error) -> Option<String> {
     let db = err.as_database_error()?;
-    Some(db.message().to_owned())
+    Some(db.constraint().unwrap_or(db.message()).to_owned())
 }
 
-/// The database: pools for reads and configuration writes, and how to reach it.
+/// The database, on either engine.
 #[derive(Clone)]
-pub struct Db {
+pub enum Db {
+    Sqlite(SqliteDb),
+    Postgres(pg::PgDb),
+}
+
+/// Which engine a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Sqlite,
+    Postgres,
+}
+
+impl EngineKind {
+    /// `postgres://` and `postgresql://` name PostgreSQL; anything else is an SQLite URL.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+}
+
+impl Db {
+    /// Opens and migrates the database at `url`, on the engine its scheme names.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        match EngineKind::of_url(url) {
+            EngineKind::Sqlite => Ok(Self::Sqlite(SqliteDb::open(url).await?)),
+            EngineKind::Postgres => Ok(Self::Postgres(pg::PgDb::open(url).await?)),
+        }
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        match self {
+            Self::Sqlite(_) => EngineKind::Sqlite,
+            Self::Postgres(_) => EngineKind::Postgres,
+        }
+    }
+
+    /// Where the writer's ingest journal lives: beside an SQLite database file (none for a
+    /// database in memory, nor on PostgreSQL, where a 202 follows the commit).
+    pub fn journal_path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite(db) => db.journal_path(),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// Is the database reachable?
+    pub async fn ping(&self) -> bool {
+        match self {
+            Self::Sqlite(db) => db.ping().await,
+            Self::Postgres(db) => db.ping().await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(db) => db.close().await,
+            Self::Postgres(db) => db.close().await,
+        }
+    }
+}
+
+/// An SQLite database: pools for reads and configuration writes, and how to reach it.
+#[derive(Clone)]
+pub struct SqliteDb {
     pub read: SqlitePool,
     pub write: SqlitePool,
     /// The background checkpoint's own connection: a checkpoint's copy and sync must not
@@ -131,7 +208,7 @@ unsafe extern "C" fn config_write_busy(
     1
 }
 
-impl Db {
+impl SqliteDb {
     /// Opens (creating if missing) and migrates the database at `url`.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -169,12 +246,12 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
-        let db_for_upgrade = Self {
+        let db_for_upgrade = Db::Sqlite(Self {
             read: write.clone(),
             write: write.clone(),
             checkpoints: write.clone(),
             options: Arc::new(options.clone()),
-        };
+        });
         documents::upgrade(&db_for_upgrade).await?;
 
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2) as u32;
@@ -261,7 +338,21 @@ impl Db {
     }
 }
 
-/// Starts a configuration write that holds the write lock from its first statement.
-pub async fn begin_write(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-    db.write.begin_with("BEGIN IMMEDIATE").await
+/// Starts a configuration write that has the database's configuration to itself until it
+/// commits: on SQLite it holds the write lock from its first statement; on PostgreSQL it
+/// takes a lock that every configuration write takes (ingest and calls do not), so that a
+/// read-then-write (a draft's revision check, the first admin) is as safe as on SQLite,
+/// whichever server or command makes it.
+pub async fn begin_write(db: &Db) -> Result<Tx, sqlx::Error> {
+    match db {
+        Db::Sqlite(db) => Ok(Tx::Sqlite(db.write.begin_with("BEGIN IMMEDIATE").await?)),
+        Db::Postgres(db) => {
+            let mut tx = db.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(pg::CONFIG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Tx::Postgres(tx))
+        }
+    }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::Db;
+use super::sql::sql;
 use super::writer::Writer;
 
 /// Why a request was refused before its key was found valid.
@@ -239,14 +240,16 @@ pub async fn by_minute(
     since: i64,
 ) -> Result<Vec<MinuteTally>, sqlx::Error> {
     let since = minute_of(since);
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT minute, reason, count FROM refusal_counts
+    let rows: Vec<(i64, String, i64)> = sql!(
+        db.read(),
+        query_as(
+            "SELECT minute, reason, count FROM refusal_counts
           WHERE action_id = ? AND minute >= ? ORDER BY minute",
-    )
-    .bind(action_id)
-    .bind(since)
-    .fetch_all(&db.read)
-    .await?;
+        )
+        .bind(action_id)
+        .bind(since)
+        .fetch_all
+    )?;
     let mut minutes: std::collections::BTreeMap<i64, RefusalTally> = Default::default();
     for (minute, reason, count) in rows {
         if let Some(reason) = RefusalReason::parse(&reason) {

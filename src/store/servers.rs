@@ -7,49 +7,74 @@
 
 use std::time::{Duration, Instant};
 
+use super::sql::sql;
 use super::{Db, now_ms};
 
 /// The configuration version: bumped by every configuration change (triggers).
 pub async fn config_version(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT version FROM config_version")
-        .fetch_one(&db.read)
-        .await
+    sql!(
+        db.read(),
+        query_scalar("SELECT version FROM config_version").fetch_one
+    )
 }
 
 /// Registers this process as a server that has applied `version`; returns its row.
 pub async fn register(db: &Db, version: i64) -> Result<i64, sqlx::Error> {
     let now = now_ms();
-    // Not `RETURNING id`: its row comes back before the statement's commit, whose failure
-    // (a full disk) would then go unseen.
-    let done = sqlx::query(
-        "INSERT INTO servers (pid, started_at, seen_version, seen_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(i64::from(std::process::id()))
-    .bind(now)
-    .bind(version)
-    .bind(now)
-    .execute(&db.write)
-    .await?;
-    Ok(done.last_insert_rowid())
+    let pid = i64::from(std::process::id());
+    match db {
+        // Not `RETURNING id`: its row comes back before the statement's commit, whose
+        // failure (a full disk) would then go unseen.
+        Db::Sqlite(db) => Ok(sqlx::query(
+            "INSERT INTO servers (pid, started_at, seen_version, seen_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(pid)
+        .bind(now)
+        .bind(version)
+        .bind(now)
+        .execute(&db.write)
+        .await?
+        .last_insert_rowid()),
+        // PostgreSQL answers a statement once it has committed.
+        Db::Postgres(db) => {
+            sqlx::query_scalar(
+                "INSERT INTO servers (pid, started_at, seen_version, seen_at)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(pid)
+            .bind(now)
+            .bind(version)
+            .bind(now)
+            .fetch_one(&db.pool)
+            .await
+        }
+    }
 }
 
 /// Records that the server `id` has applied `version`.
 pub async fn applied(db: &Db, id: i64, version: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE servers SET seen_version = max(seen_version, ?), seen_at = ? WHERE id = ?")
+    sql!(
+        db.write(),
+        query(
+            sqlite =
+                "UPDATE servers SET seen_version = max(seen_version, ?), seen_at = ? WHERE id = ?",
+            pg = "UPDATE servers SET seen_version = greatest(seen_version, $1), seen_at = $2
+               WHERE id = $3",
+        )
         .bind(version)
         .bind(now_ms())
         .bind(id)
-        .execute(&db.write)
-        .await?;
+        .execute
+    )?;
     Ok(())
 }
 
 /// The server `id` stops.
 pub async fn leave(db: &Db, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM servers WHERE id = ?")
-        .bind(id)
-        .execute(&db.write)
-        .await?;
+    sql!(
+        db.write(),
+        query("DELETE FROM servers WHERE id = ?").bind(id).execute
+    )?;
     Ok(())
 }
 
@@ -60,8 +85,29 @@ pub struct Behind {
     pub seen_version: i64,
 }
 
+/// How often a server on PostgreSQL says it still runs (its servers may run on other
+/// machines, where its process id tells nothing).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A server on PostgreSQL that has not said so for this long no longer runs.
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// The server `id` still runs (on PostgreSQL; see [`HEARTBEAT`]).
+pub async fn heartbeat(db: &Db, id: i64) -> Result<(), sqlx::Error> {
+    sql!(
+        db.write(),
+        query("UPDATE servers SET seen_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute
+    )?;
+    Ok(())
+}
+
 /// Waits until every running server has applied `version`, or `patience` has passed; returns
-/// the servers still behind. Rows of processes that no longer run (killed) are removed.
+/// the servers still behind. Rows of servers that no longer run (killed) are removed: on
+/// SQLite, whose servers share this machine, those of processes that do not exist; on
+/// PostgreSQL, those whose last heartbeat is older than [`STALE_AFTER`].
 pub async fn await_applied(
     db: &Db,
     version: i64,
@@ -69,14 +115,20 @@ pub async fn await_applied(
 ) -> Result<Vec<Behind>, sqlx::Error> {
     let deadline = Instant::now() + patience;
     loop {
-        let rows: Vec<(i64, i64, i64)> =
-            sqlx::query_as("SELECT id, pid, seen_version FROM servers WHERE seen_version < ?")
+        let rows: Vec<(i64, i64, i64, i64)> = sql!(
+            db.read(),
+            query_as("SELECT id, pid, seen_version, seen_at FROM servers WHERE seen_version < ?")
                 .bind(version)
-                .fetch_all(&db.read)
-                .await?;
+                .fetch_all
+        )?;
+        let stale_before = now_ms() - STALE_AFTER.as_millis() as i64;
         let mut behind = Vec::new();
-        for (id, pid, seen_version) in rows {
-            if process_runs(pid) {
+        for (id, pid, seen_version, seen_at) in rows {
+            let runs = match db {
+                Db::Sqlite(_) => process_runs(pid),
+                Db::Postgres(_) => seen_at >= stale_before,
+            };
+            if runs {
                 behind.push(Behind { pid, seen_version });
             } else {
                 leave(db, id).await?;

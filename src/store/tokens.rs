@@ -1,5 +1,6 @@
 //! Runtime tokens: bearer tokens with which the call runtime speaks for one agent.
 
+use super::sql::sql;
 use super::{Db, StoreError, begin_write, now_ms};
 use crate::auth::keys::{Secret, SecretHash, SecretKind};
 
@@ -24,17 +25,19 @@ pub async fn create_with_id(
     }
     let token = Secret::generate(SecretKind::RuntimeToken);
     let mut tx = begin_write(db).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runtime_tokens (agent_id, name, token_hash, last_chars, created_at)
+    let id: i64 = sql!(
+        tx.exec(),
+        query_scalar(
+            "INSERT INTO runtime_tokens (agent_id, name, token_hash, last_chars, created_at)
          VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(agent_id)
-    .bind(name)
-    .bind(token.hash().as_bytes())
-    .bind(token.last_chars())
-    .bind(now_ms())
-    .fetch_one(&mut *tx)
-    .await?;
+        )
+        .bind(agent_id)
+        .bind(name)
+        .bind(token.hash().as_bytes())
+        .bind(token.last_chars())
+        .bind(now_ms())
+        .fetch_one
+    )?;
     tx.commit().await?;
     Ok((id, token))
 }
@@ -42,12 +45,9 @@ pub async fn create_with_id(
 /// The agent a presented token speaks for, if it is a live token.
 pub async fn agent_for(db: &Db, presented: &str) -> Result<Option<i64>, sqlx::Error> {
     let hash = SecretHash::of(presented);
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+    let row: Option<(i64, Vec<u8>)> = sql!(db.read(), query_as(
         "SELECT agent_id, token_hash FROM runtime_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-    )
-    .bind(hash.as_bytes())
-    .fetch_optional(&db.read)
-    .await?;
+    ).bind(hash.as_bytes()).fetch_optional)?;
     // The index finds the row; the comparison that decides is constant-time.
     Ok(row.and_then(|(agent_id, stored)| {
         SecretHash::from_stored(&stored)
@@ -66,27 +66,24 @@ pub struct TokenRow {
 }
 
 pub async fn list(db: &Db, agent_id: i64) -> Result<Vec<TokenRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, name, last_chars, created_at, revoked_at FROM runtime_tokens
+    sql!(
+        db.read(),
+        query_as(
+            "SELECT id, name, last_chars, created_at, revoked_at FROM runtime_tokens
           WHERE agent_id = ? ORDER BY id DESC",
+        )
+        .bind(agent_id)
+        .fetch_all
     )
-    .bind(agent_id)
-    .fetch_all(&db.read)
-    .await
 }
 
 /// Stops a token from working, at once.
 pub async fn revoke(db: &Db, agent_id: i64, token_id: i64) -> Result<(), StoreError> {
     let mut tx = begin_write(db).await?;
-    let done = sqlx::query(
+    let done = sql!(tx.exec(), query(
         "UPDATE runtime_tokens SET revoked_at = ? WHERE id = ? AND agent_id = ? AND revoked_at IS NULL",
-    )
-    .bind(now_ms())
-    .bind(token_id)
-    .bind(agent_id)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() == 0 {
+    ).bind(now_ms()).bind(token_id).bind(agent_id).execute)?;
+    if done == 0 {
         return Err(StoreError::NotFound(
             "this agent has no such token, or it is already revoked".into(),
         ));

@@ -33,7 +33,7 @@ use crate::metrics::{DbOp, Metrics};
 use crate::wakeups::{WakeKey, Wakeups};
 
 /// Most requests run as one group.
-const MAX_BATCH: usize = 256;
+pub(in crate::store) const MAX_BATCH: usize = 256;
 /// Without a journal, a group smaller than this waits [`GATHER_WAIT`] once for more
 /// requests, unless a call is in it: a commit costs the same whatever its size, so under
 /// load larger groups leave more of the machine to the request handlers. A caller is on the
@@ -52,20 +52,20 @@ const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// A group commit slower than this is logged.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.
-const QUEUE: usize = 8192;
+pub(in crate::store) const QUEUE: usize = 8192;
 /// How long an Idempotency-Key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Most rows one sweep removes, so that sweeping never holds the lock for long.
-const SWEEP_LIMIT: i64 = 5_000;
+pub(in crate::store) const SWEEP_LIMIT: i64 = 5_000;
 /// Most deliveries, and most refusal counts, one sweep removes: each takes its row and two
 /// index entries, so that a sweep stays a few milliseconds long; a backlog (a lowered
 /// retention, a server that was stopped for weeks) goes in many sweeps, between which
 /// webhooks and calls take their turns. With 2 000, sweeping a backlog of 1.6 million
 /// deliveries took 3-7 ms a turn (up to 24 ms) on a 2-core machine.
-const DELIVERY_SWEEP_LIMIT: i64 = 1_000;
+pub(in crate::store) const DELIVERY_SWEEP_LIMIT: i64 = 1_000;
 /// Most calls one sweep removes: a call's row holds its variables and trace, a few times
 /// a delivery's size, and takes its fallbacks along.
-const CALL_SWEEP_LIMIT: i64 = 250;
+pub(in crate::store) const CALL_SWEEP_LIMIT: i64 = 250;
 /// Longest the writer stays out of the database, after committing early, while a
 /// configuration write waits for it.
 const YIELD_MAX: Duration = Duration::from_millis(20);
@@ -109,9 +109,9 @@ impl Default for Pacing {
 /// The store could not take the write; nothing of it was kept.
 #[derive(Debug, thiserror::Error)]
 #[error("the database did not take the write: {0}")]
-pub struct WriteError(String);
+pub struct WriteError(pub(in crate::store) String);
 
-type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+pub(in crate::store) type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 /// Why the storage refused a write, in words safe to show to anyone (no path, no data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,14 +199,14 @@ impl WriteFailure {
 
 /// Where a write went.
 #[derive(Debug, Clone, Copy)]
-enum Target {
+pub(in crate::store) enum Target {
     Database,
     Journal,
 }
 
 /// What the writer's last writes came to, shared with readiness.
 #[derive(Debug)]
-struct Health {
+pub(in crate::store) struct Health {
     epoch: Instant,
     /// The last outcome of a write to the database, and to the journal: 0 when it
     /// succeeded, else a [`WriteFailure`].
@@ -221,7 +221,7 @@ struct Health {
 }
 
 impl Health {
-    fn new() -> Self {
+    pub(in crate::store) fn new() -> Self {
         Self {
             epoch: Instant::now(),
             database: AtomicU8::new(0),
@@ -243,12 +243,12 @@ impl Health {
         }
     }
 
-    fn succeeded(&self, target: Target) {
+    pub(in crate::store) fn succeeded(&self, target: Target) {
         self.slot(target).store(0, Ordering::Release);
         self.last_outcome.store(self.now(), Ordering::Release);
     }
 
-    fn failed(&self, target: Target, why: WriteFailure) {
+    pub(in crate::store) fn failed(&self, target: Target, why: WriteFailure) {
         self.slot(target).store(why as u8, Ordering::Release);
         self.last_outcome.store(self.now(), Ordering::Release);
     }
@@ -488,7 +488,7 @@ impl SweepReport {
     }
 }
 
-enum Command {
+pub(in crate::store) enum Command {
     Ingest(IngestWrite, Reply<IngestCommitted>),
     Refusal(NewDelivery, Reply<()>),
     StartCall(CallAttempt, Reply<Attempted>),
@@ -518,7 +518,7 @@ impl Command {
     }
 }
 
-enum Done {
+pub(in crate::store) enum Done {
     Ingest(IngestCommitted, Option<WakeKey>),
     Refusal,
     StartCall(Attempted),
@@ -621,6 +621,17 @@ impl Writer {
             },
             task,
         ))
+    }
+
+    /// A handle on a writer whose loop runs elsewhere: PostgreSQL's (see
+    /// [`super::pg::writer`]), which holds nothing uncommitted and has no WAL to catch up.
+    pub(in crate::store) fn with_queue(tx: mpsc::Sender<Command>, health: Arc<Health>) -> Self {
+        Self {
+            tx,
+            catch_up: Arc::default(),
+            holding: Arc::default(),
+            health,
+        }
     }
 
     /// Whether writes succeed: `Err` with a reason fit to show while the last write to the
@@ -1279,7 +1290,7 @@ fn checkpoint(conn: &Connection) {
 }
 
 /// Takes what is queued, up to a group's size.
-fn drain(rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
+pub(in crate::store) fn drain(rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(cmd) => batch.push(cmd),
@@ -1288,7 +1299,11 @@ fn drain(rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
     }
 }
 
-fn answer(cmd: Command, result: Result<Done, WriteError>, wakeups: &dyn Wakeups) {
+pub(in crate::store) fn answer(
+    cmd: Command,
+    result: Result<Done, WriteError>,
+    wakeups: &dyn Wakeups,
+) {
     match (cmd, result) {
         (Command::Ingest(_, reply), Ok(Done::Ingest(committed, wake))) => {
             if let Some(key) = wake {

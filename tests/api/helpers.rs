@@ -51,7 +51,8 @@ pub async fn spawn_app() -> TestApp {
 /// run: a test that blocks (running the CLI, say) does not stop the server meanwhile.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let database = TestDatabase::create(&dir).await;
+    let database_url = database.url.clone();
     let mut settings = Settings::for_tests(&database_url);
     configure(&mut settings);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -72,6 +73,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
             })
             .await
             .expect("server runs");
+            database.drop().await;
         });
     });
     let (address, setup_link, writer) = built.await.expect("the server started");
@@ -87,6 +89,99 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         stop: Some(stop),
         _dir: dir,
     }
+}
+
+/// The environment variable that runs the suite on PostgreSQL: a URL of a PostgreSQL
+/// server (`postgres://user@127.0.0.1:5432/postgres`) on which the user may create
+/// databases. Unset (or an SQLite URL), every test server gets an SQLite file.
+pub const TEST_DATABASE_ENV: &str = "PRECALL_TEST_DATABASE_URL";
+
+/// The PostgreSQL server the suite runs on, if it runs on one.
+pub fn postgres_base() -> Option<String> {
+    std::env::var(TEST_DATABASE_ENV)
+        .ok()
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+}
+
+/// Whether the suite runs on PostgreSQL: a test of what only SQLite has (the ingest journal,
+/// a full disk under the database file) says why it is skipped there and returns early.
+pub fn skip_on_postgres(why: &str) -> bool {
+    if postgres_base().is_some() {
+        eprintln!("skipped on PostgreSQL: {why}");
+        return true;
+    }
+    false
+}
+
+/// The database a test server runs on: a fresh SQLite file in the test's directory, or a
+/// fresh database of its own on the PostgreSQL server of [`TEST_DATABASE_ENV`], dropped
+/// once the server stops.
+pub struct TestDatabase {
+    pub url: String,
+    /// The server's URL and the database's name, to drop it.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(dir: &TempDir) -> Self {
+        let Some(base) = postgres_base() else {
+            return Self {
+                url: format!("sqlite://{}", dir.path().join("precall.db").display()),
+                postgres: None,
+            };
+        };
+        use sqlx::Connection;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "precall_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let mut conn = sqlx::PgConnection::connect(&base)
+            .await
+            .expect("the test PostgreSQL server answers");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("a test database is created");
+        let _ = conn.close().await;
+        Self {
+            url: with_database(&base, &name),
+            postgres: Some((base, name)),
+        }
+    }
+
+    /// Drops a PostgreSQL database (with the connections still open on it).
+    pub async fn drop(self) {
+        use sqlx::Connection;
+        let Some((base, name)) = self.postgres else {
+            return;
+        };
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// `base` with its database name replaced by `name`.
+fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = base
+        .split_once('?')
+        .map_or((base, None), |(h, q)| (h, Some(q)));
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let host_end = head[after_scheme..]
+        .find('/')
+        .map_or(head.len(), |i| after_scheme + i);
+    let mut url = format!("{}/{name}", &head[..host_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
 
 /// Runs the binary against `database_url`; panics with its output if it fails.

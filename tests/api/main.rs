@@ -8,6 +8,7 @@ mod browser_versions;
 mod call_pages;
 mod calls;
 mod canvas;
+mod cluster;
 mod connect;
 mod connect_libs;
 mod console_polish;

@@ -127,8 +127,22 @@ impl Browser {
         self.css(selector).await.click().await.unwrap();
     }
 
+    /// The text of the first element matching `selector`. An element replaced between being
+    /// found and being read (the page navigated, or a script redrew it) is looked up again.
     pub async fn text(&self, selector: &str) -> String {
-        self.css(selector).await.text().await.unwrap()
+        let mut tries = 0;
+        loop {
+            match self.css(selector).await.text().await {
+                Ok(text) => return text,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && tries < 5 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => panic!("the text of {selector}: {e}"),
+            }
+        }
     }
 
     /// Scrolls the first element matching `selector` to the middle of the window.

@@ -1077,6 +1077,9 @@ async fn without_javascript_the_test_step_lists_requests_and_regenerating_a_key_
     // Regenerate key asks first, on a page of its own.
     b.client.goto(&configure).await.unwrap();
     b.click("form[action$='/key'] button").await;
+    // The confirmation is a page of its own: wait for it, not the Configure page's heading.
+    b.until("the confirmation page", |s| s.contains("confirm-form"))
+        .await;
     let question = b.text("h1").await;
     assert_eq!(question, "Make a new API key for CRM webhook?");
     assert!(b.text(".confirm").await.contains("stops working at once"));

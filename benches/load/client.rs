@@ -256,10 +256,45 @@ pub async fn drive(
     keep: Keep,
     make: MakeRequest,
 ) -> Stats {
+    drive_over(
+        &[addr],
+        conns,
+        duration,
+        limit,
+        first,
+        pace,
+        expect,
+        keep,
+        make,
+    )
+    .await
+}
+
+/// Like [`drive`], over several servers of one cluster: connection `k` goes to
+/// `addrs[k % addrs.len()]`, so that a closed loop spreads its load as a round-robin proxy
+/// would.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive_over(
+    addrs: &[SocketAddr],
+    conns: usize,
+    duration: Duration,
+    limit: Option<u64>,
+    first: u64,
+    pace: Pace,
+    expect: StatusCode,
+    keep: Keep,
+    make: MakeRequest,
+) -> Stats {
     // Every connection is open before the clock starts: a sender keeps its connections,
     // and in the open loop the first requests would otherwise be charged for the handshakes
     // of hundreds of connections opening at once (half of the first 50 ms over 10 ms).
-    let opened = futures_util::future::join_all((0..conns).map(|_| Conn::open(addr))).await;
+    let opened = futures_util::future::join_all((0..conns).map(|k| async move {
+        (
+            addrs[k % addrs.len()],
+            Conn::open(addrs[k % addrs.len()]).await,
+        )
+    }))
+    .await;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + duration;
@@ -268,7 +303,7 @@ pub async fn drive(
         Pace::Closed => None,
     };
     let mut tasks = Vec::with_capacity(conns);
-    for conn in opened {
+    for (addr, conn) in opened {
         let (next, make, permits) = (next.clone(), make.clone(), permits.clone());
         tasks.push(tokio::spawn(async move {
             let mut stats = Tally::default();

@@ -89,7 +89,7 @@ pub async fn rows(
 
     // Every caller has its data cached before the clock starts: as many as the closed loops
     // and the open loop can use at ingest's rate.
-    let per_level = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(20_000);
+    let per_level = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(o.preload_min);
     // The closed loops' callers, then those of each open-loop attempt.
     let preload_n = per_level * (o.levels.len() as u64 + OPEN_ATTEMPTS);
     let preload = drive(

@@ -12,14 +12,27 @@
 //! loop's requests, one line each (due µs from its start, latency µs, generator's lateness µs);
 //! `--open-rate <req/s>`: the open loop at this rate instead of half the measured maximum,
 //! to compare two builds at the same load (its row then has no target).
+//!
+//! `--engine postgres`: SQLite's single-server ingest and call-start rows (unless `--only`
+//! says otherwise), then a cluster of two servers on one PostgreSQL: ingest and call start
+//! over both (connections to each in turn; ratios to the same baseline), a call waiting on
+//! one server woken by its webhook on the other (from the 202 to the answer), and
+//! integrity (see `cluster`). The database is `PRECALL_BENCH_DATABASE_URL` (empty) if
+//! given, else one the run starts from Debian's PostgreSQL.
+//!
+//! `--quick`: a smoke test of every scenario run end to end, its figures meaningless: 1 s
+//! per scenario at 16 connections, fewer callers preloaded, 100 wake-ups, 500 parked calls
+//! (`--duration`, `--connections`, `--parked` still apply).
 
 mod client;
+mod cluster;
 mod connect;
 mod publish;
 mod server;
 mod stalls;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +40,7 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use client::{Conn, H2Conn, Keep, Pace, Stats, drive, post, string_field};
+use client::{Conn, H2Conn, Keep, Pace, Stats, drive, drive_over, post, string_field};
 use server::{Server, cli, process_cpu};
 use stalls::StallProbe;
 
@@ -49,6 +62,22 @@ struct Options {
     /// Runs the open loop at this rate rather than at half the measured maximum, to compare
     /// two builds' latency at the same load (its row then says so and has no target).
     open_rate: Option<u64>,
+    /// `postgres`: the cluster's rows (two servers on one PostgreSQL) after SQLite's ingest
+    /// and call-start rows.
+    engine: Engine,
+    /// Callers whose data is cached before a call-start scenario, at least.
+    preload_min: u64,
+    /// Calls of the wake-up scenarios.
+    wake_calls: u64,
+    /// A smoke run (`--quick`): every scenario end to end, its figures meaningless.
+    quick: bool,
+}
+
+/// The store the run measures besides SQLite's single server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
 }
 
 impl Options {
@@ -60,30 +89,48 @@ impl Options {
                 .and_then(|i| args.get(i + 1))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        Self {
-            duration: Duration::from_secs(value("--duration").unwrap_or(5)),
-            levels: args
-                .iter()
-                .position(|a| a == "--connections")
+        let text = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
                 .and_then(|i| args.get(i + 1))
+        };
+        // A smoke run: every scenario end to end, its figures meaningless.
+        let quick = args.iter().any(|a| a == "--quick");
+        let engine = match text("--engine").map(String::as_str) {
+            None | Some("sqlite") => Engine::Sqlite,
+            Some("postgres") => Engine::Postgres,
+            Some(other) => {
+                eprintln!("--engine is sqlite or postgres, not {other:?}");
+                std::process::exit(2);
+            }
+        };
+        let mut only: Vec<String> = text("--only")
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        if engine == Engine::Postgres && only.is_empty() {
+            // SQLite's figures to set the cluster's beside.
+            only = vec!["ingest".into(), "calls".into()];
+        }
+        Self {
+            duration: Duration::from_secs(value("--duration").unwrap_or(if quick { 1 } else { 5 })),
+            levels: text("--connections")
                 .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
                 .filter(|l: &Vec<usize>| !l.is_empty())
-                .unwrap_or_else(|| vec![64, 256]),
-            connections: 64,
+                .unwrap_or_else(|| if quick { vec![16] } else { vec![64, 256] }),
+            connections: if quick { 16 } else { 64 },
             parked_http1: args.iter().any(|a| a == "--parked-http1"),
-            parked: value("--parked").unwrap_or(10_000) as usize,
-            only: args
-                .iter()
-                .position(|a| a == "--only")
-                .and_then(|i| args.get(i + 1))
-                .map(|v| v.split(',').map(str::to_owned).collect())
-                .unwrap_or_default(),
+            parked: value("--parked").unwrap_or(if quick { 500 } else { 10_000 }) as usize,
+            only,
             open_trace: args
                 .iter()
                 .position(|a| a == "--open-trace")
                 .and_then(|i| args.get(i + 1))
                 .map(Into::into),
             open_rate: value("--open-rate"),
+            engine,
+            preload_min: if quick { 1_000 } else { 20_000 },
+            wake_calls: if quick { 100 } else { 1_000 },
+            quick,
         }
     }
 
@@ -148,6 +195,11 @@ struct Agent {
 /// the flow interpreter in the path.
 fn make_agent(dir: &Path, url: &str, wait_ms: u64) -> Agent {
     let demo = cli(dir, url, &["demo", "--wait-ms", &wait_ms.to_string()]);
+    agent_of_demo(&demo, url)
+}
+
+/// The fraud-detection agent in `precall demo`'s output, whose server is at `url`.
+fn agent_of_demo(demo: &Value, url: &str) -> Agent {
     let fraud = demo["examples"]
         .as_array()
         .and_then(|all| {
@@ -378,28 +430,27 @@ async fn run(o: Options) -> anyhow::Result<()> {
 
     if o.runs("ingest") {
         // 2. Ingest at its maximum, against baselines measured just before and after it.
-        let before = nearby_baseline(&baseline, &o, &echo).await;
-        let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
-        let ingest = ingest_at_max(&o, precall.addr, &main_agent, INGEST).await;
-        let cpu_us = per_request_us(precall.cpu_time() - cpu0, ingest.all_ok);
-        let gen_us = per_request_us(own_cpu() - gen0, ingest.all_ok);
-        let after = nearby_baseline(&baseline, &o, &echo).await;
-        let near = (before + after) / 2.0;
-        account(&ingest, &mut acked, &mut sent, &mut refused);
+        let mut ledger = Ledger {
+            acked: &mut acked,
+            calls: &mut calls,
+            sent: &mut sent,
+            refused: &mut refused,
+        };
+        let row = ingest_row(
+            &o,
+            &baseline,
+            &echo,
+            &[&precall],
+            &main_agent,
+            "ingest: max throughput (closed loop)",
+            0.25,
+            &mut ledger,
+        )
+        .await;
+        let ingest = row.stats.as_ref().expect("measured");
         ingest_rps = ingest.rps();
-        let r = ingest_rps / near;
         ingest_conns = Some(ingest.connections);
-        rows.push(Row {
-            name: "ingest: max throughput (closed loop)".into(),
-            ratio: Some(r),
-            figure: format!("{r:.3} of baseline ({} conns)", ingest.connections),
-            target: "≥ 0.25".into(),
-            pass: Some(r >= 0.25 && ingest.errors == 0),
-            extra: json!({ "server_cpu_us_per_request": cpu_us, "generator_cpu_us_per_request": gen_us,
-                           "nearby_baseline_rps": near,
-                           "baseline_rps_before": before, "baseline_rps_after": after }),
-            stats: Some(ingest),
-        });
+        rows.push(row);
     }
 
     // The open loops send over as many connections as the largest closed-loop level.
@@ -604,88 +655,38 @@ async fn run(o: Options) -> anyhow::Result<()> {
 
     if o.runs("calls") {
         // 4. Call start with the context already cached.
-        let preload_n = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(20_000)
-            * o.levels.len() as u64;
-        let preload = drive(
-            precall.addr,
-            o.connections,
-            Duration::from_secs(600),
-            Some(preload_n),
-            PRELOAD,
-            Pace::Closed,
-            StatusCode::ACCEPTED,
-            Keep::Number,
-            ingest_request(&main_agent),
-        )
-        .await;
-        account(&preload, &mut acked, &mut sent, &mut refused);
-        let before = nearby_baseline(&baseline, &o, &echo).await;
-        let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
-        // Each level takes its callers from the preloaded ones after the last level's.
-        let used = std::sync::atomic::AtomicU64::new(0);
-        let call_start = best_of(&o.levels, |conns, _| {
-            let (used, agent) = (&used, &main_agent);
-            async move {
-                let first = used.load(std::sync::atomic::Ordering::Relaxed);
-                let s = drive(
-                    precall.addr,
-                    conns,
-                    o.duration,
-                    Some(preload_n - first),
-                    PRELOAD + first,
-                    Pace::Closed,
-                    StatusCode::CREATED,
-                    Keep::Call,
-                    call_request(agent),
-                )
-                .await;
-                used.fetch_add(
-                    s.ok + s.refused + s.errors,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                s
-            }
-        })
-        .await;
-        let cpu_us = per_request_us(precall.cpu_time() - cpu0, call_start.all_ok);
-        let gen_us = per_request_us(own_cpu() - gen0, call_start.all_ok);
-        let after = nearby_baseline(&baseline, &o, &echo).await;
-        let near = (before + after) / 2.0;
-        let wrong = call_start
-            .kept
-            .iter()
-            .filter(|(_, k)| !k.from_webhook)
-            .count();
-        calls.extend(
-            call_start
-                .kept
-                .iter()
-                .filter_map(|(_, k)| k.call_id.clone()),
+        let mut ledger = Ledger {
+            acked: &mut acked,
+            calls: &mut calls,
+            sent: &mut sent,
+            refused: &mut refused,
+        };
+        rows.push(
+            call_start_row(
+                &o,
+                &baseline,
+                &echo,
+                &[&precall],
+                &main_agent,
+                ingest_rps,
+                "call start, context cached (closed loop)",
+                Some(0.25),
+                &mut ledger,
+            )
+            .await,
         );
-        let r = call_start.rps() / near;
-        rows.push(Row {
-            name: "call start, context cached (closed loop)".into(),
-            ratio: Some(r),
-            figure: format!("{r:.3} of baseline ({} conns)", call_start.connections),
-            target: "≥ 0.25".into(),
-            pass: Some(r >= 0.25 && call_start.errors == 0 && wrong == 0),
-            extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us,
-                           "generator_cpu_us_per_request": gen_us, "nearby_baseline_rps": near,
-                           "baseline_rps_before": before, "baseline_rps_after": after }),
-            stats: Some(call_start),
-        });
     }
 
     if o.runs("wake") {
         // 5. Wake-up: a call waits, its webhook lands; time from the 202 to the call's answer.
         let (wake, wake_extra, wake_acked, wake_calls) =
-            wake_up(&precall, &main_agent, 1_000, 10).await?;
+            wake_up(precall.addr, precall.addr, &main_agent, o.wake_calls, 10).await?;
         acked.extend(wake_acked.iter().copied());
         sent += wake_acked.len() as u64;
         calls.extend(wake_calls);
         let p99 = wake.ms(0.99);
         rows.push(Row {
-            name: "wake-up: 202 → call answer (1000)".into(),
+            name: format!("wake-up: 202 → call answer ({})", o.wake_calls),
             ratio: None,
             figure: format!("p99 {p99:.2} ms"),
             target: "p99 ≤ 5 ms".into(),
@@ -840,23 +841,25 @@ async fn run(o: Options) -> anyhow::Result<()> {
     });
 
     // 10. Nothing acknowledged is missing.
-    let (found_contexts, found_calls) = integrity(dir.path(), &acked, &calls).await?;
-    let intact = found_contexts == acked.len() && found_calls == calls.len();
-    rows.push(Row {
-        name: "integrity: acknowledged = found".into(),
-        ratio: None,
-        figure: format!(
-            "{}/{} contexts, {}/{} calls",
-            found_contexts,
-            acked.len(),
-            found_calls,
-            calls.len()
-        ),
-        target: "all found".into(),
-        pass: Some(intact),
-        extra: json!({ "ingest_sent": sent, "ingest_acknowledged": acked.len(), "ingest_refused": refused }),
-        stats: None,
-    });
+    let ledger = Ledger {
+        acked: &mut acked,
+        calls: &mut calls,
+        sent: &mut sent,
+        refused: &mut refused,
+    };
+    rows.push(
+        integrity_row(
+            &Stored::Sqlite(dir.path()),
+            "integrity: acknowledged = found",
+            &ledger,
+        )
+        .await?,
+    );
+
+    if o.engine == Engine::Postgres {
+        // 11. The same store functions on PostgreSQL, two servers on one database.
+        cluster::rows(&o, &baseline, &echo, dir.path(), &mut rows).await?;
+    }
 
     print_table(&rows);
     for r in &rows {
@@ -879,6 +882,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
         "when_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "machine_stalls_watched": probe.real_time,
+        "engine": match o.engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        },
+        "quick": o.quick,
         "duration_secs": o.duration.as_secs(),
         "connections": o.connections,
         "baseline_rps": base_rps,
@@ -999,15 +1007,10 @@ async fn nearby_baseline(baseline: &Server, o: &Options, echo: &Make) -> f64 {
 /// counts (and kept answers) of all levels, so that nothing sent goes unaccounted.
 /// Webhooks as fast as they are answered, at each concurrency level, numbered from `first`
 /// (each level with numbers of its own): the best level's figures.
-async fn ingest_at_max(
-    o: &Options,
-    addr: std::net::SocketAddr,
-    agent: &Agent,
-    first: u64,
-) -> Stats {
+async fn ingest_at_max(o: &Options, addrs: &[SocketAddr], agent: &Agent, first: u64) -> Stats {
     best_of(&o.levels, |conns, level| {
-        drive(
-            addr,
+        drive_over(
+            addrs,
             conns,
             o.duration,
             None,
@@ -1151,24 +1154,26 @@ fn call_id(body: &[u8]) -> Option<String> {
     string_field(body, b"callId").map(str::to_owned)
 }
 
-/// `n` calls in `lanes` parallel lanes: each call is sent, given 5 ms to park, then its
-/// webhook is sent; records the time from the webhook's 202 to the call's answer.
+/// `n` calls in `lanes` parallel lanes: each call is sent to `call_addr`, given 5 ms to
+/// park, then its webhook is sent to `hook_addr` (the same server, or another node of a
+/// cluster); records the time from the webhook's 202 to the call's answer.
 async fn wake_up(
-    server: &Server,
+    call_addr: SocketAddr,
+    hook_addr: SocketAddr,
     agent: &Agent,
     n: u64,
     lanes: u64,
 ) -> anyhow::Result<(Stats, Value, Vec<u64>, Vec<String>)> {
     let mut tasks = Vec::new();
     for lane in 0..lanes {
-        let (addr, ingest, call) = (server.addr, ingest_request(agent), call_request(agent));
+        let (ingest, call) = (ingest_request(agent), call_request(agent));
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::new();
             let (mut arrived, mut not_woken) = (0u64, 0u64);
             let mut acked = Vec::new();
             let mut calls = Vec::new();
-            let mut call_conn = Conn::open(addr).await?;
-            let mut hook_conn = Conn::open(addr).await?;
+            let mut call_conn = Conn::open(call_addr).await?;
+            let mut hook_conn = Conn::open(hook_addr).await?;
             for k in 0..n / lanes {
                 let i = WAKE + lane * (n / lanes) + k;
                 let call_fut = async {
@@ -1394,30 +1399,234 @@ async fn parked_calls(
     })
 }
 
+/// Where a run's webhooks and calls were stored.
+enum Stored<'a> {
+    /// The SQLite file `precall.db` in this directory.
+    Sqlite(&'a Path),
+    /// A PostgreSQL database.
+    Postgres(&'a str),
+}
+
+/// What a scenario sent and got: acknowledged webhooks (their numbers), answered calls
+/// (their ids), webhooks sent and refused. The integrity row checks it against the store.
+struct Ledger<'a> {
+    acked: &'a mut HashSet<u64>,
+    calls: &'a mut Vec<String>,
+    sent: &'a mut u64,
+    refused: &'a mut u64,
+}
+
+impl Ledger<'_> {
+    fn account(&mut self, s: &Stats) {
+        account(s, self.acked, self.sent, self.refused);
+    }
+}
+
+/// The integrity row: every acknowledged webhook in the ledger left a context in `stored`,
+/// every answered call a stored call.
+async fn integrity_row(
+    stored: &Stored<'_>,
+    name: &str,
+    ledger: &Ledger<'_>,
+) -> anyhow::Result<Row> {
+    let (found_contexts, found_calls) = integrity(stored, ledger.acked, ledger.calls).await?;
+    let (acked, calls) = (ledger.acked.len(), ledger.calls.len());
+    let intact = found_contexts == acked && found_calls == calls;
+    Ok(Row {
+        name: name.into(),
+        ratio: None,
+        figure: format!("{found_contexts}/{acked} contexts, {found_calls}/{calls} calls"),
+        target: "all found".into(),
+        pass: Some(intact),
+        extra: json!({ "ingest_sent": *ledger.sent, "ingest_acknowledged": acked,
+                       "ingest_refused": *ledger.refused }),
+        stats: None,
+    })
+}
+
 /// Reads the database afterwards: every acknowledged webhook left a context, every
 /// answered call a stored call.
 async fn integrity(
-    dir: &Path,
+    stored: &Stored<'_>,
     acked: &HashSet<u64>,
     calls: &[String],
 ) -> anyhow::Result<(usize, usize)> {
     use sqlx::Connection;
-    let url = format!("sqlite://{}?mode=ro", dir.join("precall.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-    let phones: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT phone FROM contexts")
-        .fetch_all(&mut conn)
-        .await?
-        .into_iter()
-        .collect();
-    let stored: HashSet<String> = sqlx::query_scalar::<_, String>("SELECT public_id FROM calls")
-        .fetch_all(&mut conn)
-        .await?
-        .into_iter()
-        .collect();
+    const PHONES: &str = "SELECT phone FROM contexts";
+    const CALLS: &str = "SELECT public_id FROM calls";
+    let (phones, stored): (HashSet<String>, HashSet<String>) = match stored {
+        Stored::Sqlite(dir) => {
+            let url = format!("sqlite://{}?mode=ro", dir.join("precall.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+            (
+                sqlx::query_scalar(PHONES)
+                    .fetch_all(&mut conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                sqlx::query_scalar(CALLS)
+                    .fetch_all(&mut conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        }
+        Stored::Postgres(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            (
+                sqlx::query_scalar(PHONES)
+                    .fetch_all(&mut conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                sqlx::query_scalar(CALLS)
+                    .fetch_all(&mut conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        }
+    };
     let found_contexts = acked
         .iter()
         .filter(|i| phones.contains(&phone(**i)))
         .count();
     let found_calls = calls.iter().filter(|c| stored.contains(*c)).count();
     Ok((found_contexts, found_calls))
+}
+
+/// The servers' CPU time together.
+fn cpu_of(servers: &[&Server]) -> Duration {
+    servers.iter().map(|s| s.cpu_time()).sum()
+}
+
+/// Ingest at its maximum over `servers` (each connection to one of them in turn), against
+/// baselines measured just before and after it: a ratio to the baseline, with `target`.
+#[allow(clippy::too_many_arguments)]
+async fn ingest_row(
+    o: &Options,
+    baseline: &Server,
+    echo: &Make,
+    servers: &[&Server],
+    agent: &Agent,
+    name: &str,
+    target: f64,
+    ledger: &mut Ledger<'_>,
+) -> Row {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let before = nearby_baseline(baseline, o, echo).await;
+    let (cpu0, gen0) = (cpu_of(servers), own_cpu());
+    let ingest = ingest_at_max(o, &addrs, agent, INGEST).await;
+    let cpu_us = per_request_us(cpu_of(servers) - cpu0, ingest.all_ok);
+    let gen_us = per_request_us(own_cpu() - gen0, ingest.all_ok);
+    let after = nearby_baseline(baseline, o, echo).await;
+    let near = (before + after) / 2.0;
+    ledger.account(&ingest);
+    let r = ingest.rps() / near;
+    Row {
+        name: name.into(),
+        ratio: Some(r),
+        figure: format!("{r:.3} of baseline ({} conns)", ingest.connections),
+        target: format!("≥ {target:.2}"),
+        pass: Some(r >= target && ingest.errors == 0),
+        extra: json!({ "server_cpu_us_per_request": cpu_us, "generator_cpu_us_per_request": gen_us,
+                       "nearby_baseline_rps": near, "servers": servers.len(),
+                       "baseline_rps_before": before, "baseline_rps_after": after }),
+        stats: Some(ingest),
+    }
+}
+
+/// Call start with every caller's data cached beforehand, over `servers` (each connection
+/// to one of them in turn), against baselines measured just before and after it: a ratio
+/// to the baseline, with `target` if the scenario has one. Every call must get its
+/// webhook's data.
+#[allow(clippy::too_many_arguments)]
+async fn call_start_row(
+    o: &Options,
+    baseline: &Server,
+    echo: &Make,
+    servers: &[&Server],
+    agent: &Agent,
+    ingest_rps: f64,
+    name: &str,
+    target: Option<f64>,
+    ledger: &mut Ledger<'_>,
+) -> Row {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let preload_n = ((ingest_rps * o.duration.as_secs_f64() * 1.5) as u64).max(o.preload_min)
+        * o.levels.len() as u64;
+    let preload = drive_over(
+        &addrs,
+        o.connections,
+        Duration::from_secs(600),
+        Some(preload_n),
+        PRELOAD,
+        Pace::Closed,
+        StatusCode::ACCEPTED,
+        Keep::Number,
+        ingest_request(agent),
+    )
+    .await;
+    ledger.account(&preload);
+    let before = nearby_baseline(baseline, o, echo).await;
+    let (cpu0, gen0) = (cpu_of(servers), own_cpu());
+    // Each level takes its callers from the preloaded ones after the last level's.
+    let used = std::sync::atomic::AtomicU64::new(0);
+    let call_start = best_of(&o.levels, |conns, _| {
+        let (used, addrs) = (&used, &addrs);
+        async move {
+            let first = used.load(std::sync::atomic::Ordering::Relaxed);
+            let s = drive_over(
+                addrs,
+                conns,
+                o.duration,
+                Some(preload_n - first),
+                PRELOAD + first,
+                Pace::Closed,
+                StatusCode::CREATED,
+                Keep::Call,
+                call_request(agent),
+            )
+            .await;
+            used.fetch_add(
+                s.ok + s.refused + s.errors,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            s
+        }
+    })
+    .await;
+    let cpu_us = per_request_us(cpu_of(servers) - cpu0, call_start.all_ok);
+    let gen_us = per_request_us(own_cpu() - gen0, call_start.all_ok);
+    let after = nearby_baseline(baseline, o, echo).await;
+    let near = (before + after) / 2.0;
+    let wrong = call_start
+        .kept
+        .iter()
+        .filter(|(_, k)| !k.from_webhook)
+        .count();
+    ledger.calls.extend(
+        call_start
+            .kept
+            .iter()
+            .filter_map(|(_, k)| k.call_id.clone()),
+    );
+    let r = call_start.rps() / near;
+    let faultless = call_start.errors == 0 && wrong == 0;
+    Row {
+        name: name.into(),
+        ratio: Some(r),
+        figure: format!("{r:.3} of baseline ({} conns)", call_start.connections),
+        target: target.map_or_else(String::new, |t| format!("≥ {t:.2}")),
+        // Without a target, only a fault fails the row.
+        pass: match target {
+            Some(t) => Some(r >= t && faultless),
+            None => (!faultless).then_some(false),
+        },
+        extra: json!({ "not_from_webhook": wrong, "server_cpu_us_per_request": cpu_us,
+                       "generator_cpu_us_per_request": gen_us, "nearby_baseline_rps": near,
+                       "servers": servers.len(),
+                       "baseline_rps_before": before, "baseline_rps_after": after }),
+        stats: Some(call_start),
+    }
 }

@@ -26,7 +26,17 @@ impl Server {
     /// ingest rate limits are off: the generator sends ~20 000 webhooks a second from one
     /// address to one webhook, far above the defaults meant for real senders.
     pub async fn precall(dir: &Path) -> anyhow::Result<Self> {
-        let cmd = Command::new(PRECALL);
+        Self::precall_on(dir, None).await
+    }
+
+    /// The real server as [`Server::precall`] does, on the database at `database_url` if
+    /// one is given (a node of a cluster on PostgreSQL), else on `dir`'s SQLite file.
+    pub async fn precall_on(dir: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(PRECALL);
+        cmd.env_remove("PRECALL_DATABASE_URL");
+        if let Some(url) = database_url {
+            cmd.env("PRECALL_DATABASE_URL", url);
+        }
         Self::start(
             cmd,
             dir,
@@ -45,7 +55,8 @@ impl Server {
 
     /// The baseline: this same bench binary, serving one echo route.
     pub async fn baseline(dir: &Path) -> anyhow::Result<Self> {
-        let cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env_remove("PRECALL_DATABASE_URL");
         Self::start(
             cmd,
             dir,
@@ -80,7 +91,6 @@ impl Server {
         let mut child = cmd
             .args(args)
             .current_dir(dir)
-            .env_remove("PRECALL_DATABASE_URL")
             .env_remove("PRECALL_PUBLIC_URL")
             .env(
                 "RUST_LOG",
@@ -164,11 +174,26 @@ pub fn process_cpu(pid: u32) -> Duration {
 
 /// Runs the precall binary's administrative commands against `dir`'s database.
 pub fn cli(dir: &Path, public_url: &str, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(PRECALL)
+    cli_on(dir, None, public_url, args)
+}
+
+/// Runs an administrative command against the database at `database_url` if one is given,
+/// else against `dir`'s.
+pub fn cli_on(
+    dir: &Path,
+    database_url: Option<&str>,
+    public_url: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(PRECALL);
+    cmd.env_remove("PRECALL_DATABASE_URL");
+    if let Some(url) = database_url {
+        cmd.env("PRECALL_DATABASE_URL", url);
+    }
+    let out = cmd
         .args(args)
         .arg("--json")
         .current_dir(dir)
-        .env_remove("PRECALL_DATABASE_URL")
         .env("PRECALL_PUBLIC_URL", public_url)
         .output()
         .expect("precall runs");

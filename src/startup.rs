@@ -103,7 +103,6 @@ impl Application {
             writer,
             wakeups,
             phones: Arc::default(),
-            throttle: Arc::default(),
             flash: Arc::default(),
             setup_token: Arc::default(),
             public_url: public_url.trim_end_matches('/').into(),
@@ -148,6 +147,16 @@ impl Application {
         }
         let token = Secret::generate(SecretKind::Setup);
         *self.state.setup_token.lock().expect("setup lock") = Some(token.hash());
+        // Offered to every server on this database (a cluster's proxy may send the link's
+        // request to another). Without a row in `servers` (its database was full at start),
+        // the link works on this server only.
+        let server = self.server.load(std::sync::atomic::Ordering::Relaxed);
+        if server > 0
+            && let Err(e) =
+                crate::store::setup_tokens::offer(&self.state.db, server, &token.hash()).await
+        {
+            tracing::warn!(error = %e, "the setup link works on this server only");
+        }
         Ok(Some(format!(
             "{}/setup?token={}",
             self.state.public_url,

@@ -1,8 +1,10 @@
-//! Slows down repeated failed sign-ins, per account and per address.
+//! Slows down repeated failed sign-ins, per account and per address. The failures are
+//! counted in the database ([`crate::store::sign_ins`]), so that every server of a cluster
+//! applies the same waits.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::store::{Db, now_ms, sign_ins};
 
 /// Failures allowed before waits begin.
 const FREE_FAILURES: u32 = 5;
@@ -10,53 +12,37 @@ const FREE_FAILURES: u32 = 5;
 const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Failures older than this are forgotten.
 const MEMORY: Duration = Duration::from_secs(900);
-/// Most keys remembered (older ones are dropped first), so that a flood cannot grow it.
-const MAX_KEYS: usize = 100_000;
 
-#[derive(Clone, Copy)]
-struct Record {
-    failures: u32,
-    last: Instant,
+/// How long a subject with `failures`, the last one `since` ago, must still wait.
+fn wait_after(failures: u32, since: Duration) -> Option<Duration> {
+    if failures < FREE_FAILURES || since > MEMORY {
+        return None;
+    }
+    let exp = (failures - FREE_FAILURES).min(16);
+    let wait = Duration::from_secs(1u64 << exp).min(MAX_WAIT);
+    wait.checked_sub(since)
 }
 
-/// Failed attempts by key (`account:<email>`, `address:<ip>`).
-#[derive(Default)]
-pub struct Throttle {
-    records: Mutex<HashMap<String, Record>>,
+/// How long `key` (`account:<email>`, `address:<ip>`) must still wait before trying
+/// again, if at all.
+pub async fn wait(db: &Db, key: &str) -> Result<Option<Duration>, sqlx::Error> {
+    let Some((failures, last_at)) = sign_ins::failures(db, key).await? else {
+        return Ok(None);
+    };
+    let since = Duration::from_millis(u64::try_from(now_ms() - last_at).unwrap_or(0));
+    Ok(wait_after(
+        u32::try_from(failures).unwrap_or(u32::MAX),
+        since,
+    ))
 }
 
-impl Throttle {
-    /// How long `key` must still wait before trying again, if at all.
-    pub fn wait(&self, key: &str) -> Option<Duration> {
-        let records = self.records.lock().expect("throttle lock");
-        let r = records.get(key)?;
-        if r.failures < FREE_FAILURES || r.last.elapsed() > MEMORY {
-            return None;
-        }
-        let exp = (r.failures - FREE_FAILURES).min(16);
-        let wait = Duration::from_secs(1u64 << exp).min(MAX_WAIT);
-        wait.checked_sub(r.last.elapsed())
-    }
+pub async fn failed(db: &Db, key: &str) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sign_ins::failed(db, key, now, now - MEMORY.as_millis() as i64).await
+}
 
-    pub fn failed(&self, key: &str) {
-        let mut records = self.records.lock().expect("throttle lock");
-        if records.len() >= MAX_KEYS {
-            records.retain(|_, r| r.last.elapsed() < MEMORY);
-        }
-        let r = records.entry(key.to_owned()).or_insert(Record {
-            failures: 0,
-            last: Instant::now(),
-        });
-        if r.last.elapsed() > MEMORY {
-            r.failures = 0;
-        }
-        r.failures += 1;
-        r.last = Instant::now();
-    }
-
-    pub fn succeeded(&self, key: &str) {
-        self.records.lock().expect("throttle lock").remove(key);
-    }
+pub async fn succeeded(db: &Db, key: &str) -> Result<(), sqlx::Error> {
+    sign_ins::succeeded(db, key).await
 }
 
 #[cfg(test)]
@@ -65,18 +51,21 @@ mod tests {
 
     #[test]
     fn waits_begin_after_the_free_failures_and_grow() {
-        let t = Throttle::default();
-        for _ in 0..FREE_FAILURES - 1 {
-            t.failed("account:a");
-        }
-        assert!(t.wait("account:a").is_none());
-        t.failed("account:a");
-        let first = t.wait("account:a").expect("now waiting");
-        t.failed("account:a");
-        let second = t.wait("account:a").expect("still waiting");
+        let now = Duration::ZERO;
+        assert!(wait_after(FREE_FAILURES - 1, now).is_none());
+        let first = wait_after(FREE_FAILURES, now).expect("now waiting");
+        let second = wait_after(FREE_FAILURES + 1, now).expect("still waiting");
         assert!(second > first);
-        assert!(t.wait("account:b").is_none(), "other keys are not affected");
-        t.succeeded("account:a");
-        assert!(t.wait("account:a").is_none());
+        assert!(wait_after(FREE_FAILURES + 40, now).unwrap() <= MAX_WAIT);
+    }
+
+    #[test]
+    fn a_wait_counts_from_the_last_failure_and_old_failures_are_forgotten() {
+        assert_eq!(
+            wait_after(FREE_FAILURES + 1, Duration::from_millis(500)),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(wait_after(FREE_FAILURES + 1, Duration::from_secs(3)).is_none());
+        assert!(wait_after(FREE_FAILURES + 10, MEMORY + Duration::from_secs(1)).is_none());
     }
 }

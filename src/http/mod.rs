@@ -19,7 +19,6 @@ use axum::Router;
 
 use crate::auth::keys::SecretHash;
 use crate::auth::session::Flash;
-use crate::auth::throttle::Throttle;
 use crate::catalog::Catalog;
 use crate::phones::Phones;
 use crate::store::Db;
@@ -56,8 +55,6 @@ pub struct Shared {
     pub wakeups: Arc<dyn Wakeups>,
     /// Phone number normalisation, with recent answers remembered.
     pub phones: Arc<Phones>,
-    /// Failed sign-ins, per account and address.
-    pub throttle: Arc<Throttle>,
     /// Secrets and notices waiting to be shown once.
     pub flash: Arc<Flash>,
     /// The hash of the one-time first-run setup token, while no admin exists.

@@ -26,6 +26,8 @@ pub mod journal;
 pub mod pg;
 pub mod refusals;
 pub mod servers;
+pub mod setup_tokens;
+pub mod sign_ins;
 pub mod sql;
 pub mod tokens;
 pub mod writer;

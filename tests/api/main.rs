@@ -9,6 +9,7 @@ mod call_pages;
 mod calls;
 mod canvas;
 mod cluster;
+mod cluster_console;
 mod connect;
 mod connect_libs;
 mod console_polish;

@@ -16,8 +16,9 @@ use super::{Page, PageResult, after, not_found, render};
 use crate::auth::keys::SecretHash;
 use crate::auth::password::{self, Password};
 use crate::auth::session::{self, Admin, AdminForm};
+use crate::auth::throttle;
 use crate::http::AppState;
-use crate::store::{StoreError, admins, rfc3339};
+use crate::store::{StoreError, admins, rfc3339, setup_tokens};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -61,16 +62,22 @@ struct SetupQuery {
     token: String,
 }
 
-fn setup_token_matches(app: &AppState, token: &str) -> bool {
+/// Whether `token` is this server's setup token or one another running server offered
+/// (see [`setup_tokens`]).
+async fn setup_token_matches(app: &AppState, token: &str) -> Result<bool, sqlx::Error> {
+    let presented = SecretHash::of(token);
     let expected = *app.setup_token.lock().expect("setup lock");
-    expected.is_some_and(|e| e.matches(&SecretHash::of(token)))
+    if expected.is_some_and(|e| e.matches(&presented)) {
+        return Ok(true);
+    }
+    setup_tokens::offered(&app.db, &presented).await
 }
 
 async fn setup_page(State(app): State<AppState>, Query(q): Query<SetupQuery>) -> PageResult {
     if admins::count(&app.db).await? > 0 {
         return Ok(Redirect::to("/login").into_response());
     }
-    if !setup_token_matches(&app, &q.token) {
+    if !setup_token_matches(&app, &q.token).await? {
         return Ok((
             StatusCode::FORBIDDEN,
             render(SetupPage {
@@ -101,7 +108,7 @@ struct SetupForm {
 }
 
 async fn setup(State(app): State<AppState>, Form(f): Form<SetupForm>) -> PageResult {
-    if !setup_token_matches(&app, &f.token) {
+    if !setup_token_matches(&app, &f.token).await? {
         return Ok((StatusCode::FORBIDDEN, "This setup link is not valid.").into_response());
     }
     let again = |error: String| {
@@ -132,6 +139,7 @@ async fn setup(State(app): State<AppState>, Form(f): Form<SetupForm>) -> PageRes
         Err(e) => return Err(e.into()),
     };
     *app.setup_token.lock().expect("setup lock") = None;
+    setup_tokens::withdraw_all(&app.db).await?;
     let cookie = session::start(&app, id).await?;
     Ok((CookieJar::new().add(cookie), Redirect::to("/admin/agents")).into_response())
 }
@@ -221,7 +229,11 @@ async fn login(
         }
         res
     };
-    if let Some(wait) = keys.iter().filter_map(|k| app.throttle.wait(k)).max() {
+    let mut waits = Vec::with_capacity(keys.len());
+    for k in &keys {
+        waits.push(throttle::wait(&app.db, k).await?);
+    }
+    if let Some(wait) = waits.into_iter().flatten().max() {
         let secs = wait.as_secs().max(1);
         return Ok(refuse(
             StatusCode::TOO_MANY_REQUESTS,
@@ -238,7 +250,7 @@ async fn login(
     match account.filter(|_| ok) {
         Some(admin) => {
             for k in &keys {
-                app.throttle.succeeded(k);
+                throttle::succeeded(&app.db, k).await?;
             }
             let cookie = session::start(&app, admin.id).await?;
             Ok((
@@ -249,7 +261,7 @@ async fn login(
         }
         None => {
             for k in &keys {
-                app.throttle.failed(k);
+                throttle::failed(&app.db, k).await?;
             }
             Ok(refuse(
                 StatusCode::UNAUTHORIZED,

@@ -391,15 +391,22 @@ async fn a_call_waiting_on_a_server_whose_notifications_were_cut_off_still_gets_
             // again.
             use sqlx::Connection;
             let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-            let cut: Vec<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE datname = $1 AND query LIKE 'LISTEN%' AND pg_terminate_backend(pid)",
+            // The listening sessions on this test's database only, found before any is
+            // ended: in one statement, PostgreSQL may end sessions before it filters by
+            // database (the name comes from a join), cutting off other tests' servers.
+            let listening: Vec<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
             )
             .bind(&name)
             .fetch_all(&mut admin)
             .await
             .unwrap();
-            assert!(!cut.is_empty(), "the servers were listening");
+            assert!(!listening.is_empty(), "the servers were listening");
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int4[]) AS pid")
+                .bind(&listening)
+                .execute(&mut admin)
+                .await
+                .unwrap();
             post_webhook(&client, &setup, &a, n).await.unwrap()
         };
         let (call, status) = tokio::join!(waiting, cut_and_send);

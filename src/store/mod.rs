@@ -225,13 +225,28 @@ impl Db {
     /// Where the writer's ingest journal lives: beside the database file (none for a
     /// database in memory).
     pub fn journal_path(&self) -> Option<PathBuf> {
+        self.beside("-ingest")
+    }
+
+    /// The write-ahead log's file (none for a database in memory).
+    pub fn wal_path(&self) -> Option<PathBuf> {
+        self.beside("-wal")
+    }
+
+    /// The database's file.
+    pub fn file_path(&self) -> PathBuf {
+        self.options.get_filename().to_path_buf()
+    }
+
+    /// A file named after the database file with `suffix`.
+    fn beside(&self, suffix: &str) -> Option<PathBuf> {
         let file = self.options.get_filename();
         let name = file.to_str()?;
         if name.is_empty() || name.contains(":memory:") || name.starts_with("file:") {
             return None;
         }
         let mut path = file.as_os_str().to_owned();
-        path.push("-ingest");
+        path.push(suffix);
         Some(PathBuf::from(path))
     }
 

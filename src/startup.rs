@@ -381,19 +381,10 @@ const QUICK_PASS: Duration = Duration::from_millis(5);
 /// SQLite's guarantees (`synchronous = NORMAL`), but the writer's checkpoint that follows
 /// then syncs only what it copies itself.
 async fn flush_files(db: &Db) {
-    let Some(path) = db.wal_path() else { return };
-    let main = db.file_path();
     let started = Instant::now();
-    let flushed = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(path)?.sync_data()?;
-        let wal_us = started.elapsed().as_micros() as u64;
-        std::fs::File::open(main)?.sync_data()?;
-        Ok::<_, std::io::Error>(wal_us)
-    })
-    .await;
-    match flushed {
-        Ok(Ok(wal_us)) => tracing::debug!(
-            wal_us,
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.sync_files()).await {
+        Ok(Ok(())) => tracing::debug!(
             took_us = started.elapsed().as_micros() as u64,
             "synced the files before the writer's checkpoint"
         ),

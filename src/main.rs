@@ -4,8 +4,12 @@ use tracing_subscriber::EnvFilter;
 use precall::config::{Cli, Command, Settings};
 use precall::startup::{Application, shutdown_signal};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -52,5 +56,16 @@ fn ignore_file_size_signal() {
     // setting it from any thread is sound.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// mimalloc asks for transparent huge pages for its memory (`madvise`), so that the resident
+/// set grows and stays in 2 MiB steps: with them a whole benchmark run peaked at 150-162 MiB,
+/// without them at 117.6 MiB, for the same CPU per request. Turned off for the process.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }

@@ -442,14 +442,33 @@ const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 const CATCH_UP_PASSES: usize = 6;
 const QUICK_PASS: Duration = Duration::from_millis(5);
 
+/// Syncs the WAL and the database file, off the writer's path: neither needs it for
+/// SQLite's guarantees (`synchronous = NORMAL`), but the writer's checkpoint that follows
+/// then syncs only what it copies itself.
+async fn flush_files(db: &SqliteDb) {
+    let started = Instant::now();
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.sync_files()).await {
+        Ok(Ok(())) => tracing::debug!(
+            took_us = started.elapsed().as_micros() as u64,
+            "synced the files before the writer's checkpoint"
+        ),
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not sync the files"),
+        Err(e) => tracing::debug!(error = %e, "could not sync the files"),
+    }
+}
+
 /// Checkpoints the WAL in the background, off the writer's path; when the WAL has grown
 /// past `restart_bytes`, asks the writer to copy the rest (see [`Writer::catch_up_wal`]).
 ///
-/// The writer's checkpoint holds up its queue. Right after one background pass it took
-/// 4-11 ms (past 32 MiB, every 750 ms under load: its backlogs put the open-loop ingest p99
-/// over 10 ms) or 17-46 ms (past 256 MiB). After more passes (see [`CATCH_UP_PASSES`]) it
-/// mostly takes 0-10 ms (up to ~40 ms when the disk is slow), every few seconds under load
-/// past 256 MiB (the default).
+/// The writer's checkpoint holds up its queue, and it syncs the database file. Right after
+/// one background pass it took 4-11 ms (past 32 MiB, every 750 ms under load: its backlogs
+/// put the open-loop ingest p99 over 10 ms) or 17-46 ms (past 256 MiB). After more passes
+/// (see [`CATCH_UP_PASSES`]) it still took 25-69 ms under heavy writes, every few seconds:
+/// SQLite syncs the database file only after a pass that copied the whole log, which under
+/// steady writes only the writer's does, so its sync wrote out all the background passes
+/// had copied. So the files are synced here first (see [`flush_files`]) and one more pass
+/// copies what was committed meanwhile; the writer's checkpoint then took 1-5 ms.
 fn spawn_checkpointer(db: SqliteDb, writer: Writer, restart_bytes: u64) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
@@ -464,6 +483,7 @@ fn spawn_checkpointer(db: SqliteDb, writer: Writer, restart_bytes: u64) -> JoinH
                     // writer is left with a few milliseconds' worth. Else (readers held
                     // it back) the writer is not asked this time.
                     tracing::debug!(wal_bytes = wal.size, "the WAL is past its limit");
+                    let mut flushed = false;
                     for _ in 0..CATCH_UP_PASSES {
                         let pass = Instant::now();
                         let copied = db.checkpoint().await;
@@ -475,6 +495,12 @@ fn spawn_checkpointer(db: SqliteDb, writer: Writer, restart_bytes: u64) -> JoinH
                             );
                         }
                         match copied {
+                            // The files are synced here, off the writer's path, then a
+                            // last pass copies what was committed meanwhile.
+                            Ok(wal) if wal.left == 0 && !flushed => {
+                                flush_files(&db).await;
+                                flushed = true;
+                            }
                             Ok(wal) if wal.left == 0 && pass.elapsed() < QUICK_PASS => {
                                 writer.catch_up_wal();
                                 break;

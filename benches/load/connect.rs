@@ -15,8 +15,8 @@ use super::client::{Conn, Keep, Pace, Stats, drive, post};
 use super::server::{Server, cli};
 use super::stalls::StallProbe;
 use super::{
-    Agent, Make, OPEN_ATTEMPTS, Options, Row, account, best_of, contains, disturbing,
-    ingest_request, ms, nearby_baseline, open_figure, open_loop_extra, phone, stalls_ms,
+    Agent, Make, OPEN_ATTEMPTS, OpenAttempts, Options, Row, account, best_of, contains,
+    ingest_request, nearby_baseline, phone,
 };
 
 /// Callers of the connector scenarios, apart from every other scenario's (see `phone`: the
@@ -154,15 +154,10 @@ pub async fn rows(
 
     // 2. p99 at half that throughput, open loop, on callers not used above. The machine
     // itself may stop for tens of milliseconds (see `stalls`): as for ingest's open loop, an
-    // attempt during which it did is measured again, up to `OPEN_ATTEMPTS` in all, and
-    // every attempt is reported.
+    // attempt during which it did is measured again, and every attempt is reported.
     let rate = (max_rps / 2.0).max(1.0);
-    let mut attempts = Vec::new();
-    let mut earlier_errors = 0;
-    let (open, cpu, gen_cpu, stalls) = loop {
-        let attempt = attempts.len() as u64;
-        let (cpu0, gen0) = (precall.cpu_time(), super::own_cpu());
-        let open = drive(
+    let attempts = OpenAttempts::run("connector", probe, precall, async |attempt| {
+        drive(
             precall.addr,
             open_conns,
             o.duration,
@@ -173,29 +168,10 @@ pub async fn rows(
             Keep::Nothing,
             request.clone(),
         )
-        .await;
-        let (cpu, gen_cpu) = (precall.cpu_time() - cpu0, super::own_cpu() - gen0);
-        let stalls = probe.during(&open);
-        let stopped = match disturbing(&stalls) {
-            Some(stop) if attempt + 1 < OPEN_ATTEMPTS => stop,
-            _ => break (open, cpu, gen_cpu, stalls),
-        };
-        println!(
-            "connector open loop, attempt {}: the machine stopped for {:.1} ms (p99 {:.2} ms); measuring again",
-            attempt + 1,
-            ms(stopped),
-            open.ms(0.99)
-        );
-        earlier_errors += open.errors + open.refused;
-        attempts.push(json!({
-            "p99_ms": open.ms(0.99),
-            "p50_ms": open.ms(0.5),
-            "requests": open.ok,
-            "refused": open.refused,
-            "errors": open.errors,
-            "machine_stalls_ms": stalls_ms(&stalls),
-        }));
-    };
+        .await
+    })
+    .await;
+    let open = &attempts.open;
     if let Some(path) = &o.open_trace {
         // Beside ingest's trace: each request's due time, latency and lateness, in µs.
         let mut trace = open.trace.clone();
@@ -209,24 +185,22 @@ pub async fn rows(
     // Each answer must carry the cached data: a sample read back after the loops.
     let (sampled, not_cached) = sample(precall, &request, CACHED + preload_n - 100, 100).await?;
     let p99 = open.ms(0.99);
-    let mut extra = open_loop_extra(&open, rate, cpu, gen_cpu, &stalls);
-    extra["earlier_attempts"] = json!(attempts);
+    let mut extra = attempts.extra(rate);
     extra["sampled"] = json!(sampled);
     extra["sampled_not_from_webhook"] = json!(not_cached);
-    let mut figure = open_figure(&open, &stalls);
-    if !attempts.is_empty() {
-        figure += &format!(" (attempt {})", attempts.len() + 1);
-    }
+    let (earlier_errors, earlier_refused) = attempts.earlier_failures;
     rows.push(Row {
         name: format!("connector (Retell): p99 at {rate:.0} req/s, context cached (open loop)"),
         ratio: Some(open.rps() / near),
-        figure,
+        figure: attempts.figure(),
         target: "p99 ≤ 5 ms".into(),
         pass: Some(
-            p99 <= 5.0 && open.errors + open.refused + earlier_errors == 0 && not_cached == 0,
+            p99 <= 5.0
+                && open.errors + open.refused + earlier_errors + earlier_refused == 0
+                && not_cached == 0,
         ),
         extra,
-        stats: Some(open),
+        stats: Some(attempts.open),
     });
 
     // 3. Woken: the request waits, its webhook lands; from the 202 to the answer.

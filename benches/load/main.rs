@@ -471,14 +471,9 @@ async fn run(o: Options) -> anyhow::Result<()> {
             eprintln!("open loop: {rate:.0} req/s over {open_conns} connections");
         }
         // The machine itself may stop for tens of milliseconds (see `stalls`): an attempt
-        // during which it did is measured again, up to `OPEN_ATTEMPTS` in all, and every
-        // attempt is reported.
-        let mut attempts = Vec::new();
-        // Errors in any attempt fail the row, not only in the one reported.
-        let mut earlier_errors = 0;
-        let (open, cpu, gen_cpu, stalls) = loop {
-            let attempt = attempts.len() as u64;
-            let (cpu0, gen0) = (precall.cpu_time(), own_cpu());
+        // during which it did is measured again, and every attempt is reported.
+        let ingest_open = ingest_request(&main_agent);
+        let attempts = OpenAttempts::run("ingest", &probe, &precall, async |attempt| {
             let open = drive(
                 precall.addr,
                 open_conns,
@@ -488,32 +483,16 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 Pace::Open { rate },
                 StatusCode::ACCEPTED,
                 Keep::Number,
-                ingest_request(&main_agent),
+                ingest_open.clone(),
             )
             .await;
-            let (cpu, gen_cpu) = (precall.cpu_time() - cpu0, own_cpu() - gen0);
-            let stalls = probe.during(&open);
             account(&open, &mut acked, &mut sent, &mut refused);
-            let stopped = match disturbing(&stalls) {
-                Some(stop) if attempt + 1 < OPEN_ATTEMPTS => stop,
-                _ => break (open, cpu, gen_cpu, stalls),
-            };
-            println!(
-                "ingest open loop, attempt {}: the machine stopped for {:.1} ms (p99 {:.2} ms); measuring again",
-                attempt + 1,
-                ms(stopped),
-                open.ms(0.99)
-            );
-            earlier_errors += open.errors;
-            attempts.push(json!({
-                "p99_ms": open.ms(0.99),
-                "p50_ms": open.ms(0.5),
-                "requests": open.ok,
-                "refused": open.refused,
-                "errors": open.errors,
-                "machine_stalls_ms": stalls_ms(&stalls),
-            }));
-        };
+            open
+        })
+        .await;
+        let open = &attempts.open;
+        // Errors in any attempt fail the row, not only in the one reported.
+        let earlier_errors = attempts.earlier_failures.0;
         if let Some(path) = &o.open_trace {
             let mut trace = open.trace.clone();
             trace.sort_unstable();
@@ -544,20 +523,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 None,
             ),
         };
-        let mut extra = open_loop_extra(&open, rate, cpu, gen_cpu, &stalls);
-        extra["earlier_attempts"] = json!(attempts);
-        let mut figure = open_figure(&open, &stalls);
-        if !attempts.is_empty() {
-            figure += &format!(" (attempt {})", attempts.len() + 1);
-        }
         rows.push(Row {
             name,
             ratio: Some(open.rps() / base_rps),
-            figure,
+            figure: attempts.figure(),
             target,
             pass,
-            extra,
-            stats: Some(open),
+            extra: attempts.extra(rate),
+            stats: Some(attempts.open),
         });
 
         // 3a. The echo baseline under the same open loop: how long this machine itself
@@ -1078,6 +1051,85 @@ fn open_figure(s: &Stats, stalls: &[Duration]) -> String {
 
 fn stalls_ms(stalls: &[Duration]) -> Vec<f64> {
     stalls.iter().map(|s| ms(*s)).collect()
+}
+
+/// An open loop measured until the machine did not stop during it (see `stalls`), up to
+/// `OPEN_ATTEMPTS` attempts: the last attempt, with the server's and the generator's CPU
+/// time over it and the machine's stops, and what the earlier ones gave.
+struct OpenAttempts {
+    open: Stats,
+    cpu: Duration,
+    gen_cpu: Duration,
+    stalls: Vec<Duration>,
+    /// The earlier attempts' figures, for the report.
+    earlier: Vec<Value>,
+    /// Failed and refused requests in the earlier attempts: they fail the row too.
+    earlier_failures: (u64, u64),
+}
+
+impl OpenAttempts {
+    /// Runs `attempt` (given its number from 0) until one had no disturbing stop.
+    async fn run(
+        label: &str,
+        probe: &StallProbe,
+        server: &Server,
+        mut attempt: impl AsyncFnMut(u64) -> Stats,
+    ) -> Self {
+        let mut earlier = Vec::new();
+        let mut earlier_failures = (0, 0);
+        loop {
+            let n = earlier.len() as u64;
+            let (cpu0, gen0) = (server.cpu_time(), own_cpu());
+            let open = attempt(n).await;
+            let (cpu, gen_cpu) = (server.cpu_time() - cpu0, own_cpu() - gen0);
+            let stalls = probe.during(&open);
+            let stopped = match disturbing(&stalls) {
+                Some(stop) if n + 1 < OPEN_ATTEMPTS => stop,
+                _ => {
+                    return Self {
+                        open,
+                        cpu,
+                        gen_cpu,
+                        stalls,
+                        earlier,
+                        earlier_failures,
+                    };
+                }
+            };
+            println!(
+                "{label} open loop, attempt {}: the machine stopped for {:.1} ms (p99 {:.2} ms); measuring again",
+                n + 1,
+                ms(stopped),
+                open.ms(0.99)
+            );
+            earlier_failures.0 += open.errors;
+            earlier_failures.1 += open.refused;
+            earlier.push(json!({
+                "p99_ms": open.ms(0.99),
+                "p50_ms": open.ms(0.5),
+                "requests": open.ok,
+                "refused": open.refused,
+                "errors": open.errors,
+                "machine_stalls_ms": stalls_ms(&stalls),
+            }));
+        }
+    }
+
+    /// The report's extra figures (see `open_loop_extra`) with the earlier attempts.
+    fn extra(&self, rate: f64) -> Value {
+        let mut extra = open_loop_extra(&self.open, rate, self.cpu, self.gen_cpu, &self.stalls);
+        extra["earlier_attempts"] = json!(self.earlier);
+        extra
+    }
+
+    /// The row's figure: its p99, the machine's stop, and which attempt it was.
+    fn figure(&self) -> String {
+        let mut figure = open_figure(&self.open, &self.stalls);
+        if !self.earlier.is_empty() {
+            figure += &format!(" (attempt {})", self.earlier.len() + 1);
+        }
+        figure
+    }
 }
 
 fn per_request_us(cpu: Duration, requests: u64) -> f64 {

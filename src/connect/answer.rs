@@ -105,12 +105,8 @@ struct TextVariables<'a> {
 impl Serialize for TextVariables<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let own = self.call.own_variables();
-        let own = own.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
         let ours = |k: &str| {
-            self.call
-                .own_variables()
-                .iter()
-                .any(|(n, v)| *n == k && v.is_some())
+            own.iter().any(|(n, v)| *n == k && v.is_some())
                 || self.extra.iter().any(|(n, _)| *n == k)
         };
         let mut m = s.serialize_map(None)?;
@@ -119,6 +115,7 @@ impl Serialize for TextVariables<'_> {
                 m.serialize_entry(k, &spoken(v).unwrap_or_default())?;
             }
         }
+        let own = own.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
         for (k, v) in own.chain(self.extra.iter().copied()) {
             m.serialize_entry(k, v)?;
         }

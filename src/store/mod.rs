@@ -161,6 +161,8 @@ pub struct SqliteDb {
     /// hold up configuration writes, which have the one `write` connection.
     checkpoints: SqlitePool,
     options: Arc<SqliteConnectOptions>,
+    /// Descriptors of the WAL and the database file for [`SqliteDb::sync_files`], opened once.
+    sync_files: Arc<std::sync::Mutex<Option<&'static [std::fs::File; 2]>>>,
 }
 
 /// The WAL after a checkpoint, in bytes of pages.
@@ -253,6 +255,7 @@ impl SqliteDb {
             write: write.clone(),
             checkpoints: write.clone(),
             options: Arc::new(options.clone()),
+            sync_files: Arc::default(),
         });
         documents::upgrade(&db_for_upgrade).await?;
 
@@ -272,6 +275,7 @@ impl SqliteDb {
             write,
             checkpoints,
             options: Arc::new(options),
+            sync_files: Arc::default(),
         })
     }
 
@@ -304,13 +308,46 @@ impl SqliteDb {
     /// Where the writer's ingest journal lives: beside the database file (none for a
     /// database in memory).
     pub fn journal_path(&self) -> Option<PathBuf> {
+        self.beside("-ingest")
+    }
+
+    /// Syncs the write-ahead log and the database file (blocking), through descriptors of
+    /// its own. They are opened once and never closed: closing any descriptor of a file
+    /// drops every POSIX lock the process holds on it, SQLite's own included, and a
+    /// connection that then believes itself the last one checkpoints and deletes the WAL
+    /// under the others (<https://www.sqlite.org/howtocorrupt.html>, section 2.2).
+    pub fn sync_files(&self) -> std::io::Result<()> {
+        let files = {
+            let mut opened = self.sync_files.lock().unwrap_or_else(|e| e.into_inner());
+            match *opened {
+                Some(files) => files,
+                None => {
+                    let Some(wal) = self.beside("-wal") else {
+                        return Ok(());
+                    };
+                    let files = [
+                        std::fs::File::open(wal)?,
+                        std::fs::File::open(self.options.get_filename())?,
+                    ];
+                    let files: &'static [std::fs::File; 2] = Box::leak(Box::new(files));
+                    *opened = Some(files);
+                    files
+                }
+            }
+        };
+        files[0].sync_data()?;
+        files[1].sync_data()
+    }
+
+    /// A file named after the database file with `suffix`.
+    fn beside(&self, suffix: &str) -> Option<PathBuf> {
         let file = self.options.get_filename();
         let name = file.to_str()?;
         if name.is_empty() || name.contains(":memory:") || name.starts_with("file:") {
             return None;
         }
         let mut path = file.as_os_str().to_owned();
-        path.push("-ingest");
+        path.push(suffix);
         Some(PathBuf::from(path))
     }
 

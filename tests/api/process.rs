@@ -188,7 +188,7 @@ async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
     // land while it runs), so the log could never start over and grew for as long as the
     // webhooks kept coming. Past --wal-restart-mib the writer copies the rest itself.
     let dir = tempfile::tempdir().unwrap();
-    let (_child, address) = start_server_with(dir.path(), |c| {
+    let (mut child, address) = start_server_with(dir.path(), |c| {
         c.args(["--wal-restart-mib", "1"]);
     })
     .await;
@@ -236,6 +236,26 @@ async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
         "the log reached {} MiB for 8 000 webhooks",
         largest >> 20
     );
+
+    // The restarts left the database whole, with every webhook in it, while the server's
+    // connections came and went beside them.
+    signal(&child, "-TERM");
+    tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within the deadline")
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let contexts: i64 = sqlx::query_scalar("SELECT count(*) FROM contexts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(contexts, 8_000, "every webhook's data is there");
 }
 
 #[tokio::test]

@@ -330,22 +330,18 @@ fn seen_keys(
     Ok(seen)
 }
 
-fn ingest_round<'a>(
-    conn: &Connection,
+/// Sorts a round's webhooks by what their Idempotency-Key found (`seen`: the stored body
+/// hash and answer, by position in the group): a repeat is replayed, a key reused with
+/// another body is refused, and the rest are to be cached. Each gets its delivery; the
+/// answered ones their result. Gives back those to cache: position in the group, the
+/// request and its delivery's position.
+pub(crate) fn sort_round<'a>(
     round: &[(usize, &'a IngestWrite)],
-    now: i64,
+    mut seen: HashMap<usize, (Vec<u8>, String)>,
     results: &mut [Option<IngestDone>],
-    mut deliveries: Vec<DeliveryRow<'a>>,
-) -> rusqlite::Result<()> {
-    // Idempotency keys seen before: replay the first answer, or refuse a different body.
-    let has_keys = round.iter().any(|(_, w)| w.idempotency.is_some());
-    let mut seen = if has_keys {
-        seen_keys(conn, round, now)?
-    } else {
-        HashMap::new()
-    };
-    // Webhooks to cache: position in the group, the request, its delivery's position.
-    let mut fresh: Vec<(usize, &IngestWrite, usize)> = Vec::with_capacity(round.len());
+    deliveries: &mut Vec<DeliveryRow<'a>>,
+) -> Vec<(usize, &'a IngestWrite, usize)> {
+    let mut fresh = Vec::with_capacity(round.len());
     for &(i, w) in round {
         match (seen.remove(&i), &w.idempotency) {
             (Some((hash, response)), Some(k)) if hash == k.body_hash => {
@@ -377,6 +373,25 @@ fn ingest_round<'a>(
             }
         }
     }
+    fresh
+}
+
+fn ingest_round<'a>(
+    conn: &Connection,
+    round: &[(usize, &'a IngestWrite)],
+    now: i64,
+    results: &mut [Option<IngestDone>],
+    mut deliveries: Vec<DeliveryRow<'a>>,
+) -> rusqlite::Result<()> {
+    // Idempotency keys seen before: replay the first answer, or refuse a different body.
+    let has_keys = round.iter().any(|(_, w)| w.idempotency.is_some());
+    let seen = if has_keys {
+        seen_keys(conn, round, now)?
+    } else {
+        HashMap::new()
+    };
+    // Webhooks to cache: position in the group, the request, its delivery's position.
+    let fresh = sort_round(round, seen, results, &mut deliveries);
 
     // 1. Cache: a new context, or later values merged into the caller's unused one. Each
     //    row comes back with its id and fields, from which its answer is built.

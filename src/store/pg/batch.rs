@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::postgres::PgConnection;
 
-use crate::store::batch::{DeliveryRow, IngestDone, field_names, receipt};
+use crate::store::batch::{DeliveryRow, IngestDone, field_names, receipt, sort_round};
 use crate::store::now_ms;
 use crate::store::refusals::RefusalCount;
 use crate::store::writer::{
@@ -118,44 +118,13 @@ async fn ingest_round<'a>(
 ) -> Result<(), sqlx::Error> {
     // Idempotency keys seen before: replay the first answer, or refuse a different body.
     let has_keys = round.iter().any(|(_, w)| w.idempotency.is_some());
-    let mut seen = if has_keys {
+    let seen = if has_keys {
         seen_keys(conn, round, now).await?
     } else {
         HashMap::new()
     };
     // Webhooks to cache: position in the group, the request, its delivery's position.
-    let mut fresh: Vec<(usize, &IngestWrite, usize)> = Vec::with_capacity(round.len());
-    for &(i, w) in round {
-        match (seen.remove(&i), &w.idempotency) {
-            (Some((hash, response)), Some(k)) if hash == k.body_hash => {
-                deliveries.push(DeliveryRow::for_webhook(w, 202, "replayed"));
-                results[i] = Some(IngestDone {
-                    committed: IngestCommitted::Replayed(response),
-                    wake: None,
-                });
-            }
-            (Some(_), Some(k)) => {
-                let problems = serde_json::json!([{
-                    "detail": format!("Idempotency-Key {:?} was already used with a different body", k.key)
-                }]);
-                deliveries.push(DeliveryRow {
-                    problems: Some(problems.to_string()),
-                    ..DeliveryRow::for_webhook(w, 422, "refused")
-                });
-                results[i] = Some(IngestDone {
-                    committed: IngestCommitted::KeyReused,
-                    wake: None,
-                });
-            }
-            _ => {
-                fresh.push((i, w, deliveries.len()));
-                deliveries.push(DeliveryRow {
-                    fields: Some(&w.fields),
-                    ..DeliveryRow::for_webhook(w, 202, "cached")
-                });
-            }
-        }
-    }
+    let fresh = sort_round(round, seen, results, &mut deliveries);
 
     // 1. Cache: a new context, or later values merged into the caller's unused one, in the
     //    order of the callers (see the module's documentation).

@@ -1506,38 +1506,29 @@ async fn integrity(
     use sqlx::Connection;
     const PHONES: &str = "SELECT phone FROM contexts";
     const CALLS: &str = "SELECT public_id FROM calls";
-    let (phones, stored): (HashSet<String>, HashSet<String>) = match stored {
+    // The same two reads on either engine's connection.
+    macro_rules! read {
+        ($conn:expr) => {{
+            let mut conn = $conn;
+            let phones: HashSet<String> = sqlx::query_scalar(PHONES)
+                .fetch_all(&mut conn)
+                .await?
+                .into_iter()
+                .collect();
+            let calls: HashSet<String> = sqlx::query_scalar(CALLS)
+                .fetch_all(&mut conn)
+                .await?
+                .into_iter()
+                .collect();
+            (phones, calls)
+        }};
+    }
+    let (phones, stored) = match stored {
         Stored::Sqlite(dir) => {
             let url = format!("sqlite://{}?mode=ro", dir.join("precall.db").display());
-            let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-            (
-                sqlx::query_scalar(PHONES)
-                    .fetch_all(&mut conn)
-                    .await?
-                    .into_iter()
-                    .collect(),
-                sqlx::query_scalar(CALLS)
-                    .fetch_all(&mut conn)
-                    .await?
-                    .into_iter()
-                    .collect(),
-            )
+            read!(sqlx::SqliteConnection::connect(&url).await?)
         }
-        Stored::Postgres(url) => {
-            let mut conn = sqlx::PgConnection::connect(url).await?;
-            (
-                sqlx::query_scalar(PHONES)
-                    .fetch_all(&mut conn)
-                    .await?
-                    .into_iter()
-                    .collect(),
-                sqlx::query_scalar(CALLS)
-                    .fetch_all(&mut conn)
-                    .await?
-                    .into_iter()
-                    .collect(),
-            )
-        }
+        Stored::Postgres(url) => read!(sqlx::PgConnection::connect(url).await?),
     };
     let found_contexts = acked
         .iter()

@@ -557,58 +557,53 @@ pub async fn count_refusals(
 pub async fn sweep(conn: &mut PgConnection, at: &Sweep) -> Result<SweepReport, sqlx::Error> {
     let now = at.now;
     // A trigger marks the deliveries of unused contexts as expired.
-    let expired = sqlx::query(
+    let expired = delete(
+        conn,
         "DELETE FROM contexts WHERE id IN
-            (SELECT id FROM contexts WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                (SELECT id FROM contexts WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        now,
+        SWEEP_LIMIT,
     )
-    .bind(now)
-    .bind(SWEEP_LIMIT)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let forgotten = sqlx::query(
+    .await?;
+    let forgotten = delete(
+        conn,
         "DELETE FROM idempotency_keys WHERE (action_id, key) IN
-            (SELECT action_id, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2
-                FOR UPDATE SKIP LOCKED)",
+                (SELECT action_id, key FROM idempotency_keys WHERE created_at <= $1 LIMIT $2
+                    FOR UPDATE SKIP LOCKED)",
+        now - IDEMPOTENCY_WINDOW_MS,
+        SWEEP_LIMIT,
     )
-    .bind(now - IDEMPOTENCY_WINDOW_MS)
-    .bind(SWEEP_LIMIT)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .await?;
     // The first rows are the oldest (see SQLite's sweep).
-    let deliveries = sqlx::query(
+    let deliveries = delete(
+        conn,
         "DELETE FROM deliveries WHERE id IN
-            (SELECT id FROM (SELECT id, received_at FROM deliveries ORDER BY id LIMIT $1
-                               FOR UPDATE SKIP LOCKED) AS first
-              WHERE received_at < $2)",
+                (SELECT id FROM (SELECT id, received_at FROM deliveries ORDER BY id LIMIT $1
+                                   FOR UPDATE SKIP LOCKED) AS first
+                  WHERE received_at < $2)",
+        DELIVERY_SWEEP_LIMIT,
+        at.deliveries_before,
     )
-    .bind(DELIVERY_SWEEP_LIMIT)
-    .bind(at.deliveries_before)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let counts = sqlx::query(
+    .await?;
+    let counts = delete(
+        conn,
         "DELETE FROM refusal_counts WHERE (action_id, minute, reason) IN
-            (SELECT action_id, minute, reason FROM refusal_counts WHERE minute < $1 LIMIT $2
-                FOR UPDATE SKIP LOCKED)",
+                (SELECT action_id, minute, reason FROM refusal_counts WHERE minute < $1 LIMIT $2
+                    FOR UPDATE SKIP LOCKED)",
+        at.deliveries_before,
+        DELIVERY_SWEEP_LIMIT,
     )
-    .bind(at.deliveries_before)
-    .bind(DELIVERY_SWEEP_LIMIT)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let calls = sqlx::query(
+    .await?;
+    let calls = delete(
+        conn,
         "DELETE FROM calls WHERE id IN
-            (SELECT id FROM (SELECT id, started_at FROM calls ORDER BY id LIMIT $1
-                               FOR UPDATE SKIP LOCKED) AS first
-              WHERE started_at < $2)",
+                (SELECT id FROM (SELECT id, started_at FROM calls ORDER BY id LIMIT $1
+                                   FOR UPDATE SKIP LOCKED) AS first
+                  WHERE started_at < $2)",
+        CALL_SWEEP_LIMIT,
+        at.calls_before,
     )
-    .bind(CALL_SWEEP_LIMIT)
-    .bind(at.calls_before)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .await?;
     let full = |n: u64, limit: i64| n as i64 >= limit;
     let half_full = |n: u64, limit: i64| n as i64 * 2 >= limit;
     Ok(SweepReport {
@@ -623,4 +618,19 @@ pub async fn sweep(conn: &mut PgConnection, at: &Sweep) -> Result<SweepReport, s
             || full(counts, DELIVERY_SWEEP_LIMIT)
             || half_full(calls, CALL_SWEEP_LIMIT),
     })
+}
+
+/// Runs one of the sweep's bounded deletes with its two parameters; how many rows it removed.
+async fn delete(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    first: i64,
+    second: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(statement)
+        .bind(first)
+        .bind(second)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
 }

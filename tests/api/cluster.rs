@@ -10,8 +10,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::helpers::{Setup, TestDatabase, postgres_base, run_cli};
-use crate::process::{signal, start_server_with};
+use crate::helpers::{Setup, TestDatabase, postgres_base};
+use crate::process::{cli_at, setup_at, signal, start_server_with};
 
 /// A server process on the shared database.
 async fn node(dir: &Path, database_url: &str) -> (Child, String) {
@@ -22,47 +22,24 @@ async fn node(dir: &Path, database_url: &str) -> (Child, String) {
     .await
 }
 
-fn cli(database_url: &str, address: &str, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    serde_json::from_str(&run_cli(database_url, address, &args)).unwrap()
-}
-
-/// An agent whose calls wait up to `wait_ms` for one Webhook action, its runtime token, and
-/// the action's key in the agent's document.
-fn set_up(database_url: &str, address: &str, wait_ms: u64) -> (Setup, String) {
-    let agent = cli(
-        database_url,
-        address,
-        &["agent", "create", "--name", "Cluster"],
-    );
-    let agent_id = agent["agentId"].as_str().unwrap().to_owned();
-    let wait = wait_ms.to_string();
-    let hook = cli(
-        database_url,
-        address,
-        &[
-            "action",
-            "create-webhook",
-            "--agent",
-            &agent_id,
-            "--wait-ms",
-            &wait,
-            "--publish",
-        ],
-    );
-    let token = cli(
-        database_url,
-        address,
-        &["token", "create", "--agent", &agent_id],
-    );
-    let setup = Setup {
-        agent_id,
-        url: hook["url"].as_str().unwrap().to_owned(),
-        key: hook["apiKey"].as_str().unwrap().to_owned(),
-        token: token["token"].as_str().unwrap().to_owned(),
-    };
-    (setup, hook["actionKey"].as_str().unwrap().to_owned())
+/// `n` servers on a database of their own, or `None` on SQLite, where the test is skipped.
+async fn cluster(n: usize) -> Option<(tempfile::TempDir, TestDatabase, Vec<(Child, String)>)> {
+    if postgres_base().is_none() {
+        eprintln!(
+            "skipped on SQLite: a cluster needs PostgreSQL ({})",
+            crate::helpers::TEST_DATABASE_ENV
+        );
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let sub = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        nodes.push(node(&sub, &database.url).await);
+    }
+    Some((dir, database, nodes))
 }
 
 /// The webhook's URL on the server at `address`.
@@ -113,24 +90,12 @@ fn order_of(call: &Value) -> Option<i64> {
 
 #[tokio::test]
 async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_acknowledged() {
-    if postgres_base().is_none() {
-        eprintln!(
-            "skipped on SQLite: a cluster needs PostgreSQL ({})",
-            crate::helpers::TEST_DATABASE_ENV
-        );
+    let Some((_dir, database, nodes)) = cluster(3).await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(&dir).await;
+    };
     let url = database.url.clone();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let sub = dir.path().join(format!("node{i}"));
-        std::fs::create_dir_all(&sub).unwrap();
-        nodes.push(node(&sub, &url).await);
-    }
     let addresses: Vec<String> = nodes.iter().map(|(_, a)| a.clone()).collect();
-    let (mut setup, action_key) = set_up(&url, &addresses[0], 5_000);
+    let (mut setup, action_key) = setup_at(&url, &addresses[0], 5_000);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -184,7 +149,7 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
     // 2. A key rotated with the command line: once the command returns, the old key opens
     //    the webhook on no server and the new one on every server.
     let old_key = setup.key.clone();
-    let rotated = cli(
+    let rotated = cli_at(
         &url,
         &addresses[0],
         &[
@@ -356,24 +321,13 @@ async fn three_servers_share_webhooks_and_calls_and_a_killed_one_loses_nothing_a
 
 #[tokio::test]
 async fn a_call_waiting_on_a_server_whose_notifications_were_cut_off_still_gets_its_data_at_once() {
-    let Some(base) = postgres_base() else {
-        eprintln!(
-            "skipped on SQLite: a cluster needs PostgreSQL ({})",
-            crate::helpers::TEST_DATABASE_ENV
-        );
+    let Some((_dir, database, nodes)) = cluster(2).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(&dir).await;
+    let base = postgres_base().expect("a cluster runs on PostgreSQL");
     let url = database.url.clone();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let sub = dir.path().join(format!("node{i}"));
-        std::fs::create_dir_all(&sub).unwrap();
-        nodes.push(node(&sub, &url).await);
-    }
     let (a, b) = (nodes[0].1.clone(), nodes[1].1.clone());
-    let (setup, _) = set_up(&url, &a, 5_000);
+    let (setup, _) = setup_at(&url, &a, 5_000);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -50,36 +50,49 @@ pub async fn start_server_with(
     (child, address)
 }
 
+/// The database URL of a server started in `dir`.
+fn url_in(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("precall.db").display())
+}
+
 pub fn cli_in(dir: &Path, address: &str, args: &[&str]) -> Value {
-    let url = format!("sqlite://{}", dir.join("precall.db").display());
+    cli_at(&url_in(dir), address, args)
+}
+
+/// The CLI's `--json` answer, on the database at `database_url`.
+pub fn cli_at(database_url: &str, address: &str, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
-    serde_json::from_str(&run_cli(&url, address, &args)).unwrap()
+    serde_json::from_str(&run_cli(database_url, address, &args)).unwrap()
 }
 
 pub fn setup_in(dir: &Path, address: &str, wait_ms: u64) -> Setup {
-    let agent = cli_in(dir, address, &["agent", "create", "--name", "Line"]);
+    setup_at(&url_in(dir), address, wait_ms).0
+}
+
+/// An agent whose calls wait up to `wait_ms` for one published Webhook action, its
+/// runtime token, and the action's key in the agent's document.
+pub fn setup_at(database_url: &str, address: &str, wait_ms: u64) -> (Setup, String) {
+    let cli = |args: &[&str]| cli_at(database_url, address, args);
+    let agent = cli(&["agent", "create", "--name", "Line"]);
     let agent_id = agent["agentId"].as_str().unwrap().to_owned();
-    let hook = cli_in(
-        dir,
-        address,
-        &[
-            "action",
-            "create-webhook",
-            "--agent",
-            &agent_id,
-            "--wait-ms",
-            &wait_ms.to_string(),
-            "--publish",
-        ],
-    );
-    let token = cli_in(dir, address, &["token", "create", "--agent", &agent_id]);
-    Setup {
+    let hook = cli(&[
+        "action",
+        "create-webhook",
+        "--agent",
+        &agent_id,
+        "--wait-ms",
+        &wait_ms.to_string(),
+        "--publish",
+    ]);
+    let token = cli(&["token", "create", "--agent", &agent_id]);
+    let setup = Setup {
         agent_id,
         url: hook["url"].as_str().unwrap().to_owned(),
         key: hook["apiKey"].as_str().unwrap().to_owned(),
         token: token["token"].as_str().unwrap().to_owned(),
-    }
+    };
+    (setup, hook["actionKey"].as_str().unwrap().to_owned())
 }
 
 pub fn signal(child: &Child, sig: &str) {
@@ -167,7 +180,7 @@ async fn a_stopped_server_leaves_no_planner_statistics_behind() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 
-    let url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let url = url_in(dir.path());
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
     let kept: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_stat%'")
@@ -244,7 +257,7 @@ async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
         .await
         .expect("exits within the deadline")
         .unwrap();
-    let url = format!("sqlite://{}", dir.path().join("precall.db").display());
+    let url = url_in(dir.path());
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
     let check: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&db)

@@ -559,28 +559,117 @@ fn ingest_round<'a>(
     Ok(())
 }
 
-/// Tries to start a group of calls. First every wanted step's data is claimed atomically.
-/// Then a call missing any data gives its claims back (it is told which step to wait for);
-/// the others are recorded with the steps they fell back on, and data that landed for those
-/// steps since the call started is late for it.
+/// What each call's step claims, as (action, caller, call): every step but the disabled
+/// and simulated ones. A step whose wait ran out still takes data that landed while the
+/// call waited for another step: the call has not started its flow yet.
+pub(crate) fn wanted_claims<'a>(calls: &[&'a CallAttempt]) -> Vec<(i64, &'a str, &'a str)> {
+    calls
+        .iter()
+        .flat_map(|c| {
+            c.steps
+                .iter()
+                .filter(|s| !matches!(s.state, StepState::Disabled | StepState::Simulated))
+                .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
+        })
+        .collect()
+}
+
+/// What a group's claim returned: (action, caller) -> (claiming call, context id, fields,
+/// first received).
+pub(crate) type ClaimedContexts = HashMap<(i64, String), (String, i64, String, i64)>;
+
+/// A group of calls sorted by what they claimed.
+pub(crate) struct SortedCalls<'a> {
+    /// Each call's outcome, in the group's order.
+    pub outcomes: Vec<Attempted>,
+    /// Contexts claimed by calls that miss other data: (context id, call).
+    pub given_back: Vec<(i64, &'a str)>,
+    /// The calls to record, with their records.
+    pub started: Vec<(&'a CallAttempt, CallRecord)>,
+    /// The steps the started calls fell back on: no data, even after waiting.
+    pub fell_back: Vec<(&'a CallAttempt, i64)>,
+}
+
+/// Sorts a group of calls by what the claim gave each (another call may have claimed the
+/// same caller's data first): a call missing any data gives its claims back (it is told
+/// which step to wait for); the others are recorded with the steps they fell back on.
+pub(crate) fn sort_calls<'a>(
+    calls: &[&'a CallAttempt],
+    claimed: &mut ClaimedContexts,
+) -> SortedCalls<'a> {
+    let mut sorted = SortedCalls {
+        outcomes: Vec::with_capacity(calls.len()),
+        given_back: Vec::new(),
+        started: Vec::new(),
+        fell_back: Vec::new(),
+    };
+    let mut key = (0, String::new());
+    for &c in calls {
+        let mine: Vec<Option<Claimed>> = c
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.state == StepState::Simulated {
+                    return c.preset.get(i).cloned().flatten();
+                }
+                key.0 = s.action_id;
+                key.1.clear();
+                key.1.push_str(&c.caller);
+                match claimed.get_mut(&key) {
+                    Some((call, id, fields, received_at)) if *call == c.public_id => {
+                        Some(Claimed {
+                            context_id: *id,
+                            fields: std::mem::take(fields),
+                            received_at: *received_at,
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        let missing = c
+            .steps
+            .iter()
+            .zip(&mine)
+            .position(|(s, m)| s.state == StepState::Wanted && m.is_none());
+        if let Some(step) = missing {
+            sorted.given_back.extend(
+                mine.iter()
+                    .flatten()
+                    .map(|m| (m.context_id, c.public_id.as_str())),
+            );
+            sorted.outcomes.push(Attempted::Missing(step));
+            continue;
+        }
+        sorted.fell_back.extend(
+            c.steps
+                .iter()
+                .zip(&mine)
+                .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
+                .map(|(s, _)| (c, s.action_id)),
+        );
+        let mut record = (c.finish)(&mine);
+        sorted.outcomes.push(Attempted::Started(
+            std::mem::take(&mut record.response),
+            record.tally,
+            record.attachment.take(),
+        ));
+        sorted.started.push((c, record));
+    }
+    sorted
+}
+
+/// Tries to start a group of calls. First every wanted step's data is claimed atomically;
+/// then the calls are sorted by what they got (see [`sort_calls`]), and data that landed
+/// for the steps a started call fell back on since it started is late for it.
 pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Result<Vec<Attempted>> {
     if calls.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let wanted: Vec<(i64, &str, &str)> = calls
-        .iter()
-        .flat_map(|c| {
-            c.steps
-                .iter()
-                // A step whose wait ran out still takes data that landed while the call
-                // waited for another step: the call has not started its flow yet.
-                .filter(|s| !matches!(s.state, StepState::Disabled | StepState::Simulated))
-                .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
-        })
-        .collect();
-    // (action, caller) -> (claiming call, context id, fields, first received)
-    let mut claimed: HashMap<(i64, String), (String, i64, String, i64)> = HashMap::new();
+    let wanted = wanted_claims(calls);
+    let mut claimed = ClaimedContexts::new();
     for chunk in chunks(wanted.len()) {
         let mut claim = Statement::new(format!(
             "UPDATE contexts SET call_id = wanted.column3
@@ -613,67 +702,12 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         }
     }
 
-    let mut outcomes = Vec::with_capacity(calls.len());
-    let mut given_back: Vec<(i64, &str)> = Vec::new();
-    let mut started: Vec<(&CallAttempt, CallRecord)> = Vec::new();
-    let mut fell_back: Vec<(&CallAttempt, i64)> = Vec::new();
-    let mut key = (0, String::new());
-    for c in calls {
-        // What this call claimed at each step (another call may have claimed the same
-        // caller's data first).
-        let mine: Vec<Option<Claimed>> = c
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if s.state == StepState::Simulated {
-                    return c.preset.get(i).cloned().flatten();
-                }
-                key.0 = s.action_id;
-                key.1.clear();
-                key.1.push_str(&c.caller);
-                match claimed.get_mut(&key) {
-                    Some((call, id, fields, received_at)) if *call == c.public_id => {
-                        Some(Claimed {
-                            context_id: *id,
-                            fields: std::mem::take(fields),
-                            received_at: *received_at,
-                        })
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-        let missing = c
-            .steps
-            .iter()
-            .zip(&mine)
-            .position(|(s, m)| s.state == StepState::Wanted && m.is_none());
-        if let Some(step) = missing {
-            given_back.extend(
-                mine.iter()
-                    .flatten()
-                    .map(|m| (m.context_id, c.public_id.as_str())),
-            );
-            outcomes.push(Attempted::Missing(step));
-            continue;
-        }
-        // The steps it fell back on: no data, even after waiting.
-        fell_back.extend(
-            c.steps
-                .iter()
-                .zip(&mine)
-                .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
-                .map(|(s, _)| (*c, s.action_id)),
-        );
-        let mut record = (c.finish)(&mine);
-        outcomes.push(Attempted::Started(
-            std::mem::take(&mut record.response),
-            record.tally,
-            record.attachment.take(),
-        ));
-        started.push((c, record));
-    }
+    let SortedCalls {
+        outcomes,
+        given_back,
+        started,
+        fell_back,
+    } = sort_calls(calls, &mut claimed);
 
     for chunk in chunks(given_back.len()) {
         let mut back = Statement::new(format!(

@@ -13,13 +13,15 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::postgres::PgConnection;
 
-use crate::store::batch::{DeliveryRow, IngestDone, field_names, receipt, sort_round};
+use crate::store::batch::{
+    ClaimedContexts, DeliveryRow, IngestDone, SortedCalls, field_names, receipt, sort_calls,
+    sort_round, wanted_claims,
+};
 use crate::store::now_ms;
 use crate::store::refusals::RefusalCount;
 use crate::store::writer::{
-    Attempted, CALL_SWEEP_LIMIT, CallAttempt, CallRecord, Claimed, DELIVERY_SWEEP_LIMIT,
-    IDEMPOTENCY_WINDOW_MS, IngestCommitted, IngestWrite, LATE_WINDOW_MS, SWEEP_LIMIT, StepState,
-    Sweep, SweepReport,
+    Attempted, CALL_SWEEP_LIMIT, CallAttempt, DELIVERY_SWEEP_LIMIT, IDEMPOTENCY_WINDOW_MS,
+    IngestCommitted, IngestWrite, LATE_WINDOW_MS, SWEEP_LIMIT, Sweep, SweepReport,
 };
 use crate::wakeups::WakeKey;
 
@@ -317,19 +319,10 @@ pub async fn start_calls(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let mut wanted: Vec<(i64, &str, &str)> = calls
-        .iter()
-        .flat_map(|c| {
-            c.steps
-                .iter()
-                .filter(|s| !matches!(s.state, StepState::Disabled | StepState::Simulated))
-                .map(|s| (s.action_id, c.caller.as_str(), c.public_id.as_str()))
-        })
-        .collect();
+    let mut wanted = wanted_claims(calls);
     // In the order of the rows' keys, as ingest locks them.
     wanted.sort_unstable();
-    // (action, caller) -> (claiming call, context id, fields, first received)
-    let mut claimed: HashMap<(i64, String), (String, i64, String, i64)> = HashMap::new();
+    let mut claimed = ClaimedContexts::new();
     if !wanted.is_empty() {
         type Row = (i64, String, String, i64, String, i64);
         let rows: Vec<Row> = sqlx::query_as(
@@ -353,60 +346,12 @@ pub async fn start_calls(
         }
     }
 
-    let mut outcomes = Vec::with_capacity(calls.len());
-    let mut given_back: Vec<(i64, &str)> = Vec::new();
-    let mut started: Vec<(&CallAttempt, CallRecord)> = Vec::new();
-    let mut fell_back: Vec<(&CallAttempt, i64)> = Vec::new();
-    for c in calls {
-        let mine: Vec<Option<Claimed>> = c
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if s.state == StepState::Simulated {
-                    return c.preset.get(i).cloned().flatten();
-                }
-                match claimed.get_mut(&(s.action_id, c.caller.clone())) {
-                    Some((call, id, fields, received_at)) if *call == c.public_id => {
-                        Some(Claimed {
-                            context_id: *id,
-                            fields: std::mem::take(fields),
-                            received_at: *received_at,
-                        })
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-        let missing = c
-            .steps
-            .iter()
-            .zip(&mine)
-            .position(|(s, m)| s.state == StepState::Wanted && m.is_none());
-        if let Some(step) = missing {
-            given_back.extend(
-                mine.iter()
-                    .flatten()
-                    .map(|m| (m.context_id, c.public_id.as_str())),
-            );
-            outcomes.push(Attempted::Missing(step));
-            continue;
-        }
-        fell_back.extend(
-            c.steps
-                .iter()
-                .zip(&mine)
-                .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
-                .map(|(s, _)| (*c, s.action_id)),
-        );
-        let mut record = (c.finish)(&mine);
-        outcomes.push(Attempted::Started(
-            std::mem::take(&mut record.response),
-            record.tally,
-            record.attachment.take(),
-        ));
-        started.push((c, record));
-    }
+    let SortedCalls {
+        outcomes,
+        given_back,
+        started,
+        fell_back,
+    } = sort_calls(calls, &mut claimed);
 
     if !given_back.is_empty() {
         sqlx::query(

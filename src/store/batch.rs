@@ -244,6 +244,34 @@ impl<'a> Statement<'a> {
     }
 }
 
+/// The next round of a group's pending webhooks (by position in the group), and those
+/// left for later: at most one per caller and per idempotency key, so that each sees the
+/// one before it.
+pub(crate) fn next_round<'a>(
+    items: &[&'a IngestWrite],
+    pending: Vec<usize>,
+) -> (Vec<(usize, &'a IngestWrite)>, Vec<usize>) {
+    let mut callers = HashSet::new();
+    let mut keys = HashSet::new();
+    let (mut round, mut later) = (Vec::new(), Vec::new());
+    for i in pending {
+        let w = items[i];
+        let caller = (w.action_id, w.phone.as_str());
+        let key = w
+            .idempotency
+            .as_ref()
+            .map(|k| (w.action_id, k.key.as_str()));
+        if !callers.contains(&caller) && key.is_none_or(|k| !keys.contains(&k)) {
+            callers.insert(caller);
+            keys.extend(key);
+            round.push((i, w));
+        } else {
+            later.push(i);
+        }
+    }
+    (round, later)
+}
+
 /// Caches a group of webhook requests and records every delivery of the group (`refused`
 /// ones too): the upsert, late data, the deliveries and the idempotency keys, a statement
 /// each. Requests about the same caller, or with the same idempotency key, go in successive
@@ -258,25 +286,7 @@ pub fn ingest<'a>(
     let mut pending: Vec<usize> = (0..items.len()).collect();
     let mut refused = Some(refused);
     loop {
-        let mut callers = HashSet::new();
-        let mut keys = HashSet::new();
-        let (mut round, mut later) = (Vec::new(), Vec::new());
-        for i in pending {
-            let w = items[i];
-            let caller = (w.action_id, w.phone.as_str());
-            let key = w
-                .idempotency
-                .as_ref()
-                .map(|k| (w.action_id, k.key.as_str()));
-            if !callers.contains(&caller) && key.is_none_or(|k| !keys.contains(&k)) {
-                callers.insert(caller);
-                keys.extend(key);
-                round.push(i);
-            } else {
-                later.push(i);
-            }
-        }
-        let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
+        let (round, later) = next_round(items, pending);
         let deliveries = refused.take().unwrap_or_default();
         ingest_round(conn, &round, now, &mut results, deliveries)?;
         if later.is_empty() {

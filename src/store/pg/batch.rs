@@ -9,13 +9,13 @@
 //! NULL`, which a second claimant re-checks once the first commits (the data is used once
 //! whichever server starts the call); sweeps skip rows another server's sweep has locked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sqlx::postgres::PgConnection;
 
 use crate::store::batch::{
-    ClaimedContexts, DeliveryRow, IngestDone, SortedCalls, field_names, receipt, sort_calls,
-    sort_round, wanted_claims,
+    ClaimedContexts, DeliveryRow, IngestDone, SortedCalls, field_names, next_round, receipt,
+    sort_calls, sort_round, wanted_claims,
 };
 use crate::store::now_ms;
 use crate::store::refusals::RefusalCount;
@@ -47,25 +47,7 @@ pub async fn ingest<'a>(
     let mut pending: Vec<usize> = (0..items.len()).collect();
     let mut refused = Some(refused);
     loop {
-        let mut callers = HashSet::new();
-        let mut keys = HashSet::new();
-        let (mut round, mut later) = (Vec::new(), Vec::new());
-        for i in pending {
-            let w = items[i];
-            let caller = (w.action_id, w.phone.as_str());
-            let key = w
-                .idempotency
-                .as_ref()
-                .map(|k| (w.action_id, k.key.as_str()));
-            if !callers.contains(&caller) && key.is_none_or(|k| !keys.contains(&k)) {
-                callers.insert(caller);
-                keys.extend(key);
-                round.push(i);
-            } else {
-                later.push(i);
-            }
-        }
-        let round: Vec<(usize, &IngestWrite)> = round.into_iter().map(|i| (i, items[i])).collect();
+        let (round, later) = next_round(items, pending);
         let deliveries = refused.take().unwrap_or_default();
         ingest_round(conn, &round, now, &mut results, deliveries).await?;
         if later.is_empty() {

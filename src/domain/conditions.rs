@@ -88,20 +88,38 @@ impl Conditions {
         if self.list.is_empty() {
             return (false, "it has no conditions yet".into());
         }
-        let results: Vec<(bool, String)> = self.list.iter().map(|c| c.check(vars)).collect();
-        let hold = if self.any {
-            results.iter().any(|r| r.0)
+        let held: Vec<bool> = self.list.iter().map(|c| c.holds(vars)).collect();
+        let hold = self.decide(&held);
+        (hold, self.why(vars, &held, hold))
+    }
+
+    /// Why they hold for `vars`, in words, if they do: the reason is only worded for
+    /// conditions that decided a call's path (most cases a call meets do not hold).
+    pub fn held(&self, vars: &Map<String, Value>) -> Option<String> {
+        if self.list.is_empty() {
+            return None;
+        }
+        let held: Vec<bool> = self.list.iter().map(|c| c.holds(vars)).collect();
+        self.decide(&held).then(|| self.why(vars, &held, true))
+    }
+
+    fn decide(&self, held: &[bool]) -> bool {
+        if self.any {
+            held.iter().any(|h| *h)
         } else {
-            results.iter().all(|r| r.0)
-        };
-        // The reason names the conditions that decided.
-        let why = results
+            held.iter().all(|h| *h)
+        }
+    }
+
+    /// The reason names the conditions that decided.
+    fn why(&self, vars: &Map<String, Value>, held: &[bool], hold: bool) -> String {
+        self.list
             .iter()
-            .filter(|r| r.0 == hold || self.list.len() == 1)
-            .map(|r| r.1.as_str())
+            .zip(held)
+            .filter(|(_, h)| **h == hold || self.list.len() == 1)
+            .map(|(c, h)| c.explain(vars, *h))
             .collect::<Vec<_>>()
-            .join(if self.any == hold { " or " } else { " and " });
-        (hold, why)
+            .join(if self.any == hold { " or " } else { " and " })
     }
 }
 
@@ -147,13 +165,14 @@ fn equal(actual: &Value, expected: &Value) -> bool {
 
 impl Condition {
     pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
+        let hold = self.holds(vars);
+        (hold, self.explain(vars, hold))
+    }
+
+    /// Whether the condition holds for `vars`.
+    pub fn holds(&self, vars: &Map<String, Value>) -> bool {
         let actual = vars.get(&self.variable);
-        let shown = match actual.and_then(spoken) {
-            Some(s) => format!("{} is {s:?}", self.variable),
-            None => format!("{} has no value", self.variable),
-        };
-        let expected = spoken(&self.value).unwrap_or_default();
-        let hold = match self.op {
+        match self.op {
             Op::Exists => has_value(actual),
             Op::NotExists => !has_value(actual),
             Op::Equals => actual.is_some_and(|a| equal(a, &self.value)),
@@ -167,22 +186,30 @@ impl Condition {
             }
             Op::Contains => match actual {
                 Some(Value::Array(items)) => items.iter().any(|i| equal(i, &self.value)),
-                Some(v) => {
-                    spoken(v).is_some_and(|s| s.to_lowercase().contains(&expected.to_lowercase()))
-                }
+                Some(v) => spoken(v).is_some_and(|s| {
+                    s.to_lowercase()
+                        .contains(&spoken(&self.value).unwrap_or_default().to_lowercase())
+                }),
                 None => false,
             },
+        }
+    }
+
+    /// The condition in words, for `vars`, given whether it held.
+    fn explain(&self, vars: &Map<String, Value>, hold: bool) -> String {
+        let shown = match vars.get(&self.variable).and_then(spoken) {
+            Some(s) => format!("{} is {s:?}", self.variable),
+            None => format!("{} has no value", self.variable),
         };
-        let op = if hold {
-            self.op.words().to_owned()
-        } else {
-            format!("not {}", self.op.words())
-        };
-        let why = match self.op {
+        match self.op {
             Op::Exists | Op::NotExists => shown,
-            _ => format!("{shown}, {op} {expected}"),
-        };
-        (hold, why)
+            _ => format!(
+                "{shown}, {}{} {}",
+                if hold { "" } else { "not " },
+                self.op.words(),
+                spoken(&self.value).unwrap_or_default()
+            ),
+        }
     }
 
     /// Refuses a comparison that can never make sense for the variable's declared type

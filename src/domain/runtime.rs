@@ -441,8 +441,8 @@ impl Program {
             match rule {
                 Rule::Filter { name, cases, .. } => {
                     let chosen = cases.iter().enumerate().find_map(|(i, c)| {
-                        let (hold, why) = c.when.check(vars);
-                        hold.then(|| (c.label(i), why, c.next.clone()))
+                        let why = c.when.held(vars)?;
+                        Some((c.label(i), why, c.next.clone()))
                     });
                     match (chosen, &route) {
                         (Some((case, why, Some(flow))), None) => {
@@ -631,8 +631,8 @@ impl Program {
                 }
                 Block::Filter { cases, otherwise } => {
                     let chosen = cases.iter().enumerate().find_map(|(i, c)| {
-                        let (hold, why) = c.when.check(vars);
-                        hold.then(|| (c.label(i), why, c.next.clone()))
+                        let why = c.when.held(vars)?;
+                        Some((c.label(i), why, c.next.clone()))
                     });
                     match chosen {
                         Some((case, why, next)) => {

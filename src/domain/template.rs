@@ -4,6 +4,8 @@
 //! the agent knows); at run time a placeholder whose variable has no value says its fallback,
 //! or nothing.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::variables::VariableName;
@@ -84,16 +86,17 @@ impl Template {
 
 /// How a value is said: text as is, numbers and booleans written out, lists joined with
 /// commas. `None` for no value (null, empty text, empty list).
-pub fn spoken(value: &Value) -> Option<String> {
+/// Text is borrowed, not copied.
+pub fn spoken(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
         Value::String(s) if s.trim().is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         Value::Array(items) => {
-            let said: Vec<String> = items.iter().filter_map(spoken).collect();
-            (!said.is_empty()).then(|| said.join(", "))
+            let said: Vec<Cow<'_, str>> = items.iter().filter_map(spoken).collect();
+            (!said.is_empty()).then(|| Cow::Owned(said.join(", ")))
         }
         Value::Object(_) => None,
     }

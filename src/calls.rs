@@ -588,54 +588,56 @@ impl CallContext {
             transfer: transfer.as_ref(),
         })
         .expect("trace serialises");
-        let view = CallView {
-            call_id: self.call_id.clone(),
-            agent_id: self.runtime.agent.public_id.clone(),
-            from: self.caller.clone(),
-            to: self.called.clone(),
-            started_at: rfc3339(self.started_at),
-            source: source.into(),
-            waited_ms,
-            variables: to_raw(&variables),
-            precall,
-            greeting,
-            steps,
-            question,
-            status: status.into(),
-            outcome,
-            transfer,
-            late_context: None,
-            version: Some(self.runtime.version),
-            platform: self.platform.clone(),
-        };
+        let variables_json = to_raw(&variables);
+        let outcome_kept = outcome.clone();
         // A voice platform's connection answers from these values, handed over as they are:
         // it needs no JSON answer, nor to read one back.
-        let response = if self.platform.is_some() {
-            String::new()
-        } else {
-            serde_json::to_string(&view).expect("call serialises")
-        };
-        let attachment = self.platform.is_some().then(|| {
-            Attachment(Box::new(PlatformAnswer {
-                call_id: view.call_id,
-                source: view.source.clone(),
+        let (response, attachment, variables_json) = if self.platform.is_some() {
+            let answer = PlatformAnswer {
+                call_id: self.call_id.clone(),
+                source: source.into(),
                 variables,
-                greeting: view.greeting,
+                greeting,
                 steps: run.steps,
-                question: view.question,
-                status: view.status,
-                outcome: view.outcome.clone(),
-                transfer: view.transfer,
-                version: view.version,
-            }) as Box<dyn std::any::Any + Send>)
-        });
+                question,
+                status: status.into(),
+                outcome,
+                transfer,
+                version: Some(self.runtime.version),
+            };
+            let attachment = Attachment(Box::new(answer) as Box<dyn std::any::Any + Send>);
+            (String::new(), Some(attachment), variables_json)
+        } else {
+            let view = CallView {
+                call_id: self.call_id.clone(),
+                agent_id: self.runtime.agent.public_id.clone(),
+                from: self.caller.clone(),
+                to: self.called.clone(),
+                started_at: rfc3339(self.started_at),
+                source: source.into(),
+                waited_ms,
+                variables: variables_json,
+                precall,
+                greeting,
+                steps,
+                question,
+                status: status.into(),
+                outcome,
+                transfer,
+                late_context: None,
+                version: Some(self.runtime.version),
+                platform: None,
+            };
+            let response = serde_json::to_string(&view).expect("call serialises");
+            (response, None, view.variables)
+        };
         CallRecord {
             source,
             waited_ms,
-            variables: Box::<str>::from(view.variables).into(),
+            variables: Box::<str>::from(variables_json).into(),
             trace,
             status,
-            outcome: view.outcome,
+            outcome: outcome_kept,
             response,
             attachment,
             tally: CallTally {

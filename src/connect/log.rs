@@ -39,8 +39,32 @@ pub struct Entry {
     /// The Precall call it started or continued.
     pub call_id: Option<String>,
     /// The answer, shortened.
-    pub answer: String,
+    pub answer: Answer,
     pub latency_ms: u64,
+}
+
+/// An answer as sent, kept without a copy (it shares the response's buffer) and shown
+/// shortened: its first [`Answer::SHOWN`] bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Answer(bytes::Bytes);
+
+impl Answer {
+    pub const SHOWN: usize = 600;
+
+    pub fn new(sent: bytes::Bytes) -> Self {
+        Self(sent)
+    }
+
+    /// The answer as the viewer shows it.
+    pub fn text(&self) -> String {
+        crate::http::body::excerpt(&self.0[..self.0.len().min(Self::SHOWN)])
+    }
+}
+
+impl Serialize for Answer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
 }
 
 #[derive(Default)]
@@ -160,7 +184,7 @@ mod tests {
             called: None,
             platform_call_id: None,
             call_id: None,
-            answer: String::new(),
+            answer: Answer::default(),
             latency_ms: 0,
         }
     }

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// The voice platforms Precall answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -199,98 +198,243 @@ pub struct Inbound {
     pub call_id: Option<String>,
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => None,
+/// What Precall reads of a JSON platform's request, read straight into these fields: the
+/// rest of the body is checked as JSON and skipped, and a part of the wrong kind (a number
+/// where a number's text was expected, a list where an object was) reads as missing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JsonRequest {
+    call_id: Text,
+    call_inbound: Part<CallInbound>,
+    message: Part<VapiMessage>,
+    data: Part<TelnyxData>,
+}
+
+/// Retell's and Synthflow's `call_inbound`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CallInbound {
+    from_number: Text,
+    to_number: Text,
+    call_id: Text,
+}
+
+/// Vapi's `message` (and its `call`, which holds the same parts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct VapiMessage {
+    r#type: Text,
+    call: Part<Box<VapiMessage>>,
+    id: Text,
+    customer: Part<Number>,
+    phone_number: Part<Number>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Number {
+    number: Text,
+}
+
+/// Telnyx's `data` (and its `payload`, which holds the same parts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TelnyxData {
+    payload: Part<Box<TelnyxData>>,
+    telnyx_end_user_target: Text,
+    telnyx_agent_target: Text,
+    from: Text,
+    to: Text,
+    call_control_id: Text,
+}
+
+/// Text that is not blank, trimmed; anything else reads as missing.
+#[derive(Debug, Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text, E> {
+                let s = s.trim();
+                Ok(Text((!s.is_empty()).then(|| s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text, A::Error> {
+                skip_seq(a).map(|()| Text(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Text, A::Error> {
+                skip_map(a).map(|()| Text(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
-/// The first of these JSON pointers that holds text.
-fn first(v: &Value, pointers: &[&str]) -> Option<String> {
-    pointers.iter().find_map(|p| v.pointer(p).and_then(text))
+/// An object read into `T`; anything else reads as missing.
+#[derive(Debug)]
+struct Part<T>(Option<T>);
+
+impl<T> Default for Part<T> {
+    fn default() -> Self {
+        Self(None)
+    }
 }
 
-/// Reads a JSON platform's request: who calls, which number, the call's id. `Err` names what
-/// is missing.
-pub fn inbound_of(platform: Platform, body: &Value) -> Result<Inbound, String> {
-    let (from, to, id) = match platform {
-        // https://docs.retellai.com/features/inbound-call-webhook
-        Platform::Retell => (
-            first(body, &["/call_inbound/from_number"]),
-            first(body, &["/call_inbound/to_number"]),
-            None,
-        ),
-        // https://docs.synthflow.ai/inbound-webhook-api
-        Platform::Synthflow => (
-            first(body, &["/call_inbound/from_number"]),
-            first(body, &["/call_inbound/to_number"]),
-            synthflow_call_id(body),
-        ),
-        // https://docs.vapi.ai/server-url/events (assistant-request)
-        Platform::Vapi => {
-            let kind = body.pointer("/message/type").and_then(Value::as_str);
-            if kind != Some("assistant-request") {
-                return Err(format!(
-                    "message.type is {}: this URL answers assistant-request messages",
-                    kind.map_or("missing".to_owned(), |k| format!("{k:?}"))
-                ));
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Part<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Part<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
             }
-            (
-                first(
-                    body,
-                    &["/message/call/customer/number", "/message/customer/number"],
-                ),
-                first(
-                    body,
-                    &[
-                        "/message/phoneNumber/number",
-                        "/message/call/phoneNumber/number",
-                    ],
-                ),
-                first(body, &["/message/call/id"]),
-            )
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Part<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(|t| Part(Some(t)))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_unit<E>(self) -> Result<Part<T>, E> {
+                Ok(Part(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Part<T>, A::Error> {
+                skip_seq(a).map(|()| Part(None))
+            }
         }
-        // https://developers.telnyx.com/docs/inference/ai-assistants/dynamic-variables
-        Platform::Telnyx => (
-            first(
-                body,
-                &[
-                    "/data/payload/telnyx_end_user_target",
-                    "/data/telnyx_end_user_target",
-                    "/data/payload/from",
-                ],
-            ),
-            first(
-                body,
-                &[
-                    "/data/payload/telnyx_agent_target",
-                    "/data/telnyx_agent_target",
-                    "/data/payload/to",
-                ],
-            ),
-            first(
-                body,
-                &["/data/payload/call_control_id", "/data/call_control_id"],
-            ),
-        ),
-        Platform::Twilio => return Err("Twilio posts a form, not JSON".into()),
-    };
-    let from = from.ok_or_else(|| match platform {
-        Platform::Retell | Platform::Synthflow => "call_inbound.from_number is missing".to_owned(),
-        Platform::Vapi => "message.call.customer.number is missing".to_owned(),
-        _ => "data.payload.telnyx_end_user_target is missing".to_owned(),
-    })?;
-    Ok(Inbound {
-        from,
-        to,
-        call_id: id,
-    })
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
-/// The call id Synthflow signs: `call_id`, at the top or in `call_inbound`.
-pub fn synthflow_call_id(body: &Value) -> Option<String> {
-    first(body, &["/call_id", "/call_inbound/call_id"])
+fn skip_seq<'de, A: serde::de::SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
+}
+
+impl JsonRequest {
+    /// Reads a JSON platform's request: `Err` says why the body is not JSON, `Ok(None)` that
+    /// it is JSON but not an object. Parts that are skipped are skipped without recursion,
+    /// however deeply they nest.
+    pub fn parse(body: &[u8]) -> Result<Option<Self>, serde_json::Error> {
+        serde_json::from_slice::<Part<Self>>(body).map(|p| p.0)
+    }
+
+    /// The call id Synthflow signs: `call_id`, at the top or in `call_inbound`.
+    pub fn synthflow_call_id(&self) -> Option<&str> {
+        (self.call_id.0.as_deref()).or_else(|| self.call_inbound.0.as_ref()?.call_id.0.as_deref())
+    }
+
+    /// Reads the request as `platform` sends it: who calls, which number, the call's id.
+    /// `Err` names what is missing.
+    pub fn inbound(&self, platform: Platform) -> Result<Inbound, String> {
+        let text = |t: &Text| t.0.clone();
+        let (from, to, id) = match platform {
+            // https://docs.retellai.com/features/inbound-call-webhook
+            // https://docs.synthflow.ai/inbound-webhook-api
+            Platform::Retell | Platform::Synthflow => {
+                let c = self.call_inbound.0.as_ref();
+                (
+                    c.and_then(|c| text(&c.from_number)),
+                    c.and_then(|c| text(&c.to_number)),
+                    if platform == Platform::Synthflow {
+                        self.synthflow_call_id().map(str::to_owned)
+                    } else {
+                        None
+                    },
+                )
+            }
+            // https://docs.vapi.ai/server-url/events (assistant-request)
+            Platform::Vapi => {
+                let m = self.message.0.as_ref();
+                let kind = m.and_then(|m| m.r#type.0.as_deref());
+                if kind != Some("assistant-request") {
+                    return Err(format!(
+                        "message.type is {}: this URL answers assistant-request messages",
+                        kind.map_or("missing".to_owned(), |k| format!("{k:?}"))
+                    ));
+                }
+                let call = m.and_then(|m| m.call.0.as_deref());
+                let number = |p: Option<&Part<Number>>| p?.0.as_ref().and_then(|n| text(&n.number));
+                (
+                    number(call.map(|c| &c.customer)).or_else(|| number(m.map(|m| &m.customer))),
+                    number(m.map(|m| &m.phone_number))
+                        .or_else(|| number(call.map(|c| &c.phone_number))),
+                    call.and_then(|c| text(&c.id)),
+                )
+            }
+            // https://developers.telnyx.com/docs/inference/ai-assistants/dynamic-variables
+            Platform::Telnyx => {
+                let d = self.data.0.as_ref();
+                let p = d.and_then(|d| d.payload.0.as_deref());
+                // The first of these parts (`data.payload`'s or `data`'s) that holds text.
+                let at = |t: Option<&TelnyxData>, f: fn(&TelnyxData) -> &Text| {
+                    t.and_then(|t| text(f(t)))
+                };
+                (
+                    at(p, |t| &t.telnyx_end_user_target)
+                        .or_else(|| at(d, |t| &t.telnyx_end_user_target))
+                        .or_else(|| at(p, |t| &t.from)),
+                    at(p, |t| &t.telnyx_agent_target)
+                        .or_else(|| at(d, |t| &t.telnyx_agent_target))
+                        .or_else(|| at(p, |t| &t.to)),
+                    at(p, |t| &t.call_control_id).or_else(|| at(d, |t| &t.call_control_id)),
+                )
+            }
+            Platform::Twilio => return Err("Twilio posts a form, not JSON".into()),
+        };
+        let from = from.ok_or_else(|| match platform {
+            Platform::Retell | Platform::Synthflow => {
+                "call_inbound.from_number is missing".to_owned()
+            }
+            Platform::Vapi => "message.call.customer.number is missing".to_owned(),
+            _ => "data.payload.telnyx_end_user_target is missing".to_owned(),
+        })?;
+        Ok(Inbound {
+            from,
+            to,
+            call_id: id,
+        })
+    }
 }
 
 /// Reads Twilio's incoming-call form (https://www.twilio.com/docs/voice/twiml#request-parameters).
@@ -311,7 +455,14 @@ pub fn twilio_inbound(form: &[(String, String)]) -> Result<Inbound, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn inbound_of(platform: Platform, body: &Value) -> Result<Inbound, String> {
+        match JsonRequest::parse(&serde_json::to_vec(body).unwrap()).unwrap() {
+            Some(request) => request.inbound(platform),
+            None => Err("not an object".into()),
+        }
+    }
 
     #[test]
     fn each_platform_names_caller_called_and_call() {
@@ -339,10 +490,48 @@ mod tests {
         let telnyx = json!({"data": {"event_type": "assistant.initialization", "payload": {"telnyx_end_user_target": "+1777", "telnyx_agent_target": "+1888", "call_control_id": "v3:x"}}});
         let t = inbound_of(Platform::Telnyx, &telnyx).unwrap();
         assert_eq!(
-            (t.from.as_str(), t.call_id.as_deref()),
-            ("+1777", Some("v3:x"))
+            (t.from.as_str(), t.to.as_deref(), t.call_id.as_deref()),
+            ("+1777", Some("+1888"), Some("v3:x"))
+        );
+        let flat = json!({"data": {"telnyx_end_user_target": " +1777 ", "payload": {"from": "+1999", "to": "+1888"}, "call_control_id": "v3:y"}});
+        let t = inbound_of(Platform::Telnyx, &flat).unwrap();
+        assert_eq!(
+            (t.from.as_str(), t.to.as_deref(), t.call_id.as_deref()),
+            ("+1777", Some("+1888"), Some("v3:y"))
+        );
+        let synthflow = json!({"call_inbound": {"from_number": "+1555", "call_id": "inner"}});
+        assert_eq!(
+            inbound_of(Platform::Synthflow, &synthflow)
+                .unwrap()
+                .call_id
+                .as_deref(),
+            Some("inner")
         );
         assert!(inbound_of(Platform::Retell, &json!({})).is_err());
+    }
+
+    #[test]
+    fn parts_of_the_wrong_kind_read_as_missing() {
+        for body in [
+            json!({"call_inbound": "text", "message": [1, {"a": 2}], "data": 7}),
+            json!({"call_inbound": {"from_number": 12137771234i64, "to_number": ["+1"]}}),
+            json!({"call_inbound": {"from_number": "   ", "extra": {"deep": [null, true]}}}),
+            json!({"call_inbound": {"from_number": [[[[[["+1"]]]]]]}}),
+        ] {
+            assert_eq!(
+                inbound_of(Platform::Retell, &body).unwrap_err(),
+                "call_inbound.from_number is missing",
+                "{body}"
+            );
+        }
+        let vapi = json!({"message": {"type": 5}});
+        assert!(
+            inbound_of(Platform::Vapi, &vapi)
+                .unwrap_err()
+                .contains("missing")
+        );
+        assert!(JsonRequest::parse(b"{\"call_inbound\": {").is_err());
+        assert!(JsonRequest::parse(b"[1, 2]").unwrap().is_none());
     }
 
     #[test]

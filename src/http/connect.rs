@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value};
@@ -26,11 +26,9 @@ use super::body::read_limited;
 use crate::calls::{self, CallInput, Origin, PlatformCall, StartCall};
 use crate::catalog::ConnectionTarget;
 use crate::connect::answer::{CallOutcome, json_answer};
-use crate::connect::log::Entry;
+use crate::connect::log::{Answer, Entry};
 use crate::connect::verify::{Signed, VerifyError};
-use crate::connect::{
-    Inbound, Platform, inbound_of, synthflow_call_id, twilio_inbound, twiml, wait_cap,
-};
+use crate::connect::{Inbound, JsonRequest, Platform, twilio_inbound, twiml, wait_cap};
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::metrics;
 use crate::store::now_ms;
@@ -47,6 +45,19 @@ pub fn router() -> Router<AppState> {
 pub fn url(public_url: &str, slug: &str) -> String {
     format!("{public_url}/connect/{slug}")
 }
+
+/// The headers that carry a platform's signature and its timestamp: with the signed URL and
+/// body, they make a request what it is, for the replay memory.
+const SIGNATURE_HEADERS: [HeaderName; 8] = [
+    HeaderName::from_static("x-retell-signature"),
+    HeaderName::from_static("http_synthflow_signature"),
+    HeaderName::from_static("synthflow-signature"),
+    HeaderName::from_static("x-signature"),
+    HeaderName::from_static("x-timestamp"),
+    HeaderName::from_static("telnyx-signature-ed25519"),
+    HeaderName::from_static("telnyx-timestamp"),
+    HeaderName::from_static("x-twilio-signature"),
+];
 
 /// Silent turns in a row after which a Twilio call is hung up.
 const MAX_SILENCES: u32 = 3;
@@ -109,9 +120,9 @@ async fn receive(
             metrics::CallOutcome::of_failure(outcome.status.as_u16()),
         );
     }
-    let answer =
-        crate::http::body::excerpt(&outcome.body.as_bytes()[..outcome.body.len().min(600)]);
-    let mut res = (outcome.status, outcome.body).into_response();
+    let sent = bytes::Bytes::from(outcome.body);
+    let answer = Answer::new(sent.clone());
+    let mut res = (outcome.status, Body::from(sent)).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(outcome.content_type),
@@ -162,12 +173,14 @@ async fn handle(
     } else {
         Vec::new()
     };
-    let json: Option<Value> = if platform == Platform::Twilio {
+    let json = if platform == Platform::Twilio {
         None
     } else {
-        serde_json::from_slice(bytes).ok()
+        Some(JsonRequest::parse(bytes))
     };
-    let call_id = json.as_ref().and_then(synthflow_call_id);
+    let call_id = json
+        .as_ref()
+        .and_then(|j| j.as_ref().ok()?.as_ref()?.synthflow_call_id());
     let verified = {
         let get = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or(""));
         let signed = Signed {
@@ -175,7 +188,7 @@ async fn handle(
             body: bytes,
             url: &url,
             form: &form,
-            call_id: call_id.as_deref(),
+            call_id,
         };
         target.verifier.verify(&signed, received_at)
     };
@@ -186,18 +199,9 @@ async fn handle(
     let mut digest = Sha256::new();
     digest.update(slug.as_bytes());
     digest.update(url.as_bytes());
-    for name in [
-        "x-retell-signature",
-        "http_synthflow_signature",
-        "synthflow-signature",
-        "x-signature",
-        "x-timestamp",
-        "telnyx-signature-ed25519",
-        "telnyx-timestamp",
-        "x-twilio-signature",
-    ] {
+    for name in &SIGNATURE_HEADERS {
         if let Some(v) = headers.get(name) {
-            digest.update(name.as_bytes());
+            digest.update(name.as_str().as_bytes());
             digest.update(v.as_bytes());
         }
     }
@@ -211,13 +215,32 @@ async fn handle(
     if platform == Platform::Twilio {
         return twilio(app, target, slug, uri.query(), &form).await;
     }
-    let Some(json) = json else {
-        return Outcome::refused(
-            ApiProblem::new(ProblemKind::MalformedJson, "the body is not JSON"),
-            None,
-        );
+    let json = match json {
+        Some(Ok(Some(json))) => json,
+        Some(Ok(None)) => {
+            return Outcome::refused(
+                ApiProblem::new(
+                    ProblemKind::ValidationFailed,
+                    "the body is not a JSON object",
+                ),
+                None,
+            );
+        }
+        Some(Err(e)) if e.is_data() => {
+            let problem = format!("the body is not as {} sends it: {e}", platform.label());
+            return Outcome::refused(
+                ApiProblem::new(ProblemKind::ValidationFailed, problem),
+                None,
+            );
+        }
+        _ => {
+            return Outcome::refused(
+                ApiProblem::new(ProblemKind::MalformedJson, "the body is not JSON"),
+                None,
+            );
+        }
     };
-    let inbound = match inbound_of(platform, &json) {
+    let inbound = match json.inbound(platform) {
         Ok(i) => i,
         Err(e) => {
             return Outcome::refused(ApiProblem::new(ProblemKind::ValidationFailed, e), None);
@@ -271,21 +294,20 @@ async fn start(
 
 /// The verdict the Test viewer shows for an answered request.
 fn describe(call: &CallOutcome, note: Option<String>, target: &ConnectionTarget) -> String {
-    let mut parts = vec![format!(
-        "answered: call {} ({} data)",
-        call.call_id, call.source
-    )];
+    use std::fmt::Write;
+    let mut said = format!("answered: call {} ({} data)", call.call_id, call.source);
     if let Some(flow) = call.entry_flow() {
         let agent = target.mapping.agent_for(Some(flow));
-        parts.push(match agent {
-            Some(a) if target.platform.routes_to_agents() => format!("flow {flow} → {a}"),
-            _ => format!("flow {flow}"),
-        });
+        let _ = match agent {
+            Some(a) if target.platform.routes_to_agents() => write!(said, "; flow {flow} → {a}"),
+            _ => write!(said, "; flow {flow}"),
+        };
     }
     if let Some(n) = note {
-        parts.push(n);
+        said.push_str("; ");
+        said.push_str(&n);
     }
-    parts.join("; ")
+    said
 }
 
 fn twiml_outcome(

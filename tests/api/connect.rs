@@ -340,6 +340,70 @@ async fn forged_old_and_replayed_signatures_are_refused_and_start_no_call() {
     assert_eq!(res.status(), 404);
 }
 
+#[tokio::test]
+async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_start_no_call() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let deep = |open: &str, close: &str| format!("{}{}", open.repeat(300), close.repeat(300));
+    let cases = [
+        (
+            r#"{"call_inbound": {"from_number": "+1212"#.to_owned(),
+            400,
+            "not JSON",
+        ),
+        (deep("[", "]"), 422, "not a JSON object"),
+        (
+            format!(
+                r#"{{"call_inbound": {{"from_number": {}}}}}"#,
+                deep("[", "]")
+            ),
+            422,
+            "call_inbound.from_number is missing",
+        ),
+        (
+            deep(r#"{"a":"#, "}").replacen("}", "1}", 1),
+            422,
+            "call_inbound.from_number is missing",
+        ),
+        (
+            r#"{"call_inbound": {"from_number": 12125550126, "to_number": ["+1"]}}"#.to_owned(),
+            422,
+            "call_inbound.from_number is missing",
+        ),
+        (
+            r#"{"call_inbound": "+12125550126"}"#.to_owned(),
+            422,
+            "call_inbound.from_number is missing",
+        ),
+        (
+            r#"{"call_inbound": {"from_number": "+12125550126", "from_number": "+12125550127"}}"#
+                .to_owned(),
+            422,
+            "duplicate field `from_number`",
+        ),
+    ];
+    for (body, status, why) in cases {
+        let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+        let res = post_retell(&app, &url, &body, &sig).await;
+        let got = res.status();
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(got, status, "{body:.80} {p}");
+        assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
+    }
+    let calls: Value = app
+        .client
+        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
+        .bearer_auth(api_token(&app).await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
+
 /// An admin API token (the first admin is made through the setup link).
 async fn api_token(app: &TestApp) -> String {
     crate::admin::Console::set_up(app).await;

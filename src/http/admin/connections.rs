@@ -421,7 +421,7 @@ impl EntryView {
             verdict: e.verdict.clone(),
             caller: e.caller.clone().unwrap_or_default(),
             call_id: e.call_id.clone().unwrap_or_default(),
-            answer: e.answer.clone(),
+            answer: e.answer.text(),
         }
     }
 }

@@ -322,18 +322,7 @@ async fn forged_old_and_replayed_signatures_are_refused_and_start_no_call() {
     let p: Value = again.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("replay"), "{p}");
     // Only the one verified request made a call.
-    let token = app.create_token(&agent);
-    let calls: Value = app
-        .client
-        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
-        .bearer_auth(api_token(&app).await)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = token;
+    let calls = agent_calls(&app, &agent).await;
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
     // An unknown URL is not found.
     let res = post_retell(&app, &format!("{}/connect/nope", app.address), &body, &good).await;
@@ -391,17 +380,21 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
         assert_eq!(got, status, "{body:.80} {p}");
         assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
     }
-    let calls: Value = app
-        .client
+    let calls = agent_calls(&app, &agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
+
+/// The agent's call history, through the management API.
+async fn agent_calls(app: &TestApp, agent: &str) -> Value {
+    app.client
         .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
-        .bearer_auth(api_token(&app).await)
+        .bearer_auth(api_token(app).await)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+        .unwrap()
 }
 
 /// An admin API token (the first admin is made through the setup link).
@@ -1128,16 +1121,7 @@ async fn every_platform_answers_cached_data_and_refuses_forged_and_replayed_requ
         );
     }
     // Only the five verified requests made calls, each with its platform in the trace.
-    let calls: Value = app
-        .client
-        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
-        .bearer_auth(api_token(&app).await)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls = agent_calls(&app, &agent).await;
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(5), "{calls}");
 }
 

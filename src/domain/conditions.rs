@@ -85,22 +85,27 @@ impl Conditions {
     /// Whether they hold for `vars`, and why, in words (`risk_score is 92, greater than 80`).
     /// No conditions never hold: an unfinished case or End Call must not catch every call.
     pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
-        if self.list.is_empty() {
-            return (false, "it has no conditions yet".into());
+        match self.judge(vars) {
+            Some((held, hold)) => (hold, self.why(vars, &held, hold)),
+            None => (false, "it has no conditions yet".into()),
         }
-        let held: Vec<bool> = self.list.iter().map(|c| c.holds(vars)).collect();
-        let hold = self.decide(&held);
-        (hold, self.why(vars, &held, hold))
     }
 
     /// Why they hold for `vars`, in words, if they do: the reason is only worded for
     /// conditions that decided a call's path (most cases a call meets do not hold).
     pub fn held(&self, vars: &Map<String, Value>) -> Option<String> {
+        let (held, hold) = self.judge(vars)?;
+        hold.then(|| self.why(vars, &held, true))
+    }
+
+    /// Whether each condition holds, and whether they do together; `None` without any.
+    fn judge(&self, vars: &Map<String, Value>) -> Option<(Vec<bool>, bool)> {
         if self.list.is_empty() {
             return None;
         }
         let held: Vec<bool> = self.list.iter().map(|c| c.holds(vars)).collect();
-        self.decide(&held).then(|| self.why(vars, &held, true))
+        let hold = self.decide(&held);
+        Some((held, hold))
     }
 
     fn decide(&self, held: &[bool]) -> bool {
@@ -164,11 +169,6 @@ fn equal(actual: &Value, expected: &Value) -> bool {
 }
 
 impl Condition {
-    pub fn check(&self, vars: &Map<String, Value>) -> (bool, String) {
-        let hold = self.holds(vars);
-        (hold, self.explain(vars, hold))
-    }
-
     /// Whether the condition holds for `vars`.
     pub fn holds(&self, vars: &Map<String, Value>) -> bool {
         let actual = vars.get(&self.variable);
@@ -286,16 +286,16 @@ mod tests {
         let v = vars(
             json!({"risk": 92, "plan": "Enterprise", "tags": ["vip", "new"], "flag": true, "budget": "5000"}),
         );
-        assert!(cond("risk", "greater_than", json!(80)).check(&v).0);
-        assert!(!cond("risk", "less_than", json!(80)).check(&v).0);
-        assert!(cond("plan", "equals", json!("enterprise")).check(&v).0);
-        assert!(cond("tags", "contains", json!("VIP")).check(&v).0);
-        assert!(cond("plan", "contains", json!("prise")).check(&v).0);
-        assert!(cond("flag", "equals", json!(true)).check(&v).0);
-        assert!(cond("budget", "greater_than", json!(1000)).check(&v).0);
-        assert!(cond("missing", "not_exists", Value::Null).check(&v).0);
-        assert!(cond("missing", "not_equals", json!("x")).check(&v).0);
-        assert!(!cond("missing", "greater_than", json!(1)).check(&v).0);
+        assert!(cond("risk", "greater_than", json!(80)).holds(&v));
+        assert!(!cond("risk", "less_than", json!(80)).holds(&v));
+        assert!(cond("plan", "equals", json!("enterprise")).holds(&v));
+        assert!(cond("tags", "contains", json!("VIP")).holds(&v));
+        assert!(cond("plan", "contains", json!("prise")).holds(&v));
+        assert!(cond("flag", "equals", json!(true)).holds(&v));
+        assert!(cond("budget", "greater_than", json!(1000)).holds(&v));
+        assert!(cond("missing", "not_exists", Value::Null).holds(&v));
+        assert!(cond("missing", "not_equals", json!("x")).holds(&v));
+        assert!(!cond("missing", "greater_than", json!(1)).holds(&v));
     }
 
     #[test]
@@ -304,21 +304,21 @@ mod tests {
             json!({"a": "inf", "b": "Infinity", "c": "NaN", "d": " 92 ", "e": "-1e3", "f": "+7"}),
         );
         for name in ["a", "b", "c"] {
-            assert!(!cond(name, "greater_than", json!(80)).check(&v).0, "{name}");
-            assert!(!cond(name, "less_than", json!(80)).check(&v).0, "{name}");
+            assert!(!cond(name, "greater_than", json!(80)).holds(&v), "{name}");
+            assert!(!cond(name, "less_than", json!(80)).holds(&v), "{name}");
         }
-        assert!(cond("d", "greater_than", json!(80)).check(&v).0);
-        assert!(cond("e", "less_than", json!(0)).check(&v).0);
-        assert!(cond("f", "equals", json!(7)).check(&v).0);
+        assert!(cond("d", "greater_than", json!(80)).holds(&v));
+        assert!(cond("e", "less_than", json!(0)).holds(&v));
+        assert!(cond("f", "equals", json!(7)).holds(&v));
     }
 
     #[test]
     fn a_list_equals_a_value_when_one_of_its_items_does() {
         let v = vars(json!({"n": [5, 6], "t": ["new", "VIP"]}));
-        assert!(cond("n", "equals", json!(5)).check(&v).0);
-        assert!(cond("t", "equals", json!("vip")).check(&v).0);
-        assert!(!cond("n", "equals", json!(7)).check(&v).0);
-        assert!(cond("n", "not_equals", json!(7)).check(&v).0);
+        assert!(cond("n", "equals", json!(5)).holds(&v));
+        assert!(cond("t", "equals", json!("vip")).holds(&v));
+        assert!(!cond("n", "equals", json!(7)).holds(&v));
+        assert!(cond("n", "not_equals", json!(7)).holds(&v));
     }
 
     #[test]
@@ -337,9 +337,9 @@ mod tests {
     #[test]
     fn blank_text_has_no_value() {
         let v = vars(json!({"name": "   ", "tags": ["", " "]}));
-        assert!(!cond("name", "exists", Value::Null).check(&v).0);
-        assert!(cond("name", "not_exists", Value::Null).check(&v).0);
-        assert!(!cond("tags", "exists", Value::Null).check(&v).0);
+        assert!(!cond("name", "exists", Value::Null).holds(&v));
+        assert!(cond("name", "not_exists", Value::Null).holds(&v));
+        assert!(!cond("tags", "exists", Value::Null).holds(&v));
     }
 
     #[test]

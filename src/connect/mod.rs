@@ -248,6 +248,27 @@ struct TelnyxData {
     call_control_id: Text,
 }
 
+/// A visitor's answer to a number, a boolean or null: `$missing`.
+macro_rules! scalars_read_as {
+    ($missing:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($missing)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($missing)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($missing)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($missing)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($missing)
+        }
+    };
+}
+
 /// Text that is not blank, trimmed; anything else reads as missing.
 #[derive(Debug, Default)]
 struct Text(Option<String>);
@@ -264,21 +285,7 @@ impl<'de> Deserialize<'de> for Text {
                 let s = s.trim();
                 Ok(Text((!s.is_empty()).then(|| s.to_owned())))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_unit<E>(self) -> Result<Text, E> {
-                Ok(Text(None))
-            }
+            scalars_read_as!(Text(None));
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text, A::Error> {
                 skip_seq(a).map(|()| Text(None))
             }
@@ -315,21 +322,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Part<T> {
             fn visit_str<E>(self, _: &str) -> Result<Part<T>, E> {
                 Ok(Part(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Part<T>, E> {
-                Ok(Part(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Part<T>, E> {
-                Ok(Part(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Part<T>, E> {
-                Ok(Part(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Part<T>, E> {
-                Ok(Part(None))
-            }
-            fn visit_unit<E>(self) -> Result<Part<T>, E> {
-                Ok(Part(None))
-            }
+            scalars_read_as!(Part(None));
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Part<T>, A::Error> {
                 skip_seq(a).map(|()| Part(None))
             }

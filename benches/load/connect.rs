@@ -176,9 +176,16 @@ pub async fn rows(
         // Beside ingest's trace: each request's due time, latency and lateness, in µs.
         let mut trace = open.trace.clone();
         trace.sort_unstable();
-        let text: String = trace
-            .iter()
-            .map(|(due, latency, late)| format!("{due} {latency} {late}\n"))
+        // The first line: when the open loop started, in µs since the Unix epoch, to line
+        // the trace up with the server's log.
+        let started = std::time::SystemTime::now() - open.elapsed;
+        let started = started.duration_since(std::time::UNIX_EPOCH)?.as_micros();
+        let text: String = std::iter::once(format!("# started {started}\n"))
+            .chain(
+                trace
+                    .iter()
+                    .map(|(due, latency, late)| format!("{due} {latency} {late}\n")),
+            )
             .collect();
         std::fs::write(path.with_extension("connect"), text)?;
     }

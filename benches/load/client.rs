@@ -113,6 +113,25 @@ impl Stats {
         }
     }
 
+    /// Writes an open loop's trace to `path`: a first line with when the loop started, in
+    /// µs since the Unix epoch (to line it up with the server's log), then each request's
+    /// due time, latency and lateness, in µs.
+    pub fn write_trace(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let mut trace = self.trace.clone();
+        trace.sort_unstable();
+        let started = std::time::SystemTime::now() - self.elapsed;
+        let started = started.duration_since(std::time::UNIX_EPOCH)?.as_micros();
+        let text: String = std::iter::once(format!("# started {started}\n"))
+            .chain(
+                trace
+                    .iter()
+                    .map(|(due, latency, late)| format!("{due} {latency} {late}\n")),
+            )
+            .collect();
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
     pub fn record(&mut self, latency: Duration) {
         let us = (latency.as_micros() as u64).clamp(1, 60_000_000);
         self.hist.record(us).expect("in range");

@@ -173,21 +173,8 @@ pub async fn rows(
     .await;
     let open = &attempts.open;
     if let Some(path) = &o.open_trace {
-        // Beside ingest's trace: each request's due time, latency and lateness, in µs.
-        let mut trace = open.trace.clone();
-        trace.sort_unstable();
-        // The first line: when the open loop started, in µs since the Unix epoch, to line
-        // the trace up with the server's log.
-        let started = std::time::SystemTime::now() - open.elapsed;
-        let started = started.duration_since(std::time::UNIX_EPOCH)?.as_micros();
-        let text: String = std::iter::once(format!("# started {started}\n"))
-            .chain(
-                trace
-                    .iter()
-                    .map(|(due, latency, late)| format!("{due} {latency} {late}\n")),
-            )
-            .collect();
-        std::fs::write(path.with_extension("connect"), text)?;
+        // Beside ingest's trace.
+        open.write_trace(&path.with_extension("connect"))?;
     }
     // Each answer must carry the cached data: a sample read back after the loops.
     let (sampled, not_cached) = sample(precall, &request, CACHED + preload_n - 100, 100).await?;

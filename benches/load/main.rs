@@ -494,20 +494,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         // Errors in any attempt fail the row, not only in the one reported.
         let earlier_errors = attempts.earlier_failures.0;
         if let Some(path) = &o.open_trace {
-            let mut trace = open.trace.clone();
-            trace.sort_unstable();
-            // The first line: when the open loop started, in µs since the Unix epoch, to
-            // line the trace up with the server's log.
-            let started = std::time::SystemTime::now() - open.elapsed;
-            let started = started.duration_since(std::time::UNIX_EPOCH)?.as_micros();
-            let text: String = std::iter::once(format!("# started {started}\n"))
-                .chain(
-                    trace
-                        .iter()
-                        .map(|(due, latency, late)| format!("{due} {latency} {late}\n")),
-                )
-                .collect();
-            std::fs::write(path, text)?;
+            open.write_trace(path)?;
         }
         let p99 = open.ms(0.99);
         let (name, target, pass) = match o.open_rate {

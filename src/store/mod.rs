@@ -351,14 +351,7 @@ impl SqliteDb {
     /// Copies committed pages from the WAL into the database file without blocking the
     /// writer or readers (a PASSIVE checkpoint).
     pub async fn checkpoint(&self) -> anyhow::Result<WalState> {
-        let (frames, copied): (i64, i64) = self
-            .checkpoints
-            .run(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    Ok((row.get(1)?, row.get(2)?))
-                })
-            })
-            .await??;
+        let (frames, copied) = self.checkpoints.pass().await?;
         let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * PAGE_SIZE;
         Ok(WalState {
             size: bytes(frames),
@@ -378,8 +371,9 @@ impl SqliteDb {
     }
 }
 
-/// Work for the checkpoint's thread, given its connection.
-type CheckpointJob = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
+/// Where a pass's result goes: the WAL's frames, and how many of them are in the database
+/// file.
+type PassReply = tokio::sync::oneshot::Sender<rusqlite::Result<(i64, i64)>>;
 
 /// The background checkpoint's connection and the thread that owns it.
 ///
@@ -393,11 +387,11 @@ type CheckpointJob = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
 ///
 /// The files' sync ([`SqliteDb::sync_files`]) stays at normal priority: run on this thread,
 /// a sync that waited for the CPU held up the writer's own writes to the WAL behind it
-/// (open-loop p99s of 53 and 66 ms in two of four runs).
+/// (open-loop p99s of 53 and 66 ms in two of six runs).
 #[derive(Default)]
 struct Checkpoints {
     /// `None` once closed (or for the short-lived handle used while migrating).
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<CheckpointJob>>>,
+    passes: std::sync::Mutex<Option<std::sync::mpsc::Sender<PassReply>>>,
 }
 
 impl Checkpoints {
@@ -405,42 +399,40 @@ impl Checkpoints {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        let (tx, rx) = std::sync::mpsc::channel::<CheckpointJob>();
+        let (tx, rx) = std::sync::mpsc::channel::<PassReply>();
         std::thread::Builder::new()
             .name("precall-checkpoint".into())
             .spawn(move || {
                 run_at_idle_priority();
-                while let Ok(job) = rx.recv() {
-                    job(&conn);
+                while let Ok(reply) = rx.recv() {
+                    let _ =
+                        reply.send(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                            Ok((row.get(1)?, row.get(2)?))
+                        }));
                 }
             })?;
         Ok(Self {
-            jobs: std::sync::Mutex::new(Some(tx)),
+            passes: std::sync::Mutex::new(Some(tx)),
         })
     }
 
-    /// Runs `job` on the checkpoint's thread, after those asked before it.
-    async fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce(&rusqlite::Connection) -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    /// One PASSIVE pass on the checkpoint's thread, after any asked before it: the WAL's
+    /// frames, and how many of them are in the database file.
+    async fn pass(&self) -> anyhow::Result<(i64, i64)> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: CheckpointJob = Box::new(move |conn| {
-            let _ = reply.send(job(conn));
-        });
-        let sent = match &*self.jobs.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(jobs) => jobs.send(job).is_ok(),
+        let sent = match &*self.passes.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(passes) => passes.send(reply).is_ok(),
             None => false,
         };
         anyhow::ensure!(sent, "the database is closed");
-        answer
+        Ok(answer
             .await
-            .map_err(|_| anyhow::anyhow!("the checkpoint's thread has stopped"))
+            .map_err(|_| anyhow::anyhow!("the checkpoint's thread has stopped"))??)
     }
 
-    /// Ends the thread, which closes its connection, once the job under way is done.
+    /// Ends the thread, which closes its connection, once the pass under way is done.
     fn stop(&self) {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.passes.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -157,10 +157,9 @@ impl Db {
 pub struct SqliteDb {
     pub read: SqlitePool,
     pub write: SqlitePool,
-    /// The background checkpoint's own connection, on a thread of its own: a checkpoint's
-    /// copy must not hold up configuration writes, which have the one `write` connection,
-    /// nor take the CPU from requests (see [`Checkpoints`]).
-    checkpoints: Arc<Checkpoints>,
+    /// The background checkpoint's own connection: a checkpoint's copy and sync must not
+    /// hold up configuration writes, which have the one `write` connection.
+    checkpoints: SqlitePool,
     options: Arc<SqliteConnectOptions>,
     /// Descriptors of the WAL and the database file for [`SqliteDb::sync_files`], opened once.
     sync_files: Arc<std::sync::Mutex<Option<&'static [std::fs::File; 2]>>>,
@@ -254,7 +253,7 @@ impl SqliteDb {
         let db_for_upgrade = Db::Sqlite(Self {
             read: write.clone(),
             write: write.clone(),
-            checkpoints: Arc::default(),
+            checkpoints: write.clone(),
             options: Arc::new(options.clone()),
             sync_files: Arc::default(),
         });
@@ -266,7 +265,11 @@ impl SqliteDb {
             .min_connections(1)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let checkpoints = Arc::new(Checkpoints::start(options.get_filename())?);
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_with(options.clone())
+            .await?;
         Ok(Self {
             read,
             write,
@@ -350,8 +353,11 @@ impl SqliteDb {
 
     /// Copies committed pages from the WAL into the database file without blocking the
     /// writer or readers (a PASSIVE checkpoint).
-    pub async fn checkpoint(&self) -> anyhow::Result<WalState> {
-        let (frames, copied) = self.checkpoints.pass().await?;
+    pub async fn checkpoint(&self) -> Result<WalState, sqlx::Error> {
+        let (_busy, frames, copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.checkpoints)
+                .await?;
         let bytes = |frames: i64| u64::try_from(frames).unwrap_or(0) * PAGE_SIZE;
         Ok(WalState {
             size: bytes(frames),
@@ -366,88 +372,8 @@ impl SqliteDb {
 
     pub async fn close(&self) {
         self.read.close().await;
-        self.checkpoints.stop();
+        self.checkpoints.close().await;
         self.write.close().await;
-    }
-}
-
-/// Where a pass's result goes: the WAL's frames, and how many of them are in the database
-/// file.
-type PassReply = tokio::sync::oneshot::Sender<rusqlite::Result<(i64, i64)>>;
-
-/// The background checkpoint's connection and the thread that owns it.
-///
-/// The thread runs at the lowest priority the scheduler has (Linux's `SCHED_IDLE`): a pass
-/// copies the pages committed since the one before, several milliseconds of CPU, and at
-/// normal priority it took that CPU from requests, which answered late meanwhile (at half
-/// the connector's maximum rate, every request over 5 ms fell in the 30 ms of each 250 ms
-/// when a pass ran). At idle priority a pass runs when a core has nothing else to do, and a
-/// request waking up takes the core from it at once. While requests keep both cores busy,
-/// passes wait and the WAL grows; they copy it once the load eases.
-///
-/// The files' sync ([`SqliteDb::sync_files`]) stays at normal priority: run on this thread,
-/// a sync that waited for the CPU held up the writer's own writes to the WAL behind it
-/// (open-loop p99s of 53 and 66 ms in two of six runs).
-#[derive(Default)]
-struct Checkpoints {
-    /// `None` once closed (or for the short-lived handle used while migrating).
-    passes: std::sync::Mutex<Option<std::sync::mpsc::Sender<PassReply>>>,
-}
-
-impl Checkpoints {
-    fn start(path: &std::path::Path) -> anyhow::Result<Self> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        let (tx, rx) = std::sync::mpsc::channel::<PassReply>();
-        std::thread::Builder::new()
-            .name("precall-checkpoint".into())
-            .spawn(move || {
-                run_at_idle_priority();
-                while let Ok(reply) = rx.recv() {
-                    let _ =
-                        reply.send(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                            Ok((row.get(1)?, row.get(2)?))
-                        }));
-                }
-            })?;
-        Ok(Self {
-            passes: std::sync::Mutex::new(Some(tx)),
-        })
-    }
-
-    /// One PASSIVE pass on the checkpoint's thread, after any asked before it: the WAL's
-    /// frames, and how many of them are in the database file.
-    async fn pass(&self) -> anyhow::Result<(i64, i64)> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = match &*self.passes.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(passes) => passes.send(reply).is_ok(),
-            None => false,
-        };
-        anyhow::ensure!(sent, "the database is closed");
-        Ok(answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the checkpoint's thread has stopped"))??)
-    }
-
-    /// Ends the thread, which closes its connection, once the pass under way is done.
-    fn stop(&self) {
-        self.passes.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-}
-
-/// Puts the calling thread in Linux's `SCHED_IDLE` class; elsewhere it stays as it is.
-fn run_at_idle_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `sched_setscheduler` only reads `param`; pid 0 is the calling thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "the checkpoint's thread keeps its normal priority"
-            );
-        }
     }
 }
 

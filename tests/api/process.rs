@@ -195,49 +195,6 @@ async fn a_stopped_server_leaves_no_planner_statistics_behind() {
     assert_eq!(contexts, 1, "the webhook's data is there");
 }
 
-/// The scheduling policy of the server's thread named `name` (Linux's
-/// `/proc/<pid>/task/<tid>/stat`, field 41; `proc(5)`), once it has one.
-#[cfg(target_os = "linux")]
-fn thread_policy(pid: u32, name: &str) -> Option<u32> {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        // Thread names are cut to 15 bytes.
-        if comm.trim_end() != &name[..name.len().min(15)] {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the name, which ends at the last ')', start at field 3.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
-    }
-    None
-}
-
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn the_background_checkpoint_yields_the_cpu_to_requests() {
-    // A checkpoint pass is milliseconds of CPU; it runs only when a core is otherwise idle
-    // (SCHED_IDLE), so requests are never answered late behind it.
-    const SCHED_IDLE: u32 = 5;
-    let dir = tempfile::tempdir().unwrap();
-    let (child, _address) = start_server(dir.path()).await;
-    let pid = child.id().expect("running");
-    let mut policy = None;
-    for _ in 0..100 {
-        policy = thread_policy(pid, "precall-checkpoint");
-        if policy == Some(SCHED_IDLE) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(policy, Some(SCHED_IDLE), "the checkpoint thread's policy");
-    // The writer, which requests wait on, keeps the normal policy (SCHED_OTHER).
-    assert_eq!(thread_policy(pid, "precall-writer"), Some(0));
-}
-
 #[tokio::test]
 async fn the_write_ahead_log_starts_over_under_steady_webhooks() {
     // Under steady writes the background checkpoint never copies the whole log (commits

@@ -902,3 +902,37 @@ pub async fn answer(
     view.steps = to_raw(&run.steps);
     Ok(view)
 }
+
+/// Ends an active call that the caller left without answering (a voice platform hung up
+/// after silent turns): outcome `no_answer`, its question cleared. Nothing changes if the
+/// call had already moved on or ended.
+pub async fn hang_up(app: &AppState, token_agent: i64, public_id: &str) -> Result<(), AppError> {
+    app.writer.settle().await?;
+    let Some(row) = read_call(app, public_id)
+        .await?
+        .filter(|row| row.agent_id == token_agent && row.status == "active")
+    else {
+        return Ok(());
+    };
+    let mut trace: Trace = serde_json::from_str(&row.trace).unwrap_or_default();
+    let asked = trace.question.take();
+    trace.steps.push(Step {
+        kind: "end_call".into(),
+        flow_key: asked.as_ref().map(|q| q.flow_key.clone()),
+        block_key: asked.as_ref().map(|q| q.block_key.clone()),
+        why: Some("no answer: the caller stayed silent".into()),
+        ..Step::default()
+    });
+    let trace_json = serde_json::to_string(&trace).expect("trace serialises");
+    stored_calls::continue_call(
+        &app.db,
+        public_id,
+        row.turns,
+        &row.variables,
+        &trace_json,
+        "ended",
+        Some("no_answer"),
+    )
+    .await?;
+    Ok(())
+}

@@ -31,6 +31,9 @@ pub struct Entry {
     pub received_at: i64,
     pub status: u16,
     pub accepted: bool,
+    /// Answered, but the answer turns the call away: a pre-call End Call refused it, or no
+    /// platform agent is mapped to take it.
+    pub declined: bool,
     /// Why it was refused, or what was answered, in words.
     pub verdict: String,
     pub caller: Option<String>,
@@ -179,6 +182,7 @@ mod tests {
             received_at: 0,
             status: 200,
             accepted: true,
+            declined: false,
             verdict: String::new(),
             caller: None,
             called: None,

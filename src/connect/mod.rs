@@ -241,6 +241,7 @@ struct Number {
 #[serde(default)]
 struct TelnyxData {
     payload: Part<Box<TelnyxData>>,
+    event_type: Text,
     telnyx_end_user_target: Text,
     telnyx_agent_target: Text,
     from: Text,
@@ -398,6 +399,15 @@ impl JsonRequest {
             // https://developers.telnyx.com/docs/inference/ai-assistants/dynamic-variables
             Platform::Telnyx => {
                 let d = self.data.0.as_ref();
+                // The dynamic-variables webhook is `assistant.initialization`; another event
+                // (a call's hangup, say) starts no call.
+                if let Some(kind) = d.and_then(|d| text(&d.event_type))
+                    && kind != "assistant.initialization"
+                {
+                    return Err(format!(
+                        "data.event_type is {kind:?}: this URL answers assistant.initialization"
+                    ));
+                }
                 let p = d.and_then(|d| d.payload.0.as_deref());
                 // The first of these parts (`data.payload`'s or `data`'s) that holds text.
                 let at = |t: Option<&TelnyxData>, f: fn(&TelnyxData) -> &Text| {

@@ -10,8 +10,10 @@
 //! | Twilio | `X-Twilio-Signature: {base64}` | the URL, then each form field's name and value, sorted | HMAC-SHA1, the auth token |
 //!
 //! Where a timestamp is signed, more than [`TOLERANCE_SECS`] away from now is refused as a
-//! replay; every scheme's exact request seen twice is refused too (see
-//! [`super::log::ReplayGuard`]).
+//! replay. A verified request also gives what its signature vouches for, as a [`Vouched`]
+//! digest (the body and timestamp; Synthflow's call id; Twilio's URL and sorted fields):
+//! the same signed content seen twice is refused as a replay, however its headers are
+//! spelled, ordered or padded with other headers.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -88,6 +90,22 @@ pub struct Signed<'a> {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// What a verified request's signature vouches for, as a SHA-256 digest: two requests with
+/// the same one are one request sent twice.
+pub type Vouched = [u8; 32];
+
+fn vouched(scheme: &str, parts: &[&[u8]]) -> Vouched {
+    use sha2::Digest;
+    let mut d = Sha256::new();
+    d.update(scheme.as_bytes());
+    for p in parts {
+        // Each part's length first, so that no two lists of parts digest alike.
+        d.update((p.len() as u64).to_le_bytes());
+        d.update(p);
+    }
+    d.finalize().into()
+}
+
 fn hmac256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key");
     for p in parts {
@@ -139,8 +157,9 @@ fn digits(s: &str) -> Option<i64> {
 }
 
 impl Verifier {
-    /// Checks a request; `now_ms` is the time it arrived.
-    pub fn verify(&self, r: &Signed<'_>, now_ms: i64) -> Result<(), VerifyError> {
+    /// Checks a request; `now_ms` is the time it arrived. Gives what its signature vouches
+    /// for (see [`Vouched`]).
+    pub fn verify(&self, r: &Signed<'_>, now_ms: i64) -> Result<Vouched, VerifyError> {
         let now_secs = now_ms.div_euclid(1000);
         match self {
             Self::Retell { api_key } => {
@@ -155,6 +174,13 @@ impl Verifier {
                         H,
                         "expected v=<milliseconds>,d=<hex HMAC-SHA256>",
                     ))?;
+                if ts < 100_000_000_000 {
+                    // Seconds, not milliseconds: no Retell SDK signs so.
+                    return Err(VerifyError::Malformed(
+                        H,
+                        "v= is the time in milliseconds since the Unix epoch, not seconds",
+                    ));
+                }
                 if (now_ms - ts).abs() > TOLERANCE_SECS * 1000 {
                     return Err(VerifyError::Stale((now_ms - ts).abs() / 1000));
                 }
@@ -163,7 +189,7 @@ impl Verifier {
                     &[r.body, ts.to_string().as_bytes()],
                 ));
                 if same_hex(expected.as_bytes(), digest.as_bytes()) {
-                    Ok(())
+                    Ok(vouched("retell", &[r.body, ts.to_string().as_bytes()]))
                 } else {
                     Err(VerifyError::Mismatch(
                         H,
@@ -192,7 +218,9 @@ impl Verifier {
                     )
                 })?;
                 if same(&hmac256(secret.as_bytes(), &[call_id.as_bytes()]), &got) {
-                    Ok(())
+                    // Only the call id is signed: a call id seen once is a replay, whatever
+                    // body comes with it.
+                    Ok(vouched("synthflow", &[call_id.as_bytes()]))
                 } else {
                     Err(VerifyError::Mismatch(
                         "HTTP_SYNTHFLOW_SIGNATURE",
@@ -205,7 +233,7 @@ impl Verifier {
                     .or_else(|| (r.header)("authorization").and_then(crate::auth::bearer))
                     .ok_or(VerifyError::Missing("X-Vapi-Secret", "Vapi"))?;
                 if hash.matches(&SecretHash::of(presented.trim())) {
-                    Ok(())
+                    Ok(vouched("vapi", &[r.body]))
                 } else {
                     Err(VerifyError::Mismatch(
                         "X-Vapi-Secret",
@@ -230,7 +258,7 @@ impl Verifier {
                 let sig = sig.trim();
                 let sig = sig.strip_prefix("sha256=").unwrap_or(sig);
                 if same(expected.as_bytes(), sig.to_ascii_lowercase().as_bytes()) {
-                    Ok(())
+                    Ok(vouched("vapi-hmac", &[ts_text.as_bytes(), r.body]))
                 } else {
                     Err(VerifyError::Mismatch(
                         "x-signature",
@@ -243,10 +271,12 @@ impl Verifier {
                 const T: &str = "telnyx-timestamp";
                 let sig = (r.header)(S).ok_or(VerifyError::Missing(S, "Telnyx"))?;
                 let ts_text = (r.header)(T).ok_or(VerifyError::Missing(T, "Telnyx"))?;
-                let ts = digits(ts_text).ok_or(VerifyError::Malformed(
-                    T,
-                    "expected seconds since the Unix epoch",
-                ))?;
+                let ts = digits(ts_text).filter(|&t| t < 100_000_000_000).ok_or(
+                    VerifyError::Malformed(
+                        T,
+                        "expected seconds since the Unix epoch (not milliseconds)",
+                    ),
+                )?;
                 fresh(ts, now_secs)?;
                 let bytes: [u8; 64] = STANDARD
                     .decode(sig.trim())
@@ -261,12 +291,14 @@ impl Verifier {
                 message.extend_from_slice(ts_text.as_bytes());
                 message.push(b'|');
                 message.extend_from_slice(r.body);
-                key.verify_strict(&message, &signature).map_err(|_| {
-                    VerifyError::Mismatch(
-                        S,
-                        "Telnyx signs \"{timestamp}|{body}\"; check the public key given to this connection",
-                    )
-                })
+                key.verify_strict(&message, &signature)
+                    .map(|()| vouched("telnyx", &[&message]))
+                    .map_err(|_| {
+                        VerifyError::Mismatch(
+                            S,
+                            "Telnyx signs \"{timestamp}|{body}\"; check the public key given to this connection",
+                        )
+                    })
             }
             Self::Twilio { auth_token } => {
                 const H: &str = "x-twilio-signature";
@@ -275,8 +307,19 @@ impl Verifier {
                 let got = STANDARD.decode(sig.trim()).map_err(|_| {
                     VerifyError::Malformed("X-Twilio-Signature", "expected a base64 HMAC-SHA1")
                 })?;
-                if same(&twilio_signature(auth_token, r.url, r.form), &got) {
-                    Ok(())
+                // Twilio's own validator checks the URL with and without its scheme's default
+                // port, "since sig generation on back end is inconsistent"
+                // (twilio-python, twilio/request_validator.py).
+                let matches = |url: &str| same(&twilio_signature(auth_token, url, r.form), &got);
+                if matches(r.url) || other_port_form(r.url).is_some_and(|u| matches(&u)) {
+                    let mut fields: Vec<&(String, String)> = r.form.iter().collect();
+                    fields.sort();
+                    let mut parts: Vec<&[u8]> = vec![r.url.as_bytes()];
+                    for (k, v) in fields {
+                        parts.push(k.as_bytes());
+                        parts.push(v.as_bytes());
+                    }
+                    Ok(vouched("twilio", &parts))
                 } else {
                     Err(VerifyError::Mismatch(
                         "X-Twilio-Signature",
@@ -285,6 +328,26 @@ impl Verifier {
                 }
             }
         }
+    }
+}
+
+/// `url` with its scheme's default port written out if it has none, or without it if it
+/// has (`https://h/p` and `https://h:443/p`); `None` for another port or scheme.
+fn other_port_form(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // A host with a port: `host:port`, or `[v6]:port`.
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (port == default).then(|| format!("{scheme}://{host}{tail}"))
+        }
+        _ => Some(format!("{scheme}://{authority}:{default}{tail}")),
     }
 }
 
@@ -377,6 +440,7 @@ mod tests {
             },
             NOW,
         )
+        .map(|_| ())
     }
 
     #[test]
@@ -518,6 +582,67 @@ mod tests {
         assert_eq!(check(&v, &headers, body, None), Ok(()));
         assert!(check(&v, &headers, b"{}", None).is_err());
         assert!(telnyx_key("not a key").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_in_the_wrong_unit_is_named_as_such() {
+        let body = b"{}";
+        let retell = Verifier::Retell {
+            api_key: "key_abc".into(),
+        };
+        let secs = retell_signature("key_abc", body, NOW / 1000);
+        let e = check(&retell, &[("x-retell-signature", &secs)], body, None).unwrap_err();
+        assert!(e.to_string().contains("milliseconds"), "{e}");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let telnyx = Verifier::Telnyx {
+            key: key.verifying_key(),
+        };
+        let e = check(
+            &telnyx,
+            &[
+                ("telnyx-signature-ed25519", "AAAA"),
+                ("telnyx-timestamp", &NOW.to_string()),
+            ],
+            body,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not milliseconds"), "{e}");
+    }
+
+    #[test]
+    fn twilio_urls_are_also_tried_with_or_without_their_default_port() {
+        assert_eq!(
+            other_port_form("https://h.example/connect/x?call=1").as_deref(),
+            Some("https://h.example:443/connect/x?call=1")
+        );
+        assert_eq!(
+            other_port_form("https://h.example:443/connect/x").as_deref(),
+            Some("https://h.example/connect/x")
+        );
+        assert_eq!(
+            other_port_form("http://[::1]/c").as_deref(),
+            Some("http://[::1]:80/c")
+        );
+        assert_eq!(other_port_form("http://h:8080/c"), None);
+        let token = "12345";
+        let v = Verifier::Twilio {
+            auth_token: token.into(),
+        };
+        let form = vec![("From".to_owned(), "+14155550100".to_owned())];
+        let sig = STANDARD.encode(twilio_signature(token, "https://h.example:443/c", &form));
+        let get = |name: &str| (name == "x-twilio-signature").then_some(sig.as_str());
+        let signed = |url| Signed {
+            header: &get,
+            body: b"",
+            url,
+            form: &form,
+            call_id: None,
+        };
+        let a = v.verify(&signed("https://h.example/c"), NOW).unwrap();
+        let b = v.verify(&signed("https://h.example/c"), NOW).unwrap();
+        assert_eq!(a, b, "one request, one digest");
+        assert!(v.verify(&signed("https://h.example:8443/c"), NOW).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value};
@@ -46,19 +46,6 @@ pub fn url(public_url: &str, slug: &str) -> String {
     format!("{public_url}/connect/{slug}")
 }
 
-/// The headers that carry a platform's signature and its timestamp: with the signed URL and
-/// body, they make a request what it is, for the replay memory.
-const SIGNATURE_HEADERS: [HeaderName; 8] = [
-    HeaderName::from_static("x-retell-signature"),
-    HeaderName::from_static("http_synthflow_signature"),
-    HeaderName::from_static("synthflow-signature"),
-    HeaderName::from_static("x-signature"),
-    HeaderName::from_static("x-timestamp"),
-    HeaderName::from_static("telnyx-signature-ed25519"),
-    HeaderName::from_static("telnyx-timestamp"),
-    HeaderName::from_static("x-twilio-signature"),
-];
-
 /// Silent turns in a row after which a Twilio call is hung up.
 const MAX_SILENCES: u32 = 3;
 
@@ -70,6 +57,9 @@ struct Outcome {
     verdict: String,
     inbound: Option<Inbound>,
     call_id: Option<String>,
+    /// Answered, but the answer turns the call away (a pre-call End Call, or no platform
+    /// agent to take it).
+    declined: bool,
 }
 
 impl Outcome {
@@ -81,6 +71,7 @@ impl Outcome {
             verdict: problem.detail.clone(),
             inbound,
             call_id: None,
+            declined: false,
         }
     }
 }
@@ -141,6 +132,7 @@ async fn receive(
             received_at,
             status: outcome.status.as_u16(),
             accepted: outcome.status.is_success(),
+            declined: outcome.declined,
             verdict: outcome.verdict,
             caller: inbound.as_ref().map(|i| i.from.clone()),
             called: inbound.as_ref().and_then(|i| i.to.clone()),
@@ -192,20 +184,15 @@ async fn handle(
         };
         target.verifier.verify(&signed, received_at)
     };
-    if let Err(e) = verified {
-        return Outcome::refused(unauthorized(e), None);
-    }
-    // The exact request (what was signed, and the signature) taken once.
+    let vouched = match verified {
+        Ok(v) => v,
+        Err(e) => return Outcome::refused(unauthorized(e), None),
+    };
+    // What the signature vouches for, taken once: the same signed content again (however
+    // its headers are spelled, ordered or padded) is a replay.
     let mut digest = Sha256::new();
     digest.update(slug.as_bytes());
-    digest.update(url.as_bytes());
-    for name in &SIGNATURE_HEADERS {
-        if let Some(v) = headers.get(name) {
-            digest.update(name.as_str().as_bytes());
-            digest.update(v.as_bytes());
-        }
-    }
-    digest.update(bytes);
+    digest.update(vouched);
     if !app
         .connect
         .first_time(digest.finalize().into(), Instant::now())
@@ -251,6 +238,7 @@ async fn handle(
         Err(e) => return Outcome::refused(e.into_problem(), Some(inbound)),
     };
     let (answer, note) = json_answer(platform, &started, &target.mapping);
+    let declined = started.refused_by().is_some() || note.is_some();
     let verdict = describe(&started, note, target);
     Outcome {
         status: StatusCode::OK,
@@ -259,6 +247,7 @@ async fn handle(
         verdict,
         call_id: Some(started.call_id),
         inbound: Some(inbound),
+        declined,
     }
 }
 
@@ -323,6 +312,7 @@ fn twiml_outcome(
         verdict,
         inbound,
         call_id: call,
+        declined: false,
     }
 }
 
@@ -349,15 +339,27 @@ async fn twilio(
     let inbound = twilio_inbound(form).ok();
     match turn_of {
         None => {
+            // Twilio needs TwiML: a call Precall cannot start for its caller (no From, or an
+            // Anonymous, client or SIP caller with no phone number) is rejected with it, so
+            // the caller hears a busy line rather than Twilio's application error.
+            let rejected = |why: String, inbound: Option<Inbound>| {
+                let body = twiml::Twiml::default().reject().finish();
+                let mut o = twiml_outcome(body, format!("rejected: {why}"), inbound, None);
+                o.declined = true;
+                o
+            };
             let Some(inbound) = inbound else {
-                return Outcome::refused(
-                    ApiProblem::new(ProblemKind::ValidationFailed, "the From field is missing"),
-                    None,
-                );
+                return rejected("the From field is missing".into(), None);
             };
             let call = match start(app, target, &inbound).await {
                 Ok(c) => c,
-                Err(e) => return Outcome::refused(e.into_problem(), Some(inbound)),
+                Err(e) => {
+                    let problem = e.into_problem();
+                    if problem.kind == ProblemKind::ValidationFailed {
+                        return rejected(problem.detail, Some(inbound));
+                    }
+                    return Outcome::refused(problem, Some(inbound));
+                }
             };
             let body = twiml::turn(
                 &call.steps,
@@ -391,21 +393,31 @@ async fn twilio(
                     Some(call_id),
                 );
             };
+            // Asked again at the next turn's URL: the same answer given twice is two
+            // requests, not one seen twice.
             let ask_again = |n: u32, why: &str| {
-                let body = if n > MAX_SILENCES {
-                    twiml::Twiml::default().hangup().finish()
-                } else {
-                    twiml::Twiml::default()
-                        .gather(
-                            &question.prompt,
-                            &action(&call_id, turn),
-                            &silence(&call_id, turn, n + 1),
-                        )
-                        .finish()
-                };
+                let body = twiml::Twiml::default()
+                    .gather(
+                        &question.prompt,
+                        &action(&call_id, turn + 1),
+                        &silence(&call_id, turn + 1, n + 1),
+                    )
+                    .finish();
                 twiml_outcome(body, why.to_owned(), inbound.clone(), Some(call_id.clone()))
             };
             let Some(answer) = said else {
+                if silent >= MAX_SILENCES {
+                    if let Err(e) = calls::hang_up(app, target.agent_id, &call_id).await {
+                        return Outcome::refused(e.into_problem(), inbound);
+                    }
+                    let body = twiml::Twiml::default().hangup().finish();
+                    return twiml_outcome(
+                        body,
+                        format!("no answer {silent} times in a row: hung up (no_answer)"),
+                        inbound,
+                        Some(call_id),
+                    );
+                }
                 return ask_again(silent, "no answer: asked again");
             };
             let mut answers = Map::new();

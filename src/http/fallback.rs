@@ -73,6 +73,7 @@ pub async fn html_errors(res: Response) -> Response {
     let title = match status {
         StatusCode::METHOD_NOT_ALLOWED => "This page does not take this method",
         StatusCode::NOT_FOUND => "Nothing here",
+        StatusCode::FORBIDDEN => "This request was refused",
         s if s.is_server_error() => "Something went wrong",
         _ => "This address is not valid",
     };

@@ -1176,3 +1176,309 @@ async fn every_platforms_request_before_the_crm_webhook_is_woken_by_it() {
         );
     }
 }
+
+/// The `<Redirect>` URL Twilio follows when the caller says nothing, unescaped.
+fn silence_redirect(twiml: &str) -> String {
+    let start = twiml.find("<Redirect").expect("a Redirect");
+    let start = start + twiml[start..].find('>').unwrap() + 1;
+    let end = start + twiml[start..].find("</Redirect>").unwrap();
+    twiml[start..end].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_signed_request_sent_again_is_a_replay_however_its_headers_are_respelled() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+
+    // Retell: the same body and timestamp, the signature in upper case, with a leading zero
+    // in the timestamp, or beside another platform's headers.
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let body = retell_body("+12125550160");
+    let ts = now_ms();
+    let good = verify::retell_signature(RETELL_KEY, body.as_bytes(), ts);
+    assert_eq!(post_retell(&app, &url, &body, &good).await.status(), 200);
+    let (v, d) = good.split_once(",d=").unwrap();
+    for (sig, extra) in [
+        (format!("{v},d={}", d.to_uppercase()), None),
+        (format!("v=0{ts},d={d}"), None),
+        (good.clone(), Some(("x-timestamp", "1"))),
+        (good.clone(), Some(("telnyx-timestamp", "2"))),
+    ] {
+        let mut req = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-retell-signature", &sig)
+            .body(body.clone());
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 401, "{sig} {extra:?}");
+        let p: Value = res.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains("replay"), "{p}");
+    }
+
+    // Synthflow signs only the call id: a call id taken once is a replay with any body
+    // (another caller's, whose CRM data it would read).
+    let url = connect(&app, &agent, "synthflow", "synthflow-secret", &[]);
+    let sig = verify::synthflow_signature("synthflow-secret", "call-once");
+    let synthflow = |from: &str| {
+        app.client
+            .post(&url)
+            .header("HTTP_SYNTHFLOW_SIGNATURE", &sig)
+            .json(
+                &json!({"event": "call_inbound", "call_id": "call-once", "call_inbound": {
+                "model_id": "m", "from_number": from, "to_number": "+12125550199"}}),
+            )
+            .send()
+    };
+    assert_eq!(synthflow("+12125550161").await.unwrap().status(), 200);
+    assert_eq!(synthflow("+12125550162").await.unwrap().status(), 401);
+
+    // Twilio: the same fields in another order are the same signed request.
+    let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+    let form = [
+        ("CallSid", "CA900"),
+        ("From", "+12125550163"),
+        ("To", "+12125550199"),
+    ];
+    twilio_post(&app, &url, &form).await;
+    let reversed: Vec<(&str, &str)> = form.iter().rev().copied().collect();
+    let res = app
+        .client
+        .post(&url)
+        .header(
+            "X-Twilio-Signature",
+            twilio_sign("twilio-auth-token", &url, &form),
+        )
+        .form(&reversed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // One call each for Retell, Synthflow and Twilio.
+    let calls = agent_calls(&app, &agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(3), "{calls}");
+}
+
+#[tokio::test]
+async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+    let caller = [("CallSid", "CA901"), ("From", "+12125550164")];
+    let first = twilio_post(&app, &url, &caller).await;
+    let action = gather_action(&first);
+    let call = action
+        .split("call=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // An empty answer twice: each is asked again at a URL of its own, so the second, the
+    // same as the first, is not taken for a replay.
+    let empty = [
+        ("CallSid", "CA901"),
+        ("From", "+12125550164"),
+        ("Digits", ""),
+    ];
+    let again = twilio_post(&app, &action, &empty).await;
+    assert!(
+        again.contains("<Say>How can I help?</Say></Gather>"),
+        "{again}"
+    );
+    let next = gather_action(&again);
+    assert_ne!(next, action, "asked again at a new URL");
+    let again = twilio_post(&app, &next, &empty).await;
+    assert!(again.contains("<Gather "), "{again}");
+
+    // Silence three times in a row hangs up, and the call ends as unanswered.
+    let mut twiml = again;
+    for n in 1..=3 {
+        let redirect = silence_redirect(&twiml);
+        twiml = twilio_post(&app, &redirect, &caller).await;
+        if n < 3 {
+            assert!(twiml.contains("<Gather "), "silence {n}: {twiml}");
+        }
+    }
+    assert!(twiml.ends_with("<Hangup /></Response>"), "{twiml}");
+    let calls = agent_calls(&app, &agent).await;
+    let view = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["callId"] == call.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{call} in {calls}"));
+    assert_eq!(view["status"], "ended", "{view}");
+    assert_eq!(view["outcome"], "no_answer", "{view}");
+    // An answer that comes after is not taken: the call has ended.
+    let late = [
+        ("CallSid", "CA901"),
+        ("From", "+12125550164"),
+        ("Digits", "7"),
+    ];
+    let after = twilio_post(
+        &app,
+        &gather_action(&first).replace("turn=1", "turn=9"),
+        &late,
+    )
+    .await;
+    assert!(after.ends_with("<Hangup /></Response>"), "{after}");
+}
+
+#[tokio::test]
+async fn twilio_callers_without_a_phone_number_are_rejected_in_twiml() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+    // Twilio's From is "the phone number or client identifier" of the caller
+    // (https://www.twilio.com/docs/voice/twiml#request-parameters).
+    for from in ["Anonymous", "client:alice", "sip:alice@example.com"] {
+        let twiml = twilio_post(
+            &app,
+            &url,
+            &[("CallSid", "CA902"), ("From", from), ("To", "+12125550199")],
+        )
+        .await;
+        assert!(
+            twiml.ends_with("<Response><Reject /></Response>"),
+            "{from}: {twiml}"
+        );
+    }
+    let calls = agent_calls(&app, &agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
+
+#[tokio::test]
+async fn a_telnyx_event_other_than_assistant_initialization_starts_no_call() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let key = telnyx_signing_key("event-type");
+    let public = STANDARD.encode(key.verifying_key().to_bytes());
+    let url = connect(&app, &agent, "telnyx", &public, &[]);
+    // https://developers.telnyx.com/docs/inference/ai-assistants/dynamic-variables
+    let body = json!({"data": {"event_type": "call.hangup", "payload": {
+        "telnyx_end_user_target": "+12125550165", "telnyx_agent_target": "+12125550199"}}})
+    .to_string();
+    let res = telnyx_post(&app, &url, &key, &body, now_ms() / 1000).await;
+    assert_eq!(res.status(), 422);
+    let p: Value = res.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("assistant.initialization"),
+        "{p}"
+    );
+    let calls = agent_calls(&app, &agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
+
+#[tokio::test]
+async fn the_console_asks_before_deleting_a_connection_and_keeps_a_refused_setups_choices() {
+    use crate::admin::{Console, location};
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let base = format!("/admin/agents/{agent}/connections");
+
+    // A refused Setup comes back with the platform, scheme and name chosen (not the secret).
+    let res = admin
+        .submit(
+            &format!("{base}/new"),
+            &base,
+            &[
+                ("platform", "telnyx"),
+                ("secret", "not-a-key"),
+                ("scheme", ""),
+                ("name", "My Telnyx"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let back = location(&res);
+    let page = admin.page(&back).await;
+    assert!(page.contains("base64 of 32 bytes"), "{page}");
+    assert!(
+        page.contains("<option value=\"telnyx\" selected>"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"My Telnyx\""), "{page}");
+    assert!(
+        !page.contains("not-a-key"),
+        "the secret is not carried back"
+    );
+
+    // A mapping for a flow the agent does not have is refused, and nothing is saved; the
+    // mapping's own checks name the page's fields.
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
+    let cid = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["url"] == url.as_str())
+        .map(|c| c["id"].as_i64().unwrap())
+        .unwrap_or_else(|| panic!("{url} in {list}"));
+    let configure = format!("{base}/{cid}/configure");
+    admin
+        .submit(
+            &configure,
+            &format!("{base}/{cid}/mapping"),
+            &[("default_agent", "agent_x"), ("flow:ghost", "agent_ghost")],
+        )
+        .await;
+    let page = admin.page(&configure).await;
+    assert!(
+        page.contains("the agent has no flow with the key ghost"),
+        "{page}"
+    );
+    assert!(!page.contains("agent_x"), "nothing saved: {page}");
+    admin
+        .submit(
+            &configure,
+            &format!("{base}/{cid}/mapping"),
+            &[("default_agent", "agent x")],
+        )
+        .await;
+    let page = admin.page(&configure).await;
+    assert!(
+        page.contains("Default agent id: 1 to 200 characters"),
+        "{page}"
+    );
+
+    // Delete asks first (GET changes nothing), then deletes.
+    assert!(
+        page.contains(&format!(
+            "<form method=\"get\" action=\"{base}/{cid}/delete\" class=\"inline\" data-confirm="
+        )),
+        "{page}"
+    );
+    let ask = admin.page(&format!("{base}/{cid}/delete")).await;
+    assert!(ask.contains("Delete the connection"), "{ask}");
+    assert!(ask.contains("name=\"csrf\""), "{ask}");
+    let body = retell_body("+12125550166");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(
+        post_retell(&app, &url, &body, &sig).await.status(),
+        200,
+        "the URL still answers after the question"
+    );
+    let res = admin
+        .submit(
+            &format!("{base}/{cid}/delete"),
+            &format!("{base}/{cid}/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let body = retell_body("+12125550167");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 404);
+}

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 
+use super::confirm::Confirmation;
 use super::{HtmlError, Page, PageResult, after, agent, agent_draft, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::connect::log::Entry;
@@ -33,7 +34,10 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{base}/{{id}}/configure"), get(configure_step))
         .route(&format!("{base}/{{id}}/secret"), post(save_secret))
         .route(&format!("{base}/{{id}}/mapping"), post(save_mapping))
-        .route(&format!("{base}/{{id}}/delete"), post(delete))
+        .route(
+            &format!("{base}/{{id}}/delete"),
+            get(confirm_delete).post(delete),
+        )
         .route(&format!("{base}/{{id}}/test"), get(test_step))
         .route(&format!("{base}/{{id}}/events"), get(events))
 }
@@ -99,12 +103,27 @@ struct SetupStep {
     agent_id: String,
     agent_name: String,
     platforms: Vec<PlatformChoice>,
+    /// What the form had when it was refused (all but the secret), chosen again.
+    chosen: Chosen,
+}
+
+/// The Setup form's choices, carried back to it in the address after a refusal (never the
+/// secret).
+#[derive(Default, Deserialize, serde::Serialize)]
+struct Chosen {
+    #[serde(default)]
+    platform: String,
+    #[serde(default)]
+    scheme: String,
+    #[serde(default)]
+    name: String,
 }
 
 async fn setup_step(
     State(app): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
+    axum::extract::Query(chosen): axum::extract::Query<Chosen>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let flash = app.flash.take(admin.session_id);
@@ -113,6 +132,7 @@ async fn setup_step(
         agent_id: a.public_id,
         agent_name: a.name,
         platforms: choices(),
+        chosen,
     }))
 }
 
@@ -132,7 +152,16 @@ async fn create(
     f: AdminForm<NewForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let back = format!("/admin/agents/{id}/connections/new");
+    // A refused form comes back with what was chosen (the secret must be given again).
+    let chosen = Chosen {
+        platform: f.form.platform.clone(),
+        scheme: f.form.scheme.clone(),
+        name: f.form.name.clone(),
+    };
+    let back = format!(
+        "/admin/agents/{id}/connections/new?{}",
+        serde_urlencoded::to_string(&chosen).unwrap_or_default()
+    );
     let made = async {
         let platform = Platform::parse(&f.form.platform).map_err(StoreError::Conflict)?;
         let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
@@ -322,6 +351,7 @@ async fn save_mapping(
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let c = connection_of(&app, a.id, cid).await?;
+    let d = agent_draft(&app, &a).await?;
     let back = format!("/admin/agents/{id}/connections/{cid}/configure");
     let field = |k: &str| {
         f.form
@@ -358,9 +388,38 @@ async fn save_mapping(
         },
         _ => None,
     };
-    let checked = mapping
-        .check()
-        .and_then(|()| deadline.map_or(Ok(()), |d| check_deadline(c.platform(), d)));
+    let flow_name = |key: &str| {
+        d.doc()
+            .flows
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| f.name.clone())
+    };
+    let unknown = mapping
+        .flow_agents
+        .keys()
+        .find(|k| flow_name(k).is_none())
+        .map(|k| format!("the agent has no flow with the key {k}: nothing was saved"));
+    // The mapping's own checks name the API's fields; here they are the page's labels.
+    let labelled = |e: String| {
+        if let Some(rest) = e.strip_prefix("defaultAgent: ") {
+            return format!("Default {}: {rest}", c.platform().agent_word());
+        }
+        if let Some((flow, rest)) = e
+            .strip_prefix("flowAgents/")
+            .and_then(|r| r.split_once(": "))
+        {
+            let name = flow_name(flow).unwrap_or_else(|| flow.to_owned());
+            return format!("Flow {name}: {rest}");
+        }
+        e
+    };
+    let checked = unknown.map_or(Ok(()), Err).and_then(|()| {
+        mapping
+            .check()
+            .map_err(labelled)
+            .and_then(|()| deadline.map_or(Ok(()), |d| check_deadline(c.platform(), d)))
+    });
     let result = match checked {
         Ok(()) => connections::update(
             &app.db,
@@ -383,6 +442,34 @@ async fn save_mapping(
 #[derive(Deserialize)]
 struct Nothing {}
 
+/// Asks before a connection is deleted (GET: changes nothing).
+async fn confirm_delete(
+    State(app): State<AppState>,
+    admin: Admin,
+    Path((id, cid)): Path<(String, i64)>,
+) -> PageResult {
+    let a = agent(&app, &id).await?;
+    let c = connection_of(&app, a.id, cid).await?;
+    let flash = app.flash.take(admin.session_id);
+    let base = format!("/admin/agents/{id}/connections");
+    let page = Confirmation::new(
+        Page::new(&admin, format!("Delete {} · {}", c.name, a.name), &flash),
+        ("Delete the connection ", &c.name, "?"),
+        format!("{base}/{cid}/delete"),
+        format!("{base}/{cid}/configure"),
+    )
+    .crumb("/admin/agents", "Agents")
+    .crumb(format!("/admin/agents/{id}"), &a.name)
+    .crumb(&base, "Voice platforms")
+    .says(format!(
+        "Its URL stops answering at once: {} gets 404 for every call it asks about, until the number points elsewhere.",
+        c.platform().label()
+    ))
+    .says("Calls it already started stay in the agent's call history.")
+    .buttons("Keep it", "Delete");
+    Ok(render(page))
+}
+
 async fn delete(
     State(app): State<AppState>,
     Path((id, cid)): Path<(String, i64)>,
@@ -404,6 +491,7 @@ async fn delete(
 
 struct EntryView {
     accepted: bool,
+    declined: bool,
     status: u16,
     received_at: String,
     verdict: String,
@@ -416,6 +504,7 @@ impl EntryView {
     fn of(e: &Entry) -> Self {
         Self {
             accepted: e.accepted,
+            declined: e.declined,
             status: e.status,
             received_at: rfc3339(e.received_at),
             verdict: e.verdict.clone(),

@@ -204,6 +204,7 @@ pub struct Inbound {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct JsonRequest {
+    event: Text,
     call_id: Text,
     call_inbound: Part<CallInbound>,
     message: Part<VapiMessage>,
@@ -366,6 +367,15 @@ impl JsonRequest {
             // https://docs.retellai.com/features/inbound-call-webhook
             // https://docs.synthflow.ai/inbound-webhook-api
             Platform::Retell | Platform::Synthflow => {
+                // Retell sends its inbound chats (SMS) to the same webhook.
+                if let Some(event) = text(&self.event)
+                    && platform == Platform::Retell
+                    && event != "call_inbound"
+                {
+                    return Err(format!(
+                        "event is {event:?}: this URL answers call_inbound, Retell's inbound calls"
+                    ));
+                }
                 let c = self.call_inbound.0.as_ref();
                 (
                     c.and_then(|c| text(&c.from_number)),

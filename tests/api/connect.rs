@@ -371,6 +371,14 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
             422,
             "duplicate field `from_number`",
         ),
+        // Retell's inbound chats come to the same webhook
+        // (https://docs.retellai.com/features/inbound-call-webhook).
+        (
+            r#"{"event": "chat_inbound", "chat_inbound": {"from_number": "+12125550126"}}"#
+                .to_owned(),
+            422,
+            "this URL answers call_inbound",
+        ),
     ];
     for (body, status, why) in cases {
         let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());

@@ -72,11 +72,14 @@ struct ListPage {
     page: Page,
     agent_id: String,
     agent_name: String,
+    /// For the agent's tabs.
+    first_flow: Option<String>,
     connections: Vec<Line>,
 }
 
 async fn list(State(app): State<AppState>, admin: Admin, Path(id): Path<String>) -> PageResult {
     let a = agent(&app, &id).await?;
+    let first_flow = agent_draft(&app, &a).await?.doc().first_flow.clone();
     let flash = app.flash.take(admin.session_id);
     let connections = connections::of_agent(&app.db, a.id)
         .await?
@@ -92,6 +95,7 @@ async fn list(State(app): State<AppState>, admin: Admin, Path(id): Path<String>)
         page: Page::new(&admin, "Voice platforms", &flash),
         agent_id: a.public_id,
         agent_name: a.name,
+        first_flow,
         connections,
     }))
 }

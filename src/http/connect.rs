@@ -368,7 +368,10 @@ async fn twilio(
                 &silence(&call.call_id, 1, 1),
             );
             let verdict = describe(&call, None, target);
-            twiml_outcome(body, verdict, Some(inbound), Some(call.call_id))
+            let declined = call.refused_by().is_some();
+            let mut o = twiml_outcome(body, verdict, Some(inbound), Some(call.call_id));
+            o.declined = declined;
+            o
         }
         Some((call_id, turn, silent)) => {
             let said = field("SpeechResult")

@@ -871,7 +871,7 @@ async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> 
                     .flow_agents
                     .insert(flow.trim().to_owned(), id.trim().to_owned());
             }
-            mapping.check().map_err(anyhow::Error::msg)?;
+            mapping.check()?;
             let deadline_ms = deadline_ms.unwrap_or(platform.deadline_ms());
             crate::http::api::manage::connections::check_deadline(platform, deadline_ms)
                 .map_err(anyhow::Error::msg)?;

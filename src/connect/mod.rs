@@ -149,19 +149,44 @@ pub struct Mapping {
     pub flow_agents: BTreeMap<String, String>,
 }
 
+/// Which part of a [`Mapping`] a problem is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingPart {
+    DefaultAgent,
+    /// The list of flows as a whole.
+    Flows,
+    /// One flow's entry, by its key.
+    Flow(String),
+}
+
+/// What is wrong with a [`Mapping`], and where: shown as the API names it
+/// (`flowAgents/main: …`); the console names the part by its label instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {what}", match part {
+    MappingPart::DefaultAgent => "defaultAgent".to_owned(),
+    MappingPart::Flows => "flowAgents".to_owned(),
+    MappingPart::Flow(key) => format!("flowAgents/{key}"),
+})]
+pub struct MappingProblem {
+    pub part: MappingPart,
+    pub what: String,
+}
+
 impl Mapping {
     /// Checks ids: 1 to 200 visible characters, flow keys as documents have them.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), MappingProblem> {
+        const ID: &str = "1 to 200 characters, no spaces";
+        let problem = |part, what: String| Err(MappingProblem { part, what });
         let id_ok = |s: &str| {
             !s.is_empty() && s.len() <= 200 && s.chars().all(|c| !c.is_control() && c != ' ')
         };
         if let Some(d) = &self.default_agent
             && !id_ok(d)
         {
-            return Err("defaultAgent: 1 to 200 characters, no spaces".into());
+            return problem(MappingPart::DefaultAgent, ID.into());
         }
         if self.flow_agents.len() > 100 {
-            return Err("flowAgents: at most 100 flows".into());
+            return problem(MappingPart::Flows, "at most 100 flows".into());
         }
         for (flow, id) in &self.flow_agents {
             if flow.is_empty()
@@ -170,10 +195,10 @@ impl Mapping {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err(format!("flowAgents: {flow:?} is not a flow key"));
+                return problem(MappingPart::Flows, format!("{flow:?} is not a flow key"));
             }
             if !id_ok(id) {
-                return Err(format!("flowAgents/{flow}: 1 to 200 characters, no spaces"));
+                return problem(MappingPart::Flow(flow.clone()), ID.into());
             }
         }
         Ok(())

@@ -63,6 +63,11 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The same outcome, marked as turning the call away or not.
+    fn declined(self, declined: bool) -> Self {
+        Self { declined, ..self }
+    }
+
     fn refused(problem: ApiProblem, inbound: Option<Inbound>) -> Self {
         Self {
             status: problem.kind.status(),
@@ -344,9 +349,7 @@ async fn twilio(
             // the caller hears a busy line rather than Twilio's application error.
             let rejected = |why: String, inbound: Option<Inbound>| {
                 let body = twiml::Twiml::default().reject().finish();
-                let mut o = twiml_outcome(body, format!("rejected: {why}"), inbound, None);
-                o.declined = true;
-                o
+                twiml_outcome(body, format!("rejected: {why}"), inbound, None).declined(true)
             };
             let Some(inbound) = inbound else {
                 return rejected("the From field is missing".into(), None);
@@ -369,9 +372,7 @@ async fn twilio(
             );
             let verdict = describe(&call, None, target);
             let declined = call.refused_by().is_some();
-            let mut o = twiml_outcome(body, verdict, Some(inbound), Some(call.call_id));
-            o.declined = declined;
-            o
+            twiml_outcome(body, verdict, Some(inbound), Some(call.call_id)).declined(declined)
         }
         Some((call_id, turn, silent)) => {
             let said = field("SpeechResult")

@@ -19,7 +19,7 @@ use super::confirm::Confirmation;
 use super::{HtmlError, Page, PageResult, after, agent, agent_draft, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::connect::log::Entry;
-use crate::connect::{Mapping, Platform, wait_cap};
+use crate::connect::{Mapping, MappingPart, MappingProblem, Platform, wait_cap};
 use crate::http::AppState;
 use crate::http::api::manage::connections::check_deadline;
 use crate::store::admins;
@@ -404,19 +404,13 @@ async fn save_mapping(
         .keys()
         .find(|k| flow_name(k).is_none())
         .map(|k| format!("the agent has no flow with the key {k}: nothing was saved"));
-    // The mapping's own checks name the API's fields; here they are the page's labels.
-    let labelled = |e: String| {
-        if let Some(rest) = e.strip_prefix("defaultAgent: ") {
-            return format!("Default {}: {rest}", c.platform().agent_word());
+    // The page names each part by its label.
+    let labelled = |e: MappingProblem| match e.part {
+        MappingPart::DefaultAgent => format!("Default {}: {}", c.platform().agent_word(), e.what),
+        MappingPart::Flows => format!("Flows: {}", e.what),
+        MappingPart::Flow(key) => {
+            format!("Flow {}: {}", flow_name(&key).unwrap_or(key), e.what)
         }
-        if let Some((flow, rest)) = e
-            .strip_prefix("flowAgents/")
-            .and_then(|r| r.split_once(": "))
-        {
-            let name = flow_name(flow).unwrap_or_else(|| flow.to_owned());
-            return format!("Flow {name}: {rest}");
-        }
-        e
     };
     let checked = unknown.map_or(Ok(()), Err).and_then(|()| {
         mapping

@@ -171,7 +171,9 @@ pub async fn create_connection(
             )
         })?;
     let mapping = req.mapping.unwrap_or_default();
-    mapping.check().map_err(|e| invalid("/mapping", e))?;
+    mapping
+        .check()
+        .map_err(|e| invalid("/mapping", e.to_string()))?;
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
     check_deadline(req.platform, deadline_ms).map_err(|e| invalid("/deadlineMs", e))?;
     let name = req
@@ -261,7 +263,7 @@ pub async fn update_connection(
         (None, None) => None,
     };
     if let Some(m) = &req.mapping {
-        m.check().map_err(|e| invalid("/mapping", e))?;
+        m.check().map_err(|e| invalid("/mapping", e.to_string()))?;
     }
     if let Some(d) = req.deadline_ms {
         check_deadline(platform, d).map_err(|e| invalid("/deadlineMs", e))?;

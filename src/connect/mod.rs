@@ -495,6 +495,33 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    #[test]
+    fn a_mappings_problem_names_its_part_as_the_api_does() {
+        let mut m = Mapping {
+            default_agent: Some("agent x".into()),
+            ..Mapping::default()
+        };
+        let e = m.check().unwrap_err();
+        assert_eq!(e.part, MappingPart::DefaultAgent);
+        assert_eq!(
+            e.to_string(),
+            "defaultAgent: 1 to 200 characters, no spaces"
+        );
+        m.default_agent = None;
+        m.flow_agents.insert("main".into(), String::new());
+        let e = m.check().unwrap_err();
+        assert_eq!(e.part, MappingPart::Flow("main".into()));
+        assert_eq!(
+            e.to_string(),
+            "flowAgents/main: 1 to 200 characters, no spaces"
+        );
+        m.flow_agents = [("no key!".to_owned(), "a".to_owned())].into();
+        assert_eq!(
+            m.check().unwrap_err().to_string(),
+            "flowAgents: \"no key!\" is not a flow key"
+        );
+    }
+
     fn inbound_of(platform: Platform, body: &Value) -> Result<Inbound, String> {
         match JsonRequest::parse(&serde_json::to_vec(body).unwrap()).unwrap() {
             Some(request) => request.inbound(platform),

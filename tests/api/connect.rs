@@ -1490,3 +1490,58 @@ async fn the_console_asks_before_deleting_a_connection_and_keeps_a_refused_setup
     let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
     assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 404);
 }
+
+#[tokio::test]
+async fn the_test_step_badges_a_refused_call_declined_and_a_form_without_its_token_is_refused() {
+    use crate::admin::Console;
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let (agent, hook, key) = connected_agent(&app, 0);
+    let base = format!("/admin/agents/{agent}/connections");
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    // The agent's pre-call End Call refuses a blocked caller; another caller is answered.
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        "+12125550170",
+        json!({"blocked": true}),
+    )
+    .await;
+    for from in ["+12125550170", "+12125550171"] {
+        let body = retell_body(from);
+        let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+        assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 200);
+    }
+    let list = admin.page(&base).await;
+    assert!(
+        list.contains(&format!(
+            "<a href=\"{base}\" aria-current=\"page\">Voice platforms</a>"
+        )),
+        "the agent's tabs: {list}"
+    );
+    let cid = app.cli_json(&["connection", "list", "--agent", &agent])[0]["id"]
+        .as_i64()
+        .unwrap();
+    let test_page = admin.page(&format!("{base}/{cid}/test")).await;
+    assert_eq!(
+        test_page.matches(">Declined</span>").count(),
+        1,
+        "{test_page}"
+    );
+    assert_eq!(
+        test_page.matches(">Answered</span>").count(),
+        1,
+        "{test_page}"
+    );
+
+    // A form posted without its CSRF token: refused, titled as such, nothing deleted.
+    let res = admin.post(&format!("{base}/{cid}/delete"), &[]).await;
+    assert_eq!(res.status(), 403);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("<h1>This request was refused</h1>"), "{page}");
+    let body = retell_body("+12125550172");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 200);
+}

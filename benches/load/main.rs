@@ -10,8 +10,9 @@
 //! the best of them counting, for the baseline and the server alike (default 64,256);
 //! `--parked <n>` (default 10000); `--only <scenario,…>`; `--open-trace <file>`: the open
 //! loop's requests, one line each (due µs from its start, latency µs, generator's lateness µs);
-//! `--open-rate <req/s>`: the open loop at this rate instead of half the measured maximum,
-//! to compare two builds at the same load (its row then has no target).
+//! `--open-rate <req/s>`: the open loops (ingest's and the connector's) at this rate instead
+//! of half the measured maximum, to compare two builds at the same load (their rows then
+//! have no target).
 //!
 //! `--engine postgres`: SQLite's single-server ingest and call-start rows (unless `--only`
 //! says otherwise), then a cluster of two servers on one PostgreSQL: ingest and call start

@@ -54,10 +54,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PRECALL_WAL_RESTART_MIB", default_value_t = 256)]
     pub wal_restart_mib: u64,
 
-    /// Longest, in milliseconds, that acknowledged webhooks wait in the ingest journal (a
-    /// file beside the database, as durable as a commit) before the writer commits them to
-    /// the database together. Fewer, larger commits write far less to disk under steady
-    /// ingest. 0 commits every group before answering it, with no journal.
+    /// Longest, in milliseconds, that acknowledged webhooks and calls wait in the ingest
+    /// journal (a file beside the database, as durable as a commit) before the writer
+    /// commits them to the database together. Fewer, larger commits write far less to disk
+    /// under steady traffic. 0 commits every group before answering it, with no journal.
     #[arg(long, env = "PRECALL_COMMIT_EVERY_MS", default_value_t = 50)]
     pub commit_every_ms: u64,
 

@@ -15,7 +15,6 @@ use std::ops::Range;
 use rusqlite::Connection;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
-use super::now_ms;
 use super::refusals::RefusalCount;
 use super::writer::{
     Attempted, CallAttempt, CallRecord, Claimed, IDEMPOTENCY_WINDOW_MS, IngestCommitted,
@@ -596,6 +595,9 @@ pub(crate) struct SortedCalls<'a> {
     pub given_back: Vec<(i64, &'a str)>,
     /// The calls to record, with their records.
     pub started: Vec<(&'a CallAttempt, CallRecord)>,
+    /// For each of `started`, in its order: the contexts it claimed, and the Webhook
+    /// actions it fell back on.
+    pub kept: Vec<(Vec<i64>, Vec<i64>)>,
     /// The steps the started calls fell back on: no data, even after waiting.
     pub fell_back: Vec<(&'a CallAttempt, i64)>,
 }
@@ -612,6 +614,7 @@ pub(crate) fn sort_calls<'a>(
         given_back: Vec::new(),
         started: Vec::new(),
         fell_back: Vec::new(),
+        kept: Vec::new(),
     };
     let mut key = (0, String::new());
     for &c in calls {
@@ -652,13 +655,25 @@ pub(crate) fn sort_calls<'a>(
             sorted.outcomes.push(Attempted::Missing(step));
             continue;
         }
-        sorted.fell_back.extend(
-            c.steps
-                .iter()
-                .zip(&mine)
-                .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
-                .map(|(s, _)| (c, s.action_id)),
-        );
+        let fell_back: Vec<i64> = c
+            .steps
+            .iter()
+            .zip(&mine)
+            .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
+            .map(|(s, _)| s.action_id)
+            .collect();
+        sorted
+            .fell_back
+            .extend(fell_back.iter().map(|&action| (c, action)));
+        // Given contexts (a simulated step's) were not claimed.
+        let claimed = c
+            .steps
+            .iter()
+            .zip(&mine)
+            .filter(|(s, _)| s.state != StepState::Simulated)
+            .filter_map(|(_, m)| m.as_ref().map(|m| m.context_id))
+            .collect();
+        sorted.kept.push((claimed, fell_back));
         let mut record = (c.finish)(&mine);
         sorted.outcomes.push(Attempted::Started(
             std::mem::take(&mut record.response),
@@ -670,14 +685,40 @@ pub(crate) fn sort_calls<'a>(
     sorted
 }
 
-/// Tries to start a group of calls. First every wanted step's data is claimed atomically;
-/// then the calls are sorted by what they got (see [`sort_calls`]), and data that landed
-/// for the steps a started call fell back on since it started is late for it.
-pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Result<Vec<Attempted>> {
+/// A started call as the writer stores it, and as its [journal](super::journal) keeps it
+/// until it is committed: replaying it writes the same rows.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StartedCall {
+    pub public_id: String,
+    pub agent_id: i64,
+    pub version: i64,
+    pub caller: String,
+    pub called: Option<String>,
+    pub started_at: i64,
+    pub waited_ms: i64,
+    pub source: String,
+    pub variables: String,
+    pub trace: String,
+    pub status: String,
+    pub outcome: Option<String>,
+    /// The contexts (cached webhook data) it claimed.
+    pub claimed: Vec<i64>,
+    /// The Webhook actions it fell back on.
+    pub fell_back: Vec<i64>,
+}
+
+/// Tries to start a group of calls, with the group's clock `now`. First every wanted
+/// step's data is claimed atomically; then the calls are sorted by what they got (see
+/// [`sort_calls`]), and the started ones are recorded (see [`record_calls`]). Returns each
+/// attempt's outcome, and the started calls as stored.
+pub fn start_calls(
+    conn: &Connection,
+    calls: &[&CallAttempt],
+    now: i64,
+) -> rusqlite::Result<(Vec<Attempted>, Vec<StartedCall>)> {
     if calls.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    let now = now_ms();
     let wanted = wanted_claims(calls);
     let mut claimed = ClaimedContexts::new();
     for chunk in chunks(wanted.len()) {
@@ -716,7 +757,8 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         outcomes,
         given_back,
         started,
-        fell_back,
+        kept,
+        ..
     } = sort_calls(calls, &mut claimed);
 
     for chunk in chunks(given_back.len()) {
@@ -731,6 +773,55 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         back.nulls(chunk.padding(2));
         back.run(conn)?;
     }
+    let started: Vec<StartedCall> = started
+        .into_iter()
+        .zip(kept)
+        .map(|((c, r), (claimed, fell_back))| StartedCall {
+            public_id: c.public_id.clone(),
+            agent_id: c.agent_id,
+            version: c.version,
+            caller: c.caller.clone(),
+            called: c.called.clone(),
+            started_at: c.started_at,
+            waited_ms: r.waited_ms,
+            source: r.source.to_owned(),
+            variables: r.variables,
+            trace: r.trace,
+            status: r.status.to_owned(),
+            outcome: r.outcome,
+            claimed,
+            fell_back,
+        })
+        .collect();
+    record_calls(conn, &started, now)?;
+    Ok((outcomes, started))
+}
+
+/// Writes started calls again from the journal, as [`start_calls`] first did with the same
+/// clock `now`: their claims on cached data, then their records.
+pub fn replay_calls(conn: &Connection, calls: &[StartedCall], now: i64) -> rusqlite::Result<()> {
+    let claims: Vec<(i64, &str)> = calls
+        .iter()
+        .flat_map(|c| c.claimed.iter().map(|&id| (id, c.public_id.as_str())))
+        .collect();
+    for chunk in chunks(claims.len()) {
+        let mut claim = Statement::new(format!(
+            "UPDATE contexts SET call_id = claim.column2 FROM (VALUES {}) AS claim
+              WHERE contexts.id = claim.column1 AND contexts.call_id IS NULL",
+            values(chunk.slots, 2)
+        ));
+        for (id, call) in &claims[chunk.rows.clone()] {
+            claim.arg(Arg::Int(*id)).arg(Arg::Text(call));
+        }
+        claim.nulls(chunk.padding(2));
+        claim.run(conn)?;
+    }
+    record_calls(conn, calls, now)
+}
+
+/// Records started calls (whose claims are made) and the steps they fell back on: data
+/// that landed for those steps since the call started is late for it.
+fn record_calls(conn: &Connection, started: &[StartedCall], now: i64) -> rusqlite::Result<()> {
     for chunk in chunks(started.len()) {
         let mut insert = Statement::new(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
@@ -738,24 +829,28 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
             values(chunk.slots, 12)
         ));
-        for (c, r) in &started[chunk.rows.clone()] {
+        for c in &started[chunk.rows.clone()] {
             insert
                 .arg(Arg::Text(&c.public_id))
                 .arg(Arg::Int(c.agent_id))
                 .arg(Arg::Text(&c.caller))
                 .arg(Arg::opt_text(c.called.as_deref()))
                 .arg(Arg::Int(c.started_at))
-                .arg(Arg::Int(r.waited_ms))
-                .arg(Arg::Text(r.source))
-                .arg(Arg::Text(&r.variables))
-                .arg(Arg::Text(&r.trace))
-                .arg(Arg::Text(r.status))
-                .arg(Arg::opt_text(r.outcome.as_deref()))
+                .arg(Arg::Int(c.waited_ms))
+                .arg(Arg::Text(&c.source))
+                .arg(Arg::Text(&c.variables))
+                .arg(Arg::Text(&c.trace))
+                .arg(Arg::Text(&c.status))
+                .arg(Arg::opt_text(c.outcome.as_deref()))
                 .arg(Arg::Int(c.version));
         }
         insert.nulls(chunk.padding(12));
         insert.run(conn)?;
     }
+    let fell_back: Vec<(&StartedCall, i64)> = started
+        .iter()
+        .flat_map(|c| c.fell_back.iter().map(move |&action| (c, action)))
+        .collect();
     for chunk in chunks(fell_back.len()) {
         let rows = values(chunk.slots, 4);
         let these = &fell_back[chunk.rows.clone()];
@@ -790,7 +885,7 @@ pub fn start_calls(conn: &Connection, calls: &[&CallAttempt]) -> rusqlite::Resul
         push_fallbacks(&mut delivered, these, chunk.padding(4));
         delivered.run(conn)?;
     }
-    Ok(outcomes)
+    Ok(())
 }
 
 /// Adds refusal counts to the stored ones, a statement per [`MAX_CHUNK`] of them. A count
@@ -818,7 +913,7 @@ pub fn count_refusals(conn: &Connection, counts: &[RefusalCount]) -> rusqlite::R
 }
 
 /// (call, action, caller, call start) rows of `fell_back`, then `padding` NULLs.
-fn push_fallbacks<'a>(q: &mut Statement<'a>, rows: &[(&'a CallAttempt, i64)], padding: usize) {
+fn push_fallbacks<'a>(q: &mut Statement<'a>, rows: &[(&'a StartedCall, i64)], padding: usize) {
     for (c, action) in rows {
         q.arg(Arg::Text(&c.public_id))
             .arg(Arg::Int(*action))

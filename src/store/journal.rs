@@ -1,12 +1,15 @@
-//! The writer's ingest journal: accepted webhooks that are acknowledged but not yet committed
-//! to the database.
+//! The writer's ingest journal: accepted webhooks and started calls that are acknowledged
+//! but not yet committed to the database.
 //!
-//! Under steady ingest the writer keeps one transaction open for up to a few tens of
+//! Under steady traffic the writer keeps one transaction open for up to a few tens of
 //! milliseconds and answers each group as soon as the group is appended here, one `write`
-//! per group. A commit then carries hundreds of webhooks instead of a dozen, so each table's
-//! and index's tail page is written to the WAL once per commit instead of once per group
-//! (about a quarter of the WAL bytes a webhook cost, and of the kernel's write-back and the
-//! checkpoints' copying). The journal is emptied after each commit; the database records
+//! per group. A commit then carries hundreds of webhooks or calls instead of a dozen, so each
+//! table's and index's tail page is written to the WAL once per commit instead of once per
+//! group (about a quarter of the WAL bytes a webhook cost; a call, whose row is about
+//! 1.3 KiB, wrote about 9 KiB of WAL when committed in small groups), and so is the kernel's
+//! write-back and the checkpoints' copying. A call is kept as it was stored
+//! ([`StartedCall`]): replaying it claims the same cached data by id and records the same
+//! row, whatever the flow would decide now. The journal is emptied after each commit; the database records
 //! the last entry it holds (`ingest_journal.applied_seq`, in the same transaction), so an
 //! entry is applied exactly once.
 //!
@@ -33,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::batch::StartedCall;
 use super::writer::{Idempotency, IngestWrite};
 
 /// Frame header: payload length and CRC-32.
@@ -43,8 +47,8 @@ const PROBE_BLOCK: usize = 4096;
 /// limit each); a longer length is a torn or foreign frame.
 const MAX_FRAME: usize = 1 << 30;
 
-/// One group of webhooks as the writer ran it: replaying it with the same `now` gives the
-/// same result.
+/// One group as the writer ran it, its webhooks then its calls: replaying it with the same
+/// `now` gives the same result.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Entry<'a> {
     pub seq: i64,
@@ -52,6 +56,22 @@ pub struct Entry<'a> {
     pub now: i64,
     #[serde(borrow)]
     pub writes: Vec<Record<'a>>,
+    /// The calls it started, as stored.
+    #[serde(default)]
+    pub calls: Vec<StartedCall>,
+}
+
+/// What one group appends: its webhooks and the calls it started.
+#[derive(Debug, Default)]
+pub struct Group<'r, 'a> {
+    pub writes: Vec<Record<'a>>,
+    pub calls: &'r [StartedCall],
+}
+
+impl Group<'_, '_> {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.calls.is_empty()
+    }
 }
 
 /// One accepted webhook, as [`IngestWrite`] holds it.
@@ -210,20 +230,25 @@ impl Journal {
         self.len = len;
     }
 
-    /// Appends one entry per group of `writes` (all run with the clock `now`), with one
-    /// `write`. On failure nothing of it stays in the file (or, if the file cannot be cut
-    /// back, the journal takes no more until it is cleared).
-    pub fn append(&mut self, now: i64, groups: &[Vec<Record<'_>>]) -> io::Result<()> {
+    /// Appends one entry per group (all run with the clock `now`), with one `write`. On
+    /// failure nothing of it stays in the file (or, if the file cannot be cut back, the
+    /// journal takes no more until it is cleared).
+    pub fn append(&mut self, now: i64, groups: &[Group<'_, '_>]) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::other("the journal is waiting to be cleared"));
         }
         self.buf.clear();
         let mut seq = self.last_seq;
-        for writes in groups {
+        for group in groups {
             seq += 1;
             let start = self.buf.len();
             self.buf.extend_from_slice(&[0; HEADER]);
-            let entry = EntryRef { seq, now, writes };
+            let entry = EntryRef {
+                seq,
+                now,
+                writes: &group.writes,
+                calls: group.calls,
+            };
             serde_json::to_writer(&mut self.buf, &entry).map_err(io::Error::other)?;
             let payload = &self.buf[start + HEADER..];
             let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
@@ -281,6 +306,8 @@ struct EntryRef<'r, 'a> {
     seq: i64,
     now: i64,
     writes: &'r [Record<'a>],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    calls: &'r [StartedCall],
 }
 
 /// The whole, intact entries at the start of `bytes`, in order.
@@ -328,16 +355,54 @@ mod tests {
         }
     }
 
+    fn started(n: i64) -> StartedCall {
+        StartedCall {
+            public_id: format!("call{n:016}"),
+            agent_id: 3,
+            version: 2,
+            caller: format!("+1212555{n:04}"),
+            called: Some("+12125550000".into()),
+            started_at: 1_790_000_000_000 + n,
+            waited_ms: 120,
+            source: "webhook".into(),
+            variables: format!(r#"{{"n":{n}}}"#),
+            trace: "[]".into(),
+            status: "active".into(),
+            outcome: None,
+            claimed: vec![n, n + 1],
+            fell_back: vec![7],
+        }
+    }
+
     #[test]
     fn appended_entries_read_back_in_order_with_every_field() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j")).unwrap();
         j.continue_after(41);
         let (a, b, c) = (write(1), write(2), write(3));
-        j.append(5, &[vec![Record::of(&a, 10), Record::of(&b, 20)]])
-            .unwrap();
-        j.append(6, &[vec![Record::of(&c, 30)], vec![Record::of(&a, 40)]])
-            .unwrap();
+        j.append(
+            5,
+            &[Group {
+                writes: vec![Record::of(&a, 10), Record::of(&b, 20)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
+        let call = started(9);
+        j.append(
+            6,
+            &[
+                Group {
+                    writes: vec![Record::of(&c, 30)],
+                    calls: std::slice::from_ref(&call),
+                },
+                Group {
+                    writes: vec![Record::of(&a, 40)],
+                    calls: &[],
+                },
+            ],
+        )
+        .unwrap();
         assert_eq!(j.last_seq(), 44);
         let bytes = j.contents().unwrap();
         let entries = frames(&bytes);
@@ -354,6 +419,30 @@ mod tests {
         let idem = back.idempotency.unwrap();
         assert_eq!((idem.key.as_str(), idem.body_hash), ("key-2", [2; 32]));
         assert!(entries[1].writes[0].to_write().idempotency.is_none());
+        let calls: Vec<usize> = entries.iter().map(|e| e.calls.len()).collect();
+        assert_eq!(calls, [0, 1, 0]);
+        let back = &entries[1].calls[0];
+        assert_eq!(
+            (
+                back.public_id.as_str(),
+                back.caller.as_str(),
+                back.called.as_deref()
+            ),
+            (
+                call.public_id.as_str(),
+                call.caller.as_str(),
+                Some("+12125550000")
+            )
+        );
+        assert_eq!(
+            (back.started_at, back.waited_ms, back.version),
+            (call.started_at, 120, 2)
+        );
+        assert_eq!(
+            (back.variables.as_str(), back.status.as_str()),
+            (r#"{"n":9}"#, "active")
+        );
+        assert_eq!((&back.claimed, &back.fell_back), (&vec![9, 10], &vec![7]));
     }
 
     #[test]
@@ -361,8 +450,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j")).unwrap();
         let (a, b) = (write(1), write(2));
-        j.append(5, &[vec![Record::of(&a, 1)], vec![Record::of(&b, 2)]])
-            .unwrap();
+        j.append(
+            5,
+            &[
+                Group {
+                    writes: vec![Record::of(&a, 1)],
+                    calls: &[],
+                },
+                Group {
+                    writes: vec![Record::of(&b, 2)],
+                    calls: &[],
+                },
+            ],
+        )
+        .unwrap();
         let bytes = j.contents().unwrap();
         assert_eq!(frames(&bytes).len(), 2);
         for cut in [bytes.len() - 1, bytes.len() - 40, 3] {
@@ -389,16 +490,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j")).unwrap();
         let (a, b) = (write(1), write(2));
-        j.append(5, &[vec![Record::of(&a, 1)]]).unwrap();
+        j.append(
+            5,
+            &[Group {
+                writes: vec![Record::of(&a, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         let mark = j.mark();
-        j.append(6, &[vec![Record::of(&b, 1)]]).unwrap();
+        j.append(
+            6,
+            &[Group {
+                writes: vec![Record::of(&b, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         j.retract(mark);
         let kept: Vec<i64> = frames(&j.contents().unwrap())
             .iter()
             .map(|e| e.seq)
             .collect();
         assert_eq!(kept, [1]);
-        j.append(7, &[vec![Record::of(&b, 1)]]).unwrap();
+        j.append(
+            7,
+            &[Group {
+                writes: vec![Record::of(&b, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         let kept: Vec<i64> = frames(&j.contents().unwrap())
             .iter()
             .map(|e| e.seq)
@@ -411,11 +533,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j")).unwrap();
         let (a, b) = (write(1), write(2));
-        j.append(5, &[vec![Record::of(&a, 1)]]).unwrap();
+        j.append(
+            5,
+            &[Group {
+                writes: vec![Record::of(&a, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         let before = j.contents().unwrap();
         j.probe().unwrap();
         assert_eq!(j.contents().unwrap(), before);
-        j.append(6, &[vec![Record::of(&b, 1)]]).unwrap();
+        j.append(
+            6,
+            &[Group {
+                writes: vec![Record::of(&b, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         assert_eq!(frames(&j.contents().unwrap()).len(), 2);
 
         // A crash between the probe's write and its cut leaves zeros after the entries.
@@ -431,12 +567,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j")).unwrap();
         let a = write(1);
-        j.append(5, &[vec![Record::of(&a, 1)]]).unwrap();
+        j.append(
+            5,
+            &[Group {
+                writes: vec![Record::of(&a, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         assert!(!j.is_empty());
         j.clear().unwrap();
         assert!(j.is_empty());
         assert!(frames(&j.contents().unwrap()).is_empty());
-        j.append(6, &[vec![Record::of(&a, 1)]]).unwrap();
+        j.append(
+            6,
+            &[Group {
+                writes: vec![Record::of(&a, 1)],
+                calls: &[],
+            }],
+        )
+        .unwrap();
         assert_eq!(frames(&j.contents().unwrap())[0].seq, 2);
     }
 }

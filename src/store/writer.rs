@@ -1,15 +1,16 @@
 //! The one task that writes the hot path: ingest, refusals, calls and sweeping.
 //!
-//! Requests queue here and run in groups, in one transaction. A group with a call, a
-//! refusal, refusal counts or a sweep in it is committed before it is answered, so its answer means the
-//! data is on disk (WAL, synchronous NORMAL: it survives the process being killed). A group
-//! of webhooks alone is answered once it is appended to the [ingest journal](super::journal),
-//! which is as durable; its transaction stays open for the next groups and commits within
-//! [`Pacing::commit_every`], or as soon as no request has come for [`Pacing::commit_idle`],
-//! a configuration write waits for the database, or anything must read it (see
-//! [`Writer::settle`]). Waiting calls are woken once their data is durable. If a group
-//! fails, each request in it is retried alone, so one bad request cannot fail its
-//! neighbours.
+//! Requests queue here and run in groups, in one transaction. A group of webhooks and calls
+//! is answered once it is appended to the [ingest journal](super::journal) (a call as it
+//! was stored: its record, the data it claimed, the steps it fell back on), which is as
+//! durable as a commit (WAL, synchronous NORMAL: it survives the process being killed); its
+//! transaction stays open for the next groups and commits within [`Pacing::commit_every`],
+//! once the journal holds [`COMMIT_BYTES`], as soon as no request has come for
+//! [`Pacing::commit_idle`], a configuration write waits for the database, or anything must
+//! read it (see [`Writer::settle`]). A group with a refusal, refusal counts, a sweep or a
+//! probe in it is committed before it is answered. Waiting calls are woken once their data
+//! is durable. If a group fails, each request in it is retried alone, so one bad request
+//! cannot fail its neighbours.
 //!
 //! The writer also keeps what its last writes came to, for readiness ([`Writer::readiness`]):
 //! while the database or the journal refuses writes (a full disk), the server says it is
@@ -25,8 +26,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::batch::{self, DeliveryRow};
-use super::journal::{self, Journal, Record};
+use super::batch::{self, DeliveryRow, StartedCall};
+use super::journal::{self, Group, Journal, Record};
 use super::refusals::RefusalCount;
 use super::{config_writer_waiting, now_ms};
 use crate::metrics::{DbOp, Metrics};
@@ -49,6 +50,12 @@ const GATHER: usize = 32;
 /// ~0.6 ms at the median (bench-results/2026-11-27-to-2026-12-05-experiments.json has this
 /// and the earlier 100 and 500 µs runs).
 const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+/// An open transaction commits once the journal holds this much: a commit writes each page
+/// its rows changed, so one that carried 50 ms of calls at 14 000 a second (a call's entry
+/// is 1-1.5 KiB) held the writer's queue for 3-4 ms, every 50 ms; commits of a few hundred
+/// calls stay under the 3 ms that the writer logs as slow. A webhook's entry is a few
+/// hundred bytes: at that rate, theirs still commit about every [`Pacing::commit_every`].
+pub(in crate::store) const COMMIT_BYTES: u64 = 256 * 1024;
 /// A group commit slower than this is logged.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.
@@ -90,7 +97,7 @@ const REPLAY_LOG_EVERY: Duration = Duration::from_secs(60);
 /// When the writer commits webhooks that it has acknowledged from its journal.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
-    /// Longest an open transaction holds acknowledged webhooks. Zero: no journal, and every
+    /// Longest an open transaction holds acknowledged webhooks and calls. Zero: no journal, and every
     /// group is committed before it is answered.
     pub commit_every: Duration,
     /// An open transaction commits once no request has come for this long.
@@ -528,6 +535,22 @@ pub(in crate::store) enum Done {
     Probe,
 }
 
+/// Each command's result, in the group's order.
+type Results = Vec<Result<Done, WriteError>>;
+
+/// What one run of statements kept that the journal must hold until it is committed: the
+/// webhooks (by position in the group) and the calls it started.
+struct Kept {
+    ingests: Vec<usize>,
+    calls: Vec<StartedCall>,
+}
+
+impl Kept {
+    fn is_empty(&self) -> bool {
+        self.ingests.is_empty() && self.calls.is_empty()
+    }
+}
+
 /// Why a group was not committed.
 enum GroupError {
     /// One command's statement failed: the others may succeed on their own.
@@ -541,7 +564,7 @@ enum GroupError {
 pub struct Writer {
     tx: mpsc::Sender<Command>,
     catch_up: Arc<AtomicBool>,
-    /// Set while the writer holds acknowledged webhooks that are not committed yet.
+    /// Set while the writer holds acknowledged webhooks or calls that are not committed yet.
     holding: Arc<AtomicBool>,
     health: Arc<Health>,
 }
@@ -570,8 +593,12 @@ impl Writer {
                     if replayed.committed {
                         health.succeeded(Target::Database);
                     }
-                    if replayed.applied > 0 {
-                        tracing::info!(webhooks = replayed.applied, "applied the ingest journal");
+                    if replayed.webhooks + replayed.calls > 0 {
+                        tracing::info!(
+                            webhooks = replayed.webhooks,
+                            calls = replayed.calls,
+                            "applied the ingest journal"
+                        );
                     }
                 }
                 Err(f) => {
@@ -701,10 +728,11 @@ impl Writer {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Commits every webhook acknowledged so far, so that what is read next includes them.
-    /// Reads of what ingest writes (deliveries, late data on calls) call this first; it
-    /// returns at once when nothing is held. While the database does not take them (a full
-    /// disk), reads go on with what is committed: the webhooks wait in the journal.
+    /// Commits every webhook and call acknowledged so far, so that what is read next
+    /// includes them. Reads of what the writer writes (calls, deliveries, late data on calls)
+    /// call this first; it returns at once when nothing is held. While the database does not
+    /// take them (a full disk), reads go on with what is committed: the rest waits in the
+    /// journal.
     pub async fn settle(&self) -> Result<(), WriteError> {
         if !self.holding.load(Ordering::Acquire) || self.health.is_behind() {
             return Ok(());
@@ -841,7 +869,8 @@ struct Groups<'c> {
     retry_at: Instant,
     /// When a failure to apply them was last logged as an error.
     replay_failed_logged: Option<Instant>,
-    /// Shared with [`Writer::settle`]: the open transaction holds acknowledged webhooks.
+    /// Shared with [`Writer::settle`]: the open transaction holds acknowledged webhooks or
+    /// calls.
     holding: Arc<AtomicBool>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -886,19 +915,25 @@ impl Groups<'_> {
                 return fail_all(&e);
             }
         };
-        let defer = self.journal.as_ref().is_some_and(|j| !j.is_broken())
-            && cmds.iter().all(|c| c.ingest().is_some())
+        let defer = self
+            .journal
+            .as_ref()
+            .is_some_and(|j| !j.is_broken() && j.mark() < COMMIT_BYTES)
+            && cmds.iter().all(|c| c.ingest().is_some() || c.is_call())
             && self
                 .open
                 .is_some_and(|since| since.elapsed() < self.pacing.commit_every);
         if defer && let Some(journal) = self.journal.as_mut() {
-            let groups: Vec<Vec<Record<'_>>> = journaled
+            let groups: Vec<Group<'_, '_>> = journaled
                 .iter()
-                .map(|g| {
-                    g.iter()
+                .map(|kept| Group {
+                    writes: kept
+                        .ingests
+                        .iter()
                         .filter_map(|&i| cmds[i].ingest())
                         .map(|w| Record::of(w, micros_since(w.started)))
-                        .collect()
+                        .collect(),
+                    calls: &kept.calls,
                 })
                 .collect();
             let mark = journal.mark();
@@ -965,26 +1000,18 @@ impl Groups<'_> {
 
     /// The group's statements inside savepoint `grp`, which is left open. If the group
     /// fails, each command is retried alone. `Err` only when the transaction as a whole
-    /// failed. With the results, the commands whose webhooks were kept, as they ran: the
-    /// whole group's at once, or one by one.
-    #[allow(clippy::type_complexity)]
-    fn statements(
-        &self,
-        cmds: &[Command],
-        now: i64,
-    ) -> rusqlite::Result<(Vec<Result<Done, WriteError>>, Vec<Vec<usize>>)> {
+    /// failed. With the results, what was kept, as it ran: the whole group at once, or
+    /// command by command (see [`Kept`]).
+    fn statements(&self, cmds: &[Command], now: i64) -> rusqlite::Result<(Results, Vec<Kept>)> {
         let conn = self.conn;
         savepoint(conn, "grp")?;
         let e = match run_group(conn, cmds, now) {
-            Ok(done) => {
+            Ok((done, calls)) => {
                 let ingests: Vec<usize> = (0..cmds.len())
                     .filter(|&i| cmds[i].ingest().is_some())
                     .collect();
-                let journaled = if ingests.is_empty() {
-                    vec![]
-                } else {
-                    vec![ingests]
-                };
+                let kept = Kept { ingests, calls };
+                let journaled = if kept.is_empty() { vec![] } else { vec![kept] };
                 return Ok((done.into_iter().map(Ok).collect(), journaled));
             }
             Err(e) => match classify(e) {
@@ -999,10 +1026,16 @@ impl Groups<'_> {
         for (i, cmd) in cmds.iter().enumerate() {
             savepoint(conn, "one")?;
             match run_group(conn, std::slice::from_ref(cmd), now) {
-                Ok(mut done) => {
+                Ok((mut done, calls)) => {
                     release(conn, "one")?;
-                    if cmd.ingest().is_some() {
-                        journaled.push(vec![i]);
+                    let ingests = if cmd.ingest().is_some() {
+                        vec![i]
+                    } else {
+                        vec![]
+                    };
+                    let kept = Kept { ingests, calls };
+                    if !kept.is_empty() {
+                        journaled.push(kept);
                     }
                     results.push(Ok(done.pop().expect("one result per command")));
                 }
@@ -1109,7 +1142,8 @@ impl Groups<'_> {
                     }
                     if self.replay_failed_logged.take().is_some() {
                         tracing::info!(
-                            webhooks = replayed.applied,
+                            webhooks = replayed.webhooks,
+                            calls = replayed.calls,
                             "applied the ingest journal: writes succeed again"
                         );
                     }
@@ -1169,7 +1203,9 @@ fn rollback_to(conn: &Connection, name: &str) -> rusqlite::Result<()> {
 #[derive(Debug, Clone, Copy)]
 pub struct Replayed {
     /// Webhooks applied.
-    pub applied: usize,
+    pub webhooks: usize,
+    /// Calls applied.
+    pub calls: usize,
     /// Whether it committed a transaction (it had entries to apply).
     pub committed: bool,
 }
@@ -1182,8 +1218,8 @@ pub struct ReplayFailed {
 }
 
 /// Applies, in one transaction, the journal's entries that the database does not hold
-/// yet, and empties the journal. An entry that can no longer be applied (its webhook was
-/// deleted since) is skipped, as its data would have been deleted with it.
+/// yet, and empties the journal. A webhook or call that can no longer be applied (its
+/// webhook or agent was deleted since) is skipped, as it would have been deleted with it.
 pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, ReplayFailed> {
     let database = |e: rusqlite::Error| ReplayFailed {
         why: WriteFailure::of_sqlite(conn, &e),
@@ -1208,7 +1244,8 @@ pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, Repl
             tracing::warn!(error = %e, "the ingest journal could not be emptied");
         }
         return Ok(Replayed {
-            applied: 0,
+            webhooks: 0,
+            calls: 0,
             committed: false,
         });
     }
@@ -1219,12 +1256,13 @@ pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, Repl
         Ok(n)
     });
     match replayed {
-        Ok(n) => {
+        Ok((webhooks, calls)) => {
             if let Err(e) = journal.clear() {
                 tracing::warn!(error = %e, "the ingest journal could not be emptied");
             }
             Ok(Replayed {
-                applied: n,
+                webhooks,
+                calls,
                 committed: true,
             })
         }
@@ -1236,39 +1274,71 @@ pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, Repl
     }
 }
 
-fn replay_entries(conn: &Connection, entries: &[&journal::Entry<'_>]) -> rusqlite::Result<usize> {
-    let mut applied = 0;
+/// Applies each entry's webhooks, then its calls, as the group first ran them; an entry
+/// that fails is applied one webhook and one call at a time, skipping those that can no
+/// longer be. Returns the webhooks and the calls applied.
+fn replay_entries(
+    conn: &Connection,
+    entries: &[&journal::Entry<'_>],
+) -> rusqlite::Result<(usize, usize)> {
+    let (mut webhooks, mut calls) = (0, 0);
     for entry in entries {
         let writes: Vec<IngestWrite> = entry.writes.iter().map(Record::to_write).collect();
         let all: Vec<&IngestWrite> = writes.iter().collect();
         savepoint(conn, "entry")?;
-        match batch::ingest(conn, &all, Vec::new(), entry.now) {
+        let whole = batch::ingest(conn, &all, Vec::new(), entry.now)
+            .and_then(|done| batch::replay_calls(conn, &entry.calls, entry.now).map(|()| done));
+        match whole {
             Ok(done) => {
                 release(conn, "entry")?;
-                applied += done.len();
+                webhooks += done.len();
+                calls += entry.calls.len();
                 continue;
             }
             Err(e) if violates_a_constraint(&e) => rollback_to(conn, "entry")?,
             Err(e) => return Err(e),
         }
         for w in &all {
-            savepoint(conn, "one")?;
-            match batch::ingest(conn, std::slice::from_ref(w), Vec::new(), entry.now) {
-                Ok(_) => {
-                    release(conn, "one")?;
-                    applied += 1;
-                }
-                Err(e) if violates_a_constraint(&e) => {
-                    tracing::warn!(error = %e, seq = entry.seq, "a journaled webhook could not be applied");
-                    rollback_to(conn, "one")?;
-                    release(conn, "one")?;
-                }
-                Err(e) => return Err(e),
+            if apply_one(conn, entry.seq, "webhook", || {
+                batch::ingest(conn, std::slice::from_ref(w), Vec::new(), entry.now).map(drop)
+            })? {
+                webhooks += 1;
+            }
+        }
+        for c in &entry.calls {
+            if apply_one(conn, entry.seq, "call", || {
+                batch::replay_calls(conn, std::slice::from_ref(c), entry.now)
+            })? {
+                calls += 1;
             }
         }
         release(conn, "entry")?;
     }
-    Ok(applied)
+    Ok((webhooks, calls))
+}
+
+/// Applies one journaled `what` with `apply`, skipping it if it can no longer be (its
+/// webhook or agent was deleted since). Whether it was applied.
+fn apply_one(
+    conn: &Connection,
+    seq: i64,
+    what: &str,
+    apply: impl FnOnce() -> rusqlite::Result<()>,
+) -> rusqlite::Result<bool> {
+    savepoint(conn, "one")?;
+    match apply() {
+        Ok(()) => {
+            release(conn, "one")?;
+            Ok(true)
+        }
+        Err(e) if violates_a_constraint(&e) => {
+            tracing::warn!(error = %e, seq, what, "a journaled write could not be applied");
+            rollback_to(conn, "one")?;
+            release(conn, "one")?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A PASSIVE checkpoint from the writer's connection, between groups.
@@ -1376,8 +1446,13 @@ fn violates_a_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code & 0xff == 19)
 }
 
-/// The group's statements: webhooks first, then every delivery at once, then calls.
-fn run_group(conn: &Connection, cmds: &[Command], now: i64) -> rusqlite::Result<Vec<Done>> {
+/// The group's statements: webhooks first, then every delivery at once, then calls. With
+/// the results, the calls it started as stored.
+fn run_group(
+    conn: &Connection,
+    cmds: &[Command],
+    now: i64,
+) -> rusqlite::Result<(Vec<Done>, Vec<StartedCall>)> {
     let ingests: Vec<&IngestWrite> = cmds
         .iter()
         .filter_map(|c| match c {
@@ -1400,7 +1475,8 @@ fn run_group(conn: &Connection, cmds: &[Command], now: i64) -> rusqlite::Result<
             _ => None,
         })
         .collect();
-    let mut started = batch::start_calls(conn, &calls)?.into_iter();
+    let (attempted, stored) = batch::start_calls(conn, &calls, now)?;
+    let mut started = attempted.into_iter();
 
     let mut done = Vec::with_capacity(cmds.len());
     for c in cmds {
@@ -1423,7 +1499,7 @@ fn run_group(conn: &Connection, cmds: &[Command], now: i64) -> rusqlite::Result<
             }
         });
     }
-    Ok(done)
+    Ok((done, stored))
 }
 
 /// Changes the one row of `ingest_journal` and changes it back: SQLite does not write a

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::{Value, json};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use crate::helpers::Setup;
@@ -198,6 +199,43 @@ async fn call_from(client: &reqwest::Client, address: &str, setup: &Setup, phone
     res.json().await.unwrap()
 }
 
+/// A server on `dir` whose writer holds acknowledged webhooks and calls for ten minutes
+/// (up to 256 KiB of them) before committing them.
+pub async fn start_holding(dir: &Path) -> (Child, String) {
+    start_server_with(dir, |command| {
+        command
+            .env("PRECALL_COMMIT_EVERY_MS", "600000")
+            .env("PRECALL_COMMIT_IDLE_MS", "600000");
+    })
+    .await
+}
+
+/// Kills `child` with SIGKILL and starts a server on `dir` twice: the journal is applied at
+/// the first start, which empties it, and not again. The second server.
+async fn kill_and_restart_twice(mut child: Child, dir: &Path) -> (Child, String) {
+    signal(&child, "-KILL");
+    child.wait().await.unwrap();
+    let (mut child, _) = start_server(dir).await;
+    signal(&child, "-TERM");
+    child.wait().await.unwrap();
+    let journal = dir.join("precall.db-ingest");
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    start_server(dir).await
+}
+
+/// Posts a webhook for `phone` carrying `n` and a marker; it must be accepted.
+async fn post_marked(client: &reqwest::Client, setup: &Setup, phone: &str, n: usize) {
+    let res = client
+        .post(&setup.url)
+        .header("X-Authorization", &setup.key)
+        .json(&json!({"agentId": setup.agent_id, "phoneNumber": phone,
+                      "n": n, "marker": format!("sent-{n}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+}
+
 /// Runs `f` over `items`, `width` at a time.
 async fn in_chunks<T, F, Fut>(items: &[T], width: usize, f: F) -> Vec<Fut::Output>
 where
@@ -333,41 +371,19 @@ async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applie
     let dir = tempfile::tempdir().unwrap();
     let setup = set_up_and_stop(dir.path()).await;
 
-    // A writer that holds acknowledged webhooks for ten minutes before committing them.
-    let (mut child, address) = start_server_with(dir.path(), |command| {
-        command
-            .env("PRECALL_COMMIT_EVERY_MS", "600000")
-            .env("PRECALL_COMMIT_IDLE_MS", "600000");
-    })
-    .await;
+    let (child, address) = start_holding(dir.path()).await;
     let setup = served_at(setup, &address);
     let client = reqwest::Client::new();
     let phones: Vec<String> = (0..40).map(|n| phone(Kind::Webhook, n)).collect();
     for (n, phone) in phones.iter().enumerate() {
-        let res = client
-            .post(&setup.url)
-            .header("X-Authorization", &setup.key)
-            .json(&json!({"agentId": setup.agent_id, "phoneNumber": phone,
-                          "n": n, "marker": format!("sent-{n}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
+        post_marked(&client, &setup, phone, n).await;
     }
     let journal = dir.path().join("precall.db-ingest");
     assert!(
         std::fs::metadata(&journal).unwrap().len() > 0,
         "the acknowledged webhooks wait in the journal"
     );
-    signal(&child, "-KILL");
-    child.wait().await.unwrap();
-
-    // Restarted twice: the journal is applied at the first start, and not again.
-    let (mut child, _) = start_server(dir.path()).await;
-    signal(&child, "-TERM");
-    child.wait().await.unwrap();
-    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
-    let (_child, address) = start_server(dir.path()).await;
+    let (_child, address) = kill_and_restart_twice(child, dir.path()).await;
     let mut delivered = accepted_deliveries(dir.path(), &address, &setup);
     delivered.sort();
     assert_eq!(
@@ -380,6 +396,80 @@ async fn webhooks_acknowledged_before_their_commit_survive_kill_9_and_are_applie
         assert_eq!(call["variables"]["n"], json!(n));
         assert_eq!(call["variables"]["marker"], json!(format!("sent-{n}")));
     }
+}
+
+#[tokio::test]
+async fn calls_acknowledged_before_their_commit_survive_kill_9_with_their_claims_and_fallbacks() {
+    if crate::helpers::skip_on_postgres("the ingest journal is SQLite's") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let setup = set_up_and_stop(dir.path()).await;
+
+    let (child, address) = start_holding(dir.path()).await;
+    let setup = served_at(setup, &address);
+    let client = reqwest::Client::new();
+    // Callers with data, whose calls take it, and callers without, whose calls fall back.
+    let with_data: Vec<String> = (0..20).map(|n| phone(Kind::Call, n)).collect();
+    let without: Vec<String> = (20..30).map(|n| phone(Kind::Call, n)).collect();
+    for (n, phone) in with_data.iter().enumerate() {
+        post_marked(&client, &setup, phone, n).await;
+    }
+    let journal = dir.path().join("precall.db-ingest");
+    let webhooks_only = std::fs::metadata(&journal).unwrap().len();
+    let mut answered = Vec::new();
+    for phone in with_data.iter().chain(&without) {
+        answered.push(call_from(&client, &address, &setup, phone).await);
+    }
+    for (call, n) in answered.iter().zip(0..) {
+        let expected = if n < 20 { "webhook" } else { "fallback" };
+        assert_eq!(call["source"], expected, "{call}");
+    }
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > webhooks_only,
+        "the acknowledged calls wait in the journal with the webhooks"
+    );
+    let (_child, address) = kill_and_restart_twice(child, dir.path()).await;
+    let setup = served_at(setup, &address);
+
+    // Every call reads back as it was answered.
+    for call in &answered {
+        let id = call["callId"].as_str().unwrap();
+        let res = client
+            .get(format!("{address}/api/v1/calls/{id}"))
+            .bearer_auth(&setup.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "call {id} kept");
+        let read: Value = res.json().await.unwrap();
+        for field in ["callId", "from", "source", "variables", "status", "outcome"] {
+            assert_eq!(read[field], call[field], "{field} of {id}");
+        }
+    }
+    // The data the calls took stays taken: a second call from the same caller falls back.
+    let again = call_from(&client, &address, &setup, &with_data[3]).await;
+    assert_eq!(again["source"], "fallback", "{again}");
+    // A call that fell back still counts data landing soon after as late for it.
+    let res = client
+        .post(&setup.url)
+        .header("X-Authorization", &setup.key)
+        .json(&json!({"agentId": setup.agent_id, "phoneNumber": without[0], "tier": "gold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let id = answered[20]["callId"].as_str().unwrap();
+    let read: Value = client
+        .get(format!("{address}/api/v1/calls/{id}"))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["lateContext"]["fields"]["tier"], "gold", "{read}");
 }
 
 /// Posts a webhook for `phone` carrying `n` and a few KiB of text, so that the database

@@ -333,6 +333,7 @@ pub async fn start_calls(
         given_back,
         started,
         fell_back,
+        ..
     } = sort_calls(calls, &mut claimed);
 
     if !given_back.is_empty() {

@@ -329,7 +329,7 @@ impl AppError {
                 tracing::error!(error = %e, "write refused");
                 ApiProblem::new(
                     ProblemKind::Unavailable,
-                    "the request could not be stored; nothing was kept, retry shortly",
+                    "the request could not be stored or served now; nothing was kept, retry shortly",
                 )
             }
             Self::Database(e) => {

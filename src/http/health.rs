@@ -21,7 +21,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready to take webhooks and calls: the database answers and writes succeed. Not ready
 /// (503, with the reason) while the last write to the database or the ingest journal failed
-/// and none has succeeded since (a full disk), or while acknowledged webhooks wait in the
+/// and none has succeeded since (a full disk), or while acknowledged webhooks and calls wait in the
 /// journal for the database to take them. After a while without writes, or a second after a
 /// failure, the writer first writes a page to find out (see `Writer::readiness`).
 async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

@@ -798,8 +798,15 @@ pub fn start_calls(
 }
 
 /// Writes started calls again from the journal, as [`start_calls`] first did with the same
-/// clock `now`: their claims on cached data, then their records.
+/// clock `now`: all their claims on cached data, then their records. (A Webhook action
+/// deleted since takes its data with it, and a fallback on it is not recorded.)
 pub fn replay_calls(conn: &Connection, calls: &[StartedCall], now: i64) -> rusqlite::Result<()> {
+    claim_again(conn, calls)?;
+    record_calls(conn, calls, now)
+}
+
+/// The claims of started calls on cached data, by context id, as [`start_calls`] made them.
+pub fn claim_again(conn: &Connection, calls: &[StartedCall]) -> rusqlite::Result<()> {
     let claims: Vec<(i64, &str)> = calls
         .iter()
         .flat_map(|c| c.claimed.iter().map(|&id| (id, c.public_id.as_str())))
@@ -816,12 +823,12 @@ pub fn replay_calls(conn: &Connection, calls: &[StartedCall], now: i64) -> rusql
         claim.nulls(chunk.padding(2));
         claim.run(conn)?;
     }
-    record_calls(conn, calls, now)
+    Ok(())
 }
 
 /// Records started calls (whose claims are made) and the steps they fell back on: data
 /// that landed for those steps since the call started is late for it.
-fn record_calls(conn: &Connection, started: &[StartedCall], now: i64) -> rusqlite::Result<()> {
+pub fn record_calls(conn: &Connection, started: &[StartedCall], now: i64) -> rusqlite::Result<()> {
     for chunk in chunks(started.len()) {
         let mut insert = Statement::new(format!(
             "INSERT INTO calls (public_id, agent_id, caller, called, started_at, waited_ms, source,
@@ -858,7 +865,8 @@ fn record_calls(conn: &Connection, started: &[StartedCall], now: i64) -> rusqlit
         let mut remember = Statement::new(format!(
             "INSERT INTO call_fallbacks (call_id, action_id, phone, at)
              SELECT (SELECT id FROM calls WHERE public_id = v.column1), v.column2, v.column3, ?
-               FROM (VALUES {rows}) v WHERE v.column1 IS NOT NULL"
+               FROM (VALUES {rows}) v
+              WHERE v.column1 IS NOT NULL AND v.column2 IN (SELECT id FROM precall_actions)"
         ));
         remember.arg(Arg::Int(now));
         push_fallbacks(&mut remember, these, chunk.padding(4));

@@ -149,6 +149,10 @@ pub struct Journal {
     /// A failed append could not be cut back: until the next [`Journal::clear`] nothing may
     /// be appended after it.
     broken: bool,
+    /// The last entry this process appended and acknowledged (not retracted); `None` before
+    /// its first append, when every whole entry in the file is taken as acknowledged (by an
+    /// earlier run). Entries after it that a failed cut left in the file are skipped.
+    acked: Option<i64>,
     buf: Vec<u8>,
 }
 
@@ -186,6 +190,7 @@ impl Journal {
             len,
             last_seq: 0,
             broken: false,
+            acked: None,
             buf: Vec::new(),
         })
     }
@@ -216,18 +221,33 @@ impl Journal {
         self.broken
     }
 
-    /// Where the journal ends now, to [retract](Journal::retract) what is appended after.
-    pub fn mark(&self) -> u64 {
+    /// Bytes of whole entries in the file.
+    pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// Cuts the journal back to `len` (a [mark](Journal::mark)): what was appended since
-    /// was not acknowledged. The sequence numbers given since are not given again.
-    pub fn retract(&mut self, len: u64) {
-        if self.file.set_len(len).is_err() {
+    /// Whether `seq`, read from the file, was acknowledged: an entry a failed cut left
+    /// behind was not.
+    pub fn acknowledged(&self, seq: i64) -> bool {
+        self.acked.is_none_or(|acked| seq <= acked)
+    }
+
+    /// Where the journal ends now, to [retract](Journal::retract) what is appended after.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            len: self.len,
+            acked: self.acked,
+        }
+    }
+
+    /// Cuts the journal back to a [mark](Journal::mark): what was appended since was not
+    /// acknowledged. The sequence numbers given since are not given again.
+    pub fn retract(&mut self, mark: Mark) {
+        if self.file.set_len(mark.len).is_err() {
             self.broken = true;
         }
-        self.len = len;
+        self.len = mark.len;
+        self.acked = mark.acked;
     }
 
     /// Appends one entry per group (all run with the clock `now`), with one `write`. On
@@ -260,6 +280,7 @@ impl Journal {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
                 self.last_seq = seq;
+                self.acked = Some(seq);
                 Ok(())
             }
             Err(e) => {
@@ -298,6 +319,13 @@ impl Journal {
         self.broken = false;
         Ok(())
     }
+}
+
+/// Where the journal ended, and what it had acknowledged, at a [`Journal::mark`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    len: u64,
+    acked: Option<i64>,
 }
 
 /// [`Entry`] for writing, borrowing its records.
@@ -507,7 +535,9 @@ mod tests {
             }],
         )
         .unwrap();
+        assert!(j.acknowledged(2));
         j.retract(mark);
+        assert!(j.acknowledged(1) && !j.acknowledged(2));
         let kept: Vec<i64> = frames(&j.contents().unwrap())
             .iter()
             .map(|e| e.seq)

@@ -14,7 +14,7 @@
 //!
 //! The writer also keeps what its last writes came to, for readiness ([`Writer::readiness`]):
 //! while the database or the journal refuses writes (a full disk), the server says it is
-//! not ready, and when acknowledged webhooks wait in the journal because the database does
+//! not ready, and when acknowledged writes wait in the journal because the database does
 //! not take them (at start, or after a lost transaction), every other write is refused until
 //! they are applied, which the writer tries before each group and every [`REPLAY_RETRY`].
 
@@ -56,6 +56,8 @@ const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 /// calls stay under the 3 ms that the writer logs as slow. A webhook's entry is a few
 /// hundred bytes: at that rate, theirs still commit about every [`Pacing::commit_every`].
 pub(in crate::store) const COMMIT_BYTES: u64 = 256 * 1024;
+/// Why writes are refused while acknowledged ones wait in the journal.
+const WAITING: &str = "acknowledged webhooks and calls wait in the ingest journal";
 /// A group commit slower than this is logged.
 const SLOW_GROUP: std::time::Duration = std::time::Duration::from_millis(3);
 /// Requests that may queue before senders wait for room.
@@ -76,7 +78,7 @@ pub(in crate::store) const CALL_SWEEP_LIMIT: i64 = 250;
 /// Longest the writer stays out of the database, after committing early, while a
 /// configuration write waits for it.
 const YIELD_MAX: Duration = Duration::from_millis(20);
-/// While acknowledged webhooks wait in the journal because the database does not take them
+/// While acknowledged writes wait in the journal because the database does not take them
 /// (a full disk), the writer tries to apply them before each group (which is refused if
 /// they are not, as nothing may be written before them) and, when no group comes, this
 /// often. The same as the `Retry-After` of a 503.
@@ -292,9 +294,8 @@ impl Health {
             .is_ok()
     }
 
-    /// `Err` with the reason while writes fail or acknowledged webhooks wait.
+    /// `Err` with the reason while writes fail or acknowledged writes wait.
     fn readiness(&self) -> Result<(), String> {
-        const WAITING: &str = "acknowledged webhooks wait in the ingest journal";
         match (self.failure(), self.is_behind()) {
             (None, false) => Ok(()),
             (None, true) => Err(WAITING.into()),
@@ -605,7 +606,7 @@ impl Writer {
                     tracing::error!(
                         error = %f.error,
                         "the ingest journal could not be applied: its acknowledged webhooks \
-                         stay in it, and writes are refused until the database takes them"
+                         and calls stay in it, and writes are refused until the database takes them"
                     );
                     health.failed(Target::Database, f.why);
                     behind = true;
@@ -731,11 +732,15 @@ impl Writer {
     /// Commits every webhook and call acknowledged so far, so that what is read next
     /// includes them. Reads of what the writer writes (calls, deliveries, late data on calls)
     /// call this first; it returns at once when nothing is held. While the database does not
-    /// take them (a full disk), reads go on with what is committed: the rest waits in the
-    /// journal.
+    /// take what this server acknowledged (a full disk), it waits in the journal and this
+    /// fails: a call answered moments ago must not read as unknown. (At start, what an
+    /// earlier run left in the journal is not held: reads go on with what is committed.)
     pub async fn settle(&self) -> Result<(), WriteError> {
-        if !self.holding.load(Ordering::Acquire) || self.health.is_behind() {
+        if !self.holding.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if self.health.is_behind() {
+            return Err(WriteError(WAITING.into()));
         }
         self.submit(Command::Settle).await
     }
@@ -861,7 +866,7 @@ struct Groups<'c> {
     /// The connection's count of changed rows when the open transaction began: a commit
     /// with no change writes nothing, and tells nothing of whether writes succeed.
     changes_at_begin: u64,
-    /// The journal holds acknowledged webhooks that the database does not (a transaction
+    /// The journal holds acknowledged writes that the database does not (a transaction
     /// was lost with them, or they could not be applied at start), and nothing else is
     /// written before they are applied again.
     behind: bool,
@@ -889,10 +894,11 @@ impl Groups<'_> {
             // Each group tries: the first write once there is room is accepted.
             self.reapply();
             if self.behind {
-                let why =
-                    self.health.readiness().err().unwrap_or_else(|| {
-                        "acknowledged webhooks wait in the ingest journal".into()
-                    });
+                let why = self
+                    .health
+                    .readiness()
+                    .err()
+                    .unwrap_or_else(|| WAITING.into());
                 return fail_all(&why);
             }
         }
@@ -918,7 +924,7 @@ impl Groups<'_> {
         let defer = self
             .journal
             .as_ref()
-            .is_some_and(|j| !j.is_broken() && j.mark() < COMMIT_BYTES)
+            .is_some_and(|j| !j.is_broken() && j.len() < COMMIT_BYTES)
             && cmds.iter().all(|c| c.ingest().is_some() || c.is_call())
             && self
                 .open
@@ -1156,7 +1162,7 @@ impl Groups<'_> {
                     if log_again {
                         tracing::error!(
                             error = %f.error,
-                            "acknowledged webhooks wait in the ingest journal; writes are \
+                            "acknowledged webhooks and calls wait in the ingest journal; writes are \
                              refused until the database takes them"
                         );
                         self.replay_failed_logged = Some(Instant::now());
@@ -1235,7 +1241,10 @@ pub fn replay(conn: &Connection, journal: &mut Journal) -> Result<Replayed, Repl
         .map_err(database)?;
     let last = entries.iter().map(|e| e.seq).fold(applied, i64::max);
     journal.continue_after(last);
-    let pending: Vec<&journal::Entry<'_>> = entries.iter().filter(|e| e.seq > applied).collect();
+    let pending: Vec<&journal::Entry<'_>> = entries
+        .iter()
+        .filter(|e| e.seq > applied && journal.acknowledged(e.seq))
+        .collect();
     if pending.is_empty() {
         if !journal.is_empty()
             && let Err(e) = journal.clear()
@@ -1305,9 +1314,16 @@ fn replay_entries(
                 webhooks += 1;
             }
         }
+        // As the group ran: every call's claims before any call's record, so that data one
+        // call took is not late for another that fell back on the same step.
+        for c in &entry.calls {
+            apply_one(conn, entry.seq, "call's claims", || {
+                batch::claim_again(conn, std::slice::from_ref(c))
+            })?;
+        }
         for c in &entry.calls {
             if apply_one(conn, entry.seq, "call", || {
-                batch::replay_calls(conn, std::slice::from_ref(c), entry.now)
+                batch::record_calls(conn, std::slice::from_ref(c), entry.now)
             })? {
                 calls += 1;
             }

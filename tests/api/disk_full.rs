@@ -307,7 +307,7 @@ async fn a_restart_on_a_full_disk_serves_reads_refuses_writes_and_applies_the_jo
         body["reason"]
             .as_str()
             .unwrap()
-            .contains("acknowledged webhooks wait"),
+            .contains("acknowledged webhooks and calls wait"),
         "{body}"
     );
     // Reads are served.

@@ -1448,18 +1448,26 @@ async fn the_console_asks_before_deleting_a_connection_and_keeps_a_refused_setup
         "{page}"
     );
     assert!(!page.contains("agent_x"), "nothing saved: {page}");
-    admin
+    // The refused form comes back with what was typed, not with what is saved.
+    let res = admin
         .submit(
             &configure,
             &format!("{base}/{cid}/mapping"),
             &[("default_agent", "agent x")],
         )
         .await;
-    let page = admin.page(&configure).await;
+    assert_eq!(res.status(), 303);
+    let page = admin.page(&location(&res)).await;
     assert!(
         page.contains("Default agent id: 1 to 200 characters"),
         "{page}"
     );
+    assert!(
+        page.contains("name=\"default_agent\" value=\"agent x\""),
+        "{page}"
+    );
+    let page = admin.page(&configure).await;
+    assert!(!page.contains("agent x"), "nothing saved: {page}");
 
     // Delete asks first (GET changes nothing), then deletes.
     assert!(

@@ -243,10 +243,29 @@ struct ConfigureStep {
     default_agent: String,
     flows: Vec<FlowRow>,
     deadline_ms: i64,
+    /// The deadline field's value: the saved deadline, or what a refused form had.
+    deadline_value: String,
     deadline_editable: bool,
     margin_ms: i64,
     max_wait_ms: i64,
 }
+
+/// The mapping form's fields that a refused form carries back in the address, so that
+/// what was typed is shown again (agent ids and a deadline: nothing secret).
+fn typed_fields(form: &[(String, String)]) -> Vec<(&str, &str)> {
+    std::iter::once((TYPED, "1"))
+        .chain(
+            form.iter()
+                .filter(|(k, _)| {
+                    k == "default_agent" || k == "deadline_ms" || k.starts_with("flow:")
+                })
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .collect()
+}
+
+/// Marks an address that carries a refused mapping form's fields.
+const TYPED: &str = "typed";
 
 /// Where each platform takes the URL and the secret.
 fn where_to_paste(p: Platform) -> &'static str {
@@ -273,6 +292,7 @@ async fn configure_step(
     State(app): State<AppState>,
     admin: Admin,
     Path((id, cid)): Path<(String, i64)>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
     let c = connection_of(&app, a.id, cid).await?;
@@ -280,12 +300,25 @@ async fn configure_step(
     let flash = app.flash.take(admin.session_id);
     let p = c.platform();
     let mapping = c.mapping();
+    // After a refusal, the form shows what was typed rather than what is saved.
+    let typed = query.iter().any(|(k, v)| k == TYPED && v == "1");
+    let given = |k: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let flows = d
         .doc()
         .flows
         .iter()
         .map(|f| FlowRow {
-            agent: mapping.flow_agents.get(&f.key).cloned().unwrap_or_default(),
+            agent: if typed {
+                given(&format!("flow:{}", f.key))
+            } else {
+                mapping.flow_agents.get(&f.key).cloned().unwrap_or_default()
+            },
             key: f.key.clone(),
             name: f.name.clone(),
         })
@@ -304,9 +337,18 @@ async fn configure_step(
         scheme: c.scheme().unwrap_or_default().to_owned(),
         routes: p.routes_to_agents(),
         agent_word: p.agent_word(),
-        default_agent: mapping.default_agent.clone().unwrap_or_default(),
+        default_agent: if typed {
+            given("default_agent")
+        } else {
+            mapping.default_agent.clone().unwrap_or_default()
+        },
         flows,
         deadline_ms: c.deadline_ms,
+        deadline_value: if typed && query.iter().any(|(k, _)| k == "deadline_ms") {
+            given("deadline_ms")
+        } else {
+            c.deadline_ms.to_string()
+        },
         deadline_editable: p == Platform::Telnyx,
         margin_ms: p.margin_ms(),
         max_wait_ms: wait_cap(p, c.deadline_ms).as_millis() as i64,
@@ -356,7 +398,12 @@ async fn save_mapping(
     let a = agent(&app, &id).await?;
     let c = connection_of(&app, a.id, cid).await?;
     let d = agent_draft(&app, &a).await?;
-    let back = format!("/admin/agents/{id}/connections/{cid}/configure");
+    let configure = format!("/admin/agents/{id}/connections/{cid}/configure");
+    // A refused form comes back with what was typed.
+    let back = format!(
+        "{configure}?{}",
+        serde_urlencoded::to_string(typed_fields(&f.form)).unwrap_or_default()
+    );
     let field = |k: &str| {
         f.form
             .iter()
@@ -434,7 +481,8 @@ async fn save_mapping(
         Err(e) => Err(StoreError::Conflict(e)),
     };
     app.catalog.invalidate();
-    after(&app, &f.admin, &back, result)
+    let to = if result.is_ok() { &configure } else { &back };
+    after(&app, &f.admin, to, result)
 }
 
 #[derive(Deserialize)]

@@ -294,3 +294,69 @@ function startViewer() {
 }
 
 document.addEventListener("DOMContentLoaded", startViewer);
+
+/** One request to a voice platform connection, as its Test step lists it. */
+function renderRequest(e, calls) {
+  const item = document.createElement("li");
+  item.className = "delivery";
+  const head = document.createElement("div");
+  head.className = "delivery-head";
+  const badge = text(document.createElement("span"),
+    !e.accepted ? "Refused" : e.declined ? "Declined" : "Answered");
+  badge.className = "verdict badge " + (!e.accepted ? "bad" : e.declined ? "warn" : "ok");
+  const status = text(document.createElement("span"), e.status);
+  status.className = "status";
+  const when = document.createElement("span");
+  when.className = "when";
+  const date = new Date(e.receivedAt);
+  const time = text(document.createElement("time"), utcText(date));
+  time.setAttribute("datetime", date.toISOString());
+  localTime(time, new Date());
+  when.appendChild(time);
+  head.append(badge, " ", status, " ", when);
+  if (e.caller) {
+    const caller = document.createElement("span");
+    caller.className = "phone";
+    caller.append("Caller ", isolated("bdi", e.caller));
+    head.append(" ", caller);
+  }
+  if (e.callId) {
+    const call = text(document.createElement("a"), "Call");
+    call.href = calls + encodeURIComponent(e.callId);
+    call.setAttribute("aria-label", "Call " + e.callId);
+    head.append(" ", call);
+  }
+  const answer = text(document.createElement("pre"), e.answer);
+  answer.className = "answer";
+  item.append(head, isolated("p", e.verdict), answer);
+  return item;
+}
+
+/** The Test step of a voice platform connection: its requests as they arrive. */
+function startConnectViewer() {
+  const list = document.getElementById("connect-viewer");
+  if (!list || !window.EventSource) return;
+  const live = document.getElementById("connect-live");
+  const empty = document.getElementById("connect-empty");
+  // Requests come oldest first with rising ids; the page shows those up to `data-last`,
+  // and the browser says which it had when it reconnects.
+  let lastId = Number(list.dataset.last) || 0;
+  const source = new EventSource(list.dataset.events + "?after=" + lastId);
+  live.textContent = "Connecting…";
+  source.onopen = () => {
+    live.textContent = "Live: new requests appear as they arrive.";
+    live.className = "live on";
+  };
+  source.onerror = () => { live.textContent = "Reconnecting…"; live.className = "live"; };
+  source.addEventListener("request", (event) => {
+    const e = JSON.parse(event.data);
+    if (e.id <= lastId) return;
+    lastId = e.id;
+    list.prepend(renderRequest(e, list.dataset.calls));
+    if (empty) empty.hidden = true;
+    while (list.children.length > VIEWER_MAX) list.lastElementChild.remove();
+    announce((!e.accepted ? "Refused" : e.declined ? "Declined" : "Answered") + " request received");
+  });
+}
+
+document.addEventListener("DOMContentLoaded", startConnectViewer);

@@ -791,6 +791,65 @@ async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
 }
 
 /// The action id in the current page's address (`…/actions/{id}/…`).
+#[tokio::test]
+#[ignore = "needs chromium and chromium-driver"]
+async fn an_admin_watches_a_voice_platforms_requests_arrive_live_on_the_connection_test_page() {
+    use crate::connect::{RETELL_KEY, connect, connected_agent, now_ms, post_retell, retell_body};
+    let app = spawn_app().await;
+    let b = Browser::start(1280, 900).await;
+    sign_up(&b, &app).await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
+    let cid = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["url"] == url.as_str())
+        .map(|c| c["id"].as_i64().unwrap())
+        .unwrap_or_else(|| panic!("{url} in {list}"));
+    b.client
+        .goto(&format!(
+            "{}/admin/agents/{agent}/connections/{cid}/test",
+            app.address
+        ))
+        .await
+        .unwrap();
+    b.until("the viewer to listen", |s| {
+        s.contains("Live: new requests appear as they arrive.")
+    })
+    .await;
+
+    // A request signed with the connection's key is answered; a forged one is refused.
+    let body = retell_body("+12125550177");
+    let sig = precall::connect::verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 200);
+    let forged = retell_body("+12125550178");
+    let wrong =
+        precall::connect::verify::retell_signature("key_not_this_one", forged.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &forged, &wrong).await.status(), 401);
+    let source = b
+        .until("both requests in the viewer", |s| {
+            s.contains(">Answered<") && s.contains(">Refused<")
+        })
+        .await;
+    let answered = source.find(">Answered<").unwrap();
+    let refused = source.find(">Refused<").unwrap();
+    assert!(refused < answered, "newest first");
+    assert!(source.contains("+12125550177"), "the caller is shown");
+    assert!(
+        source.contains(&format!("/admin/agents/{agent}/calls/")),
+        "the answered request links to its call"
+    );
+    assert!(
+        source.contains("id=\"connect-empty\" class=\"empty\" hidden"),
+        "the empty note is gone"
+    );
+    // Each request is listed once, however the stream delivered it.
+    assert_eq!(source.matches("class=\"delivery\"").count(), 2, "{source}");
+    b.shot("connection-test-live").await;
+}
+
 async fn action_of(b: &Browser) -> String {
     let url = b.client.current_url().await.unwrap();
     url.path()

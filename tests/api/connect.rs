@@ -121,20 +121,25 @@ pub async fn crm(app: &TestApp, url: &str, key: &str, agent: &str, phone: &str, 
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
 }
 
-const RETELL_KEY: &str = "key_retell_0123456789abcdef";
+pub(crate) const RETELL_KEY: &str = "key_retell_0123456789abcdef";
 
-fn retell_body(from: &str) -> String {
+pub(crate) fn retell_body(from: &str) -> String {
     json!({"event": "call_inbound", "call_inbound": {"agent_id": "agent_main", "from_number": from, "to_number": "+12125550199"}}).to_string()
 }
 
-async fn post_retell(app: &TestApp, url: &str, body: &str, sig: &str) -> reqwest::Response {
+pub(crate) async fn post_retell(
+    app: &TestApp,
+    url: &str,
+    body: &str,
+    sig: &str,
+) -> reqwest::Response {
     app.client
         .post(url)
         .header("content-type", "application/json")

@@ -596,10 +596,8 @@ pub(crate) struct SortedCalls<'a> {
     /// The calls to record, with their records.
     pub started: Vec<(&'a CallAttempt, CallRecord)>,
     /// For each of `started`, in its order: the contexts it claimed, and the Webhook
-    /// actions it fell back on.
+    /// actions it fell back on (no data, even after waiting).
     pub kept: Vec<(Vec<i64>, Vec<i64>)>,
-    /// The steps the started calls fell back on: no data, even after waiting.
-    pub fell_back: Vec<(&'a CallAttempt, i64)>,
 }
 
 /// Sorts a group of calls by what the claim gave each (another call may have claimed the
@@ -613,7 +611,6 @@ pub(crate) fn sort_calls<'a>(
         outcomes: Vec::with_capacity(calls.len()),
         given_back: Vec::new(),
         started: Vec::new(),
-        fell_back: Vec::new(),
         kept: Vec::new(),
     };
     let mut key = (0, String::new());
@@ -662,9 +659,6 @@ pub(crate) fn sort_calls<'a>(
             .filter(|(s, m)| s.state == StepState::GaveUp && m.is_none())
             .map(|(s, _)| s.action_id)
             .collect();
-        sorted
-            .fell_back
-            .extend(fell_back.iter().map(|&action| (c, action)));
         // Given contexts (a simulated step's) were not claimed.
         let claimed = c
             .steps
@@ -758,7 +752,6 @@ pub fn start_calls(
         given_back,
         started,
         kept,
-        ..
     } = sort_calls(calls, &mut claimed);
 
     for chunk in chunks(given_back.len()) {

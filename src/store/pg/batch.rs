@@ -332,9 +332,14 @@ pub async fn start_calls(
         outcomes,
         given_back,
         started,
-        fell_back,
-        ..
+        kept,
     } = sort_calls(calls, &mut claimed);
+    // The steps the started calls fell back on.
+    let fell_back: Vec<(&CallAttempt, i64)> = started
+        .iter()
+        .zip(&kept)
+        .flat_map(|((c, _), (_, actions))| actions.iter().map(move |&a| (*c, a)))
+        .collect();
 
     if !given_back.is_empty() {
         sqlx::query(

@@ -794,20 +794,15 @@ async fn the_test_viewer_keeps_up_with_a_flood_and_says_how_many_it_left_out() {
 #[tokio::test]
 #[ignore = "needs chromium and chromium-driver"]
 async fn an_admin_watches_a_voice_platforms_requests_arrive_live_on_the_connection_test_page() {
-    use crate::connect::{RETELL_KEY, connect, connected_agent, now_ms, post_retell, retell_body};
+    use crate::connect::{
+        RETELL_KEY, connect, connected_agent, connection_id, now_ms, post_retell, retell_body,
+    };
     let app = spawn_app().await;
     let b = Browser::start(1280, 900).await;
     sign_up(&b, &app).await;
     let (agent, _, _) = connected_agent(&app, 0);
     let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
-    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
-    let cid = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["url"] == url.as_str())
-        .map(|c| c["id"].as_i64().unwrap())
-        .unwrap_or_else(|| panic!("{url} in {list}"));
+    let cid = connection_id(&app, &agent, &url);
     b.client
         .goto(&format!(
             "{}/admin/agents/{agent}/connections/{cid}/test",

@@ -128,6 +128,17 @@ pub(crate) fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The id of the agent's connection at `url`, as the command line lists it.
+pub(crate) fn connection_id(app: &TestApp, agent: &str, url: &str) -> i64 {
+    let list = app.cli_json(&["connection", "list", "--agent", agent]);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["url"] == url)
+        .map(|c| c["id"].as_i64().unwrap())
+        .unwrap_or_else(|| panic!("{url} in {list}"))
+}
+
 pub(crate) const RETELL_KEY: &str = "key_retell_0123456789abcdef";
 
 pub(crate) fn retell_body(from: &str) -> String {
@@ -1431,14 +1442,7 @@ async fn the_console_asks_before_deleting_a_connection_and_keeps_a_refused_setup
     // A mapping for a flow the agent does not have is refused, and nothing is saved; the
     // mapping's own checks name the page's fields.
     let url = connect(&app, &agent, "retell", RETELL_KEY, &[]);
-    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
-    let cid = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["url"] == url.as_str())
-        .map(|c| c["id"].as_i64().unwrap())
-        .unwrap_or_else(|| panic!("{url} in {list}"));
+    let cid = connection_id(&app, &agent, &url);
     let configure = format!("{base}/{cid}/configure");
     admin
         .submit(

@@ -472,6 +472,62 @@ async fn calls_acknowledged_before_their_commit_survive_kill_9_with_their_claims
     assert_eq!(read["lateContext"]["fields"]["tier"], "gold", "{read}");
 }
 
+#[tokio::test]
+async fn a_journaled_call_whose_webhook_was_deleted_before_replay_is_kept_without_its_fallback() {
+    if crate::helpers::skip_on_postgres("the ingest journal is SQLite's") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let setup = set_up_and_stop(dir.path()).await;
+    let (mut child, address) = start_holding(dir.path()).await;
+    let setup = served_at(setup, &address);
+    let client = reqwest::Client::new();
+    // No data for the caller: the call falls back on the agent's Webhook action.
+    let call = call_from(&client, &address, &setup, &phone(Kind::Call, 0)).await;
+    assert_eq!(call["source"], "fallback", "{call}");
+    signal(&child, "-KILL");
+    child.wait().await.unwrap();
+
+    // While the call waits in the journal, the Webhook action is deleted and published.
+    let exported = crate::helpers::run_cli(
+        &crate::process::url_in(dir.path()),
+        &address,
+        &["agent", "export", &setup.agent_id],
+    );
+    let mut doc: Value = serde_json::from_str(&exported).unwrap();
+    doc["precall"] = json!([]);
+    let file = dir.path().join("without-webhook.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    cli_in(
+        dir.path(),
+        &address,
+        &[
+            "agent",
+            "import",
+            &setup.agent_id,
+            file.to_str().unwrap(),
+            "--publish",
+            "--message",
+            "no webhook",
+        ],
+    );
+
+    // The call is applied all the same, as a commit before the deletion would have kept it.
+    let (_child, address) = start_server(dir.path()).await;
+    let id = call["callId"].as_str().unwrap();
+    let res = client
+        .get(format!("{address}/api/v1/calls/{id}"))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "call {id} kept");
+    let read: Value = res.json().await.unwrap();
+    for field in ["callId", "from", "source", "variables", "status", "outcome"] {
+        assert_eq!(read[field], call[field], "{field} of {id}");
+    }
+}
+
 /// Posts a webhook for `phone` carrying `n` and a few KiB of text, so that the database
 /// grows quickly.
 async fn post_bulky(

@@ -51,7 +51,7 @@ pub async fn start_server_with(
 }
 
 /// The database URL of a server started in `dir`.
-fn url_in(dir: &Path) -> String {
+pub fn url_in(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("precall.db").display())
 }
 

@@ -69,6 +69,10 @@ pub struct PlatformCall {
     /// webhook comes before its call exists).
     #[serde(default)]
     pub call_id: Option<String>,
+    /// The connection the call came through (its `id` in the connections API). A Twilio
+    /// turn is taken only through the connection that started the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<i64>,
 }
 
 /// A call started by a voice platform: who it is, and how long the call may wait for its

@@ -175,6 +175,13 @@ async fn handle(
     } else {
         Some(JsonRequest::parse(bytes))
     };
+    // Synthflow signs the call_id in the body: a body that cannot be read is said to be so,
+    // not to lack the call_id (nothing is kept either way).
+    if platform == Platform::Synthflow
+        && let Some(Err(e)) = &json
+    {
+        return Outcome::refused(unreadable(platform, e), None);
+    }
     let call_id = json
         .as_ref()
         .and_then(|j| j.as_ref().ok()?.as_ref()?.synthflow_call_id());
@@ -218,14 +225,8 @@ async fn handle(
                 None,
             );
         }
-        Some(Err(e)) if e.is_data() => {
-            let problem = format!("the body is not as {} sends it: {e}", platform.label());
-            return Outcome::refused(
-                ApiProblem::new(ProblemKind::ValidationFailed, problem),
-                None,
-            );
-        }
-        _ => {
+        Some(Err(e)) => return Outcome::refused(unreadable(platform, &e), None),
+        None => {
             return Outcome::refused(
                 ApiProblem::new(ProblemKind::MalformedJson, "the body is not JSON"),
                 None,
@@ -274,6 +275,7 @@ async fn start(
             platform: PlatformCall {
                 platform: target.platform.as_str().to_owned(),
                 call_id: inbound.call_id.clone(),
+                connection_id: Some(target.id),
             },
             kind: target.platform,
             wait_cap: wait_cap(target.platform, target.deadline_ms),
@@ -284,6 +286,28 @@ async fn start(
         .outcome
         .map(|o| *o)
         .ok_or_else(|| AppError::Other(anyhow::anyhow!("a platform's call without its outcome")))
+}
+
+/// Why a JSON platform's body could not be read: not JSON (400), JSON nested deeper than
+/// the parser follows (422), or JSON of the wrong shape (422).
+fn unreadable(platform: Platform, e: &serde_json::Error) -> ApiProblem {
+    if e.is_data() {
+        let problem = format!("the body is not as {} sends it: {e}", platform.label());
+        return ApiProblem::new(ProblemKind::ValidationFailed, problem);
+    }
+    // serde_json's own words for its depth limit (128), which it files as a syntax error.
+    if e.to_string().starts_with("recursion limit exceeded") {
+        return ApiProblem::new(
+            ProblemKind::ValidationFailed,
+            format!(
+                "the body nests objects or lists more than 128 deep (at line {}, column {}): {} does not",
+                e.line(),
+                e.column(),
+                platform.label()
+            ),
+        );
+    }
+    ApiProblem::new(ProblemKind::MalformedJson, "the body is not JSON")
 }
 
 /// The verdict the Test viewer shows for an answered request.
@@ -379,8 +403,11 @@ async fn twilio(
                 .filter(|s| !s.is_empty())
                 .or_else(|| field("Digits").filter(|s| !s.is_empty()));
             let current = match calls::find(app, target.agent_id, &call_id).await {
-                Ok(Some(v)) => v,
-                Ok(None) => {
+                // Only a call this connection started, for the CallSid that Twilio signed
+                // with the turn: not another connection's, a call the runtime started, nor
+                // another Twilio call's.
+                Ok(Some(v)) if started_here(v.platform.as_ref(), target, field("CallSid")) => v,
+                Ok(_) => {
                     return Outcome::refused(
                         ApiProblem::new(ProblemKind::NotFound, "no such call for this connection"),
                         inbound,
@@ -462,6 +489,22 @@ async fn twilio(
             }
         }
     }
+}
+
+/// Whether a call was started through this Twilio connection for Twilio's call `call_sid`.
+/// Calls recorded before connections were kept in the trace name none, and are taken on
+/// their CallSid alone.
+fn started_here(
+    platform: Option<&calls::PlatformCall>,
+    target: &ConnectionTarget,
+    call_sid: Option<String>,
+) -> bool {
+    platform.is_some_and(|p| {
+        p.platform == target.platform.as_str()
+            && p.connection_id.is_none_or(|id| id == target.id)
+            && p.call_id.is_some()
+            && p.call_id == call_sid
+    })
 }
 
 /// The call, its turn, and how many silent turns in a row, that a Twilio turn's URL names: Precall's

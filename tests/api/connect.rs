@@ -408,6 +408,60 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
 }
 
+#[tokio::test]
+async fn a_synthflow_body_that_is_not_json_and_json_nested_too_deep_are_refused_by_name() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    // Synthflow signs the call_id of its body: a cut-off body is said not to be JSON, not to
+    // lack a call_id.
+    let synthflow = connect(&app, &agent, "synthflow", "synthflow-secret", &[]);
+    let res = app
+        .client
+        .post(&synthflow)
+        .header(
+            "HTTP_SYNTHFLOW_SIGNATURE",
+            verify::synthflow_signature("synthflow-secret", "sf-cut"),
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"call_id":"sf-cut","call_inbound":{"from_number":"+12125550170""#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["detail"], "the body is not JSON", "{p}");
+
+    // JSON deeper than the parser follows, in a part Precall reads, is named as such.
+    let vapi = connect(&app, &agent, "vapi", "vapi-secret", &[]);
+    let mut call = json!({"customer": {"number": "+12125550171"}});
+    for _ in 0..200 {
+        call = json!({"call": call});
+    }
+    let body = json!({"message": {"type": "assistant-request", "customer": {"number": "+12125550171"}, "call": call}})
+        .to_string();
+    let res = app
+        .client
+        .post(&vapi)
+        .header("x-vapi-secret", "vapi-secret")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(status, 422, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body nests objects or lists more than 128 deep"),
+        "{p}"
+    );
+    let calls = agent_calls(&app, &agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
+
 /// The agent's call history, through the management API.
 async fn agent_calls(app: &TestApp, agent: &str) -> Value {
     app.client
@@ -806,6 +860,9 @@ async fn connections_are_managed_through_the_api_and_the_cli() {
         .await
         .unwrap();
     assert_eq!(res.status(), 422);
+    // Each refusal points at the field at fault (RFC 6901: `/secret`, not `/~1secret`).
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/secret", "{problem}");
     let res = app
         .client
         .post(&api)
@@ -815,6 +872,19 @@ async fn connections_are_managed_through_the_api_and_the_cli() {
         .await
         .unwrap();
     assert_eq!(res.status(), 422, "only Telnyx's deadline can change");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/deadlineMs", "{problem}");
+    let res = app
+        .client
+        .post(&api)
+        .bearer_auth(&token)
+        .json(&json!({"platform": "retell", "secret": RETELL_KEY, "mapping": {"defaultAgent": "a b"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/mapping", "{problem}");
     let res = app
         .client
         .post(&api)
@@ -1354,6 +1424,103 @@ async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
     )
     .await;
     assert!(after.ends_with("<Hangup /></Response>"), "{after}");
+}
+
+#[tokio::test]
+async fn a_twilio_turn_is_taken_only_through_the_connection_and_callsid_that_started_the_call() {
+    let app = spawn_app().await;
+    let (agent, _, _) = connected_agent(&app, 0);
+    let ours = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+    // A second Twilio connection of the same agent, with another account's auth token.
+    let theirs = connect(&app, &agent, "twilio", "other-auth-token", &[]);
+    let retell = connect(&app, &agent, "retell", RETELL_KEY, &[]);
+    let caller = [("CallSid", "CA910"), ("From", "+12125550165")];
+    let first = twilio_post(&app, &ours, &caller).await;
+    let call = gather_action(&first)
+        .split("call=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let retell_call: Value = announce(&app, "retell", &retell, "+12125550166", RETELL_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retell_call = retell_call["call_inbound"]["metadata"]["precall_call_id"]
+        .as_str()
+        .expect("Retell's answer names the call")
+        .to_owned();
+    let turn = |url: &str, token: &str, call: &str, sid: &str| {
+        let url = format!("{url}?call={call}&turn=1");
+        let form = [
+            ("CallSid", sid.to_owned()),
+            ("From", "+12125550165".to_owned()),
+            ("SpeechResult", "billing".to_owned()),
+        ];
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let sig = twilio_sign(token, &url, &pairs);
+        let req = app
+            .client
+            .post(url)
+            .header("X-Twilio-Signature", sig)
+            .form(&form);
+        async move { req.send().await.unwrap() }
+    };
+    // Validly signed, but for a call this connection did not start, or with another
+    // call's CallSid: refused, and the call does not move on.
+    for (url, token, call, sid, why) in [
+        (
+            &theirs,
+            "other-auth-token",
+            call.as_str(),
+            "CA910",
+            "another connection",
+        ),
+        (
+            &ours,
+            "twilio-auth-token",
+            call.as_str(),
+            "CA999",
+            "another CallSid",
+        ),
+        (&ours, "twilio-auth-token", call.as_str(), "", "no CallSid"),
+        (
+            &ours,
+            "twilio-auth-token",
+            retell_call.as_str(),
+            "CA910",
+            "a Retell call",
+        ),
+    ] {
+        let res = turn(url, token, call, sid).await;
+        assert_eq!(res.status(), 404, "{why}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(
+            problem["detail"], "no such call for this connection",
+            "{why}"
+        );
+    }
+    let calls = agent_calls(&app, &agent).await;
+    for id in [&call, &retell_call] {
+        let view = calls["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["callId"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {calls}"));
+        assert_eq!(view["status"], "active", "{view}");
+    }
+    // The call's own connection and CallSid continue it, from the question it was at.
+    let res = turn(&ours, "twilio-auth-token", &call, "CA910").await;
+    assert_eq!(res.status(), 200);
+    let next = res.text().await.unwrap();
+    assert!(next.contains("<Say>One more thing.</Say>"), "{next}");
 }
 
 #[tokio::test]

@@ -77,10 +77,11 @@ pub struct ConnectionList {
     connections: Vec<ConnectionView>,
 }
 
-fn invalid(pointer: &str, detail: impl Into<String>) -> AppError {
+/// A 422 naming the body's top-level `field`.
+fn invalid(field: &str, detail: impl Into<String>) -> AppError {
     ApiProblem::with_errors(
         ProblemKind::ValidationFailed,
-        vec![Problem::at(pointer, detail.into())],
+        vec![Problem::at(field, detail.into())],
     )
     .into()
 }
@@ -163,9 +164,9 @@ pub async fn create_connection(
         .map_err(|e| {
             invalid(
                 if e.contains("scheme") {
-                    "/scheme"
+                    "scheme"
                 } else {
-                    "/secret"
+                    "secret"
                 },
                 e,
             )
@@ -173,16 +174,16 @@ pub async fn create_connection(
     let mapping = req.mapping.unwrap_or_default();
     mapping
         .check()
-        .map_err(|e| invalid("/mapping", e.to_string()))?;
+        .map_err(|e| invalid("mapping", e.to_string()))?;
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
-    check_deadline(req.platform, deadline_ms).map_err(|e| invalid("/deadlineMs", e))?;
+    check_deadline(req.platform, deadline_ms).map_err(|e| invalid("deadlineMs", e))?;
     let name = req
         .name
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| req.platform.label().to_owned());
     if name.chars().count() > 100 {
-        return Err(invalid("/name", "a name is 1 to 100 characters"));
+        return Err(invalid("name", "a name is 1 to 100 characters"));
     }
     let row = connections::create(
         &app.db,
@@ -255,22 +256,22 @@ pub async fn update_connection(
     let secret = match (&req.secret, &req.scheme) {
         (Some(s), scheme) => Some(
             connections::secret_for(platform, scheme.as_deref().or(c.scheme()), s)
-                .map_err(|e| invalid("/secret", e))?,
+                .map_err(|e| invalid("secret", e))?,
         ),
         (None, Some(_)) => {
-            return Err(invalid("/scheme", "a new scheme comes with its secret"));
+            return Err(invalid("scheme", "a new scheme comes with its secret"));
         }
         (None, None) => None,
     };
     if let Some(m) = &req.mapping {
-        m.check().map_err(|e| invalid("/mapping", e.to_string()))?;
+        m.check().map_err(|e| invalid("mapping", e.to_string()))?;
     }
     if let Some(d) = req.deadline_ms {
-        check_deadline(platform, d).map_err(|e| invalid("/deadlineMs", e))?;
+        check_deadline(platform, d).map_err(|e| invalid("deadlineMs", e))?;
     }
     let name = match req.name.map(|n| n.trim().to_owned()) {
         Some(n) if n.is_empty() || n.chars().count() > 100 => {
-            return Err(invalid("/name", "a name is 1 to 100 characters"));
+            return Err(invalid("name", "a name is 1 to 100 characters"));
         }
         n => n,
     };

@@ -296,9 +296,16 @@ macro_rules! scalars_read_as {
     };
 }
 
-/// Text that is not blank, trimmed; anything else reads as missing.
+/// Text that is not blank, trimmed; anything else reads as missing, with what it was
+/// instead (for the refusal to name).
 #[derive(Debug, Default)]
-struct Text(Option<String>);
+struct Text(Option<String>, Option<&'static str>);
+
+impl Text {
+    fn not_text(was: &'static str) -> Self {
+        Self(None, Some(was))
+    }
+}
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -310,14 +317,32 @@ impl<'de> Deserialize<'de> for Text {
             }
             fn visit_str<E>(self, s: &str) -> Result<Text, E> {
                 let s = s.trim();
-                Ok(Text((!s.is_empty()).then(|| s.to_owned())))
+                Ok(if s.is_empty() {
+                    Text::not_text("blank")
+                } else {
+                    Text(Some(s.to_owned()), None)
+                })
             }
-            scalars_read_as!(Text(None));
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text::not_text("true or false, not text"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text::not_text("a number, not text"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text::not_text("a number, not text"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text::not_text("a number, not text"))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text::not_text("null"))
+            }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text, A::Error> {
-                skip_seq(a).map(|()| Text(None))
+                skip_seq(a).map(|()| Text::not_text("a list, not text"))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Text, A::Error> {
-                skip_map(a).map(|()| Text(None))
+                skip_map(a).map(|()| Text::not_text("an object, not text"))
             }
         }
         d.deserialize_any(V)
@@ -372,6 +397,35 @@ fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<(), A::Error>
 }
 
 impl JsonRequest {
+    /// Where `platform` puts the caller's number, and what was there instead of text if
+    /// anything was.
+    fn caller_field(&self, platform: Platform) -> (&'static str, Option<&'static str>) {
+        match platform {
+            Platform::Retell | Platform::Synthflow => (
+                "call_inbound.from_number",
+                self.call_inbound.0.as_ref().and_then(|c| c.from_number.1),
+            ),
+            Platform::Vapi => {
+                let m = self.message.0.as_ref();
+                let was = |p: Option<&Part<Number>>| p?.0.as_ref()?.number.1;
+                (
+                    "message.call.customer.number",
+                    was(m.and_then(|m| m.call.0.as_deref()).map(|c| &c.customer))
+                        .or_else(|| was(m.map(|m| &m.customer))),
+                )
+            }
+            _ => {
+                let d = self.data.0.as_ref();
+                let p = d.and_then(|d| d.payload.0.as_deref());
+                (
+                    "data.payload.telnyx_end_user_target",
+                    p.and_then(|p| p.telnyx_end_user_target.1)
+                        .or_else(|| d.and_then(|d| d.telnyx_end_user_target.1)),
+                )
+            }
+        }
+    }
+
     /// Reads a JSON platform's request: `Err` says why the body is not JSON, `Ok(None)` that
     /// it is JSON but not an object. Parts that are skipped are skipped without recursion,
     /// however deeply they nest.
@@ -460,12 +514,9 @@ impl JsonRequest {
             }
             Platform::Twilio => return Err("Twilio posts a form, not JSON".into()),
         };
-        let from = from.ok_or_else(|| match platform {
-            Platform::Retell | Platform::Synthflow => {
-                "call_inbound.from_number is missing".to_owned()
-            }
-            Platform::Vapi => "message.call.customer.number is missing".to_owned(),
-            _ => "data.payload.telnyx_end_user_target is missing".to_owned(),
+        let from = from.ok_or_else(|| {
+            let (field, was) = self.caller_field(platform);
+            format!("{field} is {}", was.unwrap_or("missing"))
         })?;
         Ok(Inbound {
             from,
@@ -576,19 +627,47 @@ mod tests {
     }
 
     #[test]
-    fn parts_of_the_wrong_kind_read_as_missing() {
-        for body in [
-            json!({"call_inbound": "text", "message": [1, {"a": 2}], "data": 7}),
-            json!({"call_inbound": {"from_number": 12137771234i64, "to_number": ["+1"]}}),
-            json!({"call_inbound": {"from_number": "   ", "extra": {"deep": [null, true]}}}),
-            json!({"call_inbound": {"from_number": [[[[[["+1"]]]]]]}}),
+    fn parts_of_the_wrong_kind_read_as_missing_and_are_named() {
+        for (body, why) in [
+            (
+                json!({"call_inbound": "text", "message": [1, {"a": 2}], "data": 7}),
+                "missing",
+            ),
+            (
+                json!({"call_inbound": {"from_number": 12137771234i64, "to_number": ["+1"]}}),
+                "a number, not text",
+            ),
+            (
+                json!({"call_inbound": {"from_number": "   ", "extra": {"deep": [null, true]}}}),
+                "blank",
+            ),
+            (
+                json!({"call_inbound": {"from_number": [[[[[["+1"]]]]]]}}),
+                "a list, not text",
+            ),
+            (json!({"call_inbound": {"from_number": null}}), "null"),
+            (
+                json!({"call_inbound": {"from_number": {"e164": "+1"}}}),
+                "an object, not text",
+            ),
         ] {
             assert_eq!(
                 inbound_of(Platform::Retell, &body).unwrap_err(),
-                "call_inbound.from_number is missing",
+                format!("call_inbound.from_number is {why}"),
                 "{body}"
             );
         }
+        let vapi =
+            json!({"message": {"type": "assistant-request", "call": {"customer": {"number": 1}}}});
+        assert_eq!(
+            inbound_of(Platform::Vapi, &vapi).unwrap_err(),
+            "message.call.customer.number is a number, not text"
+        );
+        let telnyx = json!({"data": {"payload": {"telnyx_end_user_target": true}}});
+        assert_eq!(
+            inbound_of(Platform::Telnyx, &telnyx).unwrap_err(),
+            "data.payload.telnyx_end_user_target is true or false, not text"
+        );
         let vapi = json!({"message": {"type": 5}});
         assert!(
             inbound_of(Platform::Vapi, &vapi)

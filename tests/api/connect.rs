@@ -364,7 +364,7 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
                 deep("[", "]")
             ),
             422,
-            "call_inbound.from_number is missing",
+            "call_inbound.from_number is a list, not text",
         ),
         (
             deep(r#"{"a":"#, "}").replacen("}", "1}", 1),
@@ -374,7 +374,12 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
         (
             r#"{"call_inbound": {"from_number": 12125550126, "to_number": ["+1"]}}"#.to_owned(),
             422,
-            "call_inbound.from_number is missing",
+            "call_inbound.from_number is a number, not text",
+        ),
+        (
+            r#"{"call_inbound": {"from_number": "  "}}"#.to_owned(),
+            422,
+            "call_inbound.from_number is blank",
         ),
         (
             r#"{"call_inbound": "+12125550126"}"#.to_owned(),

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::text::ObjectOnly;
+
 /// The voice platforms Precall answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -137,7 +139,7 @@ pub fn wait_cap(platform: Platform, deadline_ms: i64) -> Duration {
 
 /// Which of the platform's agents takes the calls of each flow: a default (calls no Filter
 /// routed, and flows without their own) and one per flow key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Mapping {
     /// The platform agent that takes calls no pre-call Filter routed elsewhere.
@@ -147,6 +149,26 @@ pub struct Mapping {
     /// The platform agent of each flow (by flow key) a pre-call Filter may route to.
     #[serde(default)]
     pub flow_agents: BTreeMap<String, String>,
+}
+
+/// A [`Mapping`]'s fields as read: from an object only (see [`ObjectOnly`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MappingFields {
+    #[serde(default)]
+    default_agent: Option<String>,
+    #[serde(default)]
+    flow_agents: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for Mapping {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ObjectOnly(f) = ObjectOnly::<MappingFields>::deserialize(d)?;
+        Ok(Self {
+            default_agent: f.default_agent,
+            flow_agents: f.flow_agents,
+        })
+    }
 }
 
 /// Which part of a [`Mapping`] a problem is in.

@@ -9,4 +9,5 @@ pub mod payload;
 pub mod phone;
 pub mod runtime;
 pub mod template;
+pub mod text;
 pub mod variables;

@@ -26,14 +26,14 @@ impl Agent {
     }
 }
 
-fn check_name(name: &str) -> Result<&str, StoreError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(StoreError::Conflict(
+fn check_name(name: &str) -> Result<String, StoreError> {
+    match crate::domain::text::check_name(name, 100) {
+        Ok(Some(name)) => Ok(name),
+        Ok(None) => Err(StoreError::Conflict(
             "an agent's name must be 1 to 100 characters".into(),
-        ));
+        )),
+        Err(e) => Err(StoreError::Conflict(format!("an agent's name: {e}"))),
     }
-    Ok(name)
 }
 
 /// Creates an agent whose draft and version 1 (published) are `doc`: by default a First

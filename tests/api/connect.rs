@@ -889,7 +889,10 @@ async fn connections_are_managed_through_the_api_and_the_cli() {
         .unwrap();
     assert_eq!(res.status(), 422);
     let problem: Value = res.json().await.unwrap();
-    assert_eq!(problem["errors"][0]["pointer"], "/mapping", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/mapping/defaultAgent",
+        "{problem}"
+    );
     let res = app
         .client
         .post(&api)
@@ -934,6 +937,122 @@ async fn connections_are_managed_through_the_api_and_the_cli() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible_names() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("US");
+    let token = api_token(&app).await;
+    let api = format!("{}/api/v1/agents/{agent}/connections", app.address);
+    let send = |method: reqwest::Method, url: String, body: &'static str| {
+        let req = app
+            .client
+            .request(method, url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let made = app.cli_json(&[
+        "connection",
+        "create",
+        "--agent",
+        &agent,
+        "--platform",
+        "twilio",
+        "--secret",
+        "tok",
+        "--default-agent",
+        "asst_1",
+    ]);
+    let one = format!("{api}/{}", made["id"]);
+    for (method, url, body, pointer, says) in [
+        // serde would read a struct from a list of its fields, in order.
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"["twilio", "s3cret", null, "from-a-list", null, null]"#,
+            None,
+            "expected a JSON object",
+        ),
+        (
+            reqwest::Method::PATCH,
+            one.clone(),
+            r#"[null, null, "renamed-by-a-list", null, null]"#,
+            None,
+            "expected a JSON object",
+        ),
+        (
+            reqwest::Method::PATCH,
+            one.clone(),
+            r#"{"mapping": []}"#,
+            Some("/mapping"),
+            "expected a JSON object",
+        ),
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": "twilio", "secret": "s3cret", "mapping": ["a", {"main": "b"}]}"#,
+            Some("/mapping"),
+            "expected a JSON object",
+        ),
+        // A number where a platform's name belongs is a wrong type, not broken JSON.
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": 1, "secret": "s3cret"}"#,
+            Some("/platform"),
+            "expected a string",
+        ),
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": ["retell"], "secret": "s3cret"}"#,
+            Some("/platform"),
+            "expected a string",
+        ),
+        // Names that draw nothing, or turn the text after them around.
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            "{\"platform\": \"twilio\", \"secret\": \"s3cret\", \"name\": \"\\u200b\\u200b\"}",
+            Some("/name"),
+            "invisible",
+        ),
+        (
+            reqwest::Method::PATCH,
+            one.clone(),
+            "{\"name\": \"\\u202e\\u2066\"}",
+            Some("/name"),
+            "invisible",
+        ),
+        (
+            reqwest::Method::PATCH,
+            one.clone(),
+            "{\"name\": \"a\\u0000b\"}",
+            Some("/name"),
+            "control",
+        ),
+    ] {
+        let (status, problem) = send(method, url, body).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        let entry = &problem["errors"][0];
+        assert_eq!(entry["pointer"].as_str(), pointer, "{body}: {problem}");
+        assert!(
+            entry["detail"].as_str().unwrap().contains(says),
+            "{body}: {problem}"
+        );
+    }
+    // Nothing changed: one connection, its name and mapping as made.
+    let list = app.cli_json(&["connection", "list", "--agent", &agent]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["name"], "Twilio", "{list}");
+    assert_eq!(list[0]["mapping"]["defaultAgent"], "asst_1", "{list}");
 }
 
 #[tokio::test]

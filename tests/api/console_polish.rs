@@ -999,6 +999,12 @@ async fn user_text_with_a_right_to_left_override_is_isolated_on_console_pages() 
         for raw in unisolated(&page) {
             problems.push(format!("{path}: …{raw}…"));
         }
+        // A title cannot hold markup: its names sit between U+2068 and U+2069 (first
+        // strong isolate, pop directional isolate), so an override stops before "· Precall".
+        let title = &page[page.find("<title>").unwrap() + 7..page.find("</title>").unwrap()];
+        if !(title.starts_with("&#x2068;") && title.ends_with("&#x2069; · Precall")) {
+            problems.push(format!("{path}: title {title:?}"));
+        }
     }
     assert!(
         problems.is_empty(),

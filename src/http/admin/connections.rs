@@ -171,12 +171,9 @@ async fn create(
         let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
         let (secret, kind) = connections::secret_for(platform, scheme, &f.form.secret)
             .map_err(StoreError::Conflict)?;
-        let name = Some(f.form.name.trim().to_owned())
-            .filter(|n| !n.is_empty())
+        let name = crate::domain::text::check_name(&f.form.name, 100)
+            .map_err(StoreError::Conflict)?
             .unwrap_or_else(|| platform.label().to_owned());
-        if name.chars().count() > 100 {
-            return Err(StoreError::Conflict("a name is 1 to 100 characters".into()));
-        }
         connections::create(
             &app.db,
             NewConnection {
@@ -371,7 +368,10 @@ async fn save_secret(
     let a = agent(&app, &id).await?;
     let c = connection_of(&app, a.id, cid).await?;
     let back = format!("/admin/agents/{id}/connections/{cid}/configure");
-    let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
+    // A form without a scheme keeps the connection's, as the API does.
+    let scheme = Some(f.form.scheme.trim())
+        .filter(|s| !s.is_empty())
+        .or(c.scheme());
     let result = match connections::secret_for(c.platform(), scheme, &f.form.secret) {
         Ok(secret) => connections::update(
             &app.db,

@@ -74,6 +74,8 @@ impl FromRequestParts<AppState> for RuntimeAgent {
 /// A JSON body whose rejections speak problem+json: 415, 413, 400 malformed, 422 wrong shape.
 pub struct ApiJson<T>(pub T);
 
+use crate::domain::text::ObjectOnly;
+
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiProblem;
 
@@ -82,7 +84,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         require_json(&parts.headers)?;
         let bytes = read_limited(&parts.headers, body, app.body_limit).await?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // Every body is an object: serde would also read a struct from a list of its fields.
+        let ObjectOnly(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             use serde_json::error::Category;
             let pointer = pointer_of(&e);
             let inner = e.into_inner();
@@ -91,6 +94,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                     ProblemKind::ValidationFailed,
                     vec![Problem::at_pointer(pointer, describe(&inner))],
                 ),
+                // serde_json calls a number, list or `true` where a name (an enum) belongs
+                // a syntax error ("expected value"); the body is JSON, so say what it is.
+                Category::Syntax
+                    if !pointer.is_empty()
+                        && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
+                {
+                    ApiProblem::with_errors(
+                        ProblemKind::ValidationFailed,
+                        vec![Problem::at_pointer(
+                            pointer,
+                            "invalid type: expected a string, one of the names this field takes",
+                        )],
+                    )
+                }
                 _ => ApiProblem::new(ProblemKind::MalformedJson, inner.to_string()),
             }
         })?;

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::{ApiAdmin, ManageErrors, agent_of, json};
 use crate::connect::{Mapping, Platform, wait_cap};
 use crate::domain::payload::Problem;
+use crate::domain::text::check_name;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
 use crate::http::api::ApiJson;
@@ -75,6 +76,22 @@ pub fn view(app: &AppState, c: &ConnectionRow) -> ConnectionView {
 #[derive(Serialize, ToSchema)]
 pub struct ConnectionList {
     connections: Vec<ConnectionView>,
+}
+
+/// A 422 pointing into `mapping` at the part at fault.
+fn mapping_problem(e: crate::connect::MappingProblem) -> AppError {
+    use crate::connect::MappingPart;
+    let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
+    let pointer = match &e.part {
+        MappingPart::DefaultAgent => "/mapping/defaultAgent".to_owned(),
+        MappingPart::Flows => "/mapping/flowAgents".to_owned(),
+        MappingPart::Flow(key) => format!("/mapping/flowAgents/{}", escape(key)),
+    };
+    ApiProblem::with_errors(
+        ProblemKind::ValidationFailed,
+        vec![Problem::at_pointer(pointer, e.to_string())],
+    )
+    .into()
 }
 
 /// A 422 naming the body's top-level `field`.
@@ -172,19 +189,12 @@ pub async fn create_connection(
             )
         })?;
     let mapping = req.mapping.unwrap_or_default();
-    mapping
-        .check()
-        .map_err(|e| invalid("mapping", e.to_string()))?;
+    mapping.check().map_err(mapping_problem)?;
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
     check_deadline(req.platform, deadline_ms).map_err(|e| invalid("deadlineMs", e))?;
-    let name = req
-        .name
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
+    let name = check_name(req.name.as_deref().unwrap_or(""), 100)
+        .map_err(|e| invalid("name", e))?
         .unwrap_or_else(|| req.platform.label().to_owned());
-    if name.chars().count() > 100 {
-        return Err(invalid("name", "a name is 1 to 100 characters"));
-    }
     let row = connections::create(
         &app.db,
         NewConnection {
@@ -264,16 +274,16 @@ pub async fn update_connection(
         (None, None) => None,
     };
     if let Some(m) = &req.mapping {
-        m.check().map_err(|e| invalid("mapping", e.to_string()))?;
+        m.check().map_err(mapping_problem)?;
     }
     if let Some(d) = req.deadline_ms {
         check_deadline(platform, d).map_err(|e| invalid("deadlineMs", e))?;
     }
-    let name = match req.name.map(|n| n.trim().to_owned()) {
-        Some(n) if n.is_empty() || n.chars().count() > 100 => {
-            return Err(invalid("name", "a name is 1 to 100 characters"));
-        }
-        n => n,
+    let name = match req.name.as_deref().map(|n| check_name(n, 100)) {
+        Some(Ok(None)) => return Err(invalid("name", "a name is 1 to 100 characters")),
+        Some(Err(e)) => return Err(invalid("name", e)),
+        Some(Ok(Some(n))) => Some(n),
+        None => None,
     };
     connections::update(
         &app.db,

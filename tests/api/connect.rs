@@ -713,6 +713,24 @@ fn gather_action(twiml: &str) -> String {
     twiml[start..end].replace("&amp;", "&")
 }
 
+/// The Precall call a TwiML answer's `<Gather>` posts its answer for.
+fn gathered_call(twiml: &str) -> String {
+    let action = gather_action(twiml);
+    let call = action.split("call=").nth(1).expect("a call in the action");
+    call.split('&').next().unwrap().to_owned()
+}
+
+/// Call `id` as the agent's call history lists it.
+fn listed_call(calls: &Value, id: &str) -> Value {
+    calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["callId"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} in {calls}"))
+}
+
 #[tokio::test]
 async fn twilio_runs_the_flow_greeting_gather_answer_and_end() {
     let app = spawn_app().await;
@@ -1489,14 +1507,7 @@ async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
     let caller = [("CallSid", "CA901"), ("From", "+12125550164")];
     let first = twilio_post(&app, &url, &caller).await;
     let action = gather_action(&first);
-    let call = action
-        .split("call=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_owned();
+    let call = gathered_call(&first);
 
     // An empty answer twice: each is asked again at a URL of its own, so the second, the
     // same as the first, is not taken for a replay.
@@ -1525,14 +1536,7 @@ async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
         }
     }
     assert!(twiml.ends_with("<Hangup /></Response>"), "{twiml}");
-    let calls = agent_calls(&app, &agent).await;
-    let view = calls["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["callId"] == call.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("{call} in {calls}"));
+    let view = listed_call(&agent_calls(&app, &agent).await, &call);
     assert_eq!(view["status"], "ended", "{view}");
     assert_eq!(view["outcome"], "no_answer", "{view}");
     // An answer that comes after is not taken: the call has ended.
@@ -1559,15 +1563,7 @@ async fn a_twilio_turn_is_taken_only_through_the_connection_and_callsid_that_sta
     let theirs = connect(&app, &agent, "twilio", "other-auth-token", &[]);
     let retell = connect(&app, &agent, "retell", RETELL_KEY, &[]);
     let caller = [("CallSid", "CA910"), ("From", "+12125550165")];
-    let first = twilio_post(&app, &ours, &caller).await;
-    let call = gather_action(&first)
-        .split("call=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_owned();
+    let call = gathered_call(&twilio_post(&app, &ours, &caller).await);
     let retell_call: Value = announce(&app, "retell", &retell, "+12125550166", RETELL_KEY)
         .send()
         .await
@@ -1631,13 +1627,7 @@ async fn a_twilio_turn_is_taken_only_through_the_connection_and_callsid_that_sta
     }
     let calls = agent_calls(&app, &agent).await;
     for id in [&call, &retell_call] {
-        let view = calls["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["callId"] == id.as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("{id} in {calls}"));
+        let view = listed_call(&calls, id);
         assert_eq!(view["status"], "active", "{view}");
     }
     // The call's own connection and CallSid continue it, from the question it was at.

@@ -98,6 +98,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 // a syntax error ("expected value"); the body is JSON, so say what it is.
                 Category::Syntax
                     if !pointer.is_empty()
+                        && !inner.to_string().starts_with("recursion limit")
                         && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
                 {
                     ApiProblem::with_errors(

@@ -393,6 +393,64 @@ async fn a_stale_if_match_is_refused_and_a_missing_one_is_asked_for() {
 }
 
 #[tokio::test]
+async fn if_match_is_read_as_rfc_9110_says_malformed_weak_and_lists() {
+    // https://www.rfc-editor.org/rfc/rfc9110#section-13.1.1: a list matches when one of its
+    // tags does; If-Match compares strongly, so a weak tag never matches.
+    let api = Api::new().await;
+    let agent = api.agent("Line").await;
+    let (doc, etag) = api.draft(&agent).await;
+    let put = |tag: String| {
+        let (api, agent, doc) = (&api, &agent, &doc);
+        async move {
+            api.send(
+                Method::PUT,
+                &format!("/agents/{agent}/draft"),
+                Some(doc),
+                Some(&tag),
+            )
+            .await
+        }
+    };
+    for (tag, status, kind, says) in [
+        ("r1".to_owned(), 400, "bad-request", "is not an entity tag"),
+        ("**".to_owned(), 400, "bad-request", "is not an entity tag"),
+        (format!("W/{etag}"), 412, "precondition-failed", "weak ETag"),
+        (
+            "\"r999999999999999999999999\"".to_owned(),
+            412,
+            "precondition-failed",
+            "not an ETag this draft has had",
+        ),
+        (
+            "\"abc\"".to_owned(),
+            412,
+            "precondition-failed",
+            "not an ETag this draft has had",
+        ),
+    ] {
+        let problem = assert_problem(put(tag.clone()).await, status, kind).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{tag}: {problem}"
+        );
+    }
+    // Nothing was saved: the draft's ETag is the same.
+    assert_eq!(api.draft(&agent).await.1, etag);
+    // A list with the draft's ETag among others matches it.
+    let res = put(format!("\"r0\", {etag}, W/\"r7\"")).await;
+    assert_eq!(res.status(), 200);
+    let (_, next) = api.draft(&agent).await;
+    assert_ne!(next, etag);
+    // A list without it does not.
+    assert_problem(
+        put(format!("\"r0\", {etag}")).await,
+        412,
+        "precondition-failed",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_earlier_version_is_restored_into_the_draft_and_the_draft_discarded() {
     let api = Api::new().await;
     let agent = api.agent("Line").await;

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{
     AgentDocumentSchema, ApiAdmin, DocumentBody, ManageErrors, agent_of, if_match, json,
-    read_document_json, with_etag,
+    read_document_json, wanted_revision, with_etag,
 };
 use crate::domain::document::{self, AgentDocument};
 use crate::domain::payload::Problem;
@@ -306,15 +306,20 @@ async fn saved(app: &AppState, agent_id: i64, saved: Saved) -> Result<Response, 
 }
 
 /// The revision a write must find, from `If-Match` (required when `required`).
-fn expected(headers: &HeaderMap, required: bool) -> Result<Option<i64>, AppError> {
-    match if_match(headers)? {
-        Some(r) => Ok(r),
-        None if required => Err(AppError::problem(
+async fn expected(
+    app: &AppState,
+    agent_id: i64,
+    headers: &HeaderMap,
+    required: bool,
+) -> Result<Option<i64>, AppError> {
+    let m = if_match(headers)?;
+    if m.is_none() && required {
+        return Err(AppError::problem(
             ProblemKind::PreconditionRequired,
             "send If-Match with the draft's ETag (or * to overwrite whatever is there)",
-        )),
-        None => Ok(None),
+        ));
     }
+    wanted_revision(app, agent_id, m).await
 }
 
 #[utoipa::path(put, path = "/api/v1/agents/{agentId}/draft", tag = "manage", operation_id = "putDraft",
@@ -337,7 +342,7 @@ pub async fn put_draft(
     DocumentBody(doc): DocumentBody,
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
-    let expected = expected(&headers, true)?;
+    let expected = expected(&app, a.id, &headers, true).await?;
     let result = crate::drafts::replace(&app.db, a.id, &doc, expected, &who.by()).await?;
     saved(&app, a.id, result).await
 }
@@ -438,7 +443,7 @@ pub async fn discard(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
-    let expected = expected(&headers, false)?;
+    let expected = expected(&app, a.id, &headers, false).await?;
     let result = documents::discard(&app.db, a.id, expected, &who.by()).await?;
     saved(&app, a.id, result).await
 }
@@ -494,7 +499,7 @@ pub async fn publish(
     req: axum::extract::Request,
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
-    let expected = expected(&headers, false)?;
+    let expected = expected(&app, a.id, &headers, false).await?;
     // The body is optional: an empty one publishes without a message.
     let message = if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
         let ApiJson(body) =
@@ -611,7 +616,7 @@ pub async fn restore(
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
     let n = version_number(&number)?;
-    let expected = expected(&headers, false)?;
+    let expected = expected(&app, a.id, &headers, false).await?;
     let result = documents::restore(&app.db, a.id, n, expected, &who.by()).await?;
     saved(&app, a.id, result).await
 }

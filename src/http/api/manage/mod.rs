@@ -155,24 +155,92 @@ pub fn etag(revision: i64) -> String {
     format!("\"r{revision}\"")
 }
 
-/// What `If-Match` asks for: `None` when absent, `Some(None)` for `*`, else the revision of
-/// the ETag sent (an ETag of no revision of ours matches none: 412).
-pub fn if_match(headers: &HeaderMap) -> Result<Option<Option<i64>>, AppError> {
+/// What `If-Match` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// `*`: whatever the draft is.
+    Any,
+    /// One of these revisions (the draft's ETags, compared strongly).
+    Revisions(Vec<i64>),
+}
+
+/// Reads `If-Match` (RFC 9110 section 13.1.1): `None` when absent. A value that is not `*`
+/// nor a list of entity tags is refused 400; one whose tags cannot match the draft (weak
+/// tags, which `If-Match` never matches, or tags that are not the draft's) 412, saying so.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, AppError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or_default().trim();
+    let text = value.to_str().unwrap_or("\u{fffd}").trim();
     if text == "*" {
-        return Ok(Some(None));
+        return Ok(Some(IfMatch::Any));
     }
-    let first = text.split(',').next().unwrap_or_default().trim();
-    let first = first.strip_prefix("W/").unwrap_or(first);
-    let revision = first
-        .strip_prefix("\"r")
-        .and_then(|r| r.strip_suffix('"'))
-        .and_then(|r| r.parse::<i64>().ok())
-        .unwrap_or(-1);
-    Ok(Some(Some(revision)))
+    let (mut revisions, mut weak, mut foreign) = (Vec::new(), None, None);
+    for tag in text.split(',').map(str::trim) {
+        let (is_weak, quoted) = match tag.strip_prefix("W/") {
+            Some(t) => (true, t),
+            None => (false, tag),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|o| !o.contains('"'));
+        let Some(opaque) = opaque else {
+            return Err(AppError::problem(
+                ProblemKind::BadRequest,
+                format!(
+                    "If-Match: {:?} is not an entity tag: send the draft's ETag as received, quotes included (\"r12\"), or *",
+                    crate::domain::ids::excerpt(tag)
+                ),
+            ));
+        };
+        if is_weak {
+            weak.get_or_insert(tag);
+            continue;
+        }
+        match opaque.strip_prefix('r').and_then(|r| r.parse::<i64>().ok()) {
+            Some(r) if r >= 0 && etag(r) == quoted => revisions.push(r),
+            _ => {
+                foreign.get_or_insert(tag);
+            }
+        }
+    }
+    if revisions.is_empty() {
+        let why = match (weak, foreign) {
+            (Some(w), _) => format!(
+                "If-Match: {} is a weak ETag, which If-Match never matches: send the draft's ETag as received",
+                crate::domain::ids::excerpt(w)
+            ),
+            (None, f) => format!(
+                "If-Match: {} is not an ETag this draft has had (they look like \"r12\"): read the draft again",
+                crate::domain::ids::excerpt(f.unwrap_or_default())
+            ),
+        };
+        return Err(AppError::problem(ProblemKind::PreconditionFailed, why));
+    }
+    Ok(Some(IfMatch::Revisions(revisions)))
+}
+
+/// The revision a write must find: `None` for none in particular (`*`, or no `If-Match`).
+/// Of a list of ETags the draft's own is taken when it is among them; the write then
+/// checks it again as it saves, so a change made meanwhile is still refused.
+pub async fn wanted_revision(
+    app: &AppState,
+    agent_id: i64,
+    m: Option<IfMatch>,
+) -> Result<Option<i64>, AppError> {
+    match m {
+        None | Some(IfMatch::Any) => Ok(None),
+        Some(IfMatch::Revisions(list)) if list.len() == 1 => Ok(Some(list[0])),
+        Some(IfMatch::Revisions(list)) => {
+            let current = crate::drafts::current(&app.db, agent_id).await?.revision;
+            Ok(Some(if list.contains(&current) {
+                current
+            } else {
+                list[0]
+            }))
+        }
+    }
 }
 
 /// A JSON answer with the draft's ETag.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiAdmin, ManageErrors, agent_of, if_match, json};
+use super::{ApiAdmin, ManageErrors, agent_of, if_match, json, wanted_revision};
 use crate::domain::document::{MAX_TEXT, VariableDoc};
 use crate::domain::payload::Problem;
 use crate::domain::variables::{VarType, VariableName};
@@ -167,7 +167,7 @@ pub async fn put_variable(
             format!("description is longer than {MAX_TEXT} characters"),
         ));
     }
-    let expected = if_match(&headers)?.flatten();
+    let expected = wanted_revision(&app, a.id, if_match(&headers)?).await?;
     let var = VariableDoc {
         name: name.to_string(),
         ty,
@@ -228,7 +228,7 @@ pub async fn delete_variable(
             ),
         ));
     }
-    let expected = if_match(&headers)?.flatten();
+    let expected = wanted_revision(&app, a.id, if_match(&headers)?).await?;
     let (_, saved) = crate::drafts::edit(&app.db, a.id, expected, &who.by(), |doc| {
         doc.variables.retain(|v| v.name != name);
         Ok(())

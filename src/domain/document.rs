@@ -731,7 +731,21 @@ impl Reader {
                 self.problem(&p, format!("{field} is longer than {max} characters"));
                 None
             }
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => {
+                // Line breaks and tabs may shape a message; other control characters (NUL,
+                // a bell, an escape) are no one's text and would be written raw into pages.
+                if let Some(c) = s
+                    .chars()
+                    .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+                {
+                    self.problem(
+                        &p,
+                        format!("{field} holds a control character (U+{:04X})", u32::from(c)),
+                    );
+                    return None;
+                }
+                Some(s.clone())
+            }
             Some(other) => {
                 self.problem(&p, format!("{field} must be text, not {}", shape(other)));
                 None
@@ -742,11 +756,17 @@ impl Reader {
     /// A required name: text, not blank.
     fn name(&mut self, o: &Map<String, Value>, pointer: &str) -> Option<String> {
         let name = self.text(o, pointer, "name", true, MAX_NAME)?;
-        if name.trim().is_empty() {
-            self.problem(&at(pointer, "name"), "name must not be empty");
-            return None;
+        match super::text::check_name(&name, MAX_NAME) {
+            Ok(Some(name)) => Some(name),
+            Ok(None) => {
+                self.problem(&at(pointer, "name"), "name must not be empty");
+                None
+            }
+            Err(e) => {
+                self.problem(&at(pointer, "name"), e);
+                None
+            }
         }
-        Some(name.trim().to_owned())
     }
 
     fn key(&mut self, o: &Map<String, Value>, pointer: &str) -> Option<String> {
@@ -1550,13 +1570,13 @@ pub fn changes(old: &AgentDocument, new: &AgentDocument) -> Vec<String> {
             .first_flow
             .as_deref()
             .and_then(|k| new.flow(k))
-            .map_or("none".to_owned(), |f| format!("{:?}", f.name));
+            .map_or("none".to_owned(), |f| format!("\"{}\"", f.name));
         out.push(format!("First Flow is now {name}"));
     }
     for f in &new.flows {
         match old.flow(&f.key) {
             None => out.push(format!(
-                "Flow {:?} added ({} block{})",
+                "Flow \"{}\" added ({} block{})",
                 f.name,
                 f.blocks.len(),
                 plural(f.blocks.len())
@@ -1566,23 +1586,23 @@ pub fn changes(old: &AgentDocument, new: &AgentDocument) -> Vec<String> {
     }
     for f in &old.flows {
         if new.flow(&f.key).is_none() {
-            out.push(format!("Flow {:?} removed", f.name));
+            out.push(format!("Flow \"{}\" removed", f.name));
         }
     }
     let old_order: Vec<&str> = old.precall.iter().map(|a| a.key.as_str()).collect();
     for (i, a) in new.precall.iter().enumerate() {
         let what = action_label(a);
         match old.action(&a.key) {
-            None => out.push(format!("Pre-call {what} {:?} added", a.name)),
+            None => out.push(format!("Pre-call {what} \"{}\" added", a.name)),
             Some(o) => {
                 if o.name != a.name {
                     out.push(format!(
-                        "Pre-call {what} {:?} renamed to {:?}",
+                        "Pre-call {what} \"{}\" renamed to \"{}\"",
                         o.name, a.name
                     ));
                 }
                 for c in action_setting_changes(o, a) {
-                    out.push(format!("Pre-call {what} {:?}: {c}", a.name));
+                    out.push(format!("Pre-call {what} \"{}\": {c}", a.name));
                 }
                 let before = old_order.iter().position(|k| *k == a.key);
                 let kept_before: Vec<&str> = new.precall[..i]
@@ -1601,7 +1621,7 @@ pub fn changes(old: &AgentDocument, new: &AgentDocument) -> Vec<String> {
                     .unwrap_or_default();
                 if kept_before != old_before {
                     out.push(format!(
-                        "Pre-call {what} {:?} moved to position {}",
+                        "Pre-call {what} \"{}\" moved to position {}",
                         a.name,
                         i + 1
                     ));
@@ -1611,7 +1631,11 @@ pub fn changes(old: &AgentDocument, new: &AgentDocument) -> Vec<String> {
     }
     for a in &old.precall {
         if new.action(&a.key).is_none() {
-            out.push(format!("Pre-call {} {:?} removed", action_label(a), a.name));
+            out.push(format!(
+                "Pre-call {} \"{}\" removed",
+                action_label(a),
+                a.name
+            ));
         }
     }
     let old_vars: BTreeMap<&str, &VariableDoc> =
@@ -1665,7 +1689,7 @@ fn action_label(a: &ActionDoc) -> &'static str {
 
 fn flow_changes(old: &FlowDoc, new: &FlowDoc, out: &mut Vec<String>) {
     if old.name != new.name {
-        out.push(format!("Flow {:?} renamed to {:?}", old.name, new.name));
+        out.push(format!("Flow \"{}\" renamed to \"{}\"", old.name, new.name));
     }
     let label = |f: &FlowDoc, key: &str| {
         f.blocks
@@ -1681,7 +1705,7 @@ fn flow_changes(old: &FlowDoc, new: &FlowDoc, out: &mut Vec<String>) {
     };
     let mut moved = 0;
     for b in &new.blocks {
-        let this = format!("{:?} {}", new.name, label(new, &b.key));
+        let this = format!("\"{}\" {}", new.name, label(new, &b.key));
         match old.blocks.iter().find(|o| o.key == b.key) {
             None => out.push(format!("Block added: {this}")),
             Some(o) => {
@@ -1705,7 +1729,7 @@ fn flow_changes(old: &FlowDoc, new: &FlowDoc, out: &mut Vec<String>) {
     for o in &old.blocks {
         if !new.blocks.iter().any(|b| b.key == o.key) {
             out.push(format!(
-                "Block removed: {:?} {} (was {})",
+                "Block removed: \"{}\" {} (was {})",
                 new.name,
                 super::flow::label(o.settings.kind()),
                 label(old, &o.key)
@@ -1714,7 +1738,7 @@ fn flow_changes(old: &FlowDoc, new: &FlowDoc, out: &mut Vec<String>) {
     }
     if moved > 0 {
         out.push(format!(
-            "{:?}: {moved} block{} moved on the canvas",
+            "\"{}\": {moved} block{} moved on the canvas",
             new.name,
             plural(moved)
         ));
@@ -1992,6 +2016,26 @@ mod tests {
         ] {
             assert!(pointers.contains(&expected), "{expected} in {problems:?}");
         }
+    }
+
+    #[test]
+    fn names_need_a_visible_character_and_texts_no_control_characters() {
+        let mut value = example();
+        value["flows"][0]["name"] = json!("\u{200b}\u{2060}");
+        value["flows"][1]["name"] = json!("Sales\u{7}");
+        value["flows"][0]["blocks"][0]["message"] = json!("Hello\u{0} there");
+        let problems = AgentDocument::from_json(&value).unwrap_err();
+        let text = format!("{problems:?}");
+        assert!(text.contains("/flows/0/name"), "{text}");
+        assert!(text.contains("visible"), "{text}");
+        assert!(text.contains("/flows/1/name"), "{text}");
+        assert!(text.contains("/flows/0/blocks/0/message"), "{text}");
+        assert!(text.contains("U+0000"), "{text}");
+        // Line breaks may shape a message, and a name may mix directions.
+        let mut value = example();
+        value["flows"][0]["blocks"][0]["message"] = json!("Hello.\nHow are you?");
+        value["flows"][1]["name"] = json!("Sales \u{202e}selaS");
+        assert!(AgentDocument::from_json(&value).is_ok());
     }
 
     #[test]

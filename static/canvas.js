@@ -507,6 +507,9 @@
     const f = cur();
     const pos = positions();
     const P = problemIndex();
+    // Drawing again replaces every element of the graph: the one that had focus (a block
+    // being moved with the arrow keys, say) gets it back, rather than leaving it on the page.
+    const focused = vp.contains(document.activeElement) ? document.activeElement.id : null;
     vp.textContent = "";
     const edges = s("g", { class: "edges" }), nodes = s("g", { class: "nodes" }), extra = s("g", { class: "adders" });
     const box = (b) => ({ x: pos[b.key].x, y: pos[b.key].y, w: width(b), h: NODE_H });
@@ -536,6 +539,10 @@
     }
     f.blocks.forEach((b, i) => nodes.append(node(b, i, box(b), P.blocks[b.key])));
     vp.append(edges, nodes, extra);
+    if (focused) {
+      const again = document.getElementById(focused);
+      if (again) again.focus();
+    }
     applyView();
     renderMap();
     const u = document.getElementById("cv-undo"), r = document.getElementById("cv-redo");

@@ -974,20 +974,22 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
     let before = block(&draft(&b, &app, &agent).await, 1, "talk_2").unwrap()["position"]["x"]
         .as_f64()
         .unwrap();
-    let mut shifted = KeyActions::new("move".into()).then(KeyAction::Down {
-        value: char::from(Key::Shift),
-    });
-    shifted = shifted
-        .then(KeyAction::Down {
-            value: char::from(Key::Right),
-        })
-        .then(KeyAction::Up {
-            value: char::from(Key::Right),
-        })
-        .then(KeyAction::Up {
-            value: char::from(Key::Shift),
-        });
-    b.client.perform_actions(shifted).await.unwrap();
+    let shifted = || {
+        KeyActions::new("move".into())
+            .then(KeyAction::Down {
+                value: char::from(Key::Shift),
+            })
+            .then(KeyAction::Down {
+                value: char::from(Key::Right),
+            })
+            .then(KeyAction::Up {
+                value: char::from(Key::Right),
+            })
+            .then(KeyAction::Up {
+                value: char::from(Key::Shift),
+            })
+    };
+    b.client.perform_actions(shifted()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     settled(&b).await;
     let doc = draft(&b, &app, &agent).await;
@@ -996,6 +998,24 @@ async fn an_admin_inserts_duplicates_moves_and_deletes_blocks_by_pointer_and_key
             .as_f64()
             .unwrap(),
         before + 64.0
+    );
+    // The block keeps the focus through the save and the redraw after it, so it moves
+    // again at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        focused(&b).await.starts_with("cv-node-talk_2|"),
+        "{}",
+        focused(&b).await
+    );
+    b.client.perform_actions(shifted()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    settled(&b).await;
+    let doc = draft(&b, &app, &agent).await;
+    assert_eq!(
+        block(&doc, 1, "talk_2").unwrap()["position"]["x"]
+            .as_f64()
+            .unwrap(),
+        before + 128.0
     );
     assert!(
         block(&doc, 1, "start").unwrap()["position"].is_object(),

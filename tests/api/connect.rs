@@ -338,8 +338,7 @@ async fn forged_old_and_replayed_signatures_are_refused_and_start_no_call() {
     let p: Value = again.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("replay"), "{p}");
     // Only the one verified request made a call.
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
+    assert_calls(&app, &agent, 1).await;
     // An unknown URL is not found.
     let res = post_retell(&app, &format!("{}/connect/nope", app.address), &body, &good).await;
     assert_eq!(res.status(), 404);
@@ -409,8 +408,7 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
         assert_eq!(got, status, "{body:.80} {p}");
         assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
     }
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+    assert_calls(&app, &agent, 0).await;
 }
 
 #[tokio::test]
@@ -463,8 +461,13 @@ async fn a_synthflow_body_that_is_not_json_and_json_nested_too_deep_are_refused_
             .starts_with("the body nests objects or lists more than 128 deep"),
         "{p}"
     );
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+    assert_calls(&app, &agent, 0).await;
+}
+
+/// Asserts that the agent's call history holds `n` calls.
+async fn assert_calls(app: &TestApp, agent: &str, n: usize) {
+    let calls = agent_calls(app, agent).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(n), "{calls}");
 }
 
 /// The agent's call history, through the management API.
@@ -1357,8 +1360,7 @@ async fn every_platform_answers_cached_data_and_refuses_forged_and_replayed_requ
         );
     }
     // Only the five verified requests made calls, each with its platform in the trace.
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(5), "{calls}");
+    assert_calls(&app, &agent, 5).await;
 }
 
 #[tokio::test]
@@ -1495,8 +1497,7 @@ async fn a_signed_request_sent_again_is_a_replay_however_its_headers_are_respell
     assert_eq!(res.status(), 401);
 
     // One call each for Retell, Synthflow and Twilio.
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(3), "{calls}");
+    assert_calls(&app, &agent, 3).await;
 }
 
 #[tokio::test]
@@ -1656,8 +1657,7 @@ async fn twilio_callers_without_a_phone_number_are_rejected_in_twiml() {
             "{from}: {twiml}"
         );
     }
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+    assert_calls(&app, &agent, 0).await;
 }
 
 #[tokio::test]
@@ -1681,8 +1681,7 @@ async fn a_telnyx_event_other_than_assistant_initialization_starts_no_call() {
             .contains("assistant.initialization"),
         "{p}"
     );
-    let calls = agent_calls(&app, &agent).await;
-    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+    assert_calls(&app, &agent, 0).await;
 }
 
 #[tokio::test]

@@ -434,18 +434,7 @@ async fn calls_acknowledged_before_their_commit_survive_kill_9_with_their_claims
 
     // Every call reads back as it was answered.
     for call in &answered {
-        let id = call["callId"].as_str().unwrap();
-        let res = client
-            .get(format!("{address}/api/v1/calls/{id}"))
-            .bearer_auth(&setup.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "call {id} kept");
-        let read: Value = res.json().await.unwrap();
-        for field in ["callId", "from", "source", "variables", "status", "outcome"] {
-            assert_eq!(read[field], call[field], "{field} of {id}");
-        }
+        read_back_as_answered(&client, &address, &setup.token, call).await;
     }
     // The data the calls took stays taken: a second call from the same caller falls back.
     let again = call_from(&client, &address, &setup, &with_data[3]).await;
@@ -459,16 +448,7 @@ async fn calls_acknowledged_before_their_commit_survive_kill_9_with_their_claims
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
-    let id = answered[20]["callId"].as_str().unwrap();
-    let read: Value = client
-        .get(format!("{address}/api/v1/calls/{id}"))
-        .bearer_auth(&setup.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = read_back_as_answered(&client, &address, &setup.token, &answered[20]).await;
     assert_eq!(read["lateContext"]["fields"]["tier"], "gold", "{read}");
 }
 
@@ -514,10 +494,22 @@ async fn a_journaled_call_whose_webhook_was_deleted_before_replay_is_kept_withou
 
     // The call is applied all the same, as a commit before the deletion would have kept it.
     let (_child, address) = start_server(dir.path()).await;
+    read_back_as_answered(&client, &address, &setup.token, &call).await;
+}
+
+/// Reads `call` back through the runtime's API (as the runtime token `token` may) and
+/// asserts it is kept as it was answered: the same id, caller, source, variables, status
+/// and outcome. Returns the call as read.
+async fn read_back_as_answered(
+    client: &reqwest::Client,
+    address: &str,
+    token: &str,
+    call: &Value,
+) -> Value {
     let id = call["callId"].as_str().unwrap();
     let res = client
         .get(format!("{address}/api/v1/calls/{id}"))
-        .bearer_auth(&setup.token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -526,6 +518,7 @@ async fn a_journaled_call_whose_webhook_was_deleted_before_replay_is_kept_withou
     for field in ["callId", "from", "source", "variables", "status", "outcome"] {
         assert_eq!(read[field], call[field], "{field} of {id}");
     }
+    read
 }
 
 /// Posts a webhook for `phone` carrying `n` and a few KiB of text, so that the database

@@ -583,15 +583,14 @@ impl CallContext {
         // Each part is serialised once: stored as is, and embedded in the answer.
         let precall = to_raw(&precall);
         let steps = to_raw(&run.steps);
-        let trace = serde_json::to_string(&StoredTrace {
+        let trace = to_raw(&StoredTrace {
             precall: &precall,
             platform: self.platform.as_ref(),
             steps: &steps,
             greeting: greeting.as_deref(),
             question: question.as_ref(),
             transfer: transfer.as_ref(),
-        })
-        .expect("trace serialises");
+        });
         let variables_json = to_raw(&variables);
         let outcome_kept = outcome.clone();
         // A voice platform's connection answers from these values, handed over as they are:
@@ -638,7 +637,7 @@ impl CallContext {
         CallRecord {
             source,
             waited_ms,
-            variables: Box::<str>::from(variables_json).into(),
+            variables: variables_json,
             trace,
             status,
             outcome: outcome_kept,

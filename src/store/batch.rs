@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use rusqlite::Connection;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use serde_json::value::RawValue;
 
 use super::refusals::RefusalCount;
 use super::writer::{
@@ -691,14 +692,28 @@ pub struct StartedCall {
     pub started_at: i64,
     pub waited_ms: i64,
     pub source: String,
-    pub variables: String,
-    pub trace: String,
+    /// The call's variables and trace as the stored JSON, kept in the journal as JSON (not
+    /// as a string of JSON, which would escape every quote again on the writer).
+    #[serde(deserialize_with = "stored_json")]
+    pub variables: Box<RawValue>,
+    #[serde(deserialize_with = "stored_json")]
+    pub trace: Box<RawValue>,
     pub status: String,
     pub outcome: Option<String>,
     /// The contexts (cached webhook data) it claimed.
     pub claimed: Vec<i64>,
     /// The Webhook actions it fell back on.
     pub fell_back: Vec<i64>,
+}
+
+/// JSON read back from the journal, which earlier versions wrote as a string of JSON.
+fn stored_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let raw = <Box<RawValue> as serde::Deserialize>::deserialize(d)?;
+    if !raw.get().starts_with('"') {
+        return Ok(raw);
+    }
+    let text: String = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+    RawValue::from_string(text).map_err(serde::de::Error::custom)
 }
 
 /// Tries to start a group of calls, with the group's clock `now`. First every wanted
@@ -838,8 +853,8 @@ pub fn record_calls(conn: &Connection, started: &[StartedCall], now: i64) -> rus
                 .arg(Arg::Int(c.started_at))
                 .arg(Arg::Int(c.waited_ms))
                 .arg(Arg::Text(&c.source))
-                .arg(Arg::Text(&c.variables))
-                .arg(Arg::Text(&c.trace))
+                .arg(Arg::Text(c.variables.get()))
+                .arg(Arg::Text(c.trace.get()))
                 .arg(Arg::Text(&c.status))
                 .arg(Arg::opt_text(c.outcome.as_deref()))
                 .arg(Arg::Int(c.version));

@@ -365,6 +365,7 @@ pub fn frames(bytes: &[u8]) -> Vec<Entry<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
 
     fn write(n: i64) -> IngestWrite {
         IngestWrite {
@@ -393,8 +394,8 @@ mod tests {
             started_at: 1_790_000_000_000 + n,
             waited_ms: 120,
             source: "webhook".into(),
-            variables: format!(r#"{{"n":{n}}}"#),
-            trace: "[]".into(),
+            variables: RawValue::from_string(format!(r#"{{"n":{n}}}"#)).unwrap(),
+            trace: RawValue::from_string(r#"{"steps":["a \"b\""]}"#.into()).unwrap(),
             status: "active".into(),
             outcome: None,
             claimed: vec![n, n + 1],
@@ -467,10 +468,25 @@ mod tests {
             (call.started_at, 120, 2)
         );
         assert_eq!(
-            (back.variables.as_str(), back.status.as_str()),
-            (r#"{"n":9}"#, "active")
+            (back.variables.get(), back.trace.get(), back.status.as_str()),
+            (r#"{"n":9}"#, r#"{"steps":["a \"b\""]}"#, "active")
         );
         assert_eq!((&back.claimed, &back.fell_back), (&vec![9, 10], &vec![7]));
+    }
+
+    #[test]
+    fn a_call_kept_by_an_earlier_version_as_a_string_of_json_reads_back_as_json() {
+        let payload = br#"{"seq":1,"now":5,"writes":[],"calls":[{"public_id":"c1","agent_id":3,"version":2,"caller":"+12125550001","called":null,"started_at":7,"waited_ms":0,"source":"webhook","variables":"{\"name\":\"Ann \\\"A\\\"\"}","trace":"{\"steps\":[]}","status":"ended","outcome":null,"claimed":[4],"fell_back":[]}]}"#;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        let entries = frames(&bytes);
+        let call = &entries[0].calls[0];
+        assert_eq!(call.variables.get(), r#"{"name":"Ann \"A\""}"#);
+        assert_eq!(call.trace.get(), r#"{"steps":[]}"#);
+        let name: serde_json::Value = serde_json::from_str(call.variables.get()).unwrap();
+        assert_eq!(name["name"], "Ann \"A\"");
     }
 
     #[test]

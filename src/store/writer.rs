@@ -428,8 +428,8 @@ pub struct CallTally {
 pub struct CallRecord {
     pub source: &'static str,
     pub waited_ms: i64,
-    pub variables: String,
-    pub trace: String,
+    pub variables: Box<serde_json::value::RawValue>,
+    pub trace: Box<serde_json::value::RawValue>,
     /// `active` while a Collect waits for an answer, else `ended`.
     pub status: &'static str,
     pub outcome: Option<String>,

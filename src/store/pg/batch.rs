@@ -376,12 +376,8 @@ pub async fn start_calls(
         .bind(s.iter().map(|(c, _)| c.started_at).collect::<Vec<_>>())
         .bind(s.iter().map(|(_, r)| r.waited_ms).collect::<Vec<_>>())
         .bind(s.iter().map(|(_, r)| r.source).collect::<Vec<_>>())
-        .bind(
-            s.iter()
-                .map(|(_, r)| r.variables.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(s.iter().map(|(_, r)| r.trace.as_str()).collect::<Vec<_>>())
+        .bind(s.iter().map(|(_, r)| r.variables.get()).collect::<Vec<_>>())
+        .bind(s.iter().map(|(_, r)| r.trace.get()).collect::<Vec<_>>())
         .bind(s.iter().map(|(_, r)| r.status).collect::<Vec<_>>())
         .bind(
             s.iter()

@@ -213,6 +213,79 @@ async fn a_document_round_trips_through_export_and_import_on_a_fresh_server() {
 }
 
 #[tokio::test]
+async fn an_agent_created_from_a_document_has_it_as_its_draft_and_a_refused_one_makes_nothing() {
+    let api = Api::new().await;
+    let res = api
+        .send(
+            Method::POST,
+            "/agents",
+            Some(&json!({"name": "From code", "document": handwritten()})),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let made: Value = res.json().await.unwrap();
+    let agent = made["agentId"].as_str().unwrap();
+    assert_eq!(made["name"], "From code", "{made}");
+    assert_eq!(made["problems"], json!([]), "{made}");
+    // The draft's Webhook action has its URL and key, shown this once; nothing is live yet.
+    assert_eq!(made["webhooks"].as_array().unwrap().len(), 1, "{made}");
+    assert!(
+        made["webhooks"][0]["apiKey"]
+            .as_str()
+            .unwrap()
+            .starts_with("pcwk_")
+    );
+    assert_eq!(made["publishedVersion"], 1, "{made}");
+    assert_eq!(
+        made["draftChanges"].as_u64().map(|n| n > 0),
+        Some(true),
+        "{made}"
+    );
+    // Its draft is what a PUT of the same document makes of another agent's.
+    let other = api.agent("By hand").await;
+    api.put_draft(&other, &handwritten()).await;
+    let (from_create, _) = api.draft(agent).await;
+    let (from_put, _) = api.draft(&other).await;
+    assert_eq!(from_create, from_put);
+    assert_eq!(api.publish(agent, "From code").await["version"], 2);
+
+    // A document that does not hold together makes no agent, and says where, inside the
+    // request, each problem is.
+    let before = api.json(Method::GET, "/agents", None).await["agents"]
+        .as_array()
+        .unwrap()
+        .len();
+    let mut bad = handwritten();
+    bad["precall"][0]["waitMs"] = json!(99999);
+    let res = api
+        .send(
+            Method::POST,
+            "/agents",
+            Some(&json!({"name": "Broken", "document": bad})),
+            None,
+        )
+        .await;
+    let problem = assert_problem(res, 422, "validation-failed").await;
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/document/precall/0/waitMs",
+        "{problem}"
+    );
+    for body in [
+        json!({"name": "Broken", "document": []}),
+        json!({"name": "   ", "document": handwritten()}),
+    ] {
+        let res = api.send(Method::POST, "/agents", Some(&body), None).await;
+        assert_problem(res, 422, "validation-failed").await;
+    }
+    let after = api.json(Method::GET, "/agents", None).await["agents"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
 async fn a_draft_change_is_invisible_to_calls_until_it_is_published() {
     let api = Api::new().await;
     let agent = api.agent("Line").await;

@@ -83,40 +83,45 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let (parts, body) = req.into_parts();
         require_json(&parts.headers)?;
         let bytes = read_limited(&parts.headers, body, app.body_limit).await?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        // Every body is an object: serde would also read a struct from a list of its fields.
-        let ObjectOnly(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            use serde_json::error::Category;
-            let pointer = pointer_of(&e);
-            let inner = e.into_inner();
-            match inner.classify() {
-                Category::Data => ApiProblem::with_errors(
-                    ProblemKind::ValidationFailed,
-                    vec![Problem::at_pointer(pointer, describe(&inner))],
-                ),
-                // serde_json calls a number, list or `true` where a name (an enum) belongs
-                // a syntax error ("expected value"); the body is JSON, so say what it is.
-                Category::Syntax
-                    if !pointer.is_empty()
-                        && !inner.to_string().starts_with("recursion limit")
-                        && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() =>
-                {
-                    ApiProblem::with_errors(
-                        ProblemKind::ValidationFailed,
-                        vec![Problem::at_pointer(
-                            pointer,
-                            "invalid type: expected a string, one of the names this field takes",
-                        )],
-                    )
-                }
-                _ => ApiProblem::new(ProblemKind::MalformedJson, inner.to_string()),
-            }
-        })?;
-        // Trailing characters after the value are malformed JSON, as serde_json::from_slice says.
-        de.end()
-            .map_err(|e| ApiProblem::new(ProblemKind::MalformedJson, e.to_string()))?;
-        Ok(ApiJson(value))
+        api_json(&bytes).map(ApiJson)
     }
+}
+
+/// A body read as [`ApiJson`] reads it: an object, its refusals pointing at the fields.
+pub fn api_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiProblem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Every body is an object: serde would also read a struct from a list of its fields.
+    let ObjectOnly(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        use serde_json::error::Category;
+        let pointer = pointer_of(&e);
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data => ApiProblem::with_errors(
+                ProblemKind::ValidationFailed,
+                vec![Problem::at_pointer(pointer, describe(&inner))],
+            ),
+            // serde_json calls a number, list or `true` where a name (an enum) belongs
+            // a syntax error ("expected value"); the body is JSON, so say what it is.
+            Category::Syntax
+                if !pointer.is_empty()
+                    && !inner.to_string().starts_with("recursion limit")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+            {
+                ApiProblem::with_errors(
+                    ProblemKind::ValidationFailed,
+                    vec![Problem::at_pointer(
+                        pointer,
+                        "invalid type: expected a string, one of the names this field takes",
+                    )],
+                )
+            }
+            _ => ApiProblem::new(ProblemKind::MalformedJson, inner.to_string()),
+        }
+    })?;
+    // Trailing characters after the value are malformed JSON, as serde_json::from_slice says.
+    de.end()
+        .map_err(|e| ApiProblem::new(ProblemKind::MalformedJson, e.to_string()))?;
+    Ok(value)
 }
 
 /// The JSON pointer of the value a deserialisation error is about: its path, and for a

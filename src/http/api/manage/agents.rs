@@ -117,6 +117,38 @@ pub struct NewAgent {
     #[serde(default)]
     #[schema(examples("US"), pattern = "^[A-Za-z]{2}$")]
     region: Option<String>,
+    /// A document (as `GET …/draft` gives it, from this server or another) to import into
+    /// the new agent's draft, which is then published when you choose; without one the
+    /// draft is the published First Flow that greets callers.
+    #[serde(default)]
+    #[schema(value_type = Option<AgentDocumentSchema>)]
+    document: Option<Value>,
+}
+
+/// [`NewAgent`], read as [`ApiJson`] reads a body but up to a document's size.
+pub struct NewAgentBody(NewAgent);
+
+impl axum::extract::FromRequest<AppState> for NewAgentBody {
+    type Rejection = ApiProblem;
+
+    async fn from_request(req: axum::extract::Request, app: &AppState) -> Result<Self, ApiProblem> {
+        let (parts, body) = req.into_parts();
+        crate::http::body::require_json(&parts.headers)?;
+        let limit = app.body_limit.max(super::DOCUMENT_LIMIT);
+        let bytes = crate::http::body::read_limited(&parts.headers, body, limit).await?;
+        crate::http::api::api_json(&bytes).map(NewAgentBody)
+    }
+}
+
+/// An agent just made: with a document, the Webhook actions' endpoints made for its draft
+/// (each key shown this once) and what would stop the draft's publish.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedAgent {
+    #[serde(flatten)]
+    agent: AgentSummary,
+    webhooks: Vec<NewWebhook>,
+    problems: Vec<Problem>,
 }
 
 /// A Webhook action's endpoint just made: its key is shown this once.
@@ -153,27 +185,59 @@ fn region_of(text: Option<&str>) -> Result<Region, AppError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/agents", tag = "manage", operation_id = "createAgent",
-    summary = "Create an agent",
-    description = "Its version 1, published, and its draft have a First Flow that greets callers.",
+    summary = "Create an agent, optionally from a document",
+    description = "Its version 1, published, and its draft have a First Flow that greets callers. With a `document`, the document is checked first (a refusal points into `/document/…` and creates nothing), then becomes the draft, to publish when you choose; its Webhook actions get their URLs and keys (shown this once).",
     request_body(content = NewAgent, content_type = "application/json"),
-    responses((status = 201, description = "The agent", body = AgentSummary,
+    responses((status = 201, description = "The agent", body = CreatedAgent,
         headers(("Location" = String, description = "`/api/v1/agents/{agentId}`"))), ManageErrors),
     security(("adminToken" = [])))]
 pub async fn create_agent(
     State(app): State<AppState>,
     who: ApiAdmin,
-    ApiJson(req): ApiJson<NewAgent>,
+    NewAgentBody(req): NewAgentBody,
 ) -> Result<Response, AppError> {
     let region = region_of(req.region.as_deref())?;
+    let doc = match &req.document {
+        None => None,
+        Some(value) => Some(AgentDocument::from_json(value).map_err(|problems| {
+            ApiProblem::with_errors(
+                ProblemKind::ValidationFailed,
+                problems.into_iter().map(under_document).collect(),
+            )
+        })?),
+    };
     let (a, _) = agents::create(&app.db, &req.name, region, None, &who.by())
         .await
         .map_err(name_problem)?;
+    let mut created = Vec::new();
+    if let Some(doc) = &doc {
+        match crate::drafts::replace(&app.db, a.id, doc, None, &who.by()).await {
+            Ok(saved) => created = saved.created,
+            Err(e) => {
+                // Nothing is made of a request that is refused.
+                agents::delete(&app.db, a.id).await?;
+                app.catalog.invalidate();
+                return Err(e.into());
+            }
+        }
+    }
     app.catalog.invalidate();
-    let mut res = json(StatusCode::CREATED, &summary(&app, &a).await?);
+    let body = CreatedAgent {
+        agent: summary(&app, &a).await?,
+        webhooks: new_webhooks(&app, &created),
+        problems: doc.as_ref().map(document::check).unwrap_or_default(),
+    };
+    let mut res = json(StatusCode::CREATED, &body);
     if let Ok(v) = format!("/api/v1/agents/{}", a.public_id).parse() {
         res.headers_mut().insert(axum::http::header::LOCATION, v);
     }
     Ok(res)
+}
+
+/// A problem of a document sent inside a request, pointed at where it is in the request.
+fn under_document(mut p: Problem) -> Problem {
+    p.pointer = Some(format!("/document{}", p.pointer.as_deref().unwrap_or("")));
+    p
 }
 
 /// A name refused by the store, pointed at.

@@ -826,22 +826,11 @@ fn explain_edit(e: drafts::EditError) -> anyhow::Error {
 }
 
 async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> anyhow::Result<()> {
-    use crate::connect::{Mapping, Platform, wait_cap};
+    use crate::connect::{Mapping, Platform};
     use crate::store::connections::{self, NewConnection};
     let shown = |c: &connections::ConnectionRow| {
-        let p = c.platform();
-        json!({
-            "id": c.id,
-            "agentId": c.agent_public_id,
-            "platform": p.as_str(),
-            "name": c.name,
-            "url": crate::http::connect::url(public_url, &c.slug),
-            "scheme": c.scheme(),
-            "mapping": c.mapping(),
-            "deadlineMs": c.deadline_ms,
-            "maxWaitMs": wait_cap(p, c.deadline_ms).as_millis() as i64,
-            "createdAt": rfc3339(c.created_at),
-        })
+        serde_json::to_value(crate::http::api::manage::connections::view(public_url, c))
+            .expect("a connection serialises")
     };
     match c {
         ConnectionCommand::Create {
@@ -871,7 +860,17 @@ async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> 
                     .flow_agents
                     .insert(flow.trim().to_owned(), id.trim().to_owned());
             }
-            mapping.check()?;
+            mapping.check(platform)?;
+            // Left out, the name is the platform's; given, it must be a name.
+            let name = match name
+                .as_deref()
+                .map(|n| crate::domain::text::check_name(n, 100))
+            {
+                None => platform.label().to_owned(),
+                Some(Ok(Some(n))) => n,
+                Some(Ok(None)) => anyhow::bail!("--name: a name is 1 to 100 characters"),
+                Some(Err(e)) => anyhow::bail!("--name: {e}"),
+            };
             let deadline_ms = deadline_ms.unwrap_or(platform.deadline_ms());
             crate::http::api::manage::connections::check_deadline(platform, deadline_ms)
                 .map_err(anyhow::Error::msg)?;
@@ -880,7 +879,7 @@ async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> 
                 NewConnection {
                     agent_id: agent.id,
                     platform,
-                    name: name.unwrap_or_else(|| platform.label().to_owned()),
+                    name,
                     secret,
                     secret_kind: kind,
                     mapping,

@@ -21,8 +21,9 @@ pub struct Cli {
     )]
     pub database_url: DatabaseUrl,
 
-    /// Base of generated webhook URLs, as senders reach this server
-    /// (default: http:// and the bind address).
+    /// Base of the URLs made for webhooks and voice platforms, as senders and platforms
+    /// reach this server (default: http:// and the server's bind address, PRECALL_BIND;
+    /// give it to the CLI's commands too, so that the URLs they print are the server's).
     #[arg(long, env = "PRECALL_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
 

@@ -195,10 +195,20 @@ pub struct MappingProblem {
 }
 
 impl Mapping {
-    /// Checks ids: 1 to 200 visible characters, flow keys as documents have them.
-    pub fn check(&self) -> Result<(), MappingProblem> {
+    /// Checks ids: 1 to 200 visible characters, flow keys as documents have them; and that
+    /// the platform routes to agents at all (Twilio runs the flows itself: it has none).
+    pub fn check(&self, platform: Platform) -> Result<(), MappingProblem> {
         const ID: &str = "1 to 200 characters, no spaces";
         let problem = |part, what: String| Err(MappingProblem { part, what });
+        if platform == Platform::Twilio {
+            const NONE: &str = "Twilio runs the flows itself: it has no agents to map them to";
+            if self.default_agent.is_some() {
+                return problem(MappingPart::DefaultAgent, NONE.into());
+            }
+            if !self.flow_agents.is_empty() {
+                return problem(MappingPart::Flows, NONE.into());
+            }
+        }
         let id_ok = |s: &str| {
             !s.is_empty() && s.len() <= 200 && s.chars().all(|c| !c.is_control() && c != ' ')
         };
@@ -460,6 +470,27 @@ impl JsonRequest {
         (self.call_id.0.as_deref()).or_else(|| self.call_inbound.0.as_ref()?.call_id.0.as_deref())
     }
 
+    /// A Vapi message that wants no answer (`status-update`, `end-of-call-report`…): its type.
+    /// Vapi sends an assistant's messages to the phone number's server URL when the
+    /// assistant has none of its own, so they reach the connection as well as
+    /// `assistant-request`; they are acknowledged and start nothing. Messages that want an
+    /// answer Precall does not give (`tool-calls`…) are not among them: they are refused, so
+    /// that Vapi's logs say why.
+    /// <https://docs.vapi.ai/api-reference/messages/server-message>
+    pub fn vapi_notice(&self) -> Option<&str> {
+        const ANSWERED: [&str; 7] = [
+            "assistant-request",
+            "tool-calls",
+            "function-call",
+            "transfer-destination-request",
+            "knowledge-base-request",
+            "voice-request",
+            "call.endpointing.request",
+        ];
+        let kind = self.message.0.as_ref()?.r#type.0.as_deref()?;
+        (!kind.is_empty() && !ANSWERED.contains(&kind)).then_some(kind)
+    }
+
     /// Reads the request as `platform` sends it: who calls, which number, the call's id.
     /// `Err` names what is missing.
     pub fn inbound(&self, platform: Platform) -> Result<Inbound, String> {
@@ -574,7 +605,7 @@ mod tests {
             default_agent: Some("agent x".into()),
             ..Mapping::default()
         };
-        let e = m.check().unwrap_err();
+        let e = m.check(Platform::Retell).unwrap_err();
         assert_eq!(e.part, MappingPart::DefaultAgent);
         assert_eq!(
             e.to_string(),
@@ -582,7 +613,7 @@ mod tests {
         );
         m.default_agent = None;
         m.flow_agents.insert("main".into(), String::new());
-        let e = m.check().unwrap_err();
+        let e = m.check(Platform::Retell).unwrap_err();
         assert_eq!(e.part, MappingPart::Flow("main".into()));
         assert_eq!(
             e.to_string(),
@@ -590,7 +621,7 @@ mod tests {
         );
         m.flow_agents = [("no key!".to_owned(), "a".to_owned())].into();
         assert_eq!(
-            m.check().unwrap_err().to_string(),
+            m.check(Platform::Retell).unwrap_err().to_string(),
             "flowAgents: \"no key!\" is not a flow key"
         );
     }
@@ -620,6 +651,15 @@ mod tests {
             ("+1555", Some("+1666"), Some("c1"))
         );
         let other = json!({"message": {"type": "status-update"}});
+        let parsed = JsonRequest::parse(other.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.vapi_notice(), Some("status-update"));
+        for wants_an_answer in ["assistant-request", "tool-calls", ""] {
+            let m = json!({"message": {"type": wants_an_answer}}).to_string();
+            let parsed = JsonRequest::parse(m.as_bytes()).unwrap().unwrap();
+            assert_eq!(parsed.vapi_notice(), None, "{wants_an_answer}");
+        }
         assert!(
             inbound_of(Platform::Vapi, &other)
                 .unwrap_err()
@@ -709,12 +749,18 @@ mod tests {
         assert_eq!(m.agent_for(Some("sales")), Some("agent_sales"));
         assert_eq!(m.agent_for(Some("support")), Some("agent_main"));
         assert_eq!(m.agent_for(None), Some("agent_main"));
-        assert!(m.check().is_ok());
+        assert!(m.check(Platform::Retell).is_ok());
         let bad = Mapping {
             default_agent: Some("has space".into()),
             ..Mapping::default()
         };
-        assert!(bad.check().is_err());
+        assert!(bad.check(Platform::Retell).is_err());
+        // Twilio runs the flows itself: a mapping there means nothing, and is refused.
+        assert_eq!(
+            m.check(Platform::Twilio).unwrap_err().part,
+            MappingPart::DefaultAgent
+        );
+        assert!(Mapping::default().check(Platform::Twilio).is_ok());
     }
 
     #[test]

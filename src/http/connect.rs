@@ -60,6 +60,9 @@ struct Outcome {
     /// Answered, but the answer turns the call away (a pre-call End Call, or no platform
     /// agent to take it).
     declined: bool,
+    /// A platform's message about a call under way, acknowledged: not shown in the Test
+    /// viewer, which a call's dozens of them would flood.
+    notice: bool,
 }
 
 impl Outcome {
@@ -77,6 +80,7 @@ impl Outcome {
             inbound,
             call_id: None,
             declined: false,
+            notice: false,
         }
     }
 }
@@ -128,6 +132,9 @@ async fn receive(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Signature"),
         );
+    }
+    if outcome.notice {
+        return res;
     }
     let inbound = outcome.inbound;
     app.connect.record(
@@ -233,6 +240,20 @@ async fn handle(
             );
         }
     };
+    if platform == Platform::Vapi
+        && let Some(kind) = json.vapi_notice()
+    {
+        return Outcome {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: "{}".into(),
+            verdict: format!("acknowledged: {kind}, a Vapi message that wants no answer"),
+            inbound: None,
+            call_id: None,
+            declined: false,
+            notice: true,
+        };
+    }
     let inbound = match json.inbound(platform) {
         Ok(i) => i,
         Err(e) => {
@@ -254,6 +275,7 @@ async fn handle(
         call_id: Some(started.call_id),
         inbound: Some(inbound),
         declined,
+        notice: false,
     }
 }
 
@@ -342,6 +364,7 @@ fn twiml_outcome(
         inbound,
         call_id: call,
         declined: false,
+        notice: false,
     }
 }
 

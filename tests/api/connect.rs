@@ -96,11 +96,11 @@ pub fn connect(app: &TestApp, agent: &str, platform: &str, secret: &str, extra: 
         platform,
         "--secret",
         secret,
-        "--default-agent",
-        "agent_main",
-        "--flow-agent",
-        "vip=agent_vip",
     ];
+    // Twilio runs the flows itself; the others hand each flow to one of their agents.
+    if platform != "twilio" {
+        args.extend(["--default-agent", "agent_main", "--flow-agent", "vip=agent_vip"]);
+    }
     args.extend_from_slice(extra);
     app.cli_json(&args)["url"].as_str().unwrap().to_owned()
 }
@@ -461,6 +461,44 @@ async fn a_synthflow_body_that_is_not_json_and_json_nested_too_deep_are_refused_
             .starts_with("the body nests objects or lists more than 128 deep"),
         "{p}"
     );
+    assert_calls(&app, &agent, 0).await;
+}
+
+/// Vapi sends an assistant's messages to the phone number's server URL when the assistant
+/// has none of its own; only some want an answer
+/// (https://docs.vapi.ai/api-reference/messages/server-message).
+#[tokio::test]
+async fn vapi_messages_that_want_no_answer_are_acknowledged_and_start_nothing() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("US");
+    let vapi = connect(&app, &agent, "vapi", "vapi-secret", &[]);
+    let send = |secret: &'static str, kind: &str| {
+        app.client
+            .post(&vapi)
+            .header("authorization", format!("Bearer {secret}"))
+            .json(&json!({"message": {"type": kind, "timestamp": 1, "call": {"id": format!("c-{kind}"), "customer": {"number": "+12125550180"}}}}))
+            .send()
+    };
+    for kind in [
+        "status-update",
+        "end-of-call-report",
+        "conversation-update",
+        "hang",
+    ] {
+        let res = send("vapi-secret", kind).await.unwrap();
+        assert_eq!(res.status(), 200, "{kind}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({}), "{kind}");
+    }
+    // A message that wants an answer Precall does not give is refused, saying so.
+    let res = send("vapi-secret", "tool-calls").await.unwrap();
+    assert_eq!(res.status(), 422);
+    let p: Value = res.json().await.unwrap();
+    assert!(
+        p["detail"].as_str().unwrap().contains("\"tool-calls\""),
+        "{p}"
+    );
+    // Still verified first.
+    assert_eq!(send("guess", "status-update").await.unwrap().status(), 401);
     assert_calls(&app, &agent, 0).await;
 }
 
@@ -985,12 +1023,13 @@ async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible
         "--agent",
         &agent,
         "--platform",
-        "twilio",
+        "vapi",
         "--secret",
         "tok",
         "--default-agent",
         "asst_1",
     ]);
+    assert_eq!(made["agentId"], agent.as_str(), "{made}");
     let one = format!("{api}/{}", made["id"]);
     for (method, url, body, pointer, says) in [
         // serde would read a struct from a list of its fields, in order.
@@ -1059,6 +1098,29 @@ async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible
             Some("/name"),
             "control",
         ),
+        // A name sent is a name: only a name left out is the platform's.
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": "twilio", "secret": "s3cret", "name": "   "}"#,
+            Some("/name"),
+            "1 to 100 characters",
+        ),
+        // Twilio runs the flows itself: there is no agent of its to map a flow to.
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": "twilio", "secret": "s3cret", "mapping": {"defaultAgent": "a"}}"#,
+            Some("/mapping/defaultAgent"),
+            "Twilio runs the flows itself",
+        ),
+        (
+            reqwest::Method::POST,
+            api.clone(),
+            r#"{"platform": "twilio", "secret": "s3cret", "mapping": {"flowAgents": {"main": "a"}}}"#,
+            Some("/mapping/flowAgents"),
+            "Twilio runs the flows itself",
+        ),
     ] {
         let (status, problem) = send(method, url, body).await;
         assert_eq!(status, 422, "{body}: {problem}");
@@ -1069,10 +1131,41 @@ async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible
             "{body}: {problem}"
         );
     }
+    // The CLI refuses the same.
+    for (args, says) in [
+        (["--name", "   "], "--name: a name is 1 to 100 characters"),
+        (["--default-agent", "a"], "Twilio runs the flows itself"),
+    ] {
+        let mut all = vec![
+            "connection",
+            "create",
+            "--agent",
+            &agent,
+            "--platform",
+            "twilio",
+            "--secret",
+            "tok",
+        ];
+        all.extend(args);
+        let error = app.cli_refused(&all);
+        assert!(error.contains(says), "{error}");
+    }
     // Nothing changed: one connection, its name and mapping as made.
     let list = app.cli_json(&["connection", "list", "--agent", &agent]);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
-    assert_eq!(list[0]["name"], "Twilio", "{list}");
+    assert_eq!(list[0]["name"], "Vapi", "{list}");
+    // The API shows a connection as the CLI's --json does.
+    let from_api: Value = app
+        .client
+        .get(&api)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(from_api["connections"], list);
     assert_eq!(list[0]["mapping"]["defaultAgent"], "asst_1", "{list}");
 }
 

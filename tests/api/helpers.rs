@@ -207,6 +207,24 @@ impl TestApp {
         run_cli(&self.database_url, &self.address, args)
     }
 
+    /// Runs the binary, which must fail: its error output.
+    pub fn cli_refused(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("PRECALL_DATABASE_URL", &self.database_url)
+            .env("PRECALL_PUBLIC_URL", &self.address)
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("the precall binary runs");
+        assert!(
+            !out.status.success(),
+            "precall {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let mut args = args.to_vec();
         args.push("--json");

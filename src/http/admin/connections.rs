@@ -461,7 +461,7 @@ async fn save_mapping(
     };
     let checked = unknown.map_or(Ok(()), Err).and_then(|()| {
         mapping
-            .check()
+            .check(c.platform())
             .map_err(labelled)
             .and_then(|()| deadline.map_or(Ok(()), |d| check_deadline(c.platform(), d)))
     });

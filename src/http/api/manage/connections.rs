@@ -37,6 +37,9 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionView {
     id: i64,
+    /// The agent whose calls it starts.
+    #[schema(examples("oJvfgs3Eg8DEMOGnQES7"))]
+    agent_id: String,
     platform: Platform,
     name: String,
     /// The URL to paste into the platform.
@@ -55,13 +58,15 @@ pub struct ConnectionView {
     created_at: String,
 }
 
-pub fn view(app: &AppState, c: &ConnectionRow) -> ConnectionView {
+/// A connection as the API and the CLI show it, its URL on `public_url`.
+pub fn view(public_url: &str, c: &ConnectionRow) -> ConnectionView {
     let platform = c.platform();
     ConnectionView {
         id: c.id,
+        agent_id: c.agent_public_id.clone(),
         platform,
         name: c.name.clone(),
-        url: crate::http::connect::url(&app.public_url, &c.slug),
+        url: crate::http::connect::url(public_url, &c.slug),
         scheme: c.scheme().map(str::to_owned),
         secret_last_chars: c.secret_last_chars.clone(),
         mapping: c.mapping(),
@@ -136,7 +141,7 @@ pub async fn list_connections(
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
     let rows = connections::of_agent(&app.db, a.id).await?;
-    let connections = rows.iter().map(|c| view(&app, c)).collect();
+    let connections = rows.iter().map(|c| view(&app.public_url, c)).collect();
     Ok(json(StatusCode::OK, &ConnectionList { connections }))
 }
 
@@ -189,12 +194,16 @@ pub async fn create_connection(
             )
         })?;
     let mapping = req.mapping.unwrap_or_default();
-    mapping.check().map_err(mapping_problem)?;
+    mapping.check(req.platform).map_err(mapping_problem)?;
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
     check_deadline(req.platform, deadline_ms).map_err(|e| invalid("deadlineMs", e))?;
-    let name = check_name(req.name.as_deref().unwrap_or(""), 100)
-        .map_err(|e| invalid("name", e))?
-        .unwrap_or_else(|| req.platform.label().to_owned());
+    // Left out, the name is the platform's; sent, it must be a name.
+    let name = match req.name.as_deref().map(|n| check_name(n, 100)) {
+        None => req.platform.label().to_owned(),
+        Some(Ok(Some(n))) => n,
+        Some(Ok(None)) => return Err(invalid("name", "a name is 1 to 100 characters")),
+        Some(Err(e)) => return Err(invalid("name", e)),
+    };
     let row = connections::create(
         &app.db,
         NewConnection {
@@ -209,7 +218,7 @@ pub async fn create_connection(
     )
     .await?;
     app.catalog.invalidate();
-    Ok(json(StatusCode::CREATED, &view(&app, &row)))
+    Ok(json(StatusCode::CREATED, &view(&app.public_url, &row)))
 }
 
 /// What to change of a connection (what is left out stays).
@@ -274,7 +283,7 @@ pub async fn update_connection(
         (None, None) => None,
     };
     if let Some(m) = &req.mapping {
-        m.check().map_err(mapping_problem)?;
+        m.check(platform).map_err(mapping_problem)?;
     }
     if let Some(d) = req.deadline_ms {
         check_deadline(platform, d).map_err(|e| invalid("deadlineMs", e))?;
@@ -299,7 +308,7 @@ pub async fn update_connection(
     .await?;
     app.catalog.invalidate();
     let row = connection_of(&app, a.id, &connection).await?;
-    Ok(json(StatusCode::OK, &view(&app, &row)))
+    Ok(json(StatusCode::OK, &view(&app.public_url, &row)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/agents/{agentId}/connections/{connectionId}", tag = "manage", operation_id = "deleteConnection",

@@ -271,13 +271,9 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             let (agent, created) = match (agent, new) {
                 (_, Some(name)) => {
                     let region = Region::parse(&region).map_err(anyhow::Error::msg)?;
-                    let (agent, _) = agents::create(db, &name, region, None, &by())
+                    agents::create_importing(db, &name, region, &doc, &by())
                         .await
-                        .map_err(explain)?;
-                    let saved = drafts::replace(db, agent.id, &doc, None, &by())
-                        .await
-                        .map_err(explain_edit)?;
-                    (agent, saved.created)
+                        .map_err(explain)?
                 }
                 (Some(id), None) => {
                     let agent = find_agent(db, &id).await?;

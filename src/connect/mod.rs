@@ -473,22 +473,29 @@ impl JsonRequest {
     /// A Vapi message that wants no answer (`status-update`, `end-of-call-report`…): its type.
     /// Vapi sends an assistant's messages to the phone number's server URL when the
     /// assistant has none of its own, so they reach the connection as well as
-    /// `assistant-request`; they are acknowledged and start nothing. Messages that want an
-    /// answer Precall does not give (`tool-calls`…) are not among them: they are refused, so
-    /// that Vapi's logs say why.
-    /// <https://docs.vapi.ai/api-reference/messages/server-message>
+    /// `assistant-request`; they are acknowledged and start nothing. Only the types Vapi
+    /// lists as informational are: one that wants an answer Precall does not give
+    /// (`tool-calls`, `transfer-destination-request`…), or one Vapi adds later, is refused,
+    /// so that Vapi's logs say why.
+    /// <https://docs.vapi.ai/api-reference/messages/server-message>,
+    /// <https://docs.vapi.ai/server-url/events>
     pub fn vapi_notice(&self) -> Option<&str> {
-        const ANSWERED: [&str; 7] = [
-            "assistant-request",
-            "tool-calls",
-            "function-call",
-            "transfer-destination-request",
-            "knowledge-base-request",
-            "voice-request",
-            "call.endpointing.request",
+        const NOTICES: [&str; 12] = [
+            "conversation-update",
+            "end-of-call-report",
+            "hang",
+            "language-changed",
+            "language-change-detected",
+            "model-output",
+            "speech-update",
+            "status-update",
+            "transcript",
+            "transfer-update",
+            "user-interrupted",
+            "voice-input",
         ];
         let kind = self.message.0.as_ref()?.r#type.0.as_deref()?;
-        (!kind.is_empty() && !ANSWERED.contains(&kind)).then_some(kind)
+        NOTICES.contains(&kind).then_some(kind)
     }
 
     /// Reads the request as `platform` sends it: who calls, which number, the call's id.
@@ -655,7 +662,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(parsed.vapi_notice(), Some("status-update"));
-        for wants_an_answer in ["assistant-request", "tool-calls", ""] {
+        for wants_an_answer in [
+            "assistant-request",
+            "tool-calls",
+            "handoff-destination-request",
+            "phone-call-control",
+            "",
+        ] {
             let m = json!({"message": {"type": wants_an_answer}}).to_string();
             let parsed = JsonRequest::parse(m.as_bytes()).unwrap().unwrap();
             assert_eq!(parsed.vapi_notice(), None, "{wants_an_answer}");

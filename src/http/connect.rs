@@ -89,6 +89,10 @@ fn unauthorized(e: VerifyError) -> ApiProblem {
     ApiProblem::new(ProblemKind::Unauthorized, e.to_string())
 }
 
+/// The largest body a Vapi connection reads: a long call's end-of-call-report is larger
+/// than a webhook.
+const VAPI_BODY_LIMIT: usize = 4 << 20;
+
 async fn receive(
     State(app): State<AppState>,
     Path(slug): Path<String>,
@@ -106,7 +110,14 @@ async fn receive(
         }
         Err(e) => return AppError::from(e).into_response(),
     };
-    let outcome = match read_limited(&headers, body, app.body_limit).await {
+    // Vapi's end-of-call-report (acknowledged, see `vapi_notice`) carries the whole call's
+    // transcript and messages.
+    let limit = if target.platform == Platform::Vapi {
+        app.body_limit.max(VAPI_BODY_LIMIT)
+    } else {
+        app.body_limit
+    };
+    let outcome = match read_limited(&headers, body, limit).await {
         Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
         Err(p) => Outcome::refused(p, None),
     };

@@ -45,6 +45,30 @@ pub async fn create(
     doc: Option<&AgentDocument>,
     by: &str,
 ) -> Result<(Agent, Vec<NewEndpoint>), StoreError> {
+    create_with(db, name, region, doc, None, by).await
+}
+
+/// Creates an agent whose version 1 (published) greets callers and whose draft is `draft`,
+/// in one transaction: an import that is refused leaves no agent. Returns the endpoints made
+/// for the draft's Webhook actions.
+pub async fn create_importing(
+    db: &Db,
+    name: &str,
+    region: Region,
+    draft: &AgentDocument,
+    by: &str,
+) -> Result<(Agent, Vec<NewEndpoint>), StoreError> {
+    create_with(db, name, region, None, Some(draft), by).await
+}
+
+async fn create_with(
+    db: &Db,
+    name: &str,
+    region: Region,
+    doc: Option<&AgentDocument>,
+    draft: Option<&AgentDocument>,
+    by: &str,
+) -> Result<(Agent, Vec<NewEndpoint>), StoreError> {
     let name = check_name(name)?;
     let now = now_ms();
     let public_id = AgentId::generate();
@@ -55,8 +79,11 @@ pub async fn create(
          RETURNING id, public_id, name, default_region, published_version, created_at",
     ).bind(public_id.as_str()).bind(name).bind(region.code()).bind(now).fetch_one)?;
     let fresh = AgentDocument::new_agent();
-    let created =
+    let mut created =
         super::documents::start_agent(&mut tx, agent.id, doc.unwrap_or(&fresh), by).await?;
+    if let Some(draft) = draft {
+        created = super::documents::import_draft(&mut tx, agent.id, draft, by).await?;
+    }
     tx.commit().await?;
     Ok((
         Agent {

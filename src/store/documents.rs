@@ -493,6 +493,17 @@ pub async fn start_agent(
     Ok(saved.created)
 }
 
+/// Replaces a new agent's draft with `doc` in the transaction that made it: the endpoints
+/// made for its Webhook actions.
+pub async fn import_draft(
+    tx: &mut Tx,
+    agent_id: i64,
+    doc: &AgentDocument,
+    by: &str,
+) -> Result<Vec<NewEndpoint>, StoreError> {
+    Ok(write_draft(tx, agent_id, doc, None, by).await?.created)
+}
+
 /// Moves what the tables before versioned documents hold (flows, blocks, pre-call Filter and
 /// End Call actions, variables) into each agent's draft and version 1, once, when the
 /// server starts: keys are made from the old ids (`f12`, `b34`, `a5`).

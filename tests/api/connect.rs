@@ -99,7 +99,12 @@ pub fn connect(app: &TestApp, agent: &str, platform: &str, secret: &str, extra: 
     ];
     // Twilio runs the flows itself; the others hand each flow to one of their agents.
     if platform != "twilio" {
-        args.extend(["--default-agent", "agent_main", "--flow-agent", "vip=agent_vip"]);
+        args.extend([
+            "--default-agent",
+            "agent_main",
+            "--flow-agent",
+            "vip=agent_vip",
+        ]);
     }
     args.extend_from_slice(extra);
     app.cli_json(&args)["url"].as_str().unwrap().to_owned()
@@ -489,14 +494,33 @@ async fn vapi_messages_that_want_no_answer_are_acknowledged_and_start_nothing() 
         assert_eq!(res.status(), 200, "{kind}");
         assert_eq!(res.json::<Value>().await.unwrap(), json!({}), "{kind}");
     }
-    // A message that wants an answer Precall does not give is refused, saying so.
-    let res = send("vapi-secret", "tool-calls").await.unwrap();
-    assert_eq!(res.status(), 422);
-    let p: Value = res.json().await.unwrap();
-    assert!(
-        p["detail"].as_str().unwrap().contains("\"tool-calls\""),
-        "{p}"
-    );
+    // A long call's report is larger than a webhook's body limit (64 KiB).
+    let said: Vec<Value> = (0..2_000)
+        .map(|i| json!({"role": "user", "message": format!("turn {i}: I would like to talk about my order"), "time": i}))
+        .collect();
+    let report = json!({"message": {"type": "end-of-call-report", "call": {"id": "c-long"}, "artifact": {"messages": said}}});
+    assert!(report.to_string().len() > 64 * 1024);
+    let res = app
+        .client
+        .post(&vapi)
+        .header("authorization", "Bearer vapi-secret")
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // A message that wants an answer Precall does not give is refused, saying so, and so is
+    // a type Vapi does not list as wanting none.
+    for kind in [
+        "tool-calls",
+        "handoff-destination-request",
+        "some-new-request",
+    ] {
+        let res = send("vapi-secret", kind).await.unwrap();
+        assert_eq!(res.status(), 422, "{kind}");
+        let p: Value = res.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains(kind), "{p}");
+    }
     // Still verified first.
     assert_eq!(send("guess", "status-update").await.unwrap().status(), 401);
     assert_calls(&app, &agent, 0).await;

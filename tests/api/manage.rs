@@ -250,6 +250,25 @@ async fn an_agent_created_from_a_document_has_it_as_its_draft_and_a_refused_one_
     assert_eq!(from_create, from_put);
     assert_eq!(api.publish(agent, "From code").await["version"], 2);
 
+    // One that holds together but could not be published yet is made, and says what is left,
+    // pointing into the request as a refusal does.
+    let mut unfinished = handwritten();
+    unfinished["flows"][0]["blocks"][0]["message"] = json!("Hi {{nmae}}.");
+    let res = api
+        .send(
+            Method::POST,
+            "/agents",
+            Some(&json!({"name": "Unfinished", "document": unfinished})),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let made: Value = res.json().await.unwrap();
+    assert_eq!(
+        made["problems"][0]["pointer"], "/document/flows/0/blocks/0",
+        "{made}"
+    );
+
     // A document that does not hold together makes no agent, and says where, inside the
     // request, each problem is.
     let before = api.json(Method::GET, "/agents", None).await["agents"]

@@ -186,7 +186,7 @@ fn region_of(text: Option<&str>) -> Result<Region, AppError> {
 
 #[utoipa::path(post, path = "/api/v1/agents", tag = "manage", operation_id = "createAgent",
     summary = "Create an agent, optionally from a document",
-    description = "Its version 1, published, and its draft have a First Flow that greets callers. With a `document`, the document is checked first (a refusal points into `/document/…` and creates nothing), then becomes the draft, to publish when you choose; its Webhook actions get their URLs and keys (shown this once).",
+    description = "Its version 1, published, and its draft have a First Flow that greets callers. With a `document`, the document is checked first (a refusal points into `/document/…` and creates nothing), then becomes the draft, to publish when you choose; the answer adds its Webhook actions' URLs and keys (shown this once) and what would stop its publish, pointing into `/document/…` too.",
     request_body(content = NewAgent, content_type = "application/json"),
     responses((status = 201, description = "The agent", body = CreatedAgent,
         headers(("Location" = String, description = "`/api/v1/agents/{agentId}`"))), ManageErrors),
@@ -206,26 +206,19 @@ pub async fn create_agent(
             )
         })?),
     };
-    let (a, _) = agents::create(&app.db, &req.name, region, None, &who.by())
-        .await
-        .map_err(name_problem)?;
-    let mut created = Vec::new();
-    if let Some(doc) = &doc {
-        match crate::drafts::replace(&app.db, a.id, doc, None, &who.by()).await {
-            Ok(saved) => created = saved.created,
-            Err(e) => {
-                // Nothing is made of a request that is refused.
-                agents::delete(&app.db, a.id).await?;
-                app.catalog.invalidate();
-                return Err(e.into());
-            }
-        }
+    let (a, created) = match &doc {
+        None => agents::create(&app.db, &req.name, region, None, &who.by()).await,
+        Some(doc) => agents::create_importing(&app.db, &req.name, region, doc, &who.by()).await,
     }
+    .map_err(name_problem)?;
     app.catalog.invalidate();
     let body = CreatedAgent {
         agent: summary(&app, &a).await?,
         webhooks: new_webhooks(&app, &created),
-        problems: doc.as_ref().map(document::check).unwrap_or_default(),
+        problems: doc
+            .as_ref()
+            .map(|d| document::check(d).into_iter().map(under_document).collect())
+            .unwrap_or_default(),
     };
     let mut res = json(StatusCode::CREATED, &body);
     if let Ok(v) = format!("/api/v1/agents/{}", a.public_id).parse() {

@@ -75,16 +75,9 @@ async fn a_call_is_read_back_by_its_id() {
         format!("/api/v1/calls/{}", started["callId"].as_str().unwrap())
     );
 
-    let read: Value = app
-        .client
-        .get(format!("{}{location}", app.address))
-        .bearer_auth(&setup.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = app
+        .get_json(&format!("{}{location}", app.address), &setup.token)
+        .await;
     for field in [
         "callId",
         "agentId",

@@ -1179,16 +1179,7 @@ async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["name"], "Vapi", "{list}");
     // The API shows a connection as the CLI's --json does.
-    let from_api: Value = app
-        .client
-        .get(&api)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let from_api = app.get_json(&api, &token).await;
     assert_eq!(from_api["connections"], list);
     assert_eq!(list[0]["mapping"]["defaultAgent"], "asst_1", "{list}");
 }

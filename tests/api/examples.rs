@@ -222,16 +222,9 @@ async fn fraud_detection_sends_risky_callers_to_verification_before_the_greeting
         .await
         .unwrap();
     assert_eq!(res.status(), 409);
-    let read: Value = app
-        .client
-        .get(format!("{}/api/v1/calls/{id}", app.address))
-        .bearer_auth(&setup.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = app
+        .get_json(&format!("{}/api/v1/calls/{id}", app.address), &setup.token)
+        .await;
     assert_eq!(read["outcome"], "transferred");
     assert_eq!(read["variables"]["verification_code"], "123456");
     let kinds: Vec<&str> = steps(&read)

@@ -207,6 +207,19 @@ impl TestApp {
         run_cli(&self.database_url, &self.address, args)
     }
 
+    /// GETs `url` (absolute) with a bearer `token`: the answer's JSON, whatever its status.
+    pub async fn get_json(&self, url: &str, token: &str) -> Value {
+        self.client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Runs the binary, which must fail: its error output.
     pub fn cli_refused(&self, args: &[&str]) -> String {
         let out = Command::new(BIN)

@@ -22,6 +22,20 @@ use crate::store::{
 };
 
 /// Runs one administrative command against the database at `database_url`.
+/// `println!` for the commands' output: a reader that has gone (`precall … | head`) ends
+/// the command quietly instead of a panic on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("writing to stdout: {e}");
+        }
+    }};
+}
+
 pub async fn run(command: Command, database_url: &str, public_url: &str) -> anyhow::Result<()> {
     let db = Db::open(database_url).await?;
     let before = servers::config_version(&db).await?;
@@ -109,13 +123,13 @@ async fn dispatch(command: Command, db: &Db, public_url: &str) -> anyhow::Result
             })
             .await
             .map_err(explain_edit)?;
-            println!(
+            out!(
                 "Declared {name} ({ty}) in the draft of {}.",
                 agent.public_id
             );
             if publish {
                 let n = publish_now(db, &agent, &format!("Variable {name} declared")).await?;
-                println!("Published as version {n}.");
+                out!("Published as version {n}.");
             }
             Ok(())
         }
@@ -235,7 +249,7 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
                     .ok_or_else(|| anyhow::anyhow!("{} has no version {number}", agent.public_id))?
                     .document
             };
-            println!("{}", doc.to_text());
+            out!("{}", doc.to_text());
         }
         AgentCommand::Import {
             args,
@@ -372,7 +386,7 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             let saved = documents::restore(db, agent.id, version, None, &by())
                 .await
                 .map_err(explain)?;
-            println!(
+            out!(
                 "Version {version} is the draft of {} again; publish it to run it.{}",
                 agent.public_id,
                 endpoints_text(&saved.created, public_url)
@@ -383,7 +397,7 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             documents::discard(db, agent.id, None, &by())
                 .await
                 .map_err(explain)?;
-            println!(
+            out!(
                 "The draft of {} is the published version again.",
                 agent.public_id
             );
@@ -671,7 +685,7 @@ async fn api_token_command(c: ApiTokenCommand, db: &Db) -> anyhow::Result<()> {
         }
         ApiTokenCommand::Revoke { id } => {
             api_tokens::revoke(db, id, None).await.map_err(explain)?;
-            println!("API token {id} revoked.");
+            out!("API token {id} revoked.");
         }
     }
     Ok(())
@@ -792,9 +806,9 @@ fn agent_json(a: &Agent) -> Value {
 
 fn print(as_json: bool, value: &Value, text: impl FnOnce() -> String) {
     if as_json {
-        println!("{value}");
+        out!("{value}");
     } else {
-        println!("{}", text());
+        out!("{}", text());
     }
 }
 
@@ -930,7 +944,7 @@ async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> 
         }
         ConnectionCommand::Delete { id } => {
             connections::delete_any(db, id).await.map_err(explain)?;
-            println!("Connection {id} deleted: its URL no longer answers.");
+            out!("Connection {id} deleted: its URL no longer answers.");
             Ok(())
         }
     }

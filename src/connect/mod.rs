@@ -196,17 +196,23 @@ pub struct MappingProblem {
 
 impl Mapping {
     /// Checks ids: 1 to 200 visible characters, flow keys as documents have them; and that
-    /// the platform routes to agents at all (Twilio runs the flows itself: it has none).
+    /// the platform routes to agents at all (Twilio runs the flows itself, and Telnyx's
+    /// assistant is told the flow: neither has agents to map to).
     pub fn check(&self, platform: Platform) -> Result<(), MappingProblem> {
         const ID: &str = "1 to 200 characters, no spaces";
         let problem = |part, what: String| Err(MappingProblem { part, what });
-        if platform == Platform::Twilio {
-            const NONE: &str = "Twilio runs the flows itself: it has no agents to map them to";
+        if !platform.routes_to_agents() {
+            let none = match platform {
+                Platform::Twilio => "Twilio runs the flows itself: it has no agents to map them to",
+                _ => {
+                    "Telnyx's assistant takes the call's flow as precall_flow: it has no agents to map them to"
+                }
+            };
             if self.default_agent.is_some() {
-                return problem(MappingPart::DefaultAgent, NONE.into());
+                return problem(MappingPart::DefaultAgent, none.into());
             }
             if !self.flow_agents.is_empty() {
-                return problem(MappingPart::Flows, NONE.into());
+                return problem(MappingPart::Flows, none.into());
             }
         }
         let id_ok = |s: &str| {
@@ -480,10 +486,20 @@ impl JsonRequest {
     /// <https://docs.vapi.ai/api-reference/messages/server-message>,
     /// <https://docs.vapi.ai/server-url/events>
     pub fn vapi_notice(&self) -> Option<&str> {
-        const NOTICES: [&str; 12] = [
+        const NOTICES: [&str; 22] = [
+            "assistant.started",
+            "call.deleted",
+            "call.delete.failed",
+            "chat.created",
+            "chat.deleted",
             "conversation-update",
             "end-of-call-report",
             "hang",
+            "session.created",
+            "session.deleted",
+            "session.updated",
+            "transcript[transcriptType=\"final\"]",
+            "transcript[transcriptType='final']",
             "language-changed",
             "language-change-detected",
             "model-output",
@@ -531,9 +547,15 @@ impl JsonRequest {
                 let m = self.message.0.as_ref();
                 let kind = m.and_then(|m| m.r#type.0.as_deref());
                 if kind != Some("assistant-request") {
+                    let was = match (m, kind) {
+                        (None, _) => return Err(
+                            "message is missing or not an object: this URL answers Vapi's assistant-request messages".into(),
+                        ),
+                        (Some(_), Some(k)) => format!("{k:?}"),
+                        (Some(m), None) => m.r#type.1.unwrap_or("missing").to_owned(),
+                    };
                     return Err(format!(
-                        "message.type is {}: this URL answers assistant-request messages",
-                        kind.map_or("missing".to_owned(), |k| format!("{k:?}"))
+                        "message.type is {was}: this URL answers assistant-request messages"
                     ));
                 }
                 let call = m.and_then(|m| m.call.0.as_deref());
@@ -744,10 +766,9 @@ mod tests {
             "data.payload.telnyx_end_user_target is true or false, not text"
         );
         let vapi = json!({"message": {"type": 5}});
-        assert!(
-            inbound_of(Platform::Vapi, &vapi)
-                .unwrap_err()
-                .contains("missing")
+        assert_eq!(
+            inbound_of(Platform::Vapi, &vapi).unwrap_err(),
+            "message.type is a number, not text: this URL answers assistant-request messages"
         );
         assert!(JsonRequest::parse(b"{\"call_inbound\": {").is_err());
         assert!(JsonRequest::parse(b"[1, 2]").unwrap().is_none());
@@ -774,6 +795,10 @@ mod tests {
             MappingPart::DefaultAgent
         );
         assert!(Mapping::default().check(Platform::Twilio).is_ok());
+        assert_eq!(
+            m.check(Platform::Telnyx).unwrap_err().part,
+            MappingPart::DefaultAgent
+        );
     }
 
     #[test]

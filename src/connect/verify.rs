@@ -229,14 +229,26 @@ impl Verifier {
                 }
             }
             Self::VapiSecret { hash } => {
-                let presented = (r.header)("x-vapi-secret")
-                    .or_else(|| (r.header)("authorization").and_then(crate::auth::bearer))
-                    .ok_or(VerifyError::Missing("X-Vapi-Secret", "Vapi"))?;
-                if hash.matches(&SecretHash::of(presented.trim())) {
+                // Either header may carry it (Vapi's Bearer credential uses Authorization);
+                // a request is taken when one of those it sends matches.
+                let header = (r.header)("x-vapi-secret");
+                let bearer = (r.header)("authorization").and_then(crate::auth::bearer);
+                if header.is_none() && bearer.is_none() {
+                    return Err(VerifyError::Missing("X-Vapi-Secret", "Vapi"));
+                }
+                if [header, bearer]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| hash.matches(&SecretHash::of(s.trim())))
+                {
                     Ok(vouched("vapi", &[r.body]))
                 } else {
                     Err(VerifyError::Mismatch(
-                        "X-Vapi-Secret",
+                        if header.is_some() {
+                            "X-Vapi-Secret"
+                        } else {
+                            "Authorization"
+                        },
                         "send the server secret given to this connection",
                     ))
                 }

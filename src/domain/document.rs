@@ -1422,6 +1422,12 @@ fn integrity(doc: &AgentDocument) -> Vec<Problem> {
                 );
             }
             match (&b.settings, first) {
+                (Block::Greeting { .. }, false) if doc.first_flow.is_none() => p(
+                    format!("{bp}/kind"),
+                    "only the First Flow begins with a greeting, and firstFlow names none: \
+                     name this flow's key there, or begin it with start"
+                        .into(),
+                ),
                 (Block::Greeting { .. }, false) => p(
                     format!("{bp}/kind"),
                     "only the First Flow begins with a greeting; this flow begins with start"
@@ -2053,6 +2059,21 @@ mod tests {
         // The First Flow begins with a greeting; the other flows with start.
         assert!(text.contains("/flows/0/blocks/0/kind"), "{text}");
         assert!(text.contains("/flows/1/blocks/0/kind"), "{text}");
+    }
+
+    #[test]
+    fn a_greeting_without_a_first_flow_says_that_first_flow_names_none() {
+        let mut value = example();
+        value["firstFlow"] = Value::Null;
+        let problems = AgentDocument::from_json(&value).unwrap_err();
+        let greeting = problems
+            .iter()
+            .find(|p| p.pointer.as_deref() == Some("/flows/0/blocks/0/kind"))
+            .expect("the greeting is pointed at");
+        assert!(
+            greeting.detail.contains("firstFlow names none"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
 
-/// Characters that draw nothing themselves (Unicode's format characters, Cf): a name of
-/// only these, and spaces, is an invisible link.
+/// Characters that draw nothing themselves (Unicode's format characters, Cf, and the
+/// blank letters: the Hangul fillers and the blank Braille pattern): a name of only these,
+/// and spaces, is an invisible link.
 fn is_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        '\u{115F}' | '\u{1160}' | '\u{2800}' | '\u{3164}' | '\u{FFA0}'
+        | '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
         | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}'
         | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
@@ -28,7 +30,11 @@ pub fn check_name(name: &str, max: usize) -> Result<Option<String>, String> {
     if name.chars().count() > max {
         return Err(format!("a name is 1 to {max} characters"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    // The line and paragraph separators break a line as a newline does.
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(format!(
             "a name cannot hold control characters (U+{:04X})",
             u32::from(c)
@@ -79,6 +85,12 @@ mod tests {
             "a\u{0}b",
             "line\nbreak",
             "bell\u{7}",
+            "line\u{2028}separator",
+            // Blank letters: Hangul fillers, the blank Braille pattern.
+            "\u{3164}\u{3164}",
+            "\u{115F}\u{1160}",
+            "\u{FFA0}",
+            "\u{2800}\u{2800}",
         ] {
             assert!(check_name(bad, 100).is_err(), "{bad:?}");
         }

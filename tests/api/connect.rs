@@ -97,8 +97,9 @@ pub fn connect(app: &TestApp, agent: &str, platform: &str, secret: &str, extra: 
         "--secret",
         secret,
     ];
-    // Twilio runs the flows itself; the others hand each flow to one of their agents.
-    if platform != "twilio" {
+    // Retell, Synthflow and Vapi hand each flow to one of their agents; Twilio runs the flows
+    // itself and Telnyx's assistant is told the flow.
+    if !matches!(platform, "twilio" | "telnyx") {
         args.extend([
             "--default-agent",
             "agent_main",
@@ -521,6 +522,52 @@ async fn vapi_messages_that_want_no_answer_are_acknowledged_and_start_nothing() 
         let p: Value = res.json().await.unwrap();
         assert!(p["detail"].as_str().unwrap().contains(kind), "{p}");
     }
+    // Vapi's final transcripts have a type of their own.
+    let res = send("vapi-secret", "transcript[transcriptType=\"final\"]")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // What is not a message, or has a type that is not text, is named.
+    for (body, says) in [
+        (json!({"message": 5}), "message is missing or not an object"),
+        (
+            json!({"message": {"type": 5}}),
+            "message.type is a number, not text",
+        ),
+    ] {
+        let res = app
+            .client
+            .post(&vapi)
+            .header("x-vapi-secret", "vapi-secret")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{body}");
+        let p: Value = res.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains(says), "{p}");
+    }
+    // Either header may carry the secret; a wrong one is named as sent.
+    let res = app
+        .client
+        .post(&vapi)
+        .header("x-vapi-secret", "stale")
+        .header("authorization", "Bearer vapi-secret")
+        .json(&json!({"message": {"type": "hang", "timestamp": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = send("guess", "hang").await.unwrap();
+    assert_eq!(res.status(), 401);
+    let p: Value = res.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the Authorization header does not match"),
+        "{p}"
+    );
     // Still verified first.
     assert_eq!(send("guess", "status-update").await.unwrap().status(), 401);
     assert_calls(&app, &agent, 0).await;
@@ -1121,6 +1168,14 @@ async fn the_connections_api_refuses_lists_for_objects_wrong_types_and_invisible
             "{\"name\": \"a\\u0000b\"}",
             Some("/name"),
             "control",
+        ),
+        // A scheme at fault is pointed at, not the secret beside it.
+        (
+            reqwest::Method::PATCH,
+            one.clone(),
+            r#"{"scheme": "md5", "secret": "x"}"#,
+            Some("/scheme"),
+            "scheme",
         ),
         // A name sent is a name: only a name left out is the platform's.
         (

@@ -199,12 +199,16 @@ pub async fn create_agent(
     let region = region_of(req.region.as_deref())?;
     let doc = match &req.document {
         None => None,
-        Some(value) => Some(AgentDocument::from_json(value).map_err(|problems| {
-            ApiProblem::with_errors(
-                ProblemKind::ValidationFailed,
-                problems.into_iter().map(under_document).collect(),
-            )
-        })?),
+        Some(value) => {
+            let doc = AgentDocument::from_json(value).map_err(|problems| {
+                ApiProblem::with_errors(
+                    ProblemKind::ValidationFailed,
+                    problems.into_iter().map(under_document).collect(),
+                )
+            })?;
+            super::fits(&doc)?;
+            Some(doc)
+        }
     };
     let (a, created) = match &doc {
         None => agents::create(&app.db, &req.name, region, None, &who.by()).await,

@@ -99,6 +99,18 @@ fn mapping_problem(e: crate::connect::MappingProblem) -> AppError {
     .into()
 }
 
+/// A secret or its scheme refused, pointed at whichever is at fault.
+fn secret_problem(e: String) -> AppError {
+    invalid(
+        if e.contains("scheme") {
+            "scheme"
+        } else {
+            "secret"
+        },
+        e,
+    )
+}
+
 /// A 422 naming the body's top-level `field`.
 fn invalid(field: &str, detail: impl Into<String>) -> AppError {
     ApiProblem::with_errors(
@@ -183,16 +195,7 @@ pub async fn create_connection(
 ) -> Result<Response, AppError> {
     let a = agent_of(&app, &id).await?;
     let (secret, kind) = connections::secret_for(req.platform, req.scheme.as_deref(), &req.secret)
-        .map_err(|e| {
-            invalid(
-                if e.contains("scheme") {
-                    "scheme"
-                } else {
-                    "secret"
-                },
-                e,
-            )
-        })?;
+        .map_err(secret_problem)?;
     let mapping = req.mapping.unwrap_or_default();
     mapping.check(req.platform).map_err(mapping_problem)?;
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
@@ -275,7 +278,7 @@ pub async fn update_connection(
     let secret = match (&req.secret, &req.scheme) {
         (Some(s), scheme) => Some(
             connections::secret_for(platform, scheme.as_deref().or(c.scheme()), s)
-                .map_err(|e| invalid("secret", e))?,
+                .map_err(secret_problem)?,
         ),
         (None, Some(_)) => {
             return Err(invalid("scheme", "a new scheme comes with its secret"));

@@ -135,10 +135,26 @@ impl FromRequest<AppState> for DocumentBody {
 
     async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiProblem> {
         let value = read_document_json(req, app).await?;
-        AgentDocument::from_json(&value)
-            .map(DocumentBody)
-            .map_err(|problems| ApiProblem::with_errors(ProblemKind::ValidationFailed, problems))
+        let doc = AgentDocument::from_json(&value)
+            .map_err(|problems| ApiProblem::with_errors(ProblemKind::ValidationFailed, problems))?;
+        fits(&doc)?;
+        Ok(DocumentBody(doc))
     }
+}
+
+/// A document that could be sent back: written out in full, as `GET …/draft` gives it
+/// (every field, defaults included), it is within [`DOCUMENT_LIMIT`].
+pub fn fits(doc: &AgentDocument) -> Result<(), ApiProblem> {
+    let size = doc.to_json().to_string().len();
+    if size > DOCUMENT_LIMIT {
+        return Err(ApiProblem::new(
+            ProblemKind::ValidationFailed,
+            format!(
+                "written out in full (every field, as GET …/draft gives it) the document is {size} bytes, over the {DOCUMENT_LIMIT} a PUT takes: it could not be sent back"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A request body that should be a document, read as JSON only (to validate it).

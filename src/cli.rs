@@ -268,6 +268,12 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             let text = read_input(&file)?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("the document is not JSON: {e}"))?;
+            if let Some((at, key)) = crate::domain::duplicates::first_repeated_key(text.as_bytes())
+            {
+                anyhow::bail!(
+                    "the document is not valid:\n  {at}: \"{key}\" is given twice in this object: give it once"
+                );
+            }
             let doc = AgentDocument::from_json(&value).map_err(|problems| {
                 anyhow::anyhow!(
                     "the document is not valid:\n{}",

@@ -2,6 +2,7 @@
 
 pub mod conditions;
 pub mod document;
+pub mod duplicates;
 pub mod flow;
 pub mod ids;
 pub mod layout;

@@ -375,6 +375,57 @@ async fn an_invalid_document_or_a_refused_publish_names_every_problem_by_pointer
     for p in ["/precall/0/waitMs", "/flows/1/blocks/1/colour"] {
         assert!(pointers.contains(&p), "{p} in {pointers:?}");
     }
+    // A key given twice would lose its first value: refused, pointed at, wherever it is.
+    let twice = handwritten().to_string().replacen(
+        r#""message":"Hi {{name|there}}.""#,
+        r#""message":"Hi.","message":"Hi {{name|there}}.""#,
+        1,
+    );
+    assert!(twice.contains(r#""message":"Hi.","message""#));
+    for (method, path, body, pointer) in [
+        (
+            Method::PUT,
+            format!("/agents/{agent}/draft"),
+            twice.clone(),
+            "/flows/0/blocks/0/message",
+        ),
+        (
+            Method::POST,
+            format!("/agents/{agent}/draft/validate"),
+            twice.clone(),
+            "/flows/0/blocks/0/message",
+        ),
+        (
+            Method::POST,
+            "/agents".to_owned(),
+            format!(r#"{{"name": "Twice", "document": {twice}}}"#),
+            "/document/flows/0/blocks/0/message",
+        ),
+    ] {
+        let res = api
+            .app
+            .client
+            .request(method, api.url(&path))
+            .bearer_auth(&api.token)
+            .header("if-match", &etag)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(res, 422, "validation-failed").await;
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{path}: {problem}"
+        );
+        assert!(
+            problem["errors"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("\"message\" is given twice"),
+            "{problem}"
+        );
+    }
     // The draft did not change.
     let (_, same) = api.draft(&agent).await;
     assert_eq!(same, etag);

@@ -136,7 +136,10 @@ impl axum::extract::FromRequest<AppState> for NewAgentBody {
         crate::http::body::require_json(&parts.headers)?;
         let limit = app.body_limit.max(super::DOCUMENT_LIMIT);
         let bytes = crate::http::body::read_limited(&parts.headers, body, limit).await?;
-        crate::http::api::api_json(&bytes).map(NewAgentBody)
+        let new = crate::http::api::api_json(&bytes).map(NewAgentBody)?;
+        // The document is read as a Value, which keeps the last of a repeated key.
+        super::no_repeated_keys(&bytes)?;
+        Ok(new)
     }
 }
 

@@ -162,8 +162,25 @@ pub async fn read_document_json(req: Request, app: &AppState) -> Result<Value, A
     let (parts, body) = req.into_parts();
     require_json(&parts.headers)?;
     let bytes = read_limited(&parts.headers, body, app.body_limit.max(DOCUMENT_LIMIT)).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiProblem::new(ProblemKind::MalformedJson, e.to_string()))
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiProblem::new(ProblemKind::MalformedJson, e.to_string()))?;
+    no_repeated_keys(&bytes)?;
+    Ok(value)
+}
+
+/// Refuses JSON (read already) in which an object repeats a key: serde_json would keep the
+/// last one, silently dropping the first.
+pub fn no_repeated_keys(json: &[u8]) -> Result<(), ApiProblem> {
+    match crate::domain::duplicates::first_repeated_key(json) {
+        None => Ok(()),
+        Some((pointer, key)) => Err(ApiProblem::with_errors(
+            ProblemKind::ValidationFailed,
+            vec![crate::domain::payload::Problem::at_pointer(
+                pointer,
+                format!("\"{key}\" is given twice in this object: give it once"),
+            )],
+        )),
+    }
 }
 
 /// The draft's ETag for `revision`.

@@ -74,15 +74,8 @@ async fn draft(b: &Browser, app: &TestApp, agent: &str) -> Value {
         "return document.getElementById('flow-canvas').dataset.token;",
     )
     .await;
-    app.client
-        .get(format!("{}/api/v1/agents/{agent}/draft", app.address))
-        .bearer_auth(token.as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let url = format!("{}/api/v1/agents/{agent}/draft", app.address);
+    app.get_json(&url, token.as_str().unwrap()).await
 }
 
 /// Presses `keys` one after the other on whatever has the focus.

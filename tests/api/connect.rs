@@ -581,15 +581,8 @@ async fn assert_calls(app: &TestApp, agent: &str, n: usize) {
 
 /// The agent's call history, through the management API.
 async fn agent_calls(app: &TestApp, agent: &str) -> Value {
-    app.client
-        .get(format!("{}/api/v1/agents/{agent}/calls", app.address))
-        .bearer_auth(api_token(app).await)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let url = format!("{}/api/v1/agents/{agent}/calls", app.address);
+    app.get_json(&url, &api_token(app).await).await
 }
 
 /// An admin API token (the first admin is made through the setup link).

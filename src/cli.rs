@@ -21,7 +21,6 @@ use crate::store::{
     Db, StoreError, actions, admins, api_tokens, deliveries, now_ms, rfc3339, servers, tokens,
 };
 
-/// Runs one administrative command against the database at `database_url`.
 /// `println!` for the commands' output: a reader that has gone (`precall … | head`) ends
 /// the command quietly instead of a panic on the broken pipe.
 macro_rules! out {
@@ -36,6 +35,7 @@ macro_rules! out {
     }};
 }
 
+/// Runs one administrative command against the database at `database_url`.
 pub async fn run(command: Command, database_url: &str, public_url: &str) -> anyhow::Result<()> {
     let db = Db::open(database_url).await?;
     let before = servers::config_version(&db).await?;
@@ -268,10 +268,11 @@ async fn agent_command(c: AgentCommand, db: &Db, public_url: &str) -> anyhow::Re
             let text = read_input(&file)?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("the document is not JSON: {e}"))?;
-            if let Some((at, key)) = crate::domain::duplicates::first_repeated_key(text.as_bytes())
-            {
+            if let Some(p) = crate::domain::duplicates::repeated_key(text.as_bytes()) {
                 anyhow::bail!(
-                    "the document is not valid:\n  {at}: \"{key}\" is given twice in this object: give it once"
+                    "the document is not valid:\n  {}: {}",
+                    p.pointer.as_deref().unwrap_or("(document)"),
+                    p.detail
                 );
             }
             let doc = AgentDocument::from_json(&value).map_err(|problems| {
@@ -878,15 +879,9 @@ async fn connection_command(c: ConnectionCommand, db: &Db, public_url: &str) -> 
             }
             mapping.check(platform)?;
             // Left out, the name is the platform's; given, it must be a name.
-            let name = match name
-                .as_deref()
-                .map(|n| crate::domain::text::check_name(n, 100))
-            {
-                None => platform.label().to_owned(),
-                Some(Ok(Some(n))) => n,
-                Some(Ok(None)) => anyhow::bail!("--name: a name is 1 to 100 characters"),
-                Some(Err(e)) => anyhow::bail!("--name: {e}"),
-            };
+            let name = crate::domain::text::given_name(name.as_deref(), 100)
+                .map_err(|e| anyhow::anyhow!("--name: {e}"))?
+                .unwrap_or_else(|| platform.label().to_owned());
             let deadline_ms = deadline_ms.unwrap_or(platform.deadline_ms());
             crate::http::api::manage::connections::check_deadline(platform, deadline_ms)
                 .map_err(anyhow::Error::msg)?;

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::payload::Problem;
+
 /// The JSON pointer of the first repeated key in `json`, and the key; `None` when no object
 /// repeats a key. A repeat is found as soon as it is read, even in a text that breaks off
 /// later, so read the text as JSON first: its reader says what is wrong with it.
@@ -21,6 +23,16 @@ pub fn first_repeated_key(json: &[u8]) -> Option<(String, String)> {
     }
     .deserialize(&mut de);
     found
+}
+
+/// [`first_repeated_key`] as a problem to show: its pointer, and what to do.
+pub fn repeated_key(json: &[u8]) -> Option<Problem> {
+    first_repeated_key(json).map(|(pointer, key)| {
+        Problem::at_pointer(
+            pointer,
+            format!("\"{key}\" is given twice in this object: give it once"),
+        )
+    })
 }
 
 fn pointer(path: &[String], last: &str) -> String {

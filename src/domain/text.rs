@@ -46,6 +46,15 @@ pub fn check_name(name: &str, max: usize) -> Result<Option<String>, String> {
     Ok(Some(name.to_owned()))
 }
 
+/// A name given where one may be left out: `None` when left out (the caller's default
+/// applies), else as [`check_name`] has it, and a blank one refused rather than defaulted.
+pub fn given_name(name: Option<&str>, max: usize) -> Result<Option<String>, String> {
+    match name.map(|n| check_name(n, max)).transpose()? {
+        Some(None) => Err(format!("a name is 1 to {max} characters")),
+        checked => Ok(checked.flatten()),
+    }
+}
+
 /// A struct read from a JSON object only. serde's derived `Deserialize` for a struct also
 /// takes a list of its fields in order, which an API documented with objects must refuse.
 #[derive(Debug)]
@@ -98,6 +107,14 @@ mod tests {
         assert_eq!(check_name("a\u{202E}b", 100), Ok(Some("a\u{202E}b".into())));
         assert!(check_name(&"w".repeat(101), 100).is_err());
         assert!(check_name(&"é".repeat(100), 100).is_ok());
+    }
+
+    #[test]
+    fn a_name_left_out_defaults_but_a_blank_one_given_is_refused() {
+        assert_eq!(given_name(None, 100), Ok(None));
+        assert_eq!(given_name(Some(" Main "), 100), Ok(Some("Main".into())));
+        assert!(given_name(Some("   "), 100).is_err());
+        assert!(given_name(Some("a\u{7}"), 100).is_err());
     }
 
     #[derive(Debug, Deserialize, PartialEq)]

@@ -427,6 +427,17 @@ async fn an_invalid_document_or_a_refused_publish_names_every_problem_by_pointer
         );
     }
     // The draft did not change.
+    // The CLI's import refuses it the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("twice.json");
+    std::fs::write(&file, &twice).unwrap();
+    let error = api
+        .app
+        .cli_refused(&["agent", "import", &agent, file.to_str().unwrap()]);
+    assert!(
+        error.contains("/flows/0/blocks/0/message: \"message\" is given twice"),
+        "{error}"
+    );
     let (_, same) = api.draft(&agent).await;
     assert_eq!(same, etag);
 

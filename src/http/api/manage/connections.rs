@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::{ApiAdmin, ManageErrors, agent_of, json};
 use crate::connect::{Mapping, Platform, wait_cap};
 use crate::domain::payload::Problem;
-use crate::domain::text::check_name;
+use crate::domain::text::given_name;
 use crate::error::{ApiProblem, AppError, ProblemKind};
 use crate::http::AppState;
 use crate::http::api::ApiJson;
@@ -201,12 +201,9 @@ pub async fn create_connection(
     let deadline_ms = req.deadline_ms.unwrap_or(req.platform.deadline_ms());
     check_deadline(req.platform, deadline_ms).map_err(|e| invalid("deadlineMs", e))?;
     // Left out, the name is the platform's; sent, it must be a name.
-    let name = match req.name.as_deref().map(|n| check_name(n, 100)) {
-        None => req.platform.label().to_owned(),
-        Some(Ok(Some(n))) => n,
-        Some(Ok(None)) => return Err(invalid("name", "a name is 1 to 100 characters")),
-        Some(Err(e)) => return Err(invalid("name", e)),
-    };
+    let name = given_name(req.name.as_deref(), 100)
+        .map_err(|e| invalid("name", e))?
+        .unwrap_or_else(|| req.platform.label().to_owned());
     let row = connections::create(
         &app.db,
         NewConnection {
@@ -291,12 +288,7 @@ pub async fn update_connection(
     if let Some(d) = req.deadline_ms {
         check_deadline(platform, d).map_err(|e| invalid("deadlineMs", e))?;
     }
-    let name = match req.name.as_deref().map(|n| check_name(n, 100)) {
-        Some(Ok(None)) => return Err(invalid("name", "a name is 1 to 100 characters")),
-        Some(Err(e)) => return Err(invalid("name", e)),
-        Some(Ok(Some(n))) => Some(n),
-        None => None,
-    };
+    let name = given_name(req.name.as_deref(), 100).map_err(|e| invalid("name", e))?;
     connections::update(
         &app.db,
         a.id,

@@ -171,14 +171,11 @@ pub async fn read_document_json(req: Request, app: &AppState) -> Result<Value, A
 /// Refuses JSON (read already) in which an object repeats a key: serde_json would keep the
 /// last one, silently dropping the first.
 pub fn no_repeated_keys(json: &[u8]) -> Result<(), ApiProblem> {
-    match crate::domain::duplicates::first_repeated_key(json) {
+    match crate::domain::duplicates::repeated_key(json) {
         None => Ok(()),
-        Some((pointer, key)) => Err(ApiProblem::with_errors(
+        Some(p) => Err(ApiProblem::with_errors(
             ProblemKind::ValidationFailed,
-            vec![crate::domain::payload::Problem::at_pointer(
-                pointer,
-                format!("\"{key}\" is given twice in this object: give it once"),
-            )],
+            vec![p],
         )),
     }
 }

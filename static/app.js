@@ -347,16 +347,65 @@ function startConnectViewer() {
     live.textContent = "Live: new requests appear as they arrive.";
     live.className = "live on";
   };
-  source.onerror = () => { live.textContent = "Reconnecting…"; live.className = "live"; };
+  const stopped = (why, href, label) => {
+    source.close();
+    live.textContent = why + " ";
+    const link = document.createElement("a");
+    link.href = href;
+    link.textContent = label;
+    live.appendChild(link);
+    live.className = "live";
+  };
+  source.onerror = () => {
+    // The browser gives up when the stream cannot be had again (the session ended, or the
+    // connection is gone); otherwise it is trying again.
+    if (source.readyState === EventSource.CLOSED) {
+      stopped("Not live: the page could not reach the server's list of requests.", location.pathname, "Reload");
+    } else {
+      live.textContent = "Reconnecting…";
+      live.className = "live";
+    }
+  };
+  source.addEventListener("gone", () => {
+    stopped("Not live: this connection was deleted, and its URL no longer answers.", list.dataset.back, "Voice platforms");
+    announce("This connection was deleted");
+  });
+  // The page keeps as many requests as the server does.
+  const max = Number(list.dataset.max) || VIEWER_MAX;
+  const shown = (item) => {
+    list.prepend(item);
+    if (empty) empty.hidden = true;
+    while (list.children.length > max) list.lastElementChild.remove();
+  };
   source.addEventListener("request", (event) => {
     const e = JSON.parse(event.data);
     if (e.id <= lastId) return;
     lastId = e.id;
-    list.prepend(renderRequest(e, list.dataset.calls));
-    if (empty) empty.hidden = true;
-    while (list.children.length > VIEWER_MAX) list.lastElementChild.remove();
+    shown(renderRequest(e, list.dataset.calls));
     announce((!e.accepted ? "Refused" : e.declined ? "Declined" : "Answered") + " request received");
+  });
+  // Under a flood the server forgets the oldest requests before the page sees them.
+  source.addEventListener("skipped", (event) => {
+    const count = JSON.parse(event.data).count;
+    const item = document.createElement("li");
+    item.className = "skipped";
+    const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
+    item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here."));
+    shown(item);
+    announce(more + " not listed");
   });
 }
 
 document.addEventListener("DOMContentLoaded", startConnectViewer);
+
+/** The Setup step of a connection: the scheme choice is Vapi's only. */
+function linkSchemeToPlatform() {
+  const platform = document.getElementById("platform");
+  const scheme = document.getElementById("scheme");
+  if (!platform || !scheme || !scheme.querySelector('option[value=""]')) return;
+  const sync = () => { scheme.disabled = platform.value !== "vapi"; };
+  platform.addEventListener("change", sync);
+  sync();
+}
+
+document.addEventListener("DOMContentLoaded", linkSchemeToPlatform);

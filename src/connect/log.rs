@@ -27,6 +27,10 @@ const REPLAY_SHARDS: usize = 16;
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: u64,
+    /// Its place among its connection's requests (1 for the first since the server started):
+    /// a gap says how many were forgotten before a viewer saw them.
+    #[serde(skip)]
+    pub n: u64,
     /// Unix ms.
     pub received_at: i64,
     pub status: u16,
@@ -73,7 +77,14 @@ impl Serialize for Answer {
 #[derive(Default)]
 struct Requests {
     next: u64,
-    by_connection: HashMap<i64, VecDeque<Entry>>,
+    by_connection: HashMap<i64, Kept>,
+}
+
+/// One connection's newest requests, and how many it has had.
+#[derive(Default)]
+struct Kept {
+    entries: VecDeque<Entry>,
+    recorded: u64,
 }
 
 /// Digests are SHA-256: any eight of their bytes are already a uniform hash.
@@ -135,11 +146,13 @@ impl ConnectState {
         let mut r = self.requests.lock().expect("connect log");
         r.next += 1;
         entry.id = r.next;
-        let list = r.by_connection.entry(connection).or_default();
-        if list.len() == KEPT_PER_CONNECTION {
-            list.pop_front();
+        let kept = r.by_connection.entry(connection).or_default();
+        kept.recorded += 1;
+        entry.n = kept.recorded;
+        if kept.entries.len() == KEPT_PER_CONNECTION {
+            kept.entries.pop_front();
         }
-        list.push_back(entry);
+        kept.entries.push_back(entry);
     }
 
     /// The connection's requests after `after` (by id), oldest first.
@@ -147,8 +160,32 @@ impl ConnectState {
         let r = self.requests.lock().expect("connect log");
         r.by_connection
             .get(&connection)
-            .map(|l| l.iter().filter(|e| e.id > after).cloned().collect())
+            .map(|k| k.entries.iter().filter(|e| e.id > after).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The place (see [`Entry::n`]) a viewer that has seen the requests up to id `after`
+    /// has reached: that of the newest one it has seen, or, if it has seen none that is
+    /// still kept, just before the oldest kept.
+    pub fn place_of(&self, connection: i64, after: u64) -> u64 {
+        let r = self.requests.lock().expect("connect log");
+        let Some(k) = r.by_connection.get(&connection) else {
+            return 0;
+        };
+        let seen = k.entries.iter().take_while(|e| e.id <= after).last();
+        seen.map_or(k.recorded - k.entries.len() as u64, |e| e.n)
+    }
+
+    /// The connection's requests after place `n`, oldest first, and how many came after `n`
+    /// but are forgotten already (more than [`KEPT_PER_CONNECTION`] came at once).
+    pub fn since(&self, connection: i64, n: u64) -> (Vec<Entry>, u64) {
+        let r = self.requests.lock().expect("connect log");
+        let Some(k) = r.by_connection.get(&connection) else {
+            return (Vec::new(), 0);
+        };
+        let new: Vec<Entry> = k.entries.iter().filter(|e| e.n > n).cloned().collect();
+        let forgotten = new.first().map_or(0, |e| e.n - n - 1);
+        (new, forgotten)
     }
 
     /// Forgets a deleted connection's requests.
@@ -179,6 +216,7 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             id: 0,
+            n: 0,
             received_at: 0,
             status: 200,
             accepted: true,
@@ -205,6 +243,27 @@ mod tests {
         assert_eq!(all.first().unwrap().id, 6);
         assert_eq!(s.after(1, all.last().unwrap().id).len(), 0);
         assert_eq!(s.after(2, 0).len(), 1);
+    }
+
+    #[test]
+    fn a_viewer_is_told_how_many_requests_were_forgotten_before_it_saw_them() {
+        let s = ConnectState::default();
+        s.record(1, entry());
+        let place = s.place_of(1, s.after(1, 0)[0].id);
+        assert_eq!(place, 1);
+        let count = |(new, forgotten): (Vec<Entry>, u64)| (new.len(), forgotten);
+        assert_eq!(count(s.since(1, place)), (0, 0));
+        for _ in 0..KEPT_PER_CONNECTION + 7 {
+            s.record(1, entry());
+            s.record(2, entry());
+        }
+        let (new, forgotten) = s.since(1, place);
+        assert_eq!((new.len(), forgotten), (KEPT_PER_CONNECTION, 7));
+        assert_eq!(new.first().unwrap().n, 9);
+        // A viewer whose newest request is forgotten starts from the oldest kept.
+        assert_eq!(s.place_of(1, 1), 8);
+        assert_eq!(count(s.since(1, new.last().unwrap().n)), (0, 0));
+        assert_eq!(count(s.since(3, 0)), (0, 0));
     }
 
     #[test]

@@ -486,8 +486,10 @@ impl JsonRequest {
     /// <https://docs.vapi.ai/api-reference/messages/server-message>,
     /// <https://docs.vapi.ai/server-url/events>
     pub fn vapi_notice(&self) -> Option<&str> {
-        const NOTICES: [&str; 22] = [
+        const NOTICES: [&str; 24] = [
+            "assistant.speechStarted",
             "assistant.started",
+            "call.artifact.upload",
             "call.delete.failed",
             "call.deleted",
             "chat.created",
@@ -684,6 +686,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(parsed.vapi_notice(), Some("status-update"));
+        for notice in ["assistant.speechStarted", "call.artifact.upload"] {
+            let m = json!({"message": {"type": notice}}).to_string();
+            let parsed = JsonRequest::parse(m.as_bytes()).unwrap().unwrap();
+            assert_eq!(parsed.vapi_notice(), Some(notice));
+        }
         for wants_an_answer in [
             "assistant-request",
             "tool-calls",

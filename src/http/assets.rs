@@ -12,6 +12,7 @@ const APP_JS: &str = include_str!("../../static/app.js");
 /// The flow canvas: its script and stylesheet, loaded by the flow editor's page only.
 const CANVAS_CSS: &str = include_str!("../../static/canvas.css");
 const CANVAS_JS: &str = include_str!("../../static/canvas.js");
+const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,6 +23,12 @@ pub fn router() -> Router<AppState> {
             "/static/canvas.js",
             get(|| asset("text/javascript", CANVAS_JS)),
         )
+        .route(
+            "/static/favicon.svg",
+            get(|| asset("image/svg+xml", FAVICON)),
+        )
+        // Asked for by browsers and tools that do not read the pages' icon link.
+        .route("/favicon.ico", get(|| asset("image/svg+xml", FAVICON)))
 }
 
 async fn app_css() -> impl IntoResponse {

@@ -152,6 +152,7 @@ async fn receive(
         target.id,
         Entry {
             id: 0,
+            n: 0,
             received_at,
             status: outcome.status.as_u16(),
             accepted: outcome.status.is_success(),

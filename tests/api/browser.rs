@@ -843,6 +843,69 @@ async fn an_admin_watches_a_voice_platforms_requests_arrive_live_on_the_connecti
     // Each request is listed once, however the stream delivered it.
     assert_eq!(source.matches("class=\"delivery\"").count(), 2, "{source}");
     b.shot("connection-test-live").await;
+
+    // A flood of forged requests (they name no caller: refused before the body is read): the
+    // page lists no more than the server keeps (100), the newest on top, and says how many
+    // it could not list when some were forgotten unseen.
+    let forged = (0..400).map(|i| {
+        let body = retell_body(&format!("+1212555{:04}", 1000 + i));
+        let sig = precall::connect::verify::retell_signature(
+            "key_not_this_one",
+            body.as_bytes(),
+            now_ms(),
+        );
+        let (app, url) = (&app, &url);
+        async move { post_retell(app, url, &body, &sig).await.status() }
+    });
+    let statuses = futures::future::join_all(forged).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    // Then one answered request, to know the newest.
+    let body = retell_body("+12125551399");
+    let sig = precall::connect::verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    assert_eq!(post_retell(&app, &url, &body, &sig).await.status(), 200);
+    let state = "return [document.querySelector('#connect-viewer > li.delivery')?.textContent || '',
+                         document.querySelectorAll('#connect-viewer > li.delivery').length,
+                         Array.from(document.querySelectorAll('#connect-viewer > li.skipped'), n => n.textContent)];";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let state = b.client.execute(state, vec![]).await.unwrap();
+        if state[0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("+12125551399")
+        {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the viewer did not catch up: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(state[1].as_u64().unwrap() <= 100, "{state}");
+    for note in state[2].as_array().unwrap() {
+        assert!(
+            note.as_str()
+                .unwrap()
+                .ends_with("more requests arrived too fast to list here."),
+            "{state}"
+        );
+    }
+    let source = b.client.source().await.unwrap();
+    assert!(
+        source.contains("The newest 100 since the server started are kept"),
+        "the page says what it keeps"
+    );
+
+    // The connection deleted elsewhere: the page stops saying it is live, and says why.
+    app.cli(&["connection", "delete", &cid.to_string()]);
+    let source = b
+        .until("the page to say the connection is gone", |s| {
+            s.contains("Not live: this connection was deleted")
+        })
+        .await;
+    assert!(!source.contains("Live: new requests appear as they arrive."));
+    b.shot("connection-test-deleted").await;
 }
 
 async fn action_of(b: &Browser) -> String {

@@ -1258,10 +1258,11 @@ async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
         .submit(
             &format!("{base}/new"),
             &base,
+            // A Vapi scheme chosen before the platform was changed to Retell is Vapi's only.
             &[
                 ("platform", "retell"),
                 ("secret", RETELL_KEY),
-                ("scheme", ""),
+                ("scheme", "hmac"),
                 ("name", ""),
             ],
         )
@@ -1357,6 +1358,14 @@ async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
         listed.contains("Refused") && listed.contains("Answered"),
         "{listed}"
     );
+
+    // An address with no connection's id in it is no connection: the console's 404.
+    for path in ["abc/configure", "1.5/test", "99999999999999999999/configure"] {
+        let res = admin.get(&format!("{base}/{path}")).await;
+        assert_eq!(res.status(), 404, "{path}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("This connection"), "{path}: {page}");
+    }
 }
 
 /// A signed request of `platform` announcing a call from `from`, as the platform sends it

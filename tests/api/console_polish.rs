@@ -752,7 +752,8 @@ async fn the_front_page_leads_to_the_console_and_to_sign_in() {
 
 /// Where U+202E shows in a page's text (or an input's value) outside an element that
 /// isolates it: a `<bdi>`, or any element with a `dir` attribute. A few characters of
-/// context for each. The `<title>` cannot hold markup and is left out.
+/// context for each. The `<title>` cannot hold markup: there each name must be isolated
+/// with FSI … PDI of its own, inside the isolate around the whole title.
 fn unisolated(html: &str) -> Vec<String> {
     const VOID: [&str; 13] = [
         "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -778,6 +779,17 @@ fn unisolated(html: &str) -> Vec<String> {
         let in_title = stack.last().is_some_and(|(n, _)| n == "title");
         if text.contains(RLO) && !isolated && !in_title {
             found.push(context(at + text.find(RLO).unwrap()));
+        }
+        if in_title {
+            let mut depth = 0;
+            for (i, c) in text.char_indices() {
+                match c {
+                    '\u{2068}' => depth += 1,
+                    '\u{2069}' => depth -= 1,
+                    RLO if depth < 2 => found.push(context(at + i)),
+                    _ => {}
+                }
+            }
         }
         if html[lt..].starts_with("<!--") {
             at = lt + html[lt..].find("-->").unwrap() + 3;
@@ -822,10 +834,12 @@ fn the_isolation_check_finds_raw_text_and_accepts_isolated_text() {
         format!("<p>Hello <bdi>x{RLO}y</bdi> and on</p>"),
         format!(r#"<td dir="auto"><code>x{RLO}</code></td>"#),
         format!(r#"<input name="n" value="x{RLO}" dir="auto">"#),
-        format!("<title>x{RLO}</title><!-- {RLO} -->"),
+        format!("<title>\u{2068}\u{2068}x{RLO}\u{2069} · Agent\u{2069} · Precall</title><!-- {RLO} -->"),
     ] {
         assert!(unisolated(&ok).is_empty(), "{ok}");
     }
+    let title = format!("<title>\u{2068}Delete x{RLO} · Agent\u{2069} · Precall</title>");
+    assert_eq!(unisolated(&title).len(), 1);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::confirm::Confirmation;
 use super::{
     AgentDraft, DraftBar, HtmlError, Page, PageResult, after, agent, agent_draft, by, edited,
-    first_flow_link, not_found, render,
+    first_flow_link, isolate, not_found, render,
 };
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::{
@@ -449,7 +449,7 @@ async fn configure_step(
         })
         .collect();
     Ok(render(ConfigureStep {
-        page: Page::new(&admin, format!("Configure · {}", x.name), &flash),
+        page: Page::new(&admin, format!("Configure · {}", isolate(&x.name)), &flash),
         revision: d.bar.revision,
         bar: d.bar,
         agent_id: a.public_id,
@@ -603,7 +603,11 @@ async fn confirm_regenerate_key(
         );
     let flash = app.flash.take(admin.session_id);
     let page = Confirmation::new(
-        Page::new(&admin, format!("Regenerate the key · {}", x.name), &flash),
+        Page::new(
+            &admin,
+            format!("Regenerate the key · {}", isolate(&x.name)),
+            &flash,
+        ),
         ("Make a new API key for ", &x.name, "?"),
         format!("/admin/agents/{id}/actions/{action_id}/key"),
         &back,
@@ -676,7 +680,11 @@ async fn confirm_revoke_key(
     };
     let flash = app.flash.take(admin.session_id);
     let mut page = Confirmation::new(
-        Page::new(&admin, format!("Revoke a key · {}", x.name), &flash),
+        Page::new(
+            &admin,
+            format!("Revoke a key · {}", isolate(&x.name)),
+            &flash,
+        ),
         (
             &format!("Stop the old key ending in {} of ", key.last_chars),
             &x.name,
@@ -771,7 +779,7 @@ async fn confirm_signing_secret(
     let page = Confirmation::new(
         Page::new(
             &admin,
-            format!("Regenerate the signing secret · {}", x.name),
+            format!("Regenerate the signing secret · {}", isolate(&x.name)),
             &flash,
         ),
         ("Make a new signing secret for ", &x.name, "?"),
@@ -936,7 +944,7 @@ async fn test_step(
         deliveries,
         as_of,
         declared,
-        page: Page::new(&admin, format!("Test · {}", x.name), &flash),
+        page: Page::new(&admin, format!("Test · {}", isolate(&x.name)), &flash),
         back: first_flow_link(&id, d.doc()),
         url: ingest::url(&app.public_url, &x.endpoint.slug),
         revision: d.bar.revision,
@@ -1405,7 +1413,11 @@ async fn deliveries_page(
         }
     };
     Ok(render(DeliveriesPage {
-        page: Page::new(&admin, format!("Deliveries · {}", hook.name), &flash),
+        page: Page::new(
+            &admin,
+            format!("Deliveries · {}", isolate(&hook.name)),
+            &flash,
+        ),
         agent_id: a.public_id,
         agent_name: a.name,
         action_id: hook.key.clone(),

@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::confirm::Confirmation;
-use super::{DraftBar, Page, PageResult, after, agent, agent_draft, by, not_found, render};
+use super::{
+    DraftBar, Page, PageResult, after, agent, agent_draft, by, isolate, not_found, render,
+};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::Action;
 use crate::domain::phone::Region;
@@ -310,7 +312,7 @@ async fn confirm_revoke_token(
     }
     let flash = app.flash.take(admin.session_id);
     let page = Confirmation::new(
-        Page::new(&admin, format!("Revoke a token · {}", a.name), &flash),
+        Page::new(&admin, format!("Revoke a token · {}", isolate(&a.name)), &flash),
         ("Revoke the runtime token ", &t.name, "?"),
         format!("/admin/agents/{id}/tokens/{token}/revoke"),
         &back,

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{HtmlError, Page, PageResult, after, agent, not_found, render};
+use super::{HtmlError, Page, PageResult, after, agent, isolate, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::calls::{CallInput, Trace};
 use crate::domain::flow;
@@ -145,7 +145,11 @@ async fn history(
     }
     let first_flow = super::agent_draft(&app, &a).await?.doc().first_flow.clone();
     Ok(render(HistoryPage {
-        page: Page::new(&admin, format!("Call history · {}", a.name), &flash),
+        page: Page::new(
+            &admin,
+            format!("Call history · {}", isolate(&a.name)),
+            &flash,
+        ),
         agent_id: a.public_id,
         agent_name: a.name,
         first_flow,

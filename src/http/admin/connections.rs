@@ -16,7 +16,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 
 use super::confirm::Confirmation;
-use super::{HtmlError, Page, PageResult, after, agent, agent_draft, not_found, render};
+use super::{HtmlError, Page, PageResult, after, agent, agent_draft, isolate, not_found, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::connect::log::Entry;
 use crate::connect::{Mapping, MappingPart, MappingProblem, Platform, wait_cap};
@@ -168,7 +168,10 @@ async fn create(
     );
     let made = async {
         let platform = Platform::parse(&f.form.platform).map_err(StoreError::Conflict)?;
-        let scheme = Some(f.form.scheme.trim()).filter(|s| !s.is_empty());
+        // The form's scheme choice is Vapi's only: another platform's connection ignores it
+        // (it may have been chosen before the platform was changed).
+        let scheme =
+            Some(f.form.scheme.trim()).filter(|s| !s.is_empty() && platform == Platform::Vapi);
         let (secret, kind) = connections::secret_for(platform, scheme, &f.form.secret)
             .map_err(StoreError::Conflict)?;
         let name = crate::domain::text::check_name(&f.form.name, 100)
@@ -206,7 +209,16 @@ async fn create(
     }
 }
 
-async fn connection_of(app: &AppState, agent_id: i64, id: i64) -> Result<ConnectionRow, HtmlError> {
+/// The agent's connection whose id is in the address (any other text there is no
+/// connection either).
+async fn connection_of(
+    app: &AppState,
+    agent_id: i64,
+    id: &str,
+) -> Result<ConnectionRow, HtmlError> {
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(not_found("This connection"));
+    };
     connections::find(&app.db, id)
         .await?
         .filter(|c| c.agent_id == agent_id)
@@ -288,11 +300,11 @@ fn where_to_paste(p: Platform) -> &'static str {
 async fn configure_step(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
     axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let d = agent_draft(&app, &a).await?;
     let flash = app.flash.take(admin.session_id);
     let p = c.platform();
@@ -321,7 +333,7 @@ async fn configure_step(
         })
         .collect();
     Ok(render(ConfigureStep {
-        page: Page::new(&admin, format!("Configure · {}", c.name), &flash),
+        page: Page::new(&admin, format!("Configure · {}", isolate(&c.name)), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
         id: c.id,
@@ -362,11 +374,11 @@ struct SecretForm {
 
 async fn save_secret(
     State(app): State<AppState>,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
     f: AdminForm<SecretForm>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let back = format!("/admin/agents/{id}/connections/{cid}/configure");
     // A form without a scheme keeps the connection's, as the API does.
     let scheme = Some(f.form.scheme.trim())
@@ -392,11 +404,11 @@ async fn save_secret(
 
 async fn save_mapping(
     State(app): State<AppState>,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
     f: AdminForm<Vec<(String, String)>>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let d = agent_draft(&app, &a).await?;
     let configure = format!("/admin/agents/{id}/connections/{cid}/configure");
     // A refused form comes back with what was typed.
@@ -492,14 +504,14 @@ struct Nothing {}
 async fn confirm_delete(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let flash = app.flash.take(admin.session_id);
     let base = format!("/admin/agents/{id}/connections");
     let page = Confirmation::new(
-        Page::new(&admin, format!("Delete {} · {}", c.name, a.name), &flash),
+        Page::new(&admin, format!("Delete {} · {}", isolate(&c.name), isolate(&a.name)), &flash),
         ("Delete the connection ", &c.name, "?"),
         format!("{base}/{cid}/delete"),
         format!("{base}/{cid}/configure"),
@@ -518,15 +530,16 @@ async fn confirm_delete(
 
 async fn delete(
     State(app): State<AppState>,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
     f: AdminForm<Nothing>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let result = connections::delete(&app.db, a.id, cid)
+    let c = connection_of(&app, a.id, &cid).await?;
+    let result = connections::delete(&app.db, a.id, c.id)
         .await
         .map(|()| "Connection deleted: its URL no longer answers.".to_owned());
     app.catalog.invalidate();
-    app.connect.forget(cid);
+    app.connect.forget(c.id);
     after(
         &app,
         &f.admin,
@@ -571,28 +584,31 @@ struct TestStep {
     name: String,
     url: String,
     last: u64,
+    /// Requests kept per connection (and shown).
+    kept: usize,
     entries: Vec<EntryView>,
 }
 
 async fn test_step(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
 ) -> PageResult {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let flash = app.flash.take(admin.session_id);
     let mut all = app.connect.after(c.id, 0);
     let last = all.last().map_or(0, |e| e.id);
     all.reverse();
     Ok(render(TestStep {
-        page: Page::new(&admin, format!("Test · {}", c.name), &flash),
+        page: Page::new(&admin, format!("Test · {}", isolate(&c.name)), &flash),
         agent_id: a.public_id,
         agent_name: a.name,
         id: c.id,
         url: crate::http::connect::url(&app.public_url, &c.slug),
         name: c.name,
         last,
+        kept: crate::connect::log::KEPT_PER_CONNECTION,
         entries: all.iter().map(EntryView::of).collect(),
     }))
 }
@@ -609,49 +625,61 @@ struct EventsQuery {
 }
 
 /// The Test viewer's stream: each request after the page's newest, as it comes, with its
-/// verdict (`event: request`, the entry as JSON); it ends with the admin's session.
+/// verdict (`event: request`, the entry as JSON). Under a flood, more than the viewer keeps
+/// may come between two looks: `event: skipped` says how many were forgotten unseen. It ends
+/// with the admin's session, or with `event: gone` when the connection is deleted.
 async fn events(
     State(app): State<AppState>,
     admin: Admin,
-    Path((id, cid)): Path<(String, i64)>,
+    Path((id, cid)): Path<(String, String)>,
     axum::extract::Query(q): axum::extract::Query<EventsQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, HtmlError> {
     let a = agent(&app, &id).await?;
-    let c = connection_of(&app, a.id, cid).await?;
+    let c = connection_of(&app, a.id, &cid).await?;
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .or(q.after)
         .unwrap_or(0);
+    let place = app.connect.place_of(c.id, last);
     let session = admin.session_id;
     let first = stream::once(async { Ok(Event::default().comment("listening")) });
-    let rest = stream::unfold((last, 0u32), move |(last, polls)| {
+    let rest = stream::unfold(Some((place, 0u32)), move |state| {
         let app = app.clone();
         async move {
-            let mut polls = polls;
+            let (place, mut polls) = state?;
             loop {
                 tokio::time::sleep(VIEWER_POLL).await;
                 polls = polls.wrapping_add(1);
-                if polls % SESSION_CHECK_EVERY == 0
-                    && !matches!(admins::session_alive(&app.db, session).await, Ok(true))
-                {
-                    return None;
+                if polls % SESSION_CHECK_EVERY == 0 {
+                    if !matches!(admins::session_alive(&app.db, session).await, Ok(true)) {
+                        return None;
+                    }
+                    if matches!(connections::find(&app.db, c.id).await, Ok(None)) {
+                        let gone = Event::default().event("gone").data("deleted");
+                        return Some((stream::iter(vec![Ok(gone)]), None));
+                    }
                 }
-                let new = app.connect.after(c.id, last);
-                if let Some(newest) = new.last().map(|e| e.id) {
-                    let events: Vec<Result<Event, std::convert::Infallible>> = new
-                        .iter()
-                        .map(|e| {
+                let (new, forgotten) = app.connect.since(c.id, place);
+                if let Some(newest) = new.last().map(|e| e.n) {
+                    let skipped = (forgotten > 0).then(|| {
+                        Ok(Event::default()
+                            .event("skipped")
+                            .data(format!(r#"{{"count":{forgotten}}}"#)))
+                    });
+                    let events: Vec<Result<Event, std::convert::Infallible>> = skipped
+                        .into_iter()
+                        .chain(new.iter().map(|e| {
                             Ok(Event::default()
                                 .event("request")
                                 .id(e.id.to_string())
                                 .json_data(e)
                                 .unwrap_or_default())
-                        })
+                        }))
                         .collect();
-                    return Some((stream::iter(events), (newest, polls)));
+                    return Some((stream::iter(events), Some((newest, polls))));
                 }
             }
         }

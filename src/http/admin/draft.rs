@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{DraftBar, Page, PageResult, agent, agent_draft, by, edited, not_found, render};
+use super::{
+    DraftBar, Page, PageResult, agent, agent_draft, by, edited, isolate, not_found, render,
+};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document;
 use crate::domain::runtime::At;
@@ -74,7 +76,7 @@ async fn review(State(app): State<AppState>, admin: Admin, Path(id): Path<String
         })
         .collect();
     Ok(render(ReviewPage {
-        page: Page::new(&admin, format!("Publish · {}", a.name), &flash),
+        page: Page::new(&admin, format!("Publish · {}", isolate(&a.name)), &flash),
         revision: d.bar.revision,
         first_flow: doc.first_flow.clone(),
         bar: d.bar,
@@ -210,7 +212,7 @@ async fn versions(State(app): State<AppState>, admin: Admin, Path(id): Path<Stri
         })
         .collect();
     Ok(render(VersionsPage {
-        page: Page::new(&admin, format!("Versions · {}", a.name), &flash),
+        page: Page::new(&admin, format!("Versions · {}", isolate(&a.name)), &flash),
         revision: d.bar.revision,
         first_flow: d.doc().first_flow.clone(),
         bar: d.bar,
@@ -257,7 +259,11 @@ async fn version(
     let flash = app.flash.take(admin.session_id);
     let json = serde_json::to_string_pretty(&v.document.to_json()).unwrap_or_default();
     Ok(render(VersionPage {
-        page: Page::new(&admin, format!("Version {number} · {}", a.name), &flash),
+        page: Page::new(
+            &admin,
+            format!("Version {number} · {}", isolate(&a.name)),
+            &flash,
+        ),
         revision: d.bar.revision,
         first_flow: d.doc().first_flow.clone(),
         bar: d.bar,

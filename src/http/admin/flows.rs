@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{
-    AgentDraft, DraftBar, Page, PageResult, agent, agent_draft, by, edited, not_found, render,
+    AgentDraft, DraftBar, Page, PageResult, agent, agent_draft, by, edited, isolate, not_found,
+    render,
 };
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::{
@@ -495,7 +496,11 @@ fn editor_page(
         .map(|x| (x.key.clone(), x.name.clone()))
         .collect();
     Ok(EditorPage {
-        page: Page::new(admin, format!("{} · {}", f.name, a.name), flash),
+        page: Page::new(
+            admin,
+            format!("{} · {}", isolate(&f.name), isolate(&a.name)),
+            flash,
+        ),
         revision: d.bar.revision,
         bar: d.bar.clone(),
         agent_id: a.public_id.clone(),

@@ -57,6 +57,12 @@ async fn private(mut res: Response) -> Response {
     res
 }
 
+/// A name inside a page's title, isolated (FSI … PDI) so that none of its characters can
+/// reorder the words around it, as `<bdi>` does in the page itself.
+pub fn isolate(name: &str) -> String {
+    format!("\u{2068}{name}\u{2069}")
+}
+
 /// What every console page shows around its content.
 pub struct Page {
     pub title: String,

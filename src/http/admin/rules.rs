@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{
-    DraftBar, Page, PageResult, agent, agent_draft, by, edited, first_flow_link, not_found, render,
+    DraftBar, Page, PageResult, agent, agent_draft, by, edited, first_flow_link, isolate,
+    not_found, render,
 };
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::{self, Action, ActionDoc, AgentDocument, Case, MAX_CASES};
@@ -187,7 +188,11 @@ async fn page_of(
     let _ = program;
     let bar = d.bar.clone();
     let mut page = RulePage {
-        page: Page::new(admin, format!("{} · {}", rule.name, a.name), &flash),
+        page: Page::new(
+            admin,
+            format!("{} · {}", isolate(&rule.name), isolate(&a.name)),
+            &flash,
+        ),
         revision: d.bar.revision,
         bar,
         agent_id: a.public_id.clone(),
@@ -503,7 +508,11 @@ async fn confirm_delete(
         .is_some_and(|p| p.document.action(&key).is_some());
     let flash = app.flash.take(admin.session_id);
     Ok(render(ConfirmPage {
-        page: Page::new(&admin, format!("Delete {} · {}", x.name, a.name), &flash),
+        page: Page::new(
+            &admin,
+            format!("Delete {} · {}", isolate(&x.name), isolate(&a.name)),
+            &flash,
+        ),
         agent_id: a.public_id.clone(),
         agent_name: a.name.clone(),
         action_key: key.clone(),

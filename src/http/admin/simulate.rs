@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::calls::answer_call;
-use super::{Page, PageResult, agent, agent_draft, render};
+use super::{Page, PageResult, agent, agent_draft, isolate, render};
 use crate::auth::session::{Admin, AdminForm};
 use crate::calls::{Simulation, StartCall};
 use crate::domain::document::MAX_WAIT_MS as MAX_FALLBACK_WAIT_MS;
@@ -118,7 +118,11 @@ async fn form(State(app): State<AppState>, admin: Admin, Path(id): Path<String>)
         delay_ms: "0".into(),
         ..SimulateForm::default()
     };
-    let page = Page::new(&admin, format!("Simulate a call · {}", a.name), &flash);
+    let page = Page::new(
+        &admin,
+        format!("Simulate a call · {}", isolate(&a.name)),
+        &flash,
+    );
     Ok(render(simulate_page(page, a, first_flow, webhooks, form)))
 }
 
@@ -442,7 +446,11 @@ fn refused(
     message: String,
 ) -> axum::response::Response {
     let flash = app.flash.take(admin.session_id);
-    let mut page = Page::new(admin, format!("Simulate a call · {}", a.name), &flash);
+    let mut page = Page::new(
+        admin,
+        format!("Simulate a call · {}", isolate(&a.name)),
+        &flash,
+    );
     page.error = Some(message);
     let mut res = render(simulate_page(page, a, first_flow, webhooks, form));
     *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::confirm::Confirmation;
-use super::{DraftBar, Page, PageResult, agent, agent_draft, by, edited, not_found, render};
+use super::{
+    DraftBar, Page, PageResult, agent, agent_draft, by, edited, isolate, not_found, render,
+};
 use crate::auth::session::{Admin, AdminForm};
 use crate::domain::document::{AgentDocument, MAX_TEXT, Source, VariableDoc};
 use crate::domain::variables::{SYSTEM_VARIABLES, VarType, VariableName};
@@ -150,7 +152,7 @@ async fn render_page(
         ),
     };
     Ok(render(VariablesPage {
-        page: Page::new(admin, format!("Variables · {}", a.name), &flash),
+        page: Page::new(admin, format!("Variables · {}", isolate(&a.name)), &flash),
         revision: d.bar.revision,
         first_flow: doc.first_flow.clone(),
         bar: d.bar,
@@ -277,7 +279,11 @@ async fn confirm_delete(
     let back = format!("/admin/agents/{id}/variables");
     let flash = app.flash.take(admin.session_id);
     let page = Confirmation::new(
-        Page::new(&admin, format!("Delete {name} · {}", a.name), &flash),
+        Page::new(
+            &admin,
+            format!("Delete {} · {}", isolate(&name), isolate(&a.name)),
+            &flash,
+        ),
         ("Delete the variable ", &v.name, " from the draft?"),
         format!("/admin/agents/{id}/variables/{name}/delete"),
         &back,

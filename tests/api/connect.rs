@@ -1360,7 +1360,11 @@ async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
     );
 
     // An address with no connection's id in it is no connection: the console's 404.
-    for path in ["abc/configure", "1.5/test", "99999999999999999999/configure"] {
+    for path in [
+        "abc/configure",
+        "1.5/test",
+        "99999999999999999999/configure",
+    ] {
         let res = admin.get(&format!("{base}/{path}")).await;
         assert_eq!(res.status(), 404, "{path}");
         let page = res.text().await.unwrap();

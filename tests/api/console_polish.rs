@@ -781,13 +781,13 @@ fn unisolated(html: &str) -> Vec<String> {
             found.push(context(at + text.find(RLO).unwrap()));
         }
         if in_title {
-            let mut depth = 0;
-            for (i, c) in text.char_indices() {
-                match c {
-                    '\u{2068}' => depth += 1,
-                    '\u{2069}' => depth -= 1,
-                    RLO if depth < 2 => found.push(context(at + i)),
-                    _ => {}
+            // Between the override and the end of the isolate around it: no more of the title.
+            for (i, _) in text.match_indices(RLO) {
+                let rest = &text[i..];
+                let pdi = |p: &str| rest.find(p).unwrap_or(rest.len());
+                let end = pdi("\u{2069}").min(pdi("&#x2069;"));
+                if rest[..end].contains(" · ") {
+                    found.push(context(at + i));
                 }
             }
         }
@@ -834,7 +834,9 @@ fn the_isolation_check_finds_raw_text_and_accepts_isolated_text() {
         format!("<p>Hello <bdi>x{RLO}y</bdi> and on</p>"),
         format!(r#"<td dir="auto"><code>x{RLO}</code></td>"#),
         format!(r#"<input name="n" value="x{RLO}" dir="auto">"#),
-        format!("<title>\u{2068}\u{2068}x{RLO}\u{2069} · Agent\u{2069} · Precall</title><!-- {RLO} -->"),
+        format!(
+            "<title>\u{2068}\u{2068}x{RLO}\u{2069} · Agent\u{2069} · Precall</title><!-- {RLO} -->"
+        ),
     ] {
         assert!(unisolated(&ok).is_empty(), "{ok}");
     }
@@ -978,6 +980,22 @@ async fn user_text_with_a_right_to_left_override_is_isolated_on_console_pages() 
         )
         .await;
 
+    // A voice platform connection.
+    let res = admin
+        .submit(
+            &format!("{overview}/connections/new"),
+            &format!("{overview}/connections"),
+            &[
+                ("platform", "retell"),
+                ("secret", "key_retell_0123456789"),
+                ("scheme", ""),
+                ("name", &format!("Front {RLO}kseD")),
+            ],
+        )
+        .await;
+    let connection = location(&res);
+    assert!(connection.ends_with("/configure"), "{connection}");
+
     let test = configure.replace("/configure", "/test");
     let overview_page = admin.page(&overview).await;
     let revoke_at = overview_page.find("/revoke\"").unwrap();
@@ -1002,6 +1020,10 @@ async fn user_text_with_a_right_to_left_override_is_isolated_on_console_pages() 
         draft.clone(),
         flow.clone(),
         "/admin/admins".to_owned(),
+        format!("{overview}/connections"),
+        connection.clone(),
+        connection.replace("/configure", "/test"),
+        connection.replace("/configure", "/delete"),
     ];
     let admins = admin.page("/admin/admins").await;
     let at = admins.find("/sessions/delete\"").unwrap();

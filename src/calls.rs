@@ -146,7 +146,8 @@ pub struct CallView {
     /// `active` while a question waits for its answer, else `ended`.
     #[schema(schema_with = crate::http::openapi::call_status)]
     pub status: String,
-    /// How the call ended: `transferred`, `completed`, an End Call's tag, or `error`.
+    /// How the call ended: `transferred`, `completed`, an End Call's tag, `no_answer`
+    /// (Twilio, after silences), `handed_over` (a voice platform's agent took it), or `error`.
     pub outcome: Option<String>,
     pub transfer: Option<Transfer>,
     pub late_context: Option<LateContext>,
@@ -156,6 +157,9 @@ pub struct CallView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<PlatformCall>,
 }
+
+/// The outcome of a call a voice platform's own agent took over (see `CallContext::record`).
+pub const HANDED_OVER: &str = "handed_over";
 
 /// Where a run left a call: its status, outcome, question and transfer.
 fn settle(
@@ -311,15 +315,14 @@ async fn start_call(
     } else {
         req.from
     };
-    let called = req
-        .to
-        .as_deref()
-        .map(|to| {
-            app.phones
-                .parse(to, region)
-                .map_err(|e| invalid("to", format!("to: {e}")))
-        })
-        .transpose()?;
+    let called = match req.to.as_deref().map(|to| app.phones.parse(to, region)) {
+        None => None,
+        Some(Ok(number)) => Some(number),
+        // The number a platform says was called may be a SIP address or one of its clients:
+        // the call is the caller's, and goes on without it. An API client's is refused.
+        Some(Err(_)) if platform.is_some() => None,
+        Some(Err(e)) => return Err(invalid("to", format!("to: {e}"))),
+    };
 
     let call_id = CallId::generate_at(started_at);
     if let Some(sim) = simulated {
@@ -567,6 +570,20 @@ impl CallContext {
         );
         let run = self.runtime.program.start(&variables);
         let (status, outcome, question, transfer) = settle(&run);
+        // A call handed to a platform that runs its own agent (all but Twilio, whose calls
+        // Precall runs turn by turn) ends here for Precall: the platform's agent takes the
+        // conversation, and no answer to a Collect comes back. It is kept as ended,
+        // `handed_over`; the platform's answer is made from the run as it stopped.
+        let handed_over = status == "active"
+            && self
+                .platform
+                .as_ref()
+                .is_some_and(|p| p.platform != crate::connect::Platform::Twilio.as_str());
+        let (kept_status, outcome_kept, kept_question) = if handed_over {
+            ("ended", Some(HANDED_OVER.to_owned()), None)
+        } else {
+            (status, outcome.clone(), question.clone())
+        };
         let greeting = run
             .steps
             .iter()
@@ -588,11 +605,10 @@ impl CallContext {
             platform: self.platform.as_ref(),
             steps: &steps,
             greeting: greeting.as_deref(),
-            question: question.as_ref(),
+            question: kept_question.as_ref(),
             transfer: transfer.as_ref(),
         });
         let variables_json = to_raw(&variables);
-        let outcome_kept = outcome.clone();
         // A voice platform's connection answers from these values, handed over as they are:
         // it needs no JSON answer, nor to read one back.
         let (response, attachment, variables_json) = if self.platform.is_some() {
@@ -639,7 +655,7 @@ impl CallContext {
             waited_ms,
             variables: variables_json,
             trace,
-            status,
+            status: kept_status,
             outcome: outcome_kept,
             response,
             attachment,

@@ -222,6 +222,16 @@ impl Catalog {
             .cloned()
     }
 
+    /// The connection at this URL slug, if it is in the cache (no lookup).
+    pub fn cached_connection(&self, slug: &str) -> Option<Arc<ConnectionTarget>> {
+        self.entries
+            .read()
+            .expect("catalog lock")
+            .connections
+            .get(slug)
+            .cloned()
+    }
+
     /// The agent a runtime token speaks for, if the token is in the cache (no lookup).
     pub fn cached_token_agent(&self, presented: &str) -> Option<i64> {
         let hash = SecretHash::of(presented);

@@ -542,7 +542,8 @@ pub enum ConnectionCommand {
         #[arg(long)]
         name: Option<String>,
         /// The platform agent (Retell agent id, Synthflow model id, Vapi assistant id) that
-        /// takes calls no pre-call Filter routed elsewhere.
+        /// takes calls no pre-call Filter routed, and those routed to a flow with no agent of
+        /// its own (--flow-agent).
         #[arg(long)]
         default_agent: Option<String>,
         /// A flow's platform agent, as FLOW_KEY=AGENT_ID (repeat for each flow).

@@ -133,11 +133,55 @@ impl Seen {
     }
 }
 
+/// Platform calls remembered at once with their answers (see [`ConnectState::claim_call`]);
+/// past it the oldest generation is forgotten early.
+const CALLS_CAP: usize = 20_000;
+
+/// An answer given to a platform about one of its calls, to give again if it asks again.
+#[derive(Debug, Clone)]
+pub struct Given {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// The Precall call it started.
+    pub call_id: Option<String>,
+    pub declined: bool,
+}
+
+type Answering = tokio::sync::watch::Receiver<Option<Given>>;
+
+/// The platform calls asked about, by connection and the platform's call id, in two
+/// generations as [`Seen`] keeps digests.
+#[derive(Default)]
+struct Calls {
+    current: HashMap<(i64, String), Answering>,
+    previous: HashMap<(i64, String), Answering>,
+    since: Option<Instant>,
+}
+
+/// What a request about a platform call is: the first (it starts the call, and promises its
+/// answer to those that ask again), or the same call asked about again.
+pub enum CallClaim {
+    First(Promise),
+    Again(Answering),
+}
+
+/// The first request's promise of its answer; dropped unkept (the request was refused, or
+/// went away), those asking again start the call themselves.
+pub struct Promise(tokio::sync::watch::Sender<Option<Given>>);
+
+impl Promise {
+    pub fn keep(self, given: Given) {
+        self.0.send_replace(Some(given));
+    }
+}
+
 /// Shared by the connection endpoints and the console.
 #[derive(Default)]
 pub struct ConnectState {
     requests: Mutex<Requests>,
     seen: [Mutex<Seen>; REPLAY_SHARDS],
+    calls: Mutex<Calls>,
 }
 
 impl ConnectState {
@@ -195,6 +239,37 @@ impl ConnectState {
             .expect("connect log")
             .by_connection
             .remove(&connection);
+    }
+
+    /// Whether a platform's call (`call_id`, on this connection) is asked about for the first
+    /// time within [`REPLAY_WINDOW`]. A platform that asks again (it retries, signed anew)
+    /// must get the answer the first request gave, not a second call started without the
+    /// data the first one took.
+    pub fn claim_call(&self, connection: i64, call_id: &str, now: Instant) -> CallClaim {
+        let mut c = self.calls.lock().expect("platform calls");
+        let since = *c.since.get_or_insert(now);
+        let age = now.saturating_duration_since(since);
+        if age >= REPLAY_WINDOW || c.current.len() >= CALLS_CAP / 2 {
+            c.previous = if age >= 2 * REPLAY_WINDOW {
+                HashMap::new()
+            } else {
+                std::mem::take(&mut c.current)
+            };
+            c.current.clear();
+            c.since = Some(now);
+        }
+        let key = (connection, call_id.to_owned());
+        if let Some(known) = c.current.get(&key).or_else(|| c.previous.get(&key)) {
+            // Answered, or still being answered. A promise dropped unkept leaves nothing to
+            // wait for: this request is the first now.
+            if known.borrow().is_some() || known.has_changed().is_ok() {
+                return CallClaim::Again(known.clone());
+            }
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        c.previous.remove(&key);
+        c.current.insert(key, rx);
+        CallClaim::First(Promise(tx))
     }
 
     /// Whether a request (its digest) is seen for the first time within [`REPLAY_WINDOW`];
@@ -264,6 +339,49 @@ mod tests {
         assert_eq!(s.place_of(1, 1), 8);
         assert_eq!(count(s.since(1, new.last().unwrap().n)), (0, 0));
         assert_eq!(count(s.since(3, 0)), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_platform_call_asked_about_again_waits_for_the_first_answer() {
+        let s = ConnectState::default();
+        let t = Instant::now();
+        let CallClaim::First(promise) = s.claim_call(1, "c1", t) else {
+            panic!("the first request is first");
+        };
+        // Another connection's call with the same id is another call.
+        assert!(matches!(s.claim_call(2, "c1", t), CallClaim::First(_)));
+        let CallClaim::Again(mut again) = s.claim_call(1, "c1", t) else {
+            panic!("asked again while the first is answered");
+        };
+        let waiting =
+            tokio::spawn(async move { again.wait_for(Option::is_some).await.unwrap().clone() });
+        promise.keep(Given {
+            status: 200,
+            content_type: "application/json",
+            body: "{}".into(),
+            call_id: Some("x".into()),
+            declined: false,
+        });
+        assert_eq!(
+            waiting.await.unwrap().unwrap().call_id.as_deref(),
+            Some("x")
+        );
+        // Answered: asked again later, the same answer at once.
+        let CallClaim::Again(later) = s.claim_call(1, "c1", t + Duration::from_secs(1)) else {
+            panic!("asked again after the answer");
+        };
+        assert_eq!(later.borrow().as_ref().unwrap().status, 200);
+        // A promise dropped unkept: the next request is the first.
+        let CallClaim::First(dropped) = s.claim_call(1, "c2", t) else {
+            panic!("first");
+        };
+        drop(dropped);
+        assert!(matches!(s.claim_call(1, "c2", t), CallClaim::First(_)));
+        // Forgotten after two windows.
+        assert!(matches!(
+            s.claim_call(1, "c1", t + 2 * REPLAY_WINDOW + Duration::from_secs(2)),
+            CallClaim::First(_)
+        ));
     }
 
     #[test]

@@ -108,6 +108,25 @@ impl Platform {
         matches!(self, Self::Retell | Self::Synthflow | Self::Vapi)
     }
 
+    /// Where the platform's request names the caller: a JSON pointer into its body (Twilio's
+    /// form field by name), and the same path as its documentation writes it.
+    pub fn caller_field(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Retell | Self::Synthflow => {
+                ("/call_inbound/from_number", "call_inbound.from_number")
+            }
+            Self::Vapi => (
+                "/message/call/customer/number",
+                "message.call.customer.number",
+            ),
+            Self::Telnyx => (
+                "/data/payload/telnyx_end_user_target",
+                "data.payload.telnyx_end_user_target",
+            ),
+            Self::Twilio => ("/From", "From"),
+        }
+    }
+
     /// What the platform calls its agents.
     pub fn agent_word(self) -> &'static str {
         match self {
@@ -142,7 +161,8 @@ pub fn wait_cap(platform: Platform, deadline_ms: i64) -> Duration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Mapping {
-    /// The platform agent that takes calls no pre-call Filter routed elsewhere.
+    /// The platform agent that takes calls no pre-call Filter routed, and those routed to a
+    /// flow with no agent of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub default_agent: Option<String>,

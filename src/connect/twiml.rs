@@ -126,8 +126,82 @@ pub fn turn(steps: &[Step], question: Option<&Question>, action: &str, on_silenc
     t.finish()
 }
 
+/// What a caller's spoken answer may mean, most literal first. Twilio writes speech as a
+/// sentence ("1234.", "Four.", "Yes."), and a Collect's variable may want a number or a
+/// boolean: the answer as said without its closing punctuation, then the same as a number
+/// ("1,234" → "1234", a number word → its digits) or a yes or a no (`true`, `false`). The
+/// first that the variable takes is its answer.
+pub fn speech_readings(said: &str) -> Vec<String> {
+    let base = said
+        .trim()
+        .trim_end_matches(|c: char| c.is_whitespace() || ".!?,;:".contains(c))
+        .trim_start();
+    let mut readings = vec![base.to_owned()];
+    let grouped = base.replace(',', "");
+    if grouped != base
+        && grouped.parse::<f64>().is_ok()
+        && base.split(',').skip(1).all(|g| {
+            g.len() >= 3
+                && g.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+                && (g.len() == 3 || g.as_bytes()[3] == b'.')
+        })
+    {
+        readings.push(grouped);
+    }
+    const WORDS: [&str; 21] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+    ];
+    let lower = base.to_lowercase();
+    if let Some(n) = WORDS.iter().position(|w| *w == lower) {
+        readings.push(n.to_string());
+    }
+    match lower.as_str() {
+        "yes" | "yeah" | "yep" | "correct" | "right" | "true" => readings.push("true".into()),
+        "no" | "nope" | "false" => readings.push("false".into()),
+        _ => {}
+    }
+    readings.dedup();
+    readings
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_spoken_answer_is_read_as_said_then_as_a_number_or_a_yes_or_no() {
+        use super::speech_readings as r;
+        assert_eq!(r("1234."), ["1234"]);
+        assert_eq!(r(" 1,234. "), ["1,234", "1234"]);
+        assert_eq!(r("Four."), ["Four", "4"]);
+        assert_eq!(r("Yes!"), ["Yes", "true"]);
+        assert_eq!(r("no"), ["no", "false"]);
+        assert_eq!(r("Ada Lovelace."), ["Ada Lovelace"]);
+        // Commas that do not group thousands are the caller's words.
+        assert_eq!(r("1,2"), ["1,2"]);
+        assert_eq!(r("1,2345"), ["1,2345"]);
+        assert_eq!(r("12,345.5"), ["12,345.5", "12345.5"]);
+        assert_eq!(r("red, green"), ["red, green"]);
+    }
     use super::*;
 
     fn step(kind: &str, said: Option<&str>) -> Step {

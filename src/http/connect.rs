@@ -14,7 +14,10 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{OriginalUri, Path, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,7 +29,7 @@ use super::body::read_limited;
 use crate::calls::{self, CallInput, Origin, PlatformCall, StartCall};
 use crate::catalog::ConnectionTarget;
 use crate::connect::answer::{CallOutcome, json_answer};
-use crate::connect::log::{Answer, Entry};
+use crate::connect::log::{Answer, CallClaim, Entry, Given};
 use crate::connect::verify::{Signed, VerifyError};
 use crate::connect::{Inbound, JsonRequest, Platform, twilio_inbound, twiml, wait_cap};
 use crate::error::{ApiProblem, AppError, ProblemKind};
@@ -97,14 +100,32 @@ async fn receive(
     State(app): State<AppState>,
     Path(slug): Path<String>,
     OriginalUri(uri): OriginalUri,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let received_at = now_ms();
-    let target = match app.catalog.connection(&slug).await {
+    // An address that keeps posting to URLs that do not exist is refused before the lookup,
+    // as at the webhook URLs.
+    let source = peer.as_ref().map(|Extension(ConnectInfo(p))| p.ip());
+    let cached = app.catalog.cached_connection(&slug);
+    if cached.is_none()
+        && let Some(ip) = source
+        && let Err(exceeded) = app.ingest_limits.lookup(ip)
+    {
+        return super::api::rate_limited(exceeded).into_response();
+    }
+    let found = match cached {
+        Some(t) => Ok(Some(t)),
+        None => app.catalog.connection(&slug).await,
+    };
+    let target = match found {
         Ok(Some(t)) => t,
         Ok(None) => {
+            if let Some(ip) = source {
+                app.ingest_limits.lookup_failed(ip);
+            }
             return ApiProblem::new(ProblemKind::NotFound, "no connection at this URL")
                 .into_response();
         }
@@ -272,22 +293,84 @@ async fn handle(
             return Outcome::refused(ApiProblem::new(ProblemKind::ValidationFailed, e), None);
         }
     };
-    let started = match start(app, target, &inbound).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::refused(e.into_problem(), Some(inbound)),
+    let first = async {
+        let started = match start(app, target, &inbound).await {
+            Ok(c) => c,
+            Err(e) => {
+                let problem = in_platform_terms(e.into_problem(), platform);
+                return Outcome::refused(problem, Some(inbound.clone()));
+            }
+        };
+        let (answer, note) = json_answer(platform, &started, &target.mapping);
+        let declined = started.refused_by().is_some() || note.is_some();
+        let verdict = describe(&started, note, target);
+        Outcome {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: answer,
+            verdict,
+            call_id: Some(started.call_id),
+            inbound: Some(inbound.clone()),
+            declined,
+            notice: false,
+        }
     };
-    let (answer, note) = json_answer(platform, &started, &target.mapping);
-    let declined = started.refused_by().is_some() || note.is_some();
-    let verdict = describe(&started, note, target);
-    Outcome {
-        status: StatusCode::OK,
-        content_type: "application/json",
-        body: answer,
-        verdict,
-        call_id: Some(started.call_id),
-        inbound: Some(inbound),
-        declined,
-        notice: false,
+    once_per_call(app, target, &inbound, first).await
+}
+
+/// Answers each of the platform's calls once: a request about a call this connection was
+/// already asked about (the platform retries, signed anew) gets the first request's answer,
+/// waiting for it while it is being made, and starts nothing. A second call would start
+/// without the data the first one took, and could route the caller past a Filter. A
+/// request without the platform's call id (Retell's) is always a call of its own.
+async fn once_per_call(
+    app: &AppState,
+    target: &ConnectionTarget,
+    inbound: &Inbound,
+    first: impl Future<Output = Outcome>,
+) -> Outcome {
+    let Some(id) = inbound.call_id.as_deref() else {
+        return first.await;
+    };
+    match app.connect.claim_call(target.id, id, Instant::now()) {
+        CallClaim::First(promise) => {
+            let outcome = first.await;
+            if outcome.status.is_success() {
+                promise.keep(Given {
+                    status: outcome.status.as_u16(),
+                    content_type: outcome.content_type,
+                    body: outcome.body.clone(),
+                    call_id: outcome.call_id.clone(),
+                    declined: outcome.declined,
+                });
+            }
+            outcome
+        }
+        CallClaim::Again(mut answering) => {
+            let wait = wait_cap(target.platform, target.deadline_ms);
+            let given = match tokio::time::timeout(wait, answering.wait_for(Option::is_some)).await
+            {
+                Ok(Ok(given)) => given.clone(),
+                _ => None,
+            };
+            // The first request went away unanswered: this one starts the call.
+            let Some(given) = given else {
+                return first.await;
+            };
+            Outcome {
+                status: StatusCode::from_u16(given.status).unwrap_or(StatusCode::OK),
+                content_type: given.content_type,
+                body: given.body,
+                verdict: format!(
+                    "asked again about {} call {id}: the same answer as the first time, no new call",
+                    target.platform.label()
+                ),
+                inbound: Some(inbound.clone()),
+                call_id: given.call_id,
+                declined: given.declined,
+                notice: false,
+            }
+        }
     }
 }
 
@@ -322,6 +405,29 @@ async fn start(
         .ok_or_else(|| AppError::Other(anyhow::anyhow!("a platform's call without its outcome")))
 }
 
+/// A call start's refusal of the caller (`from`, as `POST /api/v1/calls` names it) said in
+/// the platform's terms: where its request has the caller.
+fn in_platform_terms(mut problem: ApiProblem, platform: Platform) -> ApiProblem {
+    let (pointer, name) = platform.caller_field();
+    let renamed = |detail: &str| {
+        detail
+            .strip_prefix("from: ")
+            .map(|rest| format!("{name}: {rest}"))
+    };
+    for e in &mut problem.errors {
+        if e.pointer.as_deref() == Some("/from") {
+            e.pointer = Some(pointer.to_owned());
+            if let Some(d) = renamed(&e.detail) {
+                e.detail = d;
+            }
+        }
+    }
+    if let Some(d) = renamed(&problem.detail) {
+        problem.detail = d;
+    }
+    problem
+}
+
 /// Why a JSON platform's body could not be read: not JSON (400), JSON nested deeper than
 /// the parser follows (422), or JSON of the wrong shape (422).
 fn unreadable(platform: Platform, e: &serde_json::Error) -> ApiProblem {
@@ -350,7 +456,13 @@ fn describe(call: &CallOutcome, note: Option<String>, target: &ConnectionTarget)
     let mut said = format!("answered: call {} ({} data)", call.call_id, call.source);
     if let Some(flow) = call.entry_flow() {
         let agent = target.mapping.agent_for(Some(flow));
+        let own = target.mapping.flow_agents.contains_key(flow);
         let _ = match agent {
+            Some(a) if target.platform.routes_to_agents() && !own && call.routed() => write!(
+                said,
+                "; flow {flow} → {a} (the default: flow {flow} has no {} of its own)",
+                target.platform.agent_word()
+            ),
             Some(a) if target.platform.routes_to_agents() => write!(said, "; flow {flow} → {a}"),
             _ => write!(said, "; flow {flow}"),
         };
@@ -413,29 +525,34 @@ async fn twilio(
             let Some(inbound) = inbound else {
                 return rejected("the From field is missing".into(), None);
             };
-            let call = match start(app, target, &inbound).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let problem = e.into_problem();
-                    if problem.kind == ProblemKind::ValidationFailed {
-                        return rejected(problem.detail, Some(inbound));
+            let first = async {
+                let call = match start(app, target, &inbound).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let problem = in_platform_terms(e.into_problem(), Platform::Twilio);
+                        if problem.kind == ProblemKind::ValidationFailed {
+                            return rejected(problem.detail, Some(inbound.clone()));
+                        }
+                        return Outcome::refused(problem, Some(inbound.clone()));
                     }
-                    return Outcome::refused(problem, Some(inbound));
-                }
+                };
+                let body = twiml::turn(
+                    &call.steps,
+                    call.question.as_ref(),
+                    &action(&call.call_id, 1),
+                    &silence(&call.call_id, 1, 1),
+                );
+                let verdict = describe(&call, None, target);
+                let declined = call.refused_by().is_some();
+                twiml_outcome(body, verdict, Some(inbound.clone()), Some(call.call_id))
+                    .declined(declined)
             };
-            let body = twiml::turn(
-                &call.steps,
-                call.question.as_ref(),
-                &action(&call.call_id, 1),
-                &silence(&call.call_id, 1, 1),
-            );
-            let verdict = describe(&call, None, target);
-            let declined = call.refused_by().is_some();
-            twiml_outcome(body, verdict, Some(inbound), Some(call.call_id)).declined(declined)
+            once_per_call(app, target, &inbound, first).await
         }
         Some((call_id, turn, silent)) => {
-            let said = field("SpeechResult")
-                .filter(|s| !s.is_empty())
+            let spoken = field("SpeechResult").filter(|s| !s.is_empty());
+            let said = spoken
+                .clone()
                 .or_else(|| field("Digits").filter(|s| !s.is_empty()));
             let current = match calls::find(app, target.agent_id, &call_id).await {
                 // Only a call this connection started, for the CallSid that Twilio signed
@@ -486,9 +603,28 @@ async fn twilio(
                 }
                 return ask_again(silent, "no answer: asked again");
             };
-            let mut answers = Map::new();
-            answers.insert(question.variable.clone(), Value::String(answer.clone()));
-            match calls::answer(app, target.agent_id, &call_id, CallInput { answers }).await {
+            // Speech is read as said, then as a number or a yes or no, until the variable
+            // takes it; keys are taken as pressed.
+            let readings = match &spoken {
+                Some(s) => twiml::speech_readings(s),
+                None => vec![answer.clone()],
+            };
+            let mut taken = None;
+            for reading in &readings {
+                let mut answers = Map::new();
+                answers.insert(question.variable.clone(), Value::String(reading.clone()));
+                let result =
+                    calls::answer(app, target.agent_id, &call_id, CallInput { answers }).await;
+                let refused = matches!(&result, Err(AppError::Problem(p)) if p.kind == ProblemKind::ValidationFailed);
+                if !refused {
+                    taken = Some(result);
+                    break;
+                }
+                // The refusal said is that of the answer as the caller gave it.
+                taken.get_or_insert(result);
+            }
+            let answer = readings[0].clone();
+            match taken.expect("at least one reading") {
                 Ok(view) => {
                     let call = serde_json::to_string(&view)
                         .ok()

@@ -414,6 +414,20 @@ async fn signed_bodies_that_are_not_a_platforms_request_are_refused_by_name_and_
         assert_eq!(got, status, "{body:.80} {p}");
         assert!(p["detail"].as_str().unwrap().contains(why), "{p}");
     }
+    // A caller that is no phone number is named where Retell's body has it.
+    let body = retell_body("Anonymous");
+    let sig = verify::retell_signature(RETELL_KEY, body.as_bytes(), now_ms());
+    let res = post_retell(&app, &url, &body, &sig).await;
+    assert_eq!(res.status(), 422);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(
+        p["detail"], "call_inbound.from_number: \"Anonymous\" has no digits",
+        "{p}"
+    );
+    assert_eq!(
+        p["errors"][0]["pointer"], "/call_inbound/from_number",
+        "{p}"
+    );
     assert_calls(&app, &agent, 0).await;
 }
 
@@ -1382,6 +1396,22 @@ fn announce(
     secret: &str,
 ) -> reqwest::RequestBuilder {
     let call_id = format!("call-{from}-{}", now_ms());
+    announce_call(app, platform, url, from, secret, &call_id, 0)
+}
+
+/// [`announce`] for the platform's call `call_id`; a `variant` other than 0 adds a field the
+/// platform may add when it asks again (signed anew, so not a replay).
+fn announce_call(
+    app: &TestApp,
+    platform: &str,
+    url: &str,
+    from: &str,
+    secret: &str,
+    call_id: &str,
+    variant: u32,
+) -> reqwest::RequestBuilder {
+    let call_id = call_id.to_owned();
+    let attempt = variant.to_string();
     match platform {
         "retell" => {
             let body = retell_body(from);
@@ -1399,18 +1429,32 @@ fn announce(
                 "HTTP_SYNTHFLOW_SIGNATURE",
                 verify::synthflow_signature(secret, &call_id),
             )
-            .json(&json!({"event": "call_inbound", "call_id": call_id, "call_inbound": {
-                "model_id": "m", "from_number": from, "to_number": "+12125550199"}})),
-        "vapi" => app.client.post(url).header("x-vapi-secret", secret).json(&json!({
-            "message": {"type": "assistant-request", "call": {"id": call_id, "customer": {"number": from}},
-                        "phoneNumber": {"number": "+12125550199"}}})),
+            .json(
+                &json!({"event": "call_inbound", "call_id": call_id, "call_inbound": {
+                "model_id": "m", "from_number": from, "to_number": "+12125550199"}}),
+            ),
+        "vapi" => {
+            let mut body = json!({
+                "message": {"type": "assistant-request", "call": {"id": call_id, "customer": {"number": from}},
+                            "phoneNumber": {"number": "+12125550199"}}});
+            if variant > 0 {
+                body["message"]["timestamp"] = json!(variant);
+            }
+            app.client
+                .post(url)
+                .header("x-vapi-secret", secret)
+                .json(&body)
+        }
         "telnyx" => {
             use ed25519_dalek::Signer;
             let key = telnyx_signing_key(secret);
-            let body = json!({"data": {"event_type": "assistant.initialization", "payload": {
+            let mut body = json!({"data": {"event_type": "assistant.initialization", "payload": {
                 "telnyx_end_user_target": from, "telnyx_agent_target": "+12125550199",
-                "call_control_id": call_id, "telnyx_conversation_channel": "phone_call"}}})
-            .to_string();
+                "call_control_id": call_id, "telnyx_conversation_channel": "phone_call"}}});
+            if variant > 0 {
+                body["data"]["id"] = json!(attempt);
+            }
+            let body = body.to_string();
             let ts = (now_ms() / 1000).to_string();
             let sig = STANDARD.encode(key.sign(format!("{ts}|{body}").as_bytes()).to_bytes());
             app.client
@@ -1421,11 +1465,14 @@ fn announce(
                 .body(body)
         }
         "twilio" => {
-            let form = [
+            let mut form = vec![
                 ("CallSid", call_id.as_str()),
                 ("From", from),
                 ("To", "+12125550199"),
             ];
+            if variant > 0 {
+                form.push(("CallStatus", &attempt));
+            }
             app.client
                 .post(url)
                 .header("X-Twilio-Signature", twilio_sign(secret, url, &form))
@@ -1582,6 +1629,66 @@ async fn every_platforms_request_before_the_crm_webhook_is_woken_by_it() {
             "{platform} was woken, not left to fall back"
         );
     }
+}
+
+#[tokio::test]
+async fn a_platform_asking_again_about_a_call_gets_the_first_answer_and_starts_nothing() {
+    let app = spawn_app().await;
+    let (agent, hook, key) = connected_agent(&app, 2_000);
+    // The platforms whose requests name their call (Retell's does not; Synthflow signs only
+    // its call id, so the same call again is the same signed request: a replay).
+    for (i, platform) in ["vapi", "telnyx", "twilio"].into_iter().enumerate() {
+        let url = connect(&app, &agent, platform, &secret_of(platform, "s3cret"), &[]);
+        // Asked while the first request waits for the CRM, and again after its answer.
+        let from = format!("+1212555018{i}");
+        let call = format!("{platform}-call-{i}");
+        let first = announce_call(&app, platform, &url, &from, "s3cret", &call, 0);
+        let first = tokio::spawn(async move { first.send().await.unwrap().text().await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = announce_call(&app, platform, &url, &from, "s3cret", &call, 1);
+        let again = tokio::spawn(async move { again.send().await.unwrap().text().await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        crm(
+            &app,
+            &hook,
+            &key,
+            &agent,
+            &from,
+            json!({"customer_name": "Ada"}),
+        )
+        .await;
+        let (first, again) = (first.await.unwrap(), again.await.unwrap());
+        assert_eq!(
+            name_in(platform, &first).as_deref(),
+            Some("Ada"),
+            "{platform}: {first}"
+        );
+        assert_eq!(again, first, "{platform}");
+        let later = announce_call(&app, platform, &url, &from, "s3cret", &call, 2);
+        let replayed = later.try_clone().unwrap();
+        let res = later.send().await.unwrap();
+        assert_eq!(res.status(), 200, "{platform}");
+        assert_eq!(res.text().await.unwrap(), first, "{platform}");
+        // The same request sent again is still a replay.
+        assert_eq!(replayed.send().await.unwrap().status(), 401, "{platform}");
+        // Another of the platform's calls from the same caller is a call of its own.
+        let other = announce_call(
+            &app,
+            platform,
+            &url,
+            &from,
+            "s3cret",
+            &format!("{call}-b"),
+            0,
+        );
+        let other = other.send().await.unwrap().text().await.unwrap();
+        assert!(
+            other.contains("fallback") || name_in(platform, &other).as_deref() != Some("Ada"),
+            "{platform}: {other}"
+        );
+    }
+    // One call for each of the platform's calls: six.
+    assert_calls(&app, &agent, 6).await;
 }
 
 /// The `<Redirect>` URL Twilio follows when the caller says nothing, unescaped.
@@ -1795,11 +1902,17 @@ async fn a_twilio_turn_is_taken_only_through_the_connection_and_callsid_that_sta
             "{why}"
         );
     }
+    // The Twilio call still waits at its question; the Retell call was Retell's agent's from
+    // its start.
     let calls = agent_calls(&app, &agent).await;
-    for id in [&call, &retell_call] {
-        let view = listed_call(&calls, id);
-        assert_eq!(view["status"], "active", "{view}");
-    }
+    let view = listed_call(&calls, &call);
+    assert_eq!(view["status"], "active", "{view}");
+    let view = listed_call(&calls, &retell_call);
+    assert_eq!(
+        (&view["status"], &view["outcome"]),
+        (&json!("ended"), &json!("handed_over")),
+        "{view}"
+    );
     // The call's own connection and CallSid continue it, from the question it was at.
     let res = turn(&ours, "twilio-auth-token", &call, "CA910").await;
     assert_eq!(res.status(), 200);
@@ -1826,7 +1939,98 @@ async fn twilio_callers_without_a_phone_number_are_rejected_in_twiml() {
             "{from}: {twiml}"
         );
     }
-    assert_calls(&app, &agent, 0).await;
+    // The called side is not the caller: a SIP domain's address there turns no one away
+    // (the one call below is the only one: the rejected callers made none).
+    let twiml = twilio_post(
+        &app,
+        &url,
+        &[
+            ("CallSid", "CA903"),
+            ("From", "+12125550191"),
+            ("To", "sip:support@example.sip.twilio.com"),
+        ],
+    )
+    .await;
+    assert!(
+        twiml.contains("<Say>") && !twiml.contains("<Reject"),
+        "{twiml}"
+    );
+    assert_calls(&app, &agent, 1).await;
+}
+
+#[tokio::test]
+async fn twilio_reads_spoken_numbers_and_yeses_and_warns_of_transfers_it_cannot_dial() {
+    let app = spawn_app().await;
+    let agent = app.create_agent("US");
+    let doc = json!({
+        "format": "precall-agent/1", "firstFlow": "main",
+        "flows": [{"key": "main", "name": "Main", "blocks": [
+            {"key": "greeting", "kind": "greeting", "message": "Hello.", "next": "ask_pin"},
+            {"key": "ask_pin", "kind": "collect", "variable": "pin", "prompt": "Your PIN?", "next": "ask_ok"},
+            {"key": "ask_ok", "kind": "collect", "variable": "agreed", "prompt": "Shall we go on?", "next": "sales"},
+            {"key": "sales", "kind": "transfer_call", "destination": "", "department": "sales", "message": "Connecting you now."}
+        ]}],
+        "precall": [],
+        "variables": [
+            {"name": "pin", "type": "number", "default": null, "description": "", "source": {"flow": "main", "block": "ask_pin"}},
+            {"name": "agreed", "type": "boolean", "default": null, "description": "", "source": {"flow": "main", "block": "ask_ok"}}
+        ]
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    app.cli_json(&[
+        "agent",
+        "import",
+        &agent,
+        file.path().to_str().unwrap(),
+        "--publish",
+    ]);
+    let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
+
+    // The Configure page says which Transfer Calls Twilio has no number to dial for.
+    let admin = crate::admin::Console::set_up(&app).await;
+    let cid = connection_id(&app, &agent, &url);
+    let page = admin
+        .page(&format!(
+            "/admin/agents/{agent}/connections/{cid}/configure"
+        ))
+        .await;
+    assert!(
+        page.contains("Twilio dials a Transfer Call's destination number"),
+        "{page}"
+    );
+    assert!(page.contains("department <bdi>sales</bdi>"), "{page}");
+
+    // Speech as Twilio writes it: a sentence. "1,234." is the number 1234, "Yes." is true.
+    let form = |extra: (&'static str, &'static str)| {
+        vec![("CallSid", "CA777"), ("From", "+12125550192"), extra]
+    };
+    let first = twilio_post(&app, &url, &form(("To", "+12125550199"))).await;
+    let call = gathered_call(&first);
+    let asked = twilio_post(
+        &app,
+        &gather_action(&first),
+        &form(("SpeechResult", "1,234.")),
+    )
+    .await;
+    assert!(asked.contains("Shall we go on?"), "{asked}");
+    let said = twilio_post(
+        &app,
+        &gather_action(&asked),
+        &form(("SpeechResult", "Yes.")),
+    )
+    .await;
+    assert!(
+        said.contains("<Say>Connecting you now.</Say><Hangup"),
+        "{said}"
+    );
+    // The call as the runtime reads it.
+    let runtime = app.create_token(&agent);
+    let view = app
+        .get_json(&format!("{}/api/v1/calls/{call}", app.address), &runtime)
+        .await;
+    assert_eq!(view["variables"]["pin"], 1234, "{view}");
+    assert_eq!(view["variables"]["agreed"], true, "{view}");
 }
 
 #[tokio::test]

@@ -157,6 +157,46 @@ async fn an_address_naming_unknown_urls_or_tokens_is_limited_before_the_lookup()
 }
 
 #[tokio::test]
+async fn unknown_voice_platform_urls_use_up_the_addresss_lookups() {
+    let app = spawn_app_with(|s| {
+        s.rates = Rates {
+            per_action: 0,
+            per_source: 0,
+            failed_lookups: 3,
+            burst_secs: 1,
+        }
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let res = app
+            .client
+            .post(format!(
+                "{}/connect/no-such-connection-{i:020}",
+                app.address
+            ))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 429, 429]);
+    // Unknown webhook URLs from the same address: refused at once now.
+    let res = app
+        .client
+        .post(format!(
+            "{}/webhooks/no-such-webhook-{:020}",
+            app.address, 0
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 429, "rate-limited").await;
+}
+
+#[tokio::test]
 async fn unknown_runtime_tokens_use_up_the_addresss_lookups() {
     let app = spawn_app_with(|s| {
         s.rates = Rates {

@@ -20,6 +20,7 @@ use super::{HtmlError, Page, PageResult, after, agent, agent_draft, isolate, not
 use crate::auth::session::{Admin, AdminForm};
 use crate::connect::log::Entry;
 use crate::connect::{Mapping, MappingPart, MappingProblem, Platform, wait_cap};
+use crate::domain::document::Block;
 use crate::http::AppState;
 use crate::http::api::manage::connections::check_deadline;
 use crate::store::admins;
@@ -257,6 +258,8 @@ struct ConfigureStep {
     deadline_editable: bool,
     margin_ms: i64,
     max_wait_ms: i64,
+    /// Twilio: the draft's Transfer Calls with no number to dial (flow name, department).
+    undialable: Vec<(String, String)>,
 }
 
 /// The mapping form's fields that a refused form carries back in the address, so that
@@ -332,7 +335,27 @@ async fn configure_step(
             name: f.name.clone(),
         })
         .collect();
+    // Twilio dials a Transfer Call's destination: one with only a department has nothing to
+    // dial, and the caller hears its message before the call ends.
+    let undialable = if p == Platform::Twilio {
+        d.doc()
+            .flows
+            .iter()
+            .flat_map(|f| f.blocks.iter().map(move |b| (f, b)))
+            .filter_map(|(f, b)| match &b.settings {
+                Block::TransferCall {
+                    destination,
+                    department,
+                    ..
+                } if destination.trim().is_empty() => Some((f.name.clone(), department.clone())),
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(render(ConfigureStep {
+        undialable,
         page: Page::new(&admin, format!("Configure · {}", isolate(&c.name)), &flash),
         agent_id: a.public_id,
         agent_name: a.name,

@@ -226,6 +226,22 @@ function renderDelivery(template, d, viewer) {
 /** Entries the Test viewer keeps on the page. */
 const VIEWER_MAX = 200;
 
+/** A viewer's note of `count` requests it could not list, with a link to them if any. */
+function skippedNote(count, href, label) {
+  const item = document.createElement("li");
+  item.className = "skipped";
+  const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
+  item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here." + (href ? " " : "")));
+  if (href) {
+    const link = document.createElement("a");
+    link.href = href;
+    link.textContent = label;
+    item.appendChild(link);
+  }
+  announce(more + " not listed");
+  return item;
+}
+
 function startViewer() {
   const viewer = document.getElementById("viewer");
   if (!viewer || !window.EventSource) return;
@@ -255,17 +271,7 @@ function startViewer() {
   });
   // Under a flood the server sends the newest requests and says how many it left out.
   source.addEventListener("skipped", (event) => {
-    const count = JSON.parse(event.data).count;
-    const item = document.createElement("li");
-    item.className = "skipped";
-    const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
-    item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here. "));
-    const link = document.createElement("a");
-    link.href = viewer.dataset.all;
-    link.textContent = "See all deliveries";
-    item.appendChild(link);
-    shown(item);
-    announce(more + " not listed");
+    shown(skippedNote(JSON.parse(event.data).count, viewer.dataset.all, "See all deliveries"));
   });
 
   // Requests refused without a valid key are counted, not listed: the last hour's count.
@@ -386,13 +392,7 @@ function startConnectViewer() {
   });
   // Under a flood the server forgets the oldest requests before the page sees them.
   source.addEventListener("skipped", (event) => {
-    const count = JSON.parse(event.data).count;
-    const item = document.createElement("li");
-    item.className = "skipped";
-    const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
-    item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here."));
-    shown(item);
-    announce(more + " not listed");
+    shown(skippedNote(JSON.parse(event.data).count));
   });
 }
 

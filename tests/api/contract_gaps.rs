@@ -5,7 +5,7 @@
 use precall::http::rate::Rates;
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn call_start_422s_point_at_the_field_at_fault() {
@@ -112,15 +112,7 @@ async fn the_bearer_scheme_is_read_without_regard_to_case() {
 
 #[tokio::test]
 async fn an_address_naming_unknown_urls_or_tokens_is_limited_before_the_lookup() {
-    let app = spawn_app_with(|s| {
-        s.rates = Rates {
-            per_action: 0,
-            per_source: 0,
-            failed_lookups: 5,
-            burst_secs: 1,
-        }
-    })
-    .await;
+    let app = app_with_lookups(5).await;
     let setup = app.setup(0);
     let body = json!({"agentId": setup.agent_id, "phoneNumber": "+12125550100"});
     assert_eq!(app.ingest(&setup, &body).await.status(), 202);
@@ -156,17 +148,22 @@ async fn an_address_naming_unknown_urls_or_tokens_is_limited_before_the_lookup()
     assert_eq!(app.ingest(&setup, &body).await.status(), 202);
 }
 
-#[tokio::test]
-async fn unknown_voice_platform_urls_use_up_the_addresss_lookups() {
-    let app = spawn_app_with(|s| {
+/// A server whose only limit is `n` failed lookups a second per address.
+async fn app_with_lookups(n: u32) -> TestApp {
+    spawn_app_with(|s| {
         s.rates = Rates {
             per_action: 0,
             per_source: 0,
-            failed_lookups: 3,
+            failed_lookups: n,
             burst_secs: 1,
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn unknown_voice_platform_urls_use_up_the_addresss_lookups() {
+    let app = app_with_lookups(3).await;
     let mut statuses = Vec::new();
     for i in 0..5 {
         let res = app
@@ -198,15 +195,7 @@ async fn unknown_voice_platform_urls_use_up_the_addresss_lookups() {
 
 #[tokio::test]
 async fn unknown_runtime_tokens_use_up_the_addresss_lookups() {
-    let app = spawn_app_with(|s| {
-        s.rates = Rates {
-            per_action: 0,
-            per_source: 0,
-            failed_lookups: 3,
-            burst_secs: 1,
-        }
-    })
-    .await;
+    let app = app_with_lookups(3).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
         let res = app

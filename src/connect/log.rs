@@ -26,11 +26,9 @@ const REPLAY_SHARDS: usize = 16;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
-    pub id: u64,
     /// Its place among its connection's requests (1 for the first since the server started):
     /// a gap says how many were forgotten before a viewer saw them.
-    #[serde(skip)]
-    pub n: u64,
+    pub id: u64,
     /// Unix ms.
     pub received_at: i64,
     pub status: u16,
@@ -76,7 +74,6 @@ impl Serialize for Answer {
 
 #[derive(Default)]
 struct Requests {
-    next: u64,
     by_connection: HashMap<i64, Kept>,
 }
 
@@ -188,47 +185,27 @@ impl ConnectState {
     /// Keeps a request for its connection's viewer (the newest [`KEPT_PER_CONNECTION`]).
     pub fn record(&self, connection: i64, mut entry: Entry) {
         let mut r = self.requests.lock().expect("connect log");
-        r.next += 1;
-        entry.id = r.next;
         let kept = r.by_connection.entry(connection).or_default();
         kept.recorded += 1;
-        entry.n = kept.recorded;
+        entry.id = kept.recorded;
         if kept.entries.len() == KEPT_PER_CONNECTION {
             kept.entries.pop_front();
         }
         kept.entries.push_back(entry);
     }
 
-    /// The connection's requests after `after` (by id), oldest first.
-    pub fn after(&self, connection: i64, after: u64) -> Vec<Entry> {
-        let r = self.requests.lock().expect("connect log");
-        r.by_connection
-            .get(&connection)
-            .map(|k| k.entries.iter().filter(|e| e.id > after).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The place (see [`Entry::n`]) a viewer that has seen the requests up to id `after`
-    /// has reached: that of the newest one it has seen, or, if it has seen none that is
-    /// still kept, just before the oldest kept.
-    pub fn place_of(&self, connection: i64, after: u64) -> u64 {
-        let r = self.requests.lock().expect("connect log");
-        let Some(k) = r.by_connection.get(&connection) else {
-            return 0;
-        };
-        let seen = k.entries.iter().take_while(|e| e.id <= after).last();
-        seen.map_or(k.recorded - k.entries.len() as u64, |e| e.n)
-    }
-
-    /// The connection's requests after place `n`, oldest first, and how many came after `n`
-    /// but are forgotten already (more than [`KEPT_PER_CONNECTION`] came at once).
-    pub fn since(&self, connection: i64, n: u64) -> (Vec<Entry>, u64) {
+    /// The connection's requests after `after` (by id), oldest first, and how many came
+    /// after it but are forgotten already (more than [`KEPT_PER_CONNECTION`] came at once).
+    /// An `after` past every request the connection has had is from before the server
+    /// started: all are new.
+    pub fn since(&self, connection: i64, after: u64) -> (Vec<Entry>, u64) {
         let r = self.requests.lock().expect("connect log");
         let Some(k) = r.by_connection.get(&connection) else {
             return (Vec::new(), 0);
         };
-        let new: Vec<Entry> = k.entries.iter().filter(|e| e.n > n).cloned().collect();
-        let forgotten = new.first().map_or(0, |e| e.n - n - 1);
+        let after = if after > k.recorded { 0 } else { after };
+        let new: Vec<Entry> = k.entries.iter().filter(|e| e.id > after).cloned().collect();
+        let forgotten = new.first().map_or(0, |e| e.id - after - 1);
         (new, forgotten)
     }
 
@@ -246,16 +223,24 @@ impl ConnectState {
     /// must get the answer the first request gave, not a second call started without the
     /// data the first one took.
     pub fn claim_call(&self, connection: i64, call_id: &str, now: Instant) -> CallClaim {
-        let mut c = self.calls.lock().expect("platform calls");
+        let mut guard = self.calls.lock().expect("platform calls");
+        let c = &mut *guard;
         let since = *c.since.get_or_insert(now);
         let age = now.saturating_duration_since(since);
         if age >= REPLAY_WINDOW || c.current.len() >= CALLS_CAP / 2 {
-            c.previous = if age >= 2 * REPLAY_WINDOW {
-                HashMap::new()
+            let older = if age >= 2 * REPLAY_WINDOW {
+                c.current.clear();
+                std::mem::take(&mut c.previous)
             } else {
-                std::mem::take(&mut c.current)
+                let current = std::mem::take(&mut c.current);
+                std::mem::replace(&mut c.previous, current)
             };
-            c.current.clear();
+            // Forgotten early (past the cap), a call still being answered would start anew
+            // when asked again: those stay.
+            let answering = older
+                .into_iter()
+                .filter(|(_, a)| a.borrow().is_none() && a.has_changed().is_ok());
+            c.previous.extend(answering);
             c.since = Some(now);
         }
         let key = (connection, call_id.to_owned());
@@ -291,7 +276,6 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             id: 0,
-            n: 0,
             received_at: 0,
             status: 200,
             accepted: true,
@@ -307,37 +291,25 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_newest_requests_of_each_connection() {
+    fn keeps_the_newest_requests_of_each_connection_and_counts_those_it_forgot() {
         let s = ConnectState::default();
-        for _ in 0..KEPT_PER_CONNECTION + 5 {
-            s.record(1, entry());
-        }
-        s.record(2, entry());
-        let all = s.after(1, 0);
-        assert_eq!(all.len(), KEPT_PER_CONNECTION);
-        assert_eq!(all.first().unwrap().id, 6);
-        assert_eq!(s.after(1, all.last().unwrap().id).len(), 0);
-        assert_eq!(s.after(2, 0).len(), 1);
-    }
-
-    #[test]
-    fn a_viewer_is_told_how_many_requests_were_forgotten_before_it_saw_them() {
-        let s = ConnectState::default();
-        s.record(1, entry());
-        let place = s.place_of(1, s.after(1, 0)[0].id);
-        assert_eq!(place, 1);
         let count = |(new, forgotten): (Vec<Entry>, u64)| (new.len(), forgotten);
-        assert_eq!(count(s.since(1, place)), (0, 0));
+        s.record(1, entry());
+        assert_eq!(count(s.since(1, 1)), (0, 0));
         for _ in 0..KEPT_PER_CONNECTION + 7 {
             s.record(1, entry());
             s.record(2, entry());
         }
-        let (new, forgotten) = s.since(1, place);
+        // A viewer at the first request: the 100 newest, and 7 it will never see.
+        let (new, forgotten) = s.since(1, 1);
         assert_eq!((new.len(), forgotten), (KEPT_PER_CONNECTION, 7));
-        assert_eq!(new.first().unwrap().n, 9);
-        // A viewer whose newest request is forgotten starts from the oldest kept.
-        assert_eq!(s.place_of(1, 1), 8);
-        assert_eq!(count(s.since(1, new.last().unwrap().n)), (0, 0));
+        assert_eq!(new.first().unwrap().id, 9);
+        assert_eq!(new.last().unwrap().id, 108);
+        assert_eq!(count(s.since(1, 108)), (0, 0));
+        // A page that had none yet: the newest it can have, all forgotten before counted.
+        assert_eq!(count(s.since(1, 0)), (KEPT_PER_CONNECTION, 8));
+        // A viewer from before a restart (its place is past every request): all are new.
+        assert_eq!(count(s.since(2, 500)).0, KEPT_PER_CONNECTION);
         assert_eq!(count(s.since(3, 0)), (0, 0));
     }
 
@@ -377,6 +349,14 @@ mod tests {
         };
         drop(dropped);
         assert!(matches!(s.claim_call(1, "c2", t), CallClaim::First(_)));
+        // Past the cap, calls are forgotten early, but not one still being answered.
+        let CallClaim::First(_in_flight) = s.claim_call(1, "slow", t) else {
+            panic!("first");
+        };
+        for i in 0..CALLS_CAP + 1 {
+            let _ = s.claim_call(1, &format!("flood-{i}"), t);
+        }
+        assert!(matches!(s.claim_call(1, "slow", t), CallClaim::Again(_)));
         // Forgotten after two windows.
         assert!(matches!(
             s.claim_call(1, "c1", t + 2 * REPLAY_WINDOW + Duration::from_secs(2)),

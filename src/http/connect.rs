@@ -10,7 +10,7 @@
 //! is posted back here (`?call=…`) and continues the call as `POST /api/v1/calls/{id}/input`
 //! does.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -131,63 +131,106 @@ async fn receive(
         }
         Err(e) => return AppError::from(e).into_response(),
     };
-    // Vapi's end-of-call-report (acknowledged, see `vapi_notice`) carries the whole call's
-    // transcript and messages.
-    let limit = if target.platform == Platform::Vapi {
-        app.body_limit.max(VAPI_BODY_LIMIT)
-    } else {
-        app.body_limit
+    // Answered in a task of its own: a platform that goes away before its answer (it gave
+    // up, or the network dropped) does not cut the work short. The call it started is
+    // recorded, its Test viewer entry kept, and the answer promised to a request asking
+    // again about the same call (see `once_per_call`) is given.
+    let request = Request {
+        app,
+        target,
+        slug,
+        uri,
+        headers,
+        started,
+        received_at,
     };
-    let outcome = match read_limited(&headers, body, limit).await {
-        Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
-        Err(p) => Outcome::refused(p, None),
-    };
-    // A request refused before its call could start (no valid signature, a replay, not a
-    // call) has no caller; one refused by the call start has, and was counted there. A
-    // Twilio turn continues a call rather than starting one.
-    let twilio_turn = || target.platform == Platform::Twilio && turn_of(uri.query()).is_some();
-    if !outcome.status.is_success() && outcome.inbound.is_none() && !twilio_turn() {
-        app.metrics.call(
-            target.platform.into(),
-            metrics::CallOutcome::of_failure(outcome.status.as_u16()),
-        );
+    match tokio::spawn(request.answer(body)).await {
+        Ok(res) => res,
+        Err(e) => {
+            AppError::Other(anyhow::anyhow!("answering a platform's request: {e}")).into_response()
+        }
     }
-    let sent = bytes::Bytes::from(outcome.body);
-    let answer = Answer::new(sent.clone());
-    let mut res = (outcome.status, Body::from(sent)).into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(outcome.content_type),
-    );
-    if outcome.status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Signature"),
-        );
-    }
-    if outcome.notice {
-        return res;
-    }
-    let inbound = outcome.inbound;
-    app.connect.record(
-        target.id,
-        Entry {
-            id: 0,
-            n: 0,
+}
+
+/// A platform's request to a connection, found.
+struct Request {
+    app: AppState,
+    target: std::sync::Arc<ConnectionTarget>,
+    slug: String,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    started: Instant,
+    received_at: i64,
+}
+
+impl Request {
+    async fn answer(self, body: Body) -> Response {
+        let Self {
+            app,
+            target,
+            slug,
+            uri,
+            headers,
+            started,
             received_at,
-            status: outcome.status.as_u16(),
-            accepted: outcome.status.is_success(),
-            declined: outcome.declined,
-            verdict: outcome.verdict,
-            caller: inbound.as_ref().map(|i| i.from.clone()),
-            called: inbound.as_ref().and_then(|i| i.to.clone()),
-            platform_call_id: inbound.and_then(|i| i.call_id),
-            call_id: outcome.call_id,
-            answer,
-            latency_ms: started.elapsed().as_millis() as u64,
-        },
-    );
-    res
+        } = self;
+        // Vapi's end-of-call-report (acknowledged, see `vapi_notice`) carries the whole call's
+        // transcript and messages.
+        let limit = if target.platform == Platform::Vapi {
+            app.body_limit.max(VAPI_BODY_LIMIT)
+        } else {
+            app.body_limit
+        };
+        let outcome = match read_limited(&headers, body, limit).await {
+            Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
+            Err(p) => Outcome::refused(p, None),
+        };
+        // A request refused before its call could start (no valid signature, a replay, not a
+        // call) has no caller; one refused by the call start has, and was counted there. A
+        // Twilio turn continues a call rather than starting one.
+        let twilio_turn = || target.platform == Platform::Twilio && turn_of(uri.query()).is_some();
+        if !outcome.status.is_success() && outcome.inbound.is_none() && !twilio_turn() {
+            app.metrics.call(
+                target.platform.into(),
+                metrics::CallOutcome::of_failure(outcome.status.as_u16()),
+            );
+        }
+        let sent = bytes::Bytes::from(outcome.body);
+        let answer = Answer::new(sent.clone());
+        let mut res = (outcome.status, Body::from(sent)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(outcome.content_type),
+        );
+        if outcome.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Signature"),
+            );
+        }
+        if outcome.notice {
+            return res;
+        }
+        let inbound = outcome.inbound;
+        app.connect.record(
+            target.id,
+            Entry {
+                id: 0,
+                received_at,
+                status: outcome.status.as_u16(),
+                accepted: outcome.status.is_success(),
+                declined: outcome.declined,
+                verdict: outcome.verdict,
+                caller: inbound.as_ref().map(|i| i.from.clone()),
+                called: inbound.as_ref().and_then(|i| i.to.clone()),
+                platform_call_id: inbound.and_then(|i| i.call_id),
+                call_id: outcome.call_id,
+                answer,
+                latency_ms: started.elapsed().as_millis() as u64,
+            },
+        );
+        res
+    }
 }
 
 async fn handle(
@@ -332,43 +375,62 @@ async fn once_per_call(
     let Some(id) = inbound.call_id.as_deref() else {
         return first.await;
     };
-    match app.connect.claim_call(target.id, id, Instant::now()) {
-        CallClaim::First(promise) => {
-            let outcome = first.await;
-            if outcome.status.is_success() {
-                promise.keep(Given {
-                    status: outcome.status.as_u16(),
-                    content_type: outcome.content_type,
-                    body: outcome.body.clone(),
-                    call_id: outcome.call_id.clone(),
-                    declined: outcome.declined,
-                });
+    // The first request's own wait began earlier, but its answer comes after it: a request
+    // asking again waits a little longer, still well within the platform's deadline.
+    let platform = target.platform;
+    let patience = wait_cap(platform, target.deadline_ms)
+        + Duration::from_millis((platform.margin_ms() / 2).max(0) as u64);
+    let give_up = tokio::time::Instant::now() + patience;
+    loop {
+        match app.connect.claim_call(target.id, id, Instant::now()) {
+            CallClaim::First(promise) => {
+                let outcome = first.await;
+                if outcome.status.is_success() {
+                    promise.keep(Given {
+                        status: outcome.status.as_u16(),
+                        content_type: outcome.content_type,
+                        body: outcome.body.clone(),
+                        call_id: outcome.call_id.clone(),
+                        declined: outcome.declined,
+                    });
+                }
+                return outcome;
             }
-            outcome
-        }
-        CallClaim::Again(mut answering) => {
-            let wait = wait_cap(target.platform, target.deadline_ms);
-            let given = match tokio::time::timeout(wait, answering.wait_for(Option::is_some)).await
-            {
-                Ok(Ok(given)) => given.clone(),
-                _ => None,
-            };
-            // The first request went away unanswered: this one starts the call.
-            let Some(given) = given else {
-                return first.await;
-            };
-            Outcome {
-                status: StatusCode::from_u16(given.status).unwrap_or(StatusCode::OK),
-                content_type: given.content_type,
-                body: given.body,
-                verdict: format!(
-                    "asked again about {} call {id}: the same answer as the first time, no new call",
-                    target.platform.label()
-                ),
-                inbound: Some(inbound.clone()),
-                call_id: given.call_id,
-                declined: given.declined,
-                notice: false,
+            CallClaim::Again(mut answering) => {
+                let given = match tokio::time::timeout_at(
+                    give_up,
+                    answering.wait_for(Option::is_some),
+                )
+                .await
+                {
+                    Ok(Ok(given)) => given.clone(),
+                    // The first request was refused: this one is the first now.
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        let problem = ApiProblem::new(
+                            ProblemKind::Unavailable,
+                            format!(
+                                "{} call {id} is still being answered for an earlier request: no second call was started",
+                                platform.label()
+                            ),
+                        );
+                        return Outcome::refused(problem, Some(inbound.clone()));
+                    }
+                };
+                let Some(given) = given else { continue };
+                return Outcome {
+                    status: StatusCode::from_u16(given.status).unwrap_or(StatusCode::OK),
+                    content_type: given.content_type,
+                    body: given.body,
+                    verdict: format!(
+                        "asked again about {} call {id}: the same answer as the first time, no new call",
+                        platform.label()
+                    ),
+                    inbound: Some(inbound.clone()),
+                    call_id: given.call_id,
+                    declined: given.declined,
+                    notice: false,
+                };
             }
         }
     }
@@ -610,6 +672,7 @@ async fn twilio(
                 None => vec![answer.clone()],
             };
             let mut taken = None;
+            let mut answer = readings[0].clone();
             for reading in &readings {
                 let mut answers = Map::new();
                 answers.insert(question.variable.clone(), Value::String(reading.clone()));
@@ -618,12 +681,12 @@ async fn twilio(
                 let refused = matches!(&result, Err(AppError::Problem(p)) if p.kind == ProblemKind::ValidationFailed);
                 if !refused {
                     taken = Some(result);
+                    answer.clone_from(reading);
                     break;
                 }
                 // The refusal said is that of the answer as the caller gave it.
                 taken.get_or_insert(result);
             }
-            let answer = readings[0].clone();
             match taken.expect("at least one reading") {
                 Ok(view) => {
                     let call = serde_json::to_string(&view)

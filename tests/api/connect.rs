@@ -1687,8 +1687,29 @@ async fn a_platform_asking_again_about_a_call_gets_the_first_answer_and_starts_n
             "{platform}: {other}"
         );
     }
-    // One call for each of the platform's calls: six.
-    assert_calls(&app, &agent, 6).await;
+    // Data that never comes: the first request falls back at Telnyx's cap (1.2 s), and the
+    // one asking again, which waits a little longer, gets that answer.
+    let url = connect(&app, &agent, "telnyx", &secret_of("telnyx", "s3cret"), &[]);
+    let send = |variant| {
+        let req = announce_call(
+            &app,
+            "telnyx",
+            &url,
+            "+12125550189",
+            "s3cret",
+            "tx-none",
+            variant,
+        );
+        tokio::spawn(async move { req.send().await.unwrap().text().await.unwrap() })
+    };
+    let first = send(0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = send(1);
+    let (first, again) = (first.await.unwrap(), again.await.unwrap());
+    assert!(first.contains(r#""precall_source":"fallback""#), "{first}");
+    assert_eq!(again, first);
+    // One call for each of the platform's calls: seven.
+    assert_calls(&app, &agent, 7).await;
 }
 
 /// The `<Redirect>` URL Twilio follows when the caller says nothing, unescaped.

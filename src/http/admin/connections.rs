@@ -620,7 +620,7 @@ async fn test_step(
     let a = agent(&app, &id).await?;
     let c = connection_of(&app, a.id, &cid).await?;
     let flash = app.flash.take(admin.session_id);
-    let mut all = app.connect.after(c.id, 0);
+    let (mut all, _) = app.connect.since(c.id, 0);
     let last = all.last().map_or(0, |e| e.id);
     all.reverse();
     Ok(render(TestStep {
@@ -666,13 +666,12 @@ async fn events(
         .and_then(|v| v.trim().parse().ok())
         .or(q.after)
         .unwrap_or(0);
-    let place = app.connect.place_of(c.id, last);
     let session = admin.session_id;
     let first = stream::once(async { Ok(Event::default().comment("listening")) });
-    let rest = stream::unfold(Some((place, 0u32)), move |state| {
+    let rest = stream::unfold(Some((last, 0u32)), move |state| {
         let app = app.clone();
         async move {
-            let (place, mut polls) = state?;
+            let (last, mut polls) = state?;
             loop {
                 tokio::time::sleep(VIEWER_POLL).await;
                 polls = polls.wrapping_add(1);
@@ -685,8 +684,8 @@ async fn events(
                         return Some((stream::iter(vec![Ok(gone)]), None));
                     }
                 }
-                let (new, forgotten) = app.connect.since(c.id, place);
-                if let Some(newest) = new.last().map(|e| e.n) {
+                let (new, forgotten) = app.connect.since(c.id, last);
+                if let Some(newest) = new.last().map(|e| e.id) {
                     let skipped = (forgotten > 0).then(|| {
                         Ok(Event::default()
                             .event("skipped")

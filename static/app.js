@@ -226,18 +226,16 @@ function renderDelivery(template, d, viewer) {
 /** Entries the Test viewer keeps on the page. */
 const VIEWER_MAX = 200;
 
-/** A viewer's note of `count` requests it could not list, with a link to them if any. */
+/** The webhook viewer's note of `count` requests it could not list, with a link to them. */
 function skippedNote(count, href, label) {
   const item = document.createElement("li");
   item.className = "skipped";
   const more = count === 1 ? "1 more request" : count.toLocaleString() + " more requests";
-  item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here." + (href ? " " : "")));
-  if (href) {
-    const link = document.createElement("a");
-    link.href = href;
-    link.textContent = label;
-    item.appendChild(link);
-  }
+  item.appendChild(text(document.createElement("span"), more + " arrived too fast to list here. "));
+  const link = document.createElement("a");
+  link.href = href;
+  link.textContent = label;
+  item.appendChild(link);
   announce(more + " not listed");
   return item;
 }
@@ -390,9 +388,16 @@ function startConnectViewer() {
     shown(renderRequest(e, list.dataset.calls));
     announce((!e.accepted ? "Refused" : e.declined ? "Declined" : "Answered") + " request received");
   });
-  // Under a flood the server forgets the oldest requests before the page sees them.
+  // Under a flood the server forgets the oldest requests before the page sees them: one
+  // running count above the list, which the newest requests cannot push out of it.
+  const skipped = document.getElementById("connect-skipped");
+  let missed = 0;
   source.addEventListener("skipped", (event) => {
-    shown(skippedNote(JSON.parse(event.data).count));
+    missed += JSON.parse(event.data).count;
+    const more = missed === 1 ? "1 request" : missed.toLocaleString() + " requests";
+    skipped.textContent = more + " arrived too fast to list here since the page opened.";
+    skipped.hidden = false;
+    announce(more + " not listed");
   });
 }
 

@@ -128,15 +128,15 @@ pub fn turn(steps: &[Step], question: Option<&Question>, action: &str, on_silenc
 
 /// What a caller's spoken answer may mean, most literal first. Twilio writes speech as a
 /// sentence ("1234.", "Four.", "Yes."), and a Collect's variable may want a number or a
-/// boolean: the answer as said without its closing punctuation, then the same as a number
+/// boolean: the answer as said, then without its closing punctuation, then as a number
 /// ("1,234" → "1234", a number word → its digits) or a yes or a no (`true`, `false`). The
-/// first that the variable takes is its answer.
+/// first that the variable takes is its answer: text is kept as said.
 pub fn speech_readings(said: &str) -> Vec<String> {
     let base = said
         .trim()
         .trim_end_matches(|c: char| c.is_whitespace() || ".!?,;:".contains(c))
         .trim_start();
-    let mut readings = vec![base.to_owned()];
+    let mut readings = vec![said.to_owned(), base.to_owned()];
     let grouped = base.replace(',', "");
     if grouped != base
         && grouped.parse::<f64>().is_ok()
@@ -190,12 +190,12 @@ mod tests {
     #[test]
     fn a_spoken_answer_is_read_as_said_then_as_a_number_or_a_yes_or_no() {
         use super::speech_readings as r;
-        assert_eq!(r("1234."), ["1234"]);
-        assert_eq!(r(" 1,234. "), ["1,234", "1234"]);
-        assert_eq!(r("Four."), ["Four", "4"]);
-        assert_eq!(r("Yes!"), ["Yes", "true"]);
+        assert_eq!(r("1234."), ["1234.", "1234"]);
+        assert_eq!(r(" 1,234. "), [" 1,234. ", "1,234", "1234"]);
+        assert_eq!(r("Four."), ["Four.", "Four", "4"]);
+        assert_eq!(r("Yes!"), ["Yes!", "Yes", "true"]);
         assert_eq!(r("no"), ["no", "false"]);
-        assert_eq!(r("Ada Lovelace."), ["Ada Lovelace"]);
+        assert_eq!(r("I need help."), ["I need help.", "I need help"]);
         // Commas that do not group thousands are the caller's words.
         assert_eq!(r("1,2"), ["1,2"]);
         assert_eq!(r("1,2345"), ["1,2345"]);

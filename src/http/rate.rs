@@ -47,7 +47,9 @@ impl Exceeded {
         let whose = match self.limit {
             Limit::Action => "this webhook's limit",
             Limit::Source => "the limit for your address",
-            Limit::Lookups => "the limit for unknown webhook URLs and tokens from your address",
+            Limit::Lookups => {
+                "the limit for unknown URLs (webhook or voice platform) and tokens from your address"
+            }
         };
         format!(
             "{whose} of {} requests a second is used up; retry after {} s; nothing was stored",

@@ -1373,6 +1373,20 @@ async fn the_console_sets_up_configures_and_shows_a_platforms_requests_live() {
         "{listed}"
     );
 
+    // A viewer that was away while more requests came than are kept (100): told how many
+    // it missed, then given the newest.
+    for _ in 0..120 {
+        assert_eq!(post_retell(&app, &url, &body, &forged).await.status(), 401);
+    }
+    let res = admin.get(&format!("{base}/{cid}/events?after=2")).await;
+    let mut stream = res.bytes_stream();
+    let events = read_events(&mut stream, |e| e.len() >= 101).await;
+    assert_eq!(events[0], ("skipped".to_owned(), json!({"count": 20})));
+    assert_eq!(
+        (&events[1].1["id"], &events[100].1["id"]),
+        (&json!(23), &json!(122))
+    );
+
     // An address with no connection's id in it is no connection: the console's 404.
     for path in [
         "abc/configure",

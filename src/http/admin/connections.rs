@@ -680,7 +680,9 @@ async fn events(
                         return None;
                     }
                     if matches!(connections::find(&app.db, c.id).await, Ok(None)) {
-                        let gone = Event::default().event("gone").data("deleted");
+                        let gone = Event::default()
+                            .event("gone")
+                            .data(r#"{"connection":"deleted"}"#);
                         return Some((stream::iter(vec![Ok(gone)]), None));
                     }
                 }

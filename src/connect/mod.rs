@@ -108,22 +108,14 @@ impl Platform {
         matches!(self, Self::Retell | Self::Synthflow | Self::Vapi)
     }
 
-    /// Where the platform's request names the caller: a JSON pointer into its body (Twilio's
-    /// form field by name), and the same path as its documentation writes it.
-    pub fn caller_field(self) -> (&'static str, &'static str) {
+    /// Where the platform's request names the caller, as its documentation writes the path
+    /// (Twilio's form field by name).
+    pub fn caller_field(self) -> &'static str {
         match self {
-            Self::Retell | Self::Synthflow => {
-                ("/call_inbound/from_number", "call_inbound.from_number")
-            }
-            Self::Vapi => (
-                "/message/call/customer/number",
-                "message.call.customer.number",
-            ),
-            Self::Telnyx => (
-                "/data/payload/telnyx_end_user_target",
-                "data.payload.telnyx_end_user_target",
-            ),
-            Self::Twilio => ("/From", "From"),
+            Self::Retell | Self::Synthflow => "call_inbound.from_number",
+            Self::Vapi => "message.call.customer.number",
+            Self::Telnyx => "data.payload.telnyx_end_user_target",
+            Self::Twilio => "From",
         }
     }
 
@@ -455,31 +447,23 @@ fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<(), A::Error>
 }
 
 impl JsonRequest {
-    /// Where `platform` puts the caller's number, and what was there instead of text if
-    /// anything was.
-    fn caller_field(&self, platform: Platform) -> (&'static str, Option<&'static str>) {
+    /// What `platform`'s caller field held instead of text, if anything.
+    fn caller_was(&self, platform: Platform) -> Option<&'static str> {
         match platform {
-            Platform::Retell | Platform::Synthflow => (
-                "call_inbound.from_number",
-                self.call_inbound.0.as_ref().and_then(|c| c.from_number.1),
-            ),
+            Platform::Retell | Platform::Synthflow => {
+                self.call_inbound.0.as_ref().and_then(|c| c.from_number.1)
+            }
             Platform::Vapi => {
                 let m = self.message.0.as_ref();
                 let was = |p: Option<&Part<Number>>| p?.0.as_ref()?.number.1;
-                (
-                    "message.call.customer.number",
-                    was(m.and_then(|m| m.call.0.as_deref()).map(|c| &c.customer))
-                        .or_else(|| was(m.map(|m| &m.customer))),
-                )
+                was(m.and_then(|m| m.call.0.as_deref()).map(|c| &c.customer))
+                    .or_else(|| was(m.map(|m| &m.customer)))
             }
             _ => {
                 let d = self.data.0.as_ref();
                 let p = d.and_then(|d| d.payload.0.as_deref());
-                (
-                    "data.payload.telnyx_end_user_target",
-                    p.and_then(|p| p.telnyx_end_user_target.1)
-                        .or_else(|| d.and_then(|d| d.telnyx_end_user_target.1)),
-                )
+                p.and_then(|p| p.telnyx_end_user_target.1)
+                    .or_else(|| d.and_then(|d| d.telnyx_end_user_target.1))
             }
         }
     }
@@ -619,8 +603,12 @@ impl JsonRequest {
             Platform::Twilio => return Err("Twilio posts a form, not JSON".into()),
         };
         let from = from.ok_or_else(|| {
-            let (field, was) = self.caller_field(platform);
-            format!("{field} is {}", was.unwrap_or("missing"))
+            let was = self.caller_was(platform);
+            format!(
+                "{} is {}",
+                platform.caller_field(),
+                was.unwrap_or("missing")
+            )
         })?;
         Ok(Inbound {
             from,

@@ -470,7 +470,8 @@ async fn start(
 /// A call start's refusal of the caller (`from`, as `POST /api/v1/calls` names it) said in
 /// the platform's terms: where its request has the caller.
 fn in_platform_terms(mut problem: ApiProblem, platform: Platform) -> ApiProblem {
-    let (pointer, name) = platform.caller_field();
+    let name = platform.caller_field();
+    let pointer = format!("/{}", name.replace('.', "/"));
     let renamed = |detail: &str| {
         detail
             .strip_prefix("from: ")
@@ -478,7 +479,7 @@ fn in_platform_terms(mut problem: ApiProblem, platform: Platform) -> ApiProblem 
     };
     for e in &mut problem.errors {
         if e.pointer.as_deref() == Some("/from") {
-            e.pointer = Some(pointer.to_owned());
+            e.pointer = Some(pointer.clone());
             if let Some(d) = renamed(&e.detail) {
                 e.detail = d;
             }

@@ -135,45 +135,7 @@ async fn receive(
     // up, or the network dropped) does not cut the work short. The call it started is
     // recorded, its Test viewer entry kept, and the answer promised to a request asking
     // again about the same call (see `once_per_call`) is given.
-    let request = Request {
-        app,
-        target,
-        slug,
-        uri,
-        headers,
-        started,
-        received_at,
-    };
-    match tokio::spawn(request.answer(body)).await {
-        Ok(res) => res,
-        Err(e) => {
-            AppError::Other(anyhow::anyhow!("answering a platform's request: {e}")).into_response()
-        }
-    }
-}
-
-/// A platform's request to a connection, found.
-struct Request {
-    app: AppState,
-    target: std::sync::Arc<ConnectionTarget>,
-    slug: String,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    started: Instant,
-    received_at: i64,
-}
-
-impl Request {
-    async fn answer(self, body: Body) -> Response {
-        let Self {
-            app,
-            target,
-            slug,
-            uri,
-            headers,
-            started,
-            received_at,
-        } = self;
+    let answer = async move {
         // Vapi's end-of-call-report (acknowledged, see `vapi_notice`) carries the whole call's
         // transcript and messages.
         let limit = if target.platform == Platform::Vapi {
@@ -230,6 +192,12 @@ impl Request {
             },
         );
         res
+    };
+    match tokio::spawn(answer).await {
+        Ok(res) => res,
+        Err(e) => {
+            AppError::Other(anyhow::anyhow!("answering a platform's request: {e}")).into_response()
+        }
     }
 }
 

@@ -144,7 +144,20 @@ async fn receive(
             app.body_limit
         };
         let outcome = match read_limited(&headers, body, limit).await {
-            Ok(bytes) => handle(&app, &target, &slug, &uri, &headers, &bytes, received_at).await,
+            // Boxed: the call start's state is large, and a task's future is moved whole at
+            // each of its stages.
+            Ok(bytes) => {
+                Box::pin(handle(
+                    &app,
+                    &target,
+                    &slug,
+                    &uri,
+                    &headers,
+                    &bytes,
+                    received_at,
+                ))
+                .await
+            }
             Err(p) => Outcome::refused(p, None),
         };
         // A request refused before its call could start (no valid signature, a replay, not a
@@ -263,7 +276,9 @@ async fn handle(
         return Outcome::refused(unauthorized(VerifyError::Replayed), None);
     }
     if platform == Platform::Twilio {
-        return twilio(app, target, slug, uri.query(), &form).await;
+        // Boxed: running a Twilio call's turns takes a state several times a JSON
+        // platform's, which would otherwise be the size of every request's.
+        return Box::pin(twilio(app, target, slug, uri.query(), &form)).await;
     }
     let json = match json {
         Some(Ok(Some(json))) => json,

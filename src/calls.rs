@@ -147,7 +147,8 @@ pub struct CallView {
     #[schema(schema_with = crate::http::openapi::call_status)]
     pub status: String,
     /// How the call ended: `transferred`, `completed`, an End Call's tag, `no_answer`
-    /// (Twilio, after silences), `handed_over` (a voice platform's agent took it), or `error`.
+    /// (Twilio, after turns without an answer), `handed_over` (a voice platform's agent took
+    /// it), or `error`.
     pub outcome: Option<String>,
     pub transfer: Option<Transfer>,
     pub late_context: Option<LateContext>,
@@ -923,7 +924,7 @@ pub async fn answer(
 }
 
 /// Ends an active call that the caller left without answering (a voice platform hung up
-/// after silent turns): outcome `no_answer`, its question cleared. Nothing changes if the
+/// after turns without an answer): outcome `no_answer`, its question cleared. Nothing changes if the
 /// call had already moved on or ended.
 pub async fn hang_up(app: &AppState, token_agent: i64, public_id: &str) -> Result<(), AppError> {
     app.writer.settle().await?;

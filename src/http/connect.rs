@@ -49,8 +49,9 @@ pub fn url(public_url: &str, slug: &str) -> String {
     format!("{public_url}/connect/{slug}")
 }
 
-/// Silent turns in a row after which a Twilio call is hung up.
-const MAX_SILENCES: u32 = 3;
+/// Turns in a row without an answer taken (silence, or an answer that does not fit the
+/// question) after which a Twilio call is hung up.
+const MAX_MISSES: u32 = 3;
 
 /// What one request became, for its answer and the Test viewer.
 struct Outcome {
@@ -553,8 +554,13 @@ async fn twilio(
     };
     let base = url(&app.public_url, slug);
     // Each turn has its own URL, so that two turns with the same answer are not one request
-    // seen twice (refused as a replay).
-    let action = |call: &str, turn: u32| format!("{base}?call={call}&turn={turn}");
+    // seen twice (refused as a replay). Both of a turn's URLs say how many turns before it
+    // went without an answer taken: the answer's as `missed`, silence's as `silence` (that
+    // turn included).
+    let action = |call: &str, turn: u32, missed: u32| match missed {
+        0 => format!("{base}?call={call}&turn={turn}"),
+        n => format!("{base}?call={call}&turn={turn}&missed={n}"),
+    };
     let silence =
         |call: &str, turn: u32, n: u32| format!("{base}?call={call}&turn={turn}&silence={n}");
     let turn_of = turn_of(query);
@@ -585,7 +591,7 @@ async fn twilio(
                 let body = twiml::turn(
                     &call.steps,
                     call.question.as_ref(),
-                    &action(&call.call_id, 1),
+                    &action(&call.call_id, 1, 0),
                     &silence(&call.call_id, 1, 1),
                 );
                 let verdict = describe(&call, None, target);
@@ -595,7 +601,7 @@ async fn twilio(
             };
             once_per_call(app, target, &inbound, first).await
         }
-        Some((call_id, turn, silent)) => {
+        Some((call_id, turn, missed)) => {
             let spoken = field("SpeechResult").filter(|s| !s.is_empty());
             let said = spoken
                 .clone()
@@ -622,32 +628,31 @@ async fn twilio(
                     Some(call_id),
                 );
             };
-            // Asked again at the next turn's URL: the same answer given twice is two
-            // requests, not one seen twice.
-            let ask_again = |n: u32, why: &str| {
-                let body = twiml::Twiml::default()
-                    .gather(
-                        &question.prompt,
-                        &action(&call_id, turn + 1),
-                        &silence(&call_id, turn + 1, n + 1),
-                    )
-                    .finish();
-                twiml_outcome(body, why.to_owned(), inbound.clone(), Some(call_id.clone()))
+            // This turn, should it go without an answer taken, is the `missed`-th in a row.
+            // Under `MAX_MISSES` the question is asked again at the next turn's URLs (the
+            // same answer given twice is two requests, not one seen twice); at it, the call
+            // is hung up, as unanswered.
+            let not_taken = async |why: String| {
+                if missed < MAX_MISSES {
+                    let body = twiml::Twiml::default()
+                        .gather(
+                            &question.prompt,
+                            &action(&call_id, turn.saturating_add(1), missed),
+                            &silence(&call_id, turn.saturating_add(1), missed + 1),
+                        )
+                        .finish();
+                    let verdict = format!("{why}: asked again");
+                    return twiml_outcome(body, verdict, inbound.clone(), Some(call_id.clone()));
+                }
+                if let Err(e) = calls::hang_up(app, target.agent_id, &call_id).await {
+                    return Outcome::refused(e.into_problem(), inbound.clone());
+                }
+                let body = twiml::Twiml::default().hangup().finish();
+                let verdict = format!("{why}, {missed} times in a row: hung up (no_answer)");
+                twiml_outcome(body, verdict, inbound.clone(), Some(call_id.clone()))
             };
             let Some(answer) = said else {
-                if silent >= MAX_SILENCES {
-                    if let Err(e) = calls::hang_up(app, target.agent_id, &call_id).await {
-                        return Outcome::refused(e.into_problem(), inbound);
-                    }
-                    let body = twiml::Twiml::default().hangup().finish();
-                    return twiml_outcome(
-                        body,
-                        format!("no answer {silent} times in a row: hung up (no_answer)"),
-                        inbound,
-                        Some(call_id),
-                    );
-                }
-                return ask_again(silent, "no answer: asked again");
+                return not_taken("no answer".into()).await;
             };
             // Speech is read as said, then as a number or a yes or no, until the variable
             // takes it; keys are taken as pressed.
@@ -685,8 +690,8 @@ async fn twilio(
                     let body = twiml::turn(
                         &call.steps,
                         call.question.as_ref(),
-                        &action(&call.call_id, turn + 1),
-                        &silence(&call.call_id, turn + 1, 1),
+                        &action(&call.call_id, turn.saturating_add(1), 0),
+                        &silence(&call.call_id, turn.saturating_add(1), 1),
                     );
                     twiml_outcome(
                         body,
@@ -695,10 +700,9 @@ async fn twilio(
                         Some(call.call_id),
                     )
                 }
-                Err(AppError::Problem(p)) if p.kind == ProblemKind::ValidationFailed => ask_again(
-                    silent,
-                    &format!("answer not taken ({}): asked again", p.detail),
-                ),
+                Err(AppError::Problem(p)) if p.kind == ProblemKind::ValidationFailed => {
+                    not_taken(format!("answer not taken ({})", p.detail)).await
+                }
                 Err(AppError::Problem(p)) if p.kind == ProblemKind::CallConflict => {
                     let body = twiml::Twiml::default().hangup().finish();
                     twiml_outcome(body, p.detail, inbound, Some(call_id))
@@ -725,14 +729,17 @@ fn started_here(
     })
 }
 
-/// The call, its turn, and how many silent turns in a row, that a Twilio turn's URL names: Precall's
-/// own action URLs carry `call` (and `silence`) in their query, which Twilio signs with the
-/// rest of the URL.
+/// The call and turn that a Twilio turn's URL names, and how many turns in a row this one
+/// makes without an answer taken, should it go without one too. Precall's own URLs carry
+/// them in their query (`call`, `turn`, and `missed` or `silence`), which Twilio signs with
+/// the rest of the URL.
 fn turn_of(query: Option<&str>) -> Option<(String, u32, u32)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let count = |k: &str| get(k).and_then(|s| s.parse::<u32>().ok());
     let call = get("call").filter(|c| !c.is_empty())?;
-    let turn = get("turn").and_then(|s| s.parse().ok()).unwrap_or(1);
-    let silence = get("silence").and_then(|s| s.parse().ok()).unwrap_or(0);
-    Some((call, turn, silence))
+    let turn = count("turn").unwrap_or(1);
+    // Silence's URL counts its own turn; the answer's, the turns before it.
+    let missed = count("silence").unwrap_or_else(|| count("missed").unwrap_or(0).saturating_add(1));
+    Some((call, turn, missed))
 }

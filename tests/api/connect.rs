@@ -1812,7 +1812,7 @@ async fn a_signed_request_sent_again_is_a_replay_however_its_headers_are_respell
 }
 
 #[tokio::test]
-async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
+async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_turns_without_an_answer() {
     let app = spawn_app().await;
     let (agent, _, _) = connected_agent(&app, 0);
     let url = connect(&app, &agent, "twilio", "twilio-auth-token", &[]);
@@ -1838,16 +1838,10 @@ async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
     let again = twilio_post(&app, &next, &empty).await;
     assert!(again.contains("<Gather "), "{again}");
 
-    // Silence three times in a row hangs up, and the call ends as unanswered.
-    let mut twiml = again;
-    for n in 1..=3 {
-        let redirect = silence_redirect(&twiml);
-        twiml = twilio_post(&app, &redirect, &caller).await;
-        if n < 3 {
-            assert!(twiml.contains("<Gather "), "silence {n}: {twiml}");
-        }
-    }
-    assert!(twiml.ends_with("<Hangup /></Response>"), "{twiml}");
+    // Silence after them is the third turn in a row without an answer: the call is hung
+    // up, and ends as unanswered.
+    let hung = twilio_post(&app, &silence_redirect(&again), &caller).await;
+    assert!(hung.ends_with("<Hangup /></Response>"), "{hung}");
     let view = listed_call(&agent_calls(&app, &agent).await, &call);
     assert_eq!(view["status"], "ended", "{view}");
     assert_eq!(view["outcome"], "no_answer", "{view}");
@@ -1864,6 +1858,24 @@ async fn twilio_asks_again_at_a_new_url_and_hangs_up_after_three_silences() {
     )
     .await;
     assert!(after.ends_with("<Hangup /></Response>"), "{after}");
+
+    // Silence alone: three times in a row hangs up too.
+    let caller = [("CallSid", "CA902"), ("From", "+12125550167")];
+    let mut twiml = twilio_post(&app, &url, &caller).await;
+    let call = gathered_call(&twiml);
+    for n in 1..=3 {
+        let redirect = silence_redirect(&twiml);
+        twiml = twilio_post(&app, &redirect, &caller).await;
+        if n < 3 {
+            assert!(twiml.contains("<Gather "), "silence {n}: {twiml}");
+        }
+    }
+    assert!(twiml.ends_with("<Hangup /></Response>"), "{twiml}");
+    let runtime = app.create_token(&agent);
+    let view = app
+        .get_json(&format!("{}/api/v1/calls/{call}", app.address), &runtime)
+        .await;
+    assert_eq!(view["outcome"], "no_answer", "{view}");
 }
 
 #[tokio::test]
@@ -2066,6 +2078,42 @@ async fn twilio_reads_spoken_numbers_and_yeses_and_warns_of_transfers_it_cannot_
         .await;
     assert_eq!(view["variables"]["pin"], 1234, "{view}");
     assert_eq!(view["variables"]["agreed"], true, "{view}");
+
+    // Answers that do not fit count with silence: an answer taken starts the count again,
+    // and the third turn in a row without one hangs up.
+    let form = |extra: (&'static str, &'static str)| {
+        vec![("CallSid", "CA778"), ("From", "+12125550193"), extra]
+    };
+    let first = twilio_post(&app, &url, &form(("To", "+12125550199"))).await;
+    let call = gathered_call(&first);
+    let banana = ("SpeechResult", "Banana.");
+    let again = twilio_post(&app, &gather_action(&first), &form(banana)).await;
+    assert!(again.contains("<Say>Your PIN?</Say></Gather>"), "{again}");
+    let again = twilio_post(
+        &app,
+        &silence_redirect(&again),
+        &form(("To", "+12125550199")),
+    )
+    .await;
+    assert!(again.contains("<Say>Your PIN?</Say></Gather>"), "{again}");
+    let asked = twilio_post(&app, &gather_action(&again), &form(("Digits", "42"))).await;
+    assert!(asked.contains("Shall we go on?"), "{asked}");
+    let mut twiml = asked;
+    for n in 1..=3 {
+        twiml = twilio_post(&app, &gather_action(&twiml), &form(banana)).await;
+        if n < 3 {
+            assert!(
+                twiml.contains("<Say>Shall we go on?</Say></Gather>"),
+                "wrong answer {n}: {twiml}"
+            );
+        }
+    }
+    assert!(twiml.ends_with("<Hangup /></Response>"), "{twiml}");
+    let view = app
+        .get_json(&format!("{}/api/v1/calls/{call}", app.address), &runtime)
+        .await;
+    assert_eq!(view["outcome"], "no_answer", "{view}");
+    assert_eq!(view["variables"]["pin"], 42, "{view}");
 }
 
 #[tokio::test]

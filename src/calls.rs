@@ -924,8 +924,8 @@ pub async fn answer(
 }
 
 /// Ends an active call that the caller left without answering (a voice platform hung up
-/// after turns without an answer): outcome `no_answer`, its question cleared. Nothing changes if the
-/// call had already moved on or ended.
+/// after turns without an answer): outcome `no_answer`, its question cleared. Nothing
+/// changes if the call had already moved on or ended.
 pub async fn hang_up(app: &AppState, token_agent: i64, public_id: &str) -> Result<(), AppError> {
     app.writer.settle().await?;
     let Some(row) = read_call(app, public_id)
@@ -940,7 +940,9 @@ pub async fn hang_up(app: &AppState, token_agent: i64, public_id: &str) -> Resul
         kind: "end_call".into(),
         flow_key: asked.as_ref().map(|q| q.flow_key.clone()),
         block_key: asked.as_ref().map(|q| q.block_key.clone()),
-        why: Some("no answer: the caller stayed silent".into()),
+        why: Some(
+            "no answer taken: the caller stayed silent or gave answers that did not fit".into(),
+        ),
         ..Step::default()
     });
     let trace_json = serde_json::to_string(&trace).expect("trace serialises");

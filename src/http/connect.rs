@@ -145,8 +145,8 @@ async fn receive(
             app.body_limit
         };
         let outcome = match read_limited(&headers, body, limit).await {
-            // Boxed: the call start's state is large, and a task's future is moved whole at
-            // each of its stages.
+            // Boxed: the call start's state is large, and a task's future is copied whole
+            // when it is spawned and when its output is stored and taken.
             Ok(bytes) => {
                 Box::pin(handle(
                     &app,
@@ -648,7 +648,9 @@ async fn twilio(
                     return Outcome::refused(e.into_problem(), inbound.clone());
                 }
                 let body = twiml::Twiml::default().hangup().finish();
-                let verdict = format!("{why}, {missed} times in a row: hung up (no_answer)");
+                let verdict = format!(
+                    "{why}; {missed} turns in a row without an answer taken: hung up (no_answer)"
+                );
                 twiml_outcome(body, verdict, inbound.clone(), Some(call_id.clone()))
             };
             let Some(answer) = said else {

@@ -2114,6 +2114,22 @@ async fn twilio_reads_spoken_numbers_and_yeses_and_warns_of_transfers_it_cannot_
         .await;
     assert_eq!(view["outcome"], "no_answer", "{view}");
     assert_eq!(view["variables"]["pin"], 42, "{view}");
+
+    // Silence and answers that do not fit, mixed: the third in a row hangs up.
+    let form = |extra: (&'static str, &'static str)| {
+        vec![("CallSid", "CA779"), ("From", "+12125550194"), extra]
+    };
+    let first = twilio_post(&app, &url, &form(("To", "+12125550199"))).await;
+    let wrong = twilio_post(&app, &gather_action(&first), &form(banana)).await;
+    let silent = twilio_post(
+        &app,
+        &silence_redirect(&wrong),
+        &form(("To", "+12125550199")),
+    )
+    .await;
+    assert!(silent.contains("<Say>Your PIN?</Say></Gather>"), "{silent}");
+    let hung = twilio_post(&app, &gather_action(&silent), &form(banana)).await;
+    assert!(hung.ends_with("<Hangup /></Response>"), "{hung}");
 }
 
 #[tokio::test]

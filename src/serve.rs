@@ -132,10 +132,11 @@ pub async fn serve(
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // No `header_read_timeout`: hyper would make, register and drop a timer per
-        // request. Each connection's own timer below ends a request whose headers are
-        // late (`Ending::TimedOut`, 408) by moving one deadline forward.
         .timer(TokioTimer::new())
+        // None, not hyper's default of 30 s: hyper would make, register and drop a timer
+        // per request. Each connection's own timer below ends a request whose headers are
+        // late (`Ending::TimedOut`, 408) by moving one deadline forward.
+        .header_read_timeout(None)
         // Headers are parsed from this buffer: past it, hyper answers 431 (made a problem
         // by `Watched`). It also bounds what one read of a body buffers.
         .max_buf_size(limits.max_header_bytes.max(8192));

@@ -10,6 +10,8 @@
 //! is posted back here (`?call=…`) and continues the call as `POST /api/v1/calls/{id}/input`
 //! does.
 
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -132,8 +134,8 @@ async fn receive(
         }
         Err(e) => return AppError::from(e).into_response(),
     };
-    // Answered in a task of its own: a platform that goes away before its answer (it gave
-    // up, or the network dropped) does not cut the work short. The call it started is
+    // Answered to the end even if the platform goes away before its answer (it gave up, or
+    // the network dropped; see `GoesOn`): the work is not cut short. The call it started is
     // recorded, its Test viewer entry kept, and the answer promised to a request asking
     // again about the same call (see `once_per_call`) is given.
     let answer = async move {
@@ -207,10 +209,34 @@ async fn receive(
         );
         res
     };
-    match tokio::spawn(answer).await {
-        Ok(res) => res,
-        Err(e) => {
-            AppError::Other(anyhow::anyhow!("answering a platform's request: {e}")).into_response()
+    GoesOn(Some(Box::pin(answer))).await
+}
+
+/// A future awaited where it is (no task of its own, no wake-up through a join handle),
+/// that goes on in a task of its own if it is dropped unfinished: when a platform goes away
+/// before its answer, hyper drops the request's future, and the call start, its record and
+/// the answer promised to a request asking again still complete.
+struct GoesOn<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T: Send + 'static> Future for GoesOn<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<T> {
+        let Some(running) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(running.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<T: Send + 'static> Drop for GoesOn<T> {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(unfinished);
         }
     }
 }

@@ -1726,6 +1726,60 @@ async fn a_platform_asking_again_about_a_call_gets_the_first_answer_and_starts_n
     assert_calls(&app, &agent, 7).await;
 }
 
+#[tokio::test]
+async fn a_platform_that_goes_away_before_its_answer_still_has_it_made_kept_and_shown() {
+    use crate::admin::Console;
+    let app = spawn_app().await;
+    let admin = Console::set_up(&app).await;
+    let (agent, hook, key) = connected_agent(&app, 2_000);
+    let url = connect(&app, &agent, "vapi", &secret_of("vapi", "s3cret"), &[]);
+    let from = "+12125550192";
+    // Vapi gives up while the call waits for the CRM: its connection is dropped unanswered.
+    let first = announce_call(&app, "vapi", &url, from, "s3cret", "vapi-gone", 0);
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), first.send()).await;
+    assert!(gave_up.is_err(), "the call waits for the CRM's data");
+    crm(
+        &app,
+        &hook,
+        &key,
+        &agent,
+        from,
+        json!({"customer_name": "Ada"}),
+    )
+    .await;
+    // The first request's call went on and took the data: asking again gets its answer, and
+    // no second call starts.
+    let again = announce_call(&app, "vapi", &url, from, "s3cret", "vapi-gone", 1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again = again.text().await.unwrap();
+    assert_eq!(name_in("vapi", &again).as_deref(), Some("Ada"), "{again}");
+    let token = app.cli_json(&["api-token", "create", "--name", "tests"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let calls = app
+        .get_json(
+            &format!("{}/api/v1/agents/{agent}/calls", app.address),
+            &token,
+        )
+        .await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
+    // The Test step says the second request was given the first one's answer.
+    let cid = app.cli_json(&["connection", "list", "--agent", &agent])[0]["id"]
+        .as_i64()
+        .unwrap();
+    let page = admin
+        .page(&format!("/admin/agents/{agent}/connections/{cid}/test"))
+        .await;
+    assert!(
+        page.contains("asked again about Vapi call vapi-gone"),
+        "{page}"
+    );
+}
+
 /// The `<Redirect>` URL Twilio follows when the caller says nothing, unescaped.
 fn silence_redirect(twiml: &str) -> String {
     let start = twiml.find("<Redirect").expect("a Redirect");

@@ -212,26 +212,34 @@ async fn receive(
     GoesOn(Some(Box::pin(answer))).await
 }
 
-/// A future awaited where it is (no task of its own, no wake-up through a join handle),
-/// that goes on in a task of its own if it is dropped unfinished: when a platform goes away
-/// before its answer, hyper drops the request's future, and the call start, its record and
-/// the answer promised to a request asking again still complete.
-struct GoesOn<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
+/// A platform's answer, awaited where it is (no task of its own, no wake-up through a join
+/// handle), that goes on in a task of its own if it is dropped unfinished: when a platform
+/// goes away before its answer, hyper drops the request's future, and the call start, its
+/// record and the answer promised to a request asking again still complete. A panic while
+/// answering is answered 500, as a task's would be, and leaves nothing to go on with.
+struct GoesOn(Option<Pin<Box<dyn Future<Output = Response> + Send>>>);
 
-impl<T: Send + 'static> Future for GoesOn<T> {
-    type Output = T;
+impl Future for GoesOn {
+    type Output = Response;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<T> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Response> {
         let Some(running) = self.0.as_mut() else {
             return Poll::Pending;
         };
-        let out = std::task::ready!(running.as_mut().poll(cx));
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| running.as_mut().poll(cx)));
+        let out = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(res)) => res,
+            Err(_) => AppError::Other(anyhow::anyhow!("answering a platform's request panicked"))
+                .into_response(),
+        };
         self.0 = None;
         Poll::Ready(out)
     }
 }
 
-impl<T: Send + 'static> Drop for GoesOn<T> {
+impl Drop for GoesOn {
     fn drop(&mut self) {
         if let Some(unfinished) = self.0.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()

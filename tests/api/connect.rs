@@ -595,13 +595,23 @@ async fn assert_calls(app: &TestApp, agent: &str, n: usize) {
 
 /// The agent's call history, through the management API.
 async fn agent_calls(app: &TestApp, agent: &str) -> Value {
+    calls_seen_with(app, agent, &api_token(app).await).await
+}
+
+/// The agent's call history, through the management API with `token`.
+async fn calls_seen_with(app: &TestApp, agent: &str, token: &str) -> Value {
     let url = format!("{}/api/v1/agents/{agent}/calls", app.address);
-    app.get_json(&url, &api_token(app).await).await
+    app.get_json(&url, token).await
 }
 
 /// An admin API token (the first admin is made through the setup link).
 async fn api_token(app: &TestApp) -> String {
     crate::admin::Console::set_up(app).await;
+    cli_api_token(app)
+}
+
+/// An API token made with the CLI, once an admin is set up.
+fn cli_api_token(app: &TestApp) -> String {
     let out = app.cli_json(&["api-token", "create", "--name", "tests"]);
     out["token"].as_str().unwrap().to_owned()
 }
@@ -1756,16 +1766,7 @@ async fn a_platform_that_goes_away_before_its_answer_still_has_it_made_kept_and_
     assert_eq!(again.status(), 200);
     let again = again.text().await.unwrap();
     assert_eq!(name_in("vapi", &again).as_deref(), Some("Ada"), "{again}");
-    let token = app.cli_json(&["api-token", "create", "--name", "tests"])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let calls = app
-        .get_json(
-            &format!("{}/api/v1/agents/{agent}/calls", app.address),
-            &token,
-        )
-        .await;
+    let calls = calls_seen_with(&app, &agent, &cli_api_token(&app)).await;
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
     // The Test step says the second request was given the first one's answer.
     let cid = app.cli_json(&["connection", "list", "--agent", &agent])[0]["id"]
